@@ -1,0 +1,138 @@
+-- aggression_curve: predatory zaps per episode against global_step, per condition, grid size and seed (seed null: mean over seeds with 95% CI)
+-- Episodes are binned by global_step: n_bins bins per grid size (`set variable n_bins = 40`;
+-- default 20) of width ceil((max global_step + 1) / n_bins); step = the bin's midpoint.
+-- Rows with a seed: that seed's mean predatory zaps per episode in the bin (runs repeating a seed
+-- averaged), n = episodes. Rows with seed null: mean over seeds, sd, n = seeds, and the 95% CI
+-- mean +- t(0.975, n - 1) * sd / sqrt(n) (t table as in ablation.sql; null when n = 1).
+-- Hits are classified by the ledger rule of DESIGN.md (same CTE as queries/predatory_zaps.sql).
+with recursive
+params as (
+    select
+        case
+            when b is null then 20
+            when b >= 1 then b
+            else error('n_bins must be a positive integer')
+        end as n_bins
+    from (select try_cast(getvariable('n_bins') as bigint) as b)
+),
+tq(lo, hi, t) as (
+    values
+        (1, 2, 12.7062), (2, 3, 4.3027), (3, 4, 3.1824), (4, 5, 2.7764), (5, 6, 2.5706),
+        (6, 7, 2.4469), (7, 8, 2.3646), (8, 9, 2.3060), (9, 10, 2.2622), (10, 11, 2.2281),
+        (11, 12, 2.2010), (12, 13, 2.1788), (13, 14, 2.1604), (14, 15, 2.1448), (15, 16, 2.1314),
+        (16, 17, 2.1199), (17, 18, 2.1098), (18, 19, 2.1009), (19, 20, 2.0930), (20, 21, 2.0860),
+        (21, 22, 2.0796), (22, 23, 2.0739), (23, 24, 2.0687), (24, 25, 2.0639), (25, 26, 2.0595),
+        (26, 27, 2.0555), (27, 28, 2.0518), (28, 29, 2.0484), (29, 30, 2.0452), (30, 40, 2.0423),
+        (40, 60, 2.0211), (60, 120, 2.0003), (120, 1000, 1.9799), (1000, 9223372036854775807, 1.9600)
+),
+-- ledger classification of ZAP_HIT (DESIGN.md): per unordered pair, s = debt[lo][hi] - debt[hi][lo]
+-- (the rule keeps at most one direction positive); decay^(episodes elapsed) between hits.
+decay as (
+    select run_id, coalesce(try_cast(config.decay as double), 0.95) as decay from runs
+),
+hits as (
+    select
+        e.run_id,
+        e.episode,
+        e.seq,
+        e.agent as attacker,
+        least(e.agent, e.target) as lo,
+        greatest(e.agent, e.target) as hi,
+        case when coalesce(e.apple_context, false) then 1.5 else 1.0 end as w,
+        row_number() over (
+            partition by e.run_id, least(e.agent, e.target), greatest(e.agent, e.target)
+            order by e.episode, e.seq
+        ) as k
+    from events as e
+    where e.event_type = 'ZAP_HIT'
+),
+walk(run_id, lo, hi, k, episode, s, retribution) as (
+    select run_id, lo, hi, k, episode, case when attacker = lo then w else -w end, false
+    from hits
+    where k = 1
+    union all
+    select
+        h.run_id,
+        h.lo,
+        h.hi,
+        h.k,
+        h.episode,
+        case
+            when h.attacker = h.lo and p.d < 0 then least(0.0, p.d + 1)
+            when h.attacker = h.lo then p.d + h.w
+            when p.d > 0 then greatest(0.0, p.d - 1)
+            else p.d - h.w
+        end,
+        (h.attacker = h.lo and p.d < 0) or (h.attacker = h.hi and p.d > 0)
+    from walk as w
+    join hits as h on h.run_id = w.run_id and h.lo = w.lo and h.hi = w.hi and h.k = w.k + 1
+    join decay as dc on dc.run_id = h.run_id
+    cross join lateral (select w.s * power(dc.decay, h.episode - w.episode) as d) as p
+),
+hit_counts as (
+    select
+        run_id,
+        episode,
+        count(*) filter (where not retribution) as predation,
+        count(*) filter (where retribution) as retribution
+    from walk
+    group by run_id, episode
+),
+ep as (
+    select
+        run_id,
+        episode,
+        any_value(condition) as condition,
+        any_value(grid_size) as grid_size,
+        any_value(seed) as seed,
+        min(global_step) as global_step
+    from episodes
+    group by run_id, episode
+),
+widths as (
+    select grid_size, greatest(1, ceil((max(global_step) + 1) / params.n_bins))::bigint as width
+    from ep, params
+    group by grid_size, params.n_bins
+),
+per_episode as (
+    select
+        ep.run_id,
+        ep.condition,
+        ep.grid_size,
+        ep.seed,
+        ep.global_step // widths.width as bin,
+        widths.width,
+        coalesce(hc.predation, 0)::double as predatory_zaps
+    from ep
+    join widths using (grid_size)
+    left join hit_counts as hc using (run_id, episode)
+),
+per_run as (
+    select run_id, condition, grid_size, seed, bin, any_value(width) as width,
+        count(*) as episodes, avg(predatory_zaps) as predatory_zaps
+    from per_episode
+    group by run_id, condition, grid_size, seed, bin
+),
+per_seed as (
+    select condition, grid_size, seed, bin, any_value(width) as width,
+        sum(episodes) as n, avg(predatory_zaps) as predatory_zaps
+    from per_run
+    group by condition, grid_size, seed, bin
+),
+over_seeds as (
+    select condition, grid_size, bin, any_value(width) as width, count(*) as n,
+        avg(predatory_zaps) as predatory_zaps, stddev_samp(predatory_zaps) as sd
+    from per_seed
+    group by condition, grid_size, bin
+)
+select
+    condition, grid_size, seed, bin, (bin + 0.5) * width as step, n, predatory_zaps,
+    null::double as sd, null::double as ci_low, null::double as ci_high
+from per_seed
+union all
+select
+    o.condition, o.grid_size, null, o.bin, (o.bin + 0.5) * o.width, o.n, o.predatory_zaps,
+    o.sd, o.predatory_zaps - tq.t * o.sd / sqrt(o.n), o.predatory_zaps + tq.t * o.sd / sqrt(o.n)
+from over_seeds as o
+left join tq on o.n - 1 >= tq.lo and o.n - 1 < tq.hi
+order by grid_size, condition, seed nulls first, bin
