@@ -1,0 +1,295 @@
+"""Paper-style figures from query rows (matplotlib, Agg backend). No I/O beyond ``savefig(path)``.
+
+Every function takes rows (dicts) exactly as a ``queries/*.sql`` file returned them, so every number
+drawn comes from SQL. Conditions keep one colour and line style across all figures (Okabe-Ito
+palette, colour-blind safe; line styles keep them apart in greyscale too).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+# Okabe & Ito (2008); the four ablation conditions first, fixed.
+OKABE_ITO = ("#D55E00", "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
+CONDITION_ORDER = ("baseline", "tvt", "matchmaker", "full")
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+NONE_LABEL = "(no condition)"
+
+METRIC_LABELS = {
+    "predatory_zaps": "predatory zaps per episode",
+    "retribution_ratio": "retribution hits / all hits",
+    "efficiency": "efficiency U (reward per step)",
+    "equality": "equality E (1 - Gini of apples)",
+    "sustainability": "sustainability S (mean step of eating, steps)",
+    "peace": "peace P (agents on the board)",
+}
+SYMBOLS = {"efficiency": "U", "equality": "E", "sustainability": "S", "peace": "P"}
+UNITS = {
+    "efficiency": "reward per step",
+    "equality": "1 - Gini of apples",
+    "sustainability": "mean step of eating (steps)",
+    "peace": "agents on the board",
+}
+
+plt.rcParams.update(
+    {
+        "figure.dpi": 100,
+        "savefig.dpi": 110,
+        "font.size": 10,
+        "axes.titlesize": 11,
+        "axes.labelsize": 10,
+        "legend.fontsize": 9,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+    }
+)
+
+
+def label(condition: str | None) -> str:
+    return NONE_LABEL if condition is None else str(condition)
+
+
+def condition_order(conditions: Iterable[str | None]) -> list[str | None]:
+    """The four ablation conditions in DESIGN.md order, then any others alphabetically."""
+    found = set(conditions)
+    known = [c for c in CONDITION_ORDER if c in found]
+    rest = sorted((c for c in found if c not in CONDITION_ORDER), key=lambda c: label(c))
+    return known + rest
+
+
+class Styles:
+    """Colour, line style and marker per condition, assigned once for a whole report."""
+
+    def __init__(self, conditions: Iterable[str | None]):
+        self.order = condition_order(conditions)
+        self._style = {}
+        for i, c in enumerate(self.order):
+            k = CONDITION_ORDER.index(c) if c in CONDITION_ORDER else i
+            self._style[c] = (
+                OKABE_ITO[k % len(OKABE_ITO)],
+                LINESTYLES[k % len(LINESTYLES)],
+                MARKERS[k % len(MARKERS)],
+            )
+
+    def color(self, c: str | None) -> str:
+        return self._style.get(c, ("#555555", "-", "o"))[0]
+
+    def linestyle(self, c: str | None) -> str:
+        return self._style.get(c, ("#555555", "-", "o"))[1]
+
+    def marker(self, c: str | None) -> str:
+        return self._style.get(c, ("#555555", "-", "o"))[2]
+
+
+def _num(v) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _grid_title(g) -> str:
+    return "grid size unknown" if g is None else f"{g}x{g} grid"
+
+
+def _empty(ax, text: str = "no data") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#555555")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_curves(
+    rows: Sequence[dict],
+    value: str,
+    ylabel: str,
+    title: str,
+    path: Path,
+    styles: Styles,
+    *,
+    ylim_zero: bool = True,
+) -> Path:
+    """Curves against training steps, one panel per grid size, conditions overlaid.
+
+    Rows with ``seed`` null carry the mean over seeds and its 95% CI (band). A condition with a
+    single seed has no band; its line is that seed's curve.
+    """
+    grids = sorted({r["grid_size"] for r in rows}, key=lambda g: (g is None, g))
+    n = max(1, len(grids))
+    fig, axes = plt.subplots(1, n, figsize=(5.4 * n + 0.4, 4.2), squeeze=False, sharey=True)
+    if not grids:
+        _empty(axes[0][0])
+    handles: dict[str, object] = {}
+    for ax, g in zip(axes[0], grids, strict=False):
+        in_grid = [r for r in rows if r["grid_size"] == g]
+        for c in styles.order:
+            agg = sorted(
+                (r for r in in_grid if r["condition"] == c and r["seed"] is None),
+                key=lambda r: r["step"],
+            )
+            if not agg:
+                continue
+            col, ls = styles.color(c), styles.linestyle(c)
+            xs = [r["step"] for r in agg]
+            n_seeds = max(r["n"] for r in agg)
+            (line,) = ax.plot(xs, [_num(r[value]) for r in agg], color=col, ls=ls, lw=2)
+            lo = [_num(r["ci_low"]) for r in agg]
+            hi = [_num(r["ci_high"]) for r in agg]
+            if any(not math.isnan(v) for v in lo):
+                ax.fill_between(xs, lo, hi, color=col, alpha=0.15, lw=0)
+            key = f"{label(c)} ({n_seeds} seed{'s' if n_seeds != 1 else ''})"
+            handles.setdefault(label(c), (line, key))
+        ax.set_title(_grid_title(g))
+        ax.set_xlabel("training steps (environment steps)")
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+        if ylim_zero:
+            ax.set_ylim(bottom=0)
+    axes[0][0].set_ylabel(ylabel)
+    if handles:
+        fig.legend(
+            [h for h, _ in handles.values()],
+            [k for _, k in handles.values()],
+            loc="lower center",
+            ncol=min(4, len(handles)),
+            frameon=False,
+        )
+    fig.suptitle(f"{title}\nline: mean over seeds, band: 95% CI", fontsize=11)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _point_panel(ax, entries: list[tuple[str, float, float, float, str, str]], ylabel: str) -> None:
+    """entries: (x label, mean, lo, hi, colour, marker) drawn as points with CI whiskers."""
+    for i, (_, m, lo, hi, col, mk) in enumerate(entries):
+        ax.plot([i], [m], marker=mk, color=col, ms=7, ls="none")
+        if not (math.isnan(lo) or math.isnan(hi)):
+            ax.errorbar([i], [m], yerr=[[m - lo], [hi - m]], color=col, capsize=4, lw=1.5)
+    ax.set_xticks(range(len(entries)))
+    ax.set_xticklabels([e[0] for e in entries], rotation=0)
+    ax.set_xlim(-0.6, len(entries) - 0.4)
+    ax.set_ylabel(ylabel)
+
+
+def plot_scale(rows: Sequence[dict], path: Path, styles: Styles, metrics: Sequence[str]) -> Path:
+    """Small grid against big grid per condition (scale_comparison.sql rows), one panel per metric."""
+    ncol = 3 if len(metrics) > 4 else 2
+    nrow = math.ceil(len(metrics) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.5 * nrow), squeeze=False)
+    small = next((r["small_grid"] for r in rows), 10)
+    big = next((r["big_grid"] for r in rows), 30)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        mine = {r["condition"]: r for r in rows if r["metric"] == metric}
+        conds = [c for c in styles.order if c in mine]
+        if not conds:
+            _empty(ax)
+            ax.set_title(metric)
+            continue
+        for j, (side, offset, face) in enumerate((("small", -0.15, "white"), ("big", 0.15, None))):
+            for i, c in enumerate(conds):
+                r = mine[c]
+                m = _num(r[f"{side}_mean"])
+                lo, hi = _num(r[f"{side}_ci_low"]), _num(r[f"{side}_ci_high"])
+                if math.isnan(m):
+                    continue
+                col = styles.color(c)
+                ax.plot(
+                    [i + offset],
+                    [m],
+                    marker="o" if j == 0 else "s",
+                    ms=7,
+                    color=col,
+                    mfc=face or col,
+                    ls="none",
+                )
+                if not (math.isnan(lo) or math.isnan(hi)):
+                    ax.errorbar([i + offset], [m], yerr=[[m - lo], [hi - m]], color=col, capsize=3)
+        ax.set_xticks(range(len(conds)))
+        ax.set_xticklabels([label(c) for c in conds])
+        ax.set_xlim(-0.6, len(conds) - 0.4)
+        ax.set_title(METRIC_LABELS.get(metric, metric), fontsize=10)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.set_visible(False)
+    handles = [
+        plt.Line2D(
+            [], [], marker="o", mfc="white", color="#333333", ls="none", label=f"{small}x{small}"
+        ),
+        plt.Line2D([], [], marker="s", color="#333333", ls="none", label=f"{big}x{big}"),
+    ]
+    fig.legend(handles=handles, loc="lower center", frameon=False, ncol=2)
+    fig.suptitle(
+        f"Scale comparison, late training: {small}x{small} vs {big}x{big} grid\n"
+        "mean over seeds, whiskers: 95% CI",
+        fontsize=11,
+    )
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_outcomes(rows: Sequence[dict], path: Path, styles: Styles) -> Path:
+    """Social outcomes U, E, S, P late in training (ablation.sql rows), per condition and grid."""
+    metrics = ("efficiency", "equality", "sustainability", "peace")
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics, strict=True):
+        mine = [r for r in rows if r["metric"] == metric]
+        grids = sorted({r["grid_size"] for r in mine}, key=lambda g: (g is None, g))
+        entries = []
+        for g in grids:
+            for c in styles.order:
+                r = next((r for r in mine if r["grid_size"] == g and r["condition"] == c), None)
+                if r is None:
+                    continue
+                name = label(c)
+                entries.append(
+                    (
+                        name,
+                        _num(r["mean"]),
+                        _num(r["ci_low"]),
+                        _num(r["ci_high"]),
+                        styles.color(c),
+                        styles.marker(c),
+                    )
+                )
+        if entries:
+            _point_panel(ax, entries, UNITS[metric])
+            if len(grids) > 1:  # one group of conditions per grid size, separated and labelled
+                start = 0
+                for g in grids:
+                    k = sum(
+                        1 for r in mine if r["grid_size"] == g and r["condition"] in styles.order
+                    )
+                    if start:
+                        ax.axvline(start - 0.5, color="#888888", lw=0.8)
+                    ax.text(
+                        start + (k - 1) / 2,
+                        1.0,
+                        _grid_title(g),
+                        transform=ax.get_xaxis_transform(),
+                        ha="center",
+                        va="bottom",
+                        fontsize=9,
+                        color="#333333",
+                    )
+                    start += k
+                ax.tick_params(axis="x", labelsize=8)
+        else:
+            _empty(ax)
+        ax.set_title(f"{metric.capitalize()} ({SYMBOLS[metric]})", pad=16 if len(grids) > 1 else 6)
+    fig.suptitle(
+        "Social outcomes late in training (Perolat et al. 2017)\n"
+        "mean over seeds, whiskers: 95% CI (none when n = 1 seed)",
+        fontsize=11,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
