@@ -1,0 +1,158 @@
+"""KarmicAgent: a small CNN over the egocentric window, an LSTM, policy and value heads.
+
+Spec (issue 5):
+- ``KarmicAgent(obs_shape, n_actions=8, use_tvt=False, hidden=256)``; ``obs_shape`` is the
+  egocentric window ``(V, V, C)`` (uint8, channels apple / wall / other agent). The network's
+  size depends only on ``V``, ``C``, ``hidden`` and ``n_actions``, never on the grid size.
+- One network is shared by all agents of a run. ``n_agents > 0`` adds the agent's identity
+  (a one-hot) to the LSTM input; ``n_agents = 0`` (default) leaves it out.
+- ``forward(obs, state, starts, agent_ids=None) -> (logits, value, new_state, z)`` over a
+  sequence: ``obs (T, B, V, V, C)``, ``starts (T, B)`` bool marks the first step of an episode
+  (the LSTM state is zeroed before that step), ``state = (h, c)`` each ``(1, B, hidden)``.
+  ``z (T, B, latent)`` is the LSTM input (the encoded observation, identity excluded): the
+  latent that TVT stores in its memory.
+- When no episode starts inside the sequence (``starts[1:]`` all false, the common case, since
+  sequences are aligned with episodes), the whole sequence goes through one fused ``nn.LSTM``
+  call; otherwise it runs step by step with the state masked at each start.
+- ``use_tvt=True`` builds ``self.tvt`` with ``karmic.tvt.make_tvt_module(agent)`` (issue 6);
+  until that exists it raises ``TVTUnavailable`` ("the tvt condition needs TVT (issue 6)").
+
+Domain code: no file I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+TVT_MISSING = "the tvt condition needs TVT (issue 6): karmic.tvt.make_tvt_module is not available"
+
+
+class TVTUnavailable(RuntimeError):
+    """Raised when a TVT condition is requested before karmic.tvt provides the module."""
+
+
+def tvt_api():
+    """The karmic.tvt module if it provides the learner hooks, else raise TVTUnavailable."""
+    try:
+        import karmic.tvt as tvt
+    except ImportError as exc:
+        raise TVTUnavailable(TVT_MISSING) from exc
+    if not hasattr(tvt, "make_tvt_module") or not hasattr(tvt, "transport_rewards"):
+        raise TVTUnavailable(TVT_MISSING)
+    return tvt
+
+
+def _init(layer: nn.Module, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Module:
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def _conv_out(v: int) -> int:
+    v = (v - 3) // 2 + 1  # 3x3, stride 2 (first, so the big activations stay small)
+    return v - 2  # 3x3, stride 1
+
+
+class KarmicAgent(nn.Module):
+    """Recurrent actor-critic shared by the agents of a run (see the module docstring)."""
+
+    def __init__(
+        self,
+        obs_shape: tuple[int, int, int],
+        n_actions: int = 8,
+        use_tvt: bool = False,
+        hidden: int = 256,
+        latent: int = 64,
+        n_agents: int = 0,
+    ) -> None:
+        super().__init__()
+        v, v2, c = (int(s) for s in obs_shape)
+        if v != v2 or v < 5:
+            raise ValueError(f"obs_shape must be (V, V, C) with V >= 5, got {tuple(obs_shape)}")
+        self.obs_shape = (v, v, c)
+        self.n_actions = int(n_actions)
+        self.hidden = int(hidden)
+        self.latent = int(latent)
+        self.n_agents = int(n_agents)
+        self.use_tvt = bool(use_tvt)
+        s = _conv_out(v)
+        self.encoder = nn.Sequential(
+            _init(nn.Conv2d(c, 16, 3, stride=2)),
+            nn.ReLU(),
+            _init(nn.Conv2d(16, 32, 3, stride=1)),
+            nn.ReLU(),
+            nn.Flatten(),
+            _init(nn.Linear(32 * s * s, self.latent)),
+            nn.ReLU(),
+        )
+        self.lstm = nn.LSTM(self.latent + self.n_agents, self.hidden)
+        for name, p in self.lstm.named_parameters():
+            if "bias" in name:
+                nn.init.constant_(p, 0)
+            elif "weight" in name:
+                nn.init.orthogonal_(p, 1.0)
+        self.actor = _init(nn.Linear(self.hidden, self.n_actions), std=0.01)
+        self.critic = _init(nn.Linear(self.hidden, 1), std=1.0)
+        self.tvt = tvt_api().make_tvt_module(self) if self.use_tvt else None
+
+    # -- helpers -----------------------------------------------------------------------------
+    def config(self) -> dict:
+        """Constructor arguments, stored with checkpoints so load_policy can rebuild the net."""
+        return {
+            "obs_shape": list(self.obs_shape),
+            "n_actions": self.n_actions,
+            "use_tvt": self.use_tvt,
+            "hidden": self.hidden,
+            "latent": self.latent,
+            "n_agents": self.n_agents,
+        }
+
+    def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.zeros(1, batch, self.hidden)
+        return z, z.clone()
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs (..., V, V, C) uint8 -> z (..., latent)."""
+        lead = obs.shape[:-3]
+        x = obs.reshape(-1, *self.obs_shape).permute(0, 3, 1, 2).float()
+        return self.encoder(x).reshape(*lead, self.latent)
+
+    def forward(
+        self,
+        obs: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor],
+        starts: torch.Tensor,
+        agent_ids: torch.Tensor | None = None,
+    ):
+        z = self.encode(obs)  # (T, B, latent)
+        x = z
+        if self.n_agents:
+            if agent_ids is None:
+                raise ValueError("this agent takes its identity as input: pass agent_ids (B,)")
+            one_hot = nn.functional.one_hot(agent_ids.long(), self.n_agents).to(z.dtype)
+            x = torch.cat([z, one_hot.expand(z.shape[0], -1, -1)], dim=-1)
+        h, c = state
+        keep0 = (~starts[0]).to(h.dtype).view(1, -1, 1)
+        h, c = h * keep0, c * keep0
+        if not bool(starts[1:].any()):
+            out, (h, c) = self.lstm(x, (h, c))
+        else:
+            outs = []
+            for t in range(x.shape[0]):
+                keep = (~starts[t]).to(h.dtype).view(1, -1, 1)
+                o, (h, c) = self.lstm(x[t : t + 1], (h * keep, c * keep))
+                outs.append(o)
+            out = torch.cat(outs, 0)
+        return self.actor(out), self.critic(out).squeeze(-1), (h, c), z
+
+    def flops_per_step(self) -> int:
+        """Multiply-adds x 2 of one forward step for one agent (conv, linear, LSTM, heads)."""
+        v, _, c = self.obs_shape
+        s1 = (v - 3) // 2 + 1
+        s2 = _conv_out(v)
+        macs = s1 * s1 * 16 * c * 9 + s2 * s2 * 32 * 16 * 9 + 32 * s2 * s2 * self.latent
+        macs += 4 * self.hidden * (self.latent + self.n_agents + self.hidden)
+        macs += self.hidden * (self.n_actions + 1)
+        return 2 * macs

@@ -1,0 +1,584 @@
+"""Recurrent PPO on the batched Harvest env, trained from trajectory shards replayed from the lake.
+
+One update (CleanRL ``ppo_atari_lstm`` structure, with the recurrent state handled properly):
+
+1. **Rollout**: ``num_steps`` steps on ``B`` envs x ``N`` agents (``S = B*N`` slots) with one
+   shared :class:`~karmic.agents.KarmicAgent`; actions are sampled from a dedicated torch
+   generator. Buffers are preallocated, time-major ``(T, S, ...)``. The LSTM state before every
+   sequence of ``seq_len`` steps is stored.
+2. **Lake**: the rollout is written as a trajectory shard (``pipelines.trajectories``) and read
+   back; the learner trains from what it read. Shards older than the last ``keep_shards`` are
+   removed unless ``keep_trajectories``.
+3. **Transport hook**: ``transport(shard, history) -> rewards (rows, L)``: the identity for
+   ``baseline`` / ``matchmaker``; ``karmic.tvt.transport_rewards(shard, history, agent, cfg)``
+   for ``tvt`` / ``full``. ``history`` holds the paths of the kept earlier shards (oldest first).
+4. **GAE** (lambda) on the time-major rewards and values, bootstrapped from the value after the
+   last step; an episode start at t+1 cuts the return at t.
+5. **PPO**: ``update_epochs`` epochs over minibatches of whole sequences (rows of the shard),
+   each run from its stored LSTM state, with the state zeroed at episode starts. Clipped policy
+   and value losses, entropy bonus, global gradient clipping. If the agent has a TVT module with
+   an ``auxiliary_loss(agent, batch)`` method, that loss is added.
+
+Episodes: all envs finish together every ``max_steps``; a *round* is one episode of every env.
+Round ``r`` resets env ``b`` with a seed derived from ``(seed, r, b)`` and numbers its episode
+``r * B + b``; ``global_step`` of a step is the env steps of the run before it,
+``(r * max_steps + t) * B``. Events and episode rows of a round are written when it ends.
+Rollouts are aligned with rounds (``num_steps`` divides ``max_steps`` or is a multiple of it) and
+a run always ends at a round boundary, so ``total_steps`` is rounded up to whole rounds.
+
+Checkpoints (``pipelines.checkpoints``) are taken at round boundaries, where the env needs no
+state beyond the round index: model, optimizer, the action-sampling generator, the minibatch
+numpy generator, and counters. Resume rebuilds the matchmaker's ledger by folding the run's
+events from the lake, re-runs any round the lake already holds without writing it twice, and
+reproduces an uninterrupted run exactly (same parameters, same events).
+
+Conditions: ``baseline`` (no TVT, random spawns), ``matchmaker`` (no TVT, rigged spawns from the
+ledger folded over every event of the run), ``tvt`` and ``full`` (need ``karmic.tvt``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from karmic.agents.network import KarmicAgent, TVTUnavailable, tvt_api
+
+MODES: dict[str, tuple[bool, bool]] = {  # mode -> (use_tvt, matchmaker)
+    "baseline": (False, False),
+    "tvt": (True, False),
+    "matchmaker": (False, True),
+    "full": (True, True),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; stored in run.json and in every checkpoint."""
+
+    mode: str = "baseline"
+    grid_size: int = 10
+    seed: int = 1
+    total_steps: int = 200_000  # env steps (B envs x steps), rounded up to whole rounds
+    num_envs: int = 16
+    num_steps: int = 100  # rollout length per update
+    seq_len: int = 25  # recurrent sequence length for the update
+    lr: float = 3e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.2
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    clip_vloss: bool = True
+    norm_adv: bool = True
+    hidden: int = 256
+    latent: int = 64
+    agent_id: bool = False  # identity one-hot as network input
+    keep_shards: int = 4
+    keep_trajectories: bool = False
+    checkpoint_every: int = 10  # updates (taken at the next round boundary)
+    keep_checkpoints: int = 3
+    threads: int = 0  # torch threads; 0 = all cores
+    preset: str | None = None
+    env_overrides: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}, all")
+        for name in ("total_steps", "num_envs", "num_steps", "seq_len", "update_epochs",
+                     "num_minibatches", "hidden", "latent", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_steps % self.seq_len:
+            raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of seq_len ({self.seq_len})")
+        if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ValueError("gamma must be in (0, 1] and gae_lambda in [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def new_run_id(cfg: TrainConfig) -> str:
+    return f"{cfg.mode}-g{cfg.grid_size}-s{cfg.seed}-{uuid.uuid4().hex[:6]}"
+
+
+def round_seeds(seed: int, rnd: int, num_envs: int) -> list[int]:
+    """Reset seeds of round ``rnd``: a pure function of (seed, round), so resume needs no env state."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x6B61726D, int(rnd)])
+    return [int(s) for s in ss.generate_state(num_envs, dtype=np.uint32)]
+
+
+def gae(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    starts: np.ndarray,
+    next_value: np.ndarray,
+    next_start: np.ndarray,
+    gamma: float,
+    lam: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimation on time-major (T, S) arrays; returns (advantages, returns).
+
+    ``starts[t]`` marks step t as an episode's first step, so the return at t-1 does not
+    bootstrap through it; ``next_value`` / ``next_start`` describe the step after the last.
+    """
+    T = rewards.shape[0]
+    adv = np.zeros_like(rewards, dtype=np.float32)
+    last = np.zeros(rewards.shape[1], dtype=np.float32)
+    for t in range(T - 1, -1, -1):
+        if t == T - 1:
+            nonterminal = 1.0 - next_start.astype(np.float32)
+            nv = next_value
+        else:
+            nonterminal = 1.0 - starts[t + 1].astype(np.float32)
+            nv = values[t + 1]
+        delta = rewards[t] + gamma * nv * nonterminal - values[t]
+        last = delta + gamma * lam * nonterminal * last
+        adv[t] = last
+    return adv, adv + values
+
+
+def identity_transport(shard, history, agent, cfg) -> np.ndarray:  # noqa: ARG001
+    """The non-TVT conditions: rewards unchanged."""
+    return shard.reward
+
+
+class Trainer:
+    """One training run (see the module docstring). ``run()`` trains to ``total_steps``."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        lake: Path | str,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+        tensorboard: bool = False,
+        resume_from: dict[str, Any] | None = None,
+    ) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.lake = Path(lake)
+        self.on_update = on_update
+        self.use_tvt, self.use_matchmaker = MODES[cfg.mode]
+        if self.use_tvt:
+            tvt = tvt_api()  # raises TVTUnavailable with the one-line message
+            self.transport = tvt.transport_rewards
+        else:
+            self.transport = identity_transport
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+
+        from karmic.envs.config import make_config
+        from karmic.envs.core import HarvestVecEnv
+
+        self.env_config = make_config(cfg.preset, grid_size=cfg.grid_size, **cfg.env_overrides)
+        self.env = HarvestVecEnv(self.env_config, num_envs=cfg.num_envs)
+        self.max_steps = int(self.env_config.max_steps)
+        ns, ms = cfg.num_steps, self.max_steps
+        if ms % ns and ns % ms:
+            raise ValueError(
+                f"num_steps ({ns}) must divide the episode length ({ms}) or be a multiple of it"
+            )
+        self.B = cfg.num_envs
+        self.N = int(self.env_config.n_agents)
+        self.S = self.B * self.N
+        self.obs_shape = tuple(int(s) for s in self.env.observation_shape)
+
+        torch.manual_seed(cfg.seed)
+        self.agent = KarmicAgent(
+            self.obs_shape,
+            n_actions=8,
+            use_tvt=self.use_tvt,
+            hidden=cfg.hidden,
+            latent=cfg.latent,
+            n_agents=self.N if cfg.agent_id else 0,
+        )
+        self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=cfg.lr, eps=1e-5)
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # action sampling
+        self.rng = np.random.default_rng([cfg.seed, 1])  # minibatch shuffles
+        self.agent_ids = torch.arange(self.S) % self.N
+
+        # training counters; a run ends at a round boundary
+        steps_per_update = ns * self.B
+        align = math.lcm(ns, ms) // ns
+        n_updates = math.ceil(cfg.total_steps / steps_per_update)
+        self.n_updates = max(align, math.ceil(n_updates / align) * align)
+        self.update = 0
+        self.round = 0
+        self.global_step = 0
+        self.last_ckpt_update = 0
+        self.run_id = cfg.run_id or new_run_id(cfg)
+        cfg.run_id = self.run_id
+
+        from karmic.training.lakeio import RunLake
+
+        self.io = RunLake(self.lake, self.run_id, cfg, self.env_config, self.N)
+        self.ledger = self.io.new_ledger() if self.use_matchmaker else None
+        if resume_from is not None:
+            self._restore(resume_from)
+        self.tb = self.io.tensorboard() if tensorboard else None
+        self._alloc()
+        self.recent_returns: list[float] = []
+        self.recent_zaps: list[float] = []
+
+    # -- state -------------------------------------------------------------------------------
+    def _alloc(self) -> None:
+        T, S, L = self.cfg.num_steps, self.S, self.cfg.seq_len
+        H = self.cfg.hidden
+        self.buf_obs = np.zeros((T, S, *self.obs_shape), np.uint8)
+        self.buf_act = np.zeros((T, S), np.int8)
+        self.buf_rew = np.zeros((T, S), np.float32)
+        self.buf_start = np.zeros((T, S), np.uint8)
+        self.buf_logp = np.zeros((T, S), np.float32)
+        self.buf_val = np.zeros((T, S), np.float32)
+        self.buf_h0 = np.zeros((T // L, S, H), np.float32)
+        self.buf_c0 = np.zeros((T // L, S, H), np.float32)
+        self.buf_episode = np.zeros((T // L, S), np.int64)
+        self.buf_t0 = np.zeros((T // L, S), np.int32)
+        self.buf_gstep = np.zeros((T // L, S), np.int64)
+
+    def _restore(self, ck: dict[str, Any]) -> None:
+        self.agent.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.gen.set_state(ck["torch_gen"])
+        self.rng.bit_generator.state = ck["np_rng"]
+        self.update = int(ck["update"])
+        self.round = int(ck["round"])
+        self.global_step = int(ck["global_step"])
+        self.last_ckpt_update = self.update
+        if self.ledger is not None:
+            self.ledger = self.io.rebuild_ledger(episodes_before=self.round * self.B)
+
+    def checkpoint_payload(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "agent_config": self.agent.config(),
+            "model": self.agent.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "torch_gen": self.gen.get_state(),
+            "np_rng": self.rng.bit_generator.state,
+            "update": self.update,
+            "round": self.round,
+            "global_step": self.global_step,
+            "train_config": self.cfg.to_dict(),
+            "resumable": True,
+        }
+
+    # -- rollout -----------------------------------------------------------------------------
+    def _reset_round(self) -> np.ndarray:
+        pairs = self.ledger.pairs() if self.ledger is not None else None
+        obs = self.env.reset(
+            seed=round_seeds(self.cfg.seed, self.round, self.B),
+            pairs=[pairs] * self.B if pairs else None,
+        )
+        self.t_in_episode = 0
+        self.round_events = [self.env.reset_events]
+        return obs
+
+    def _end_round(self) -> None:
+        stats = self.env.episode_stats()
+        events = self.io.end_round(
+            self.round, self.round_events, stats, self.max_steps, self.B, self.cfg, self.global_step
+        )
+        if self.ledger is not None:
+            self.io.fold_round(self.ledger, events, self.B)
+        ret = stats["return"].astype(np.float64)
+        self.recent_returns.extend(ret.mean(axis=1).tolist())
+        self.recent_zaps.extend(stats["zaps_fired"].sum(axis=1).astype(float).tolist())
+        self.round += 1
+
+    @torch.no_grad()
+    def rollout(self) -> None:
+        T, L = self.cfg.num_steps, self.cfg.seq_len
+        for t in range(T):
+            if self.t_in_episode == 0 and self.need_reset:
+                self.obs = self._reset_round()
+                self.need_reset = False
+                self.starts[:] = True
+            flat = self.obs.reshape(self.S, *self.obs_shape)
+            self.buf_obs[t] = flat
+            self.buf_start[t] = self.starts
+            if t % L == 0:
+                k = t // L
+                self.buf_h0[k] = self.state[0][0].numpy()
+                self.buf_c0[k] = self.state[1][0].numpy()
+                self.buf_episode[k] = self.round * self.B + np.repeat(np.arange(self.B), self.N)
+                self.buf_t0[k] = self.t_in_episode
+                self.buf_gstep[k] = self.global_step
+            logits, value, self.state, _ = self.agent(
+                torch.from_numpy(flat)[None],
+                self.state,
+                torch.from_numpy(self.starts)[None],
+                self.agent_ids,
+            )
+            logp_all = torch.log_softmax(logits[0], -1)
+            action = torch.multinomial(logp_all.exp(), 1, generator=self.gen)[:, 0]
+            self.buf_act[t] = action.numpy()
+            self.buf_logp[t] = logp_all.gather(1, action[:, None])[:, 0].numpy()
+            self.buf_val[t] = value[0].numpy()
+            self.obs, rew, dones, events = self.env.step(action.numpy().reshape(self.B, self.N))
+            self.buf_rew[t] = rew.reshape(self.S)
+            self.round_events.append(events)
+            self.starts[:] = False
+            self.t_in_episode += 1
+            self.global_step += self.B
+            if dones.any():
+                if not dones.all():
+                    raise RuntimeError("envs of a batch must finish together")
+                self._end_round()
+                self.t_in_episode = 0
+                self.need_reset = True
+        # value after the last step: the next round's first observation if a round just ended
+        if self.need_reset:
+            self.next_value = np.zeros(self.S, np.float32)
+            self.next_start = np.ones(self.S, np.uint8)
+        else:
+            _, v, _, _ = self.agent(
+                torch.from_numpy(self.obs.reshape(self.S, *self.obs_shape))[None],
+                self.state,
+                torch.zeros(1, self.S, dtype=torch.bool),
+                self.agent_ids,
+            )
+            self.next_value = v[0].numpy().copy()
+            self.next_start = np.zeros(self.S, np.uint8)
+
+    def make_shard(self):
+        from pipelines.trajectories import TrajectoryShard
+
+        tmp = TrajectoryShard(
+            run_id=self.run_id, update=self.update, seq_len=self.cfg.seq_len,
+            num_envs=self.B, n_agents=self.N, obs=np.zeros((0,)), h0=self.buf_h0, c0=self.buf_c0,
+        )
+        rows_of = tmp.from_time_major
+        K = self.cfg.num_steps // self.cfg.seq_len
+        slot = np.tile(np.arange(self.S), K)
+        rows = {
+            "update": np.full(K * self.S, self.update, np.int32),
+            "chunk": np.repeat(np.arange(K), self.S).astype(np.int32),
+            "slot": slot.astype(np.int32),
+            "env": (slot // self.N).astype(np.int32),
+            "agent": (slot % self.N).astype(np.int16),
+            "episode": self.buf_episode.reshape(-1),
+            "t0": self.buf_t0.reshape(-1),
+            "global_step": self.buf_gstep.reshape(-1),
+            # the bootstrap value of sequence k is the value at the first step of sequence k+1
+            "next_value": np.concatenate([self.buf_val[self.cfg.seq_len :: self.cfg.seq_len],
+                                          self.next_value[None]]).reshape(-1),
+            "next_start": np.concatenate([self.buf_start[self.cfg.seq_len :: self.cfg.seq_len],
+                                          self.next_start[None]]).reshape(-1),
+        }
+        return TrajectoryShard(
+            run_id=self.run_id, update=self.update, seq_len=self.cfg.seq_len,
+            num_envs=self.B, n_agents=self.N, obs=rows_of(self.buf_obs),
+            h0=self.buf_h0.reshape(K * self.S, -1), c0=self.buf_c0.reshape(K * self.S, -1),
+            steps={"action": rows_of(self.buf_act), "reward": rows_of(self.buf_rew),
+                   "start": rows_of(self.buf_start), "logprob": rows_of(self.buf_logp),
+                   "value": rows_of(self.buf_val)},
+            rows=rows,
+        )
+
+    # -- learning ----------------------------------------------------------------------------
+    def learn(self, shard, rewards: np.ndarray) -> dict[str, float]:
+        """GAE then PPO epochs over minibatches of whole sequences of ``shard``."""
+        cfg = self.cfg
+        tm = shard.time_major
+        # rows with chunk K-1 hold the rollout's final bootstrap
+        last = shard.rows["chunk"] == shard.rows["chunk"].max()
+        adv_tm, ret_tm = gae(
+            tm(rewards), tm(shard.value), tm(shard.start),
+            shard.rows["next_value"][last], shard.rows["next_start"][last],
+            cfg.gamma, cfg.gae_lambda,
+        )
+        adv = shard.from_time_major(adv_tm)
+        ret = shard.from_time_major(ret_tm)
+        R = shard.n_rows
+        obs = torch.from_numpy(shard.obs)
+        act = torch.from_numpy(shard.action.astype(np.int64))
+        starts = torch.from_numpy(shard.start.astype(bool))
+        old_logp = torch.from_numpy(shard.logprob)
+        old_val = torch.from_numpy(shard.value)
+        adv_t = torch.from_numpy(adv)
+        ret_t = torch.from_numpy(ret)
+        h0 = torch.from_numpy(shard.h0)
+        c0 = torch.from_numpy(shard.c0)
+        ids = torch.from_numpy(shard.rows["agent"].astype(np.int64))
+        mb_rows = max(1, R // cfg.num_minibatches)
+        stats: dict[str, list[float]] = {k: [] for k in
+                                         ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac")}
+        aux = getattr(self.agent.tvt, "auxiliary_loss", None) if self.agent.tvt is not None else None
+        for _ in range(cfg.update_epochs):
+            perm = self.rng.permutation(R)
+            for s in range(0, R, mb_rows):
+                idx = torch.from_numpy(perm[s : s + mb_rows])
+                logits, value, _, z = self.agent(
+                    obs[idx].transpose(0, 1),
+                    (h0[idx][None], c0[idx][None]),
+                    starts[idx].transpose(0, 1),
+                    ids[idx],
+                )
+                logits = logits.transpose(0, 1)  # (mb, L, A)
+                value = value.transpose(0, 1)
+                logp_all = torch.log_softmax(logits, -1)
+                logp = logp_all.gather(-1, act[idx][..., None])[..., 0]
+                entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+                logratio = logp - old_logp[idx]
+                ratio = logratio.exp()
+                mb_adv = adv_t[idx]
+                if cfg.norm_adv:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                pg_loss = torch.max(
+                    -mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
+                ).mean()
+                if cfg.clip_vloss:
+                    v_clipped = old_val[idx] + (value - old_val[idx]).clamp(-cfg.clip_coef, cfg.clip_coef)
+                    v_loss = 0.5 * torch.max((value - ret_t[idx]) ** 2, (v_clipped - ret_t[idx]) ** 2).mean()
+                else:
+                    v_loss = 0.5 * ((value - ret_t[idx]) ** 2).mean()
+                loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+                if aux is not None:
+                    loss = loss + aux(self.agent, {"z": z, "rows": idx, "shard": shard})
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.agent.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                with torch.no_grad():
+                    stats["pg_loss"].append(float(pg_loss))
+                    stats["v_loss"].append(float(v_loss))
+                    stats["entropy"].append(float(entropy))
+                    stats["approx_kl"].append(float(((ratio - 1) - logratio).mean()))
+                    stats["clipfrac"].append(float(((ratio - 1).abs() > cfg.clip_coef).float().mean()))
+        return {k: float(np.mean(v)) for k, v in stats.items()}
+
+    # -- loop --------------------------------------------------------------------------------
+    def run(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Train to ``n_updates`` (or stop after ``stop_after`` more updates, for tests)."""
+        from pipelines.checkpoints import save_checkpoint
+        from pipelines.trajectories import prune_shards, read_shard, recent_shards, write_shard
+
+        cfg = self.cfg
+        if self.update == 0 or not self.io.run_exists():
+            self.io.start_run(self.n_updates * cfg.num_steps * self.B)
+        self.io.set_status("running")
+        self.state = self.agent.initial_state(self.S)
+        self.starts = np.ones(self.S, dtype=bool)
+        self.need_reset = True
+        self.t_in_episode = 0
+        timing = {"rollout": 0.0, "lake": 0.0, "learn": 0.0}
+        t_start = time.perf_counter()
+        steps_start = self.global_step
+        done_updates = 0
+        try:
+            while self.update < self.n_updates:
+                t0 = time.perf_counter()
+                self.rollout()
+                t1 = time.perf_counter()
+                shard = self.make_shard()
+                path = write_shard(self.lake, shard)
+                replay = read_shard(path)
+                history = [p for p in recent_shards(self.lake, self.run_id, cfg.keep_shards) if p != path]
+                t2 = time.perf_counter()
+                rewards = np.asarray(self.transport(replay, history, self.agent, cfg), np.float32)
+                losses = self.learn(replay, rewards)
+                t3 = time.perf_counter()
+                if not cfg.keep_trajectories:
+                    prune_shards(self.lake, self.run_id, cfg.keep_shards)
+                t4 = time.perf_counter()
+                timing["rollout"] += t1 - t0
+                timing["lake"] += (t2 - t1) + (t4 - t3)
+                timing["learn"] += t3 - t2
+                self.update += 1
+                done_updates += 1
+                at_boundary = self.need_reset
+                if at_boundary and (
+                    self.update - self.last_ckpt_update >= cfg.checkpoint_every
+                    or self.update == self.n_updates
+                ):
+                    save_checkpoint(self.lake, self.run_id, self.update, self.checkpoint_payload(),
+                                    keep=cfg.keep_checkpoints)
+                    self.last_ckpt_update = self.update
+                info = self._info(losses, timing, t_start, steps_start)
+                if self.tb is not None:
+                    self.io.log_tensorboard(self.tb, info, self.global_step)
+                if self.on_update is not None:
+                    self.on_update(info)
+                if stop_after is not None and done_updates >= stop_after and at_boundary:
+                    break
+        except BaseException:
+            self.io.set_status("interrupted")
+            raise
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+        finished = self.update >= self.n_updates
+        self.io.set_status("completed" if finished else "interrupted")
+        return self._info({}, timing, t_start, steps_start)
+
+    def _info(self, losses, timing, t_start, steps_start) -> dict[str, Any]:
+        elapsed = time.perf_counter() - t_start
+        total = sum(timing.values()) or 1.0
+        last = slice(-max(self.B, 1) * 4, None)
+        return {
+            "run_id": self.run_id,
+            "update": self.update,
+            "n_updates": self.n_updates,
+            "global_step": self.global_step,
+            "total_steps": self.n_updates * self.cfg.num_steps * self.B,
+            "steps_per_s": (self.global_step - steps_start) / elapsed if elapsed > 0 else 0.0,
+            "mean_return": float(np.mean(self.recent_returns[last])) if self.recent_returns else float("nan"),
+            "zaps_per_episode": float(np.mean(self.recent_zaps[last])) if self.recent_zaps else float("nan"),
+            "episodes": len(self.recent_returns),
+            "lake_share": timing["lake"] / total,
+            "timing": dict(timing),
+            **losses,
+        }
+
+
+def train(
+    cfg: TrainConfig,
+    lake: Path | str,
+    on_update: Callable[[dict[str, Any]], None] | None = None,
+    tensorboard: bool = False,
+) -> dict[str, Any]:
+    """Run one condition to completion; returns the final info dict (with ``run_id``)."""
+    return Trainer(cfg, lake, on_update=on_update, tensorboard=tensorboard).run()
+
+
+def resume(
+    run_id: str,
+    lake: Path | str,
+    on_update: Callable[[dict[str, Any]], None] | None = None,
+    total_steps: int | None = None,
+    tensorboard: bool = False,
+) -> dict[str, Any]:
+    """Continue ``run_id`` from its last checkpoint (optionally to a new ``total_steps``)."""
+    return resumed_trainer(run_id, lake, on_update, total_steps, tensorboard).run()
+
+
+def resumed_trainer(run_id, lake, on_update=None, total_steps=None, tensorboard=False) -> Trainer:
+    from pipelines.checkpoints import latest_checkpoint, load_checkpoint
+
+    ck = load_checkpoint(latest_checkpoint(lake, run_id))
+    cfg = TrainConfig.from_dict(ck["train_config"])
+    if total_steps is not None:
+        cfg.total_steps = total_steps
+    return Trainer(cfg, lake, on_update=on_update, tensorboard=tensorboard, resume_from=ck)
+
+
+__all__ = ["MODES", "TrainConfig", "Trainer", "TVTUnavailable", "gae", "resume", "train"]

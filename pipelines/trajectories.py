@@ -1,0 +1,233 @@
+"""Trajectory shards: the rollouts the learner replays from the lake.
+
+Layout: ``<lake>/trajectories/run_id=<id>/shard-<update:06d>.parquet``, one shard per PPO update
+(one rollout of ``T`` steps on ``B`` envs x ``N`` agents = ``S = B*N`` slots). A shard is cut into
+sequences of ``L`` steps (``T % L == 0``); **one row per (sequence k, slot s)**, rows ordered by
+``(k, s)``, so a minibatch of whole sequences is a set of rows. Columns:
+
+| column | type | meaning |
+|---|---|---|
+| update | int32 | PPO update that produced the shard |
+| chunk | int32 | sequence index k within the rollout (steps ``k*L .. k*L+L-1``) |
+| slot | int32 | ``b * N + n`` |
+| env, agent | int32, int16 | environment b, agent index n |
+| episode | int64 | run episode number at the sequence's first step (``round * B + b``) |
+| t0 | int32 | step within that episode at the sequence's first step |
+| global_step | int64 | env steps of the run before the sequence's first step |
+| obs | fixed_size_list<uint8>[L*V*V*C] | egocentric observations |
+| action | fixed_size_list<int8>[L] | actions taken |
+| reward | fixed_size_list<float32>[L] | env rewards (before any TVT transport) |
+| start | fixed_size_list<uint8>[L] | 1 where the step is the first of an episode (state reset) |
+| logprob, value | fixed_size_list<float32>[L] | behaviour policy's log-prob and value |
+| h0, c0 | fixed_size_list<float32>[H] | LSTM state before the sequence's first step (before reset) |
+| next_value | float32 | value of the observation after the sequence's last step |
+| next_start | uint8 | 1 if that observation starts a new episode |
+
+Schema metadata ``karmic`` (JSON): ``schema_version, run_id, update, seq_len, num_steps,
+num_envs, n_agents, obs_shape, hidden``.
+
+Writing follows the lake rule: a temporary name the ``*.parquet`` glob does not match, flush,
+fsync, ``os.replace``. Retention (:func:`prune_shards`) keeps the last ``keep`` shards so the
+learner (and TVT, which links a punishment to a crime in an earlier episode) can replay them;
+``--keep-trajectories`` keeps all.
+
+Replay API (used by the learner and by ``karmic.tvt``):
+- :func:`write_shard(lake, shard) -> Path`
+- :func:`read_shard(path) -> TrajectoryShard` (arrays shaped ``(rows, L, ...)``)
+- :func:`list_shards(lake, run_id) -> list[Path]` (oldest first), :func:`recent_shards(lake,
+  run_id, k)`; :func:`prune_shards(lake, run_id, keep)`.
+- ``TrajectoryShard.time_major(name) -> (T, S, ...)`` and ``from_time_major`` convert between
+  the row layout and the rollout layout (step t, slot s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+TABLE = "trajectories"
+
+# name -> (numpy dtype, arrow value type); per-step columns are fixed-size lists of length L
+STEP_COLUMNS: dict[str, tuple[np.dtype, pa.DataType]] = {
+    "action": (np.dtype(np.int8), pa.int8()),
+    "reward": (np.dtype(np.float32), pa.float32()),
+    "start": (np.dtype(np.uint8), pa.uint8()),
+    "logprob": (np.dtype(np.float32), pa.float32()),
+    "value": (np.dtype(np.float32), pa.float32()),
+}
+ROW_COLUMNS: dict[str, tuple[np.dtype, pa.DataType]] = {
+    "update": (np.dtype(np.int32), pa.int32()),
+    "chunk": (np.dtype(np.int32), pa.int32()),
+    "slot": (np.dtype(np.int32), pa.int32()),
+    "env": (np.dtype(np.int32), pa.int32()),
+    "agent": (np.dtype(np.int16), pa.int16()),
+    "episode": (np.dtype(np.int64), pa.int64()),
+    "t0": (np.dtype(np.int32), pa.int32()),
+    "global_step": (np.dtype(np.int64), pa.int64()),
+    "next_value": (np.dtype(np.float32), pa.float32()),
+    "next_start": (np.dtype(np.uint8), pa.uint8()),
+}
+
+
+@dataclass
+class TrajectoryShard:
+    """One rollout in row layout: every array has leading dimension ``rows = (T/L) * S``."""
+
+    run_id: str
+    update: int
+    seq_len: int
+    num_envs: int
+    n_agents: int
+    obs: np.ndarray  # (rows, L, V, V, C) uint8
+    h0: np.ndarray  # (rows, H) float32
+    c0: np.ndarray  # (rows, H) float32
+    steps: dict[str, np.ndarray] = field(default_factory=dict)  # STEP_COLUMNS: (rows, L)
+    rows: dict[str, np.ndarray] = field(default_factory=dict)  # ROW_COLUMNS: (rows,)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.obs.shape[0])
+
+    @property
+    def slots(self) -> int:
+        return self.num_envs * self.n_agents
+
+    @property
+    def num_steps(self) -> int:
+        return self.n_rows // self.slots * self.seq_len
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        # shard.reward, shard.episode ... read through to the column dicts
+        for d in ("steps", "rows"):
+            cols = self.__dict__.get(d, {})
+            if name in cols:
+                return cols[name]
+        raise AttributeError(name)
+
+    def time_major(self, x: np.ndarray) -> np.ndarray:
+        """(rows, L, ...) ordered by (chunk, slot) -> (T, S, ...)."""
+        k = self.n_rows // self.slots
+        y = x.reshape(k, self.slots, self.seq_len, *x.shape[2:])
+        return np.swapaxes(y, 1, 2).reshape(k * self.seq_len, self.slots, *x.shape[2:])
+
+    def from_time_major(self, x: np.ndarray) -> np.ndarray:
+        """(T, S, ...) -> (rows, L, ...) ordered by (chunk, slot)."""
+        k = x.shape[0] // self.seq_len
+        y = x.reshape(k, self.seq_len, self.slots, *x.shape[2:])
+        return np.swapaxes(y, 1, 2).reshape(k * self.slots, self.seq_len, *x.shape[2:])
+
+
+def shard_dir(lake: Path | str, run_id: str) -> Path:
+    return Path(lake) / TABLE / f"run_id={run_id}"
+
+
+def shard_path(lake: Path | str, run_id: str, update: int) -> Path:
+    return shard_dir(lake, run_id) / f"shard-{update:06d}.parquet"
+
+
+def _fixed_list(a: np.ndarray, typ: pa.DataType) -> pa.Array:
+    n = a.shape[0]
+    width = int(np.prod(a.shape[1:])) if a.ndim > 1 else 1
+    flat = pa.array(np.ascontiguousarray(a).reshape(-1), type=typ)
+    return pa.FixedSizeListArray.from_arrays(flat, width) if n else flat
+
+
+def to_table(shard: TrajectoryShard) -> pa.Table:
+    cols: dict[str, pa.Array] = {}
+    for name, (dt, typ) in ROW_COLUMNS.items():
+        cols[name] = pa.array(shard.rows[name].astype(dt, copy=False), type=typ)
+    cols["obs"] = _fixed_list(shard.obs.astype(np.uint8, copy=False), pa.uint8())
+    for name, (dt, typ) in STEP_COLUMNS.items():
+        cols[name] = _fixed_list(shard.steps[name].astype(dt, copy=False), typ)
+    cols["h0"] = _fixed_list(shard.h0.astype(np.float32, copy=False), pa.float32())
+    cols["c0"] = _fixed_list(shard.c0.astype(np.float32, copy=False), pa.float32())
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": shard.run_id,
+        "update": shard.update,
+        "seq_len": shard.seq_len,
+        "num_steps": shard.num_steps,
+        "num_envs": shard.num_envs,
+        "n_agents": shard.n_agents,
+        "obs_shape": list(shard.obs.shape[2:]),
+        "hidden": int(shard.h0.shape[1]),
+    }
+    return pa.table(cols).replace_schema_metadata({"karmic": json.dumps(meta)})
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> Path:
+    """Write under a name the *.parquet glob ignores, fsync, then rename into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # uncompressed: observations are small uint8 grids and the round trip is on the hot path
+    pq.write_table(table, tmp, compression="none")
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
+
+
+def write_shard(lake: Path | str, shard: TrajectoryShard) -> Path:
+    return write_table_atomic(to_table(shard), shard_path(lake, shard.run_id, shard.update))
+
+
+def _values(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return arr.flatten().to_numpy(zero_copy_only=False)
+
+
+def read_shard(path: Path | str) -> TrajectoryShard:
+    table = pq.read_table(path)
+    meta_raw = (table.schema.metadata or {}).get(b"karmic")
+    if meta_raw is None:
+        raise ValueError(f"{path}: not a karmic trajectory shard (no karmic metadata)")
+    meta = json.loads(meta_raw)
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: trajectory schema version {meta.get('schema_version')}")
+    n = table.num_rows
+    L = int(meta["seq_len"])
+    obs_shape = tuple(meta["obs_shape"])
+    hidden = int(meta["hidden"])
+    rows = {k: table.column(k).to_numpy() for k in ROW_COLUMNS}
+    steps = {k: _values(table.column(k)).reshape(n, L) for k in STEP_COLUMNS}
+    return TrajectoryShard(
+        run_id=meta["run_id"],
+        update=int(meta["update"]),
+        seq_len=L,
+        num_envs=int(meta["num_envs"]),
+        n_agents=int(meta["n_agents"]),
+        obs=_values(table.column("obs")).reshape(n, L, *obs_shape),
+        h0=_values(table.column("h0")).reshape(n, hidden),
+        c0=_values(table.column("c0")).reshape(n, hidden),
+        steps=steps,
+        rows=rows,
+    )
+
+
+def list_shards(lake: Path | str, run_id: str) -> list[Path]:
+    """Shards of a run, oldest first (names sort by update)."""
+    d = shard_dir(lake, run_id)
+    return sorted(d.glob("shard-*.parquet")) if d.is_dir() else []
+
+
+def recent_shards(lake: Path | str, run_id: str, k: int) -> list[Path]:
+    return list_shards(lake, run_id)[-k:] if k > 0 else []
+
+
+def prune_shards(lake: Path | str, run_id: str, keep: int) -> list[Path]:
+    """Remove all but the last ``keep`` shards; returns the removed paths."""
+    shards = list_shards(lake, run_id)
+    old = shards[: max(0, len(shards) - max(keep, 0))]
+    for p in old:
+        p.unlink(missing_ok=True)
+    return old
