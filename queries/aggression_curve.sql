@@ -38,7 +38,7 @@ hits as (
         e.agent as attacker,
         least(e.agent, e.target) as lo,
         greatest(e.agent, e.target) as hi,
-        case when coalesce(e.apple_context, false) then 1.5 else 1.0 end as w,
+        case when coalesce(e.apple_context, false) then 1.5 else 1.0 end::double as w,
         row_number() over (
             partition by e.run_id, least(e.agent, e.target), greatest(e.agent, e.target)
             order by e.episode, e.seq
@@ -58,9 +58,9 @@ walk(run_id, lo, hi, k, episode, s, retribution) as (
         h.k,
         h.episode,
         case
-            when h.attacker = h.lo and p.d < 0 then least(0.0, p.d + 1)
+            when h.attacker = h.lo and p.d < 0 then least(0::double, p.d + 1)
             when h.attacker = h.lo then p.d + h.w
-            when p.d > 0 then greatest(0.0, p.d - 1)
+            when p.d > 0 then greatest(0::double, p.d - 1)
             else p.d - h.w
         end,
         (h.attacker = h.lo and p.d < 0) or (h.attacker = h.hi and p.d > 0)

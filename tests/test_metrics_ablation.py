@@ -203,3 +203,20 @@ def test_scale_comparison_pairs_grid_sizes(tmp_path: Path) -> None:
     df = (vs + vb) ** 2 / (vs**2 + vb**2)  # 1.47 -> table df 1
     assert 1 <= df < 2
     assert full["diff_ci_low"] == pytest.approx(0.5 - 12.7062 * math.sqrt(vs + vb))
+
+
+def test_large_debts_do_not_overflow(tmp_path: Path) -> None:
+    # 12 predatory hits with apple context: debt 18 (> any small decimal), then 3 retributions
+    hits = [hit(0, s, 0, 1, ctx=True) for s in range(12)] + [hit(0, 12 + s, 1, 0) for s in range(3)]
+    write_run(
+        tmp_path,
+        "big",
+        condition="baseline",
+        grid_size=10,
+        seed=1,
+        episodes=ep_rows(0, 0, 10, [{"apples": 1}] * 2),
+        events=hits,
+    )
+    rows = {r["metric"]: r for r in run_query(connect(tmp_path), "ablation")}
+    assert rows["predatory_zaps"]["mean"] == 12
+    assert rows["retribution_ratio"]["mean"] == pytest.approx(3 / 15)
