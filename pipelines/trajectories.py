@@ -183,7 +183,8 @@ def write_shard(lake: Path | str, shard: TrajectoryShard) -> Path:
 
 def _values(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    return arr.flatten().to_numpy(zero_copy_only=False)
+    # a writable copy: torch.from_numpy wants writable memory
+    return np.array(arr.flatten().to_numpy(zero_copy_only=False))
 
 
 def read_shard(path: Path | str) -> TrajectoryShard:

@@ -171,6 +171,8 @@ class Trainer:
         on_update: Callable[[dict[str, Any]], None] | None = None,
         tensorboard: bool = False,
         resume_from: dict[str, Any] | None = None,
+        env=None,
+        io_factory: Callable[..., Any] | None = None,
     ) -> None:
         cfg.validate()
         self.cfg = cfg
@@ -185,11 +187,14 @@ class Trainer:
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
 
-        from karmic.envs.config import make_config
-        from karmic.envs.core import HarvestVecEnv
+        if env is None:
+            from karmic.envs.config import make_config
+            from karmic.envs.core import HarvestVecEnv
 
-        self.env_config = make_config(cfg.preset, grid_size=cfg.grid_size, **cfg.env_overrides)
-        self.env = HarvestVecEnv(self.env_config, num_envs=cfg.num_envs)
+            env_config = make_config(cfg.preset, grid_size=cfg.grid_size, **cfg.env_overrides)
+            env = HarvestVecEnv(env_config, num_envs=cfg.num_envs)
+        self.env = env
+        self.env_config = env.config
         self.max_steps = int(self.env_config.max_steps)
         ns, ms = cfg.num_steps, self.max_steps
         if ms % ns and ns % ms:
@@ -197,9 +202,13 @@ class Trainer:
                 f"num_steps ({ns}) must divide the episode length ({ms}) or be a multiple of it"
             )
         self.B = cfg.num_envs
-        self.N = int(self.env_config.n_agents)
+        # a probe reset gives the observation shape (round 0 is reset again with the same seed)
+        probe = env.reset(seed=round_seeds(cfg.seed, 0, self.B))
+        if probe.shape[0] != self.B:
+            raise ValueError(f"env has {probe.shape[0]} envs, config says {self.B}")
+        self.N = int(probe.shape[1])
         self.S = self.B * self.N
-        self.obs_shape = tuple(int(s) for s in self.env.observation_shape)
+        self.obs_shape = tuple(int(s) for s in probe.shape[2:])
 
         torch.manual_seed(cfg.seed)
         self.agent = KarmicAgent(
@@ -227,9 +236,9 @@ class Trainer:
         self.run_id = cfg.run_id or new_run_id(cfg)
         cfg.run_id = self.run_id
 
-        from karmic.training.lakeio import RunLake
-
-        self.io = RunLake(self.lake, self.run_id, cfg, self.env_config, self.N)
+        if io_factory is None:
+            from karmic.training.lakeio import RunLake as io_factory
+        self.io = io_factory(self.lake, self.run_id, cfg, self.env_config, self.N)
         self.ledger = self.io.new_ledger() if self.use_matchmaker else None
         if resume_from is not None:
             self._restore(resume_from)

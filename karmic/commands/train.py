@@ -1,0 +1,179 @@
+"""``karmic train``: recurrent PPO on the batched Harvest env, through the lake (issue 5).
+
+``karmic train --mode baseline|tvt|matchmaker|full|all --grid-size G --seed S --total-steps N
+[--seeds 1,2,3] [--lake PATH] [--resume RUN_ID]``. ``all`` runs the four conditions in turn; the
+TVT conditions need ``karmic.tvt`` (issue 6) and say so in one line (exit 2) until it exists.
+A rich progress bar on stderr shows env-steps/s, mean return and zaps per episode; one line per
+finished run goes to stdout (run id, condition, grid, seed, env steps, mean return, zaps/episode).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from karmic.commands._common import LAKE_OPTION, KarmicError, fail, lake_path, user_errors
+
+MODE_CHOICES = ("baseline", "tvt", "matchmaker", "full", "all")
+ALL_MODES = ("baseline", "tvt", "matchmaker", "full")
+
+
+def _parse_seeds(seed: int, seeds: str | None) -> list[int]:
+    if not seeds:
+        return [seed]
+    try:
+        out = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise KarmicError(f"--seeds must be a comma-separated list of integers, got {seeds!r}") from None
+    if not out:
+        raise KarmicError("--seeds is empty")
+    return out
+
+
+def _parse_overrides(items: list[str] | None) -> dict:
+    out: dict = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise KarmicError(f"--set expects KEY=VALUE, got {item!r}")
+        for conv in (int, float):
+            try:
+                out[key] = conv(raw)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = {"true": True, "false": False}.get(raw.lower(), raw)
+    return out
+
+
+def _progress(label: str, total: int):
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[sps]:>7.0f} steps/s"),
+        TextColumn("return {task.fields[ret]:>7.2f}"),
+        TextColumn("zaps/ep {task.fields[zaps]:>6.1f}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    task = progress.add_task(label, total=total, sps=0.0, ret=float("nan"), zaps=float("nan"))
+
+    def on_update(info: dict) -> None:
+        progress.update(
+            task,
+            completed=info["global_step"],
+            total=info["total_steps"],
+            sps=info["steps_per_s"],
+            ret=info["mean_return"],
+            zaps=info["zaps_per_episode"],
+        )
+
+    return progress, on_update
+
+
+def _summary(info: dict, cfg) -> str:
+    return (
+        f"{info['run_id']}\t{cfg.mode}\tgrid={cfg.grid_size}\tseed={cfg.seed}\t"
+        f"steps={info['global_step']}\tmean_return={info['mean_return']:.3f}\t"
+        f"zaps_per_episode={info['zaps_per_episode']:.2f}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def train(
+        mode: str = typer.Option("baseline", "--mode", help="baseline | tvt | matchmaker | full | all"),
+        grid_size: int = typer.Option(10, "--grid-size", "--grid_size", help="Grid side (10, 20, 30 ...)."),
+        seed: int = typer.Option(1, "--seed", help="Run seed (torch, env resets, minibatches)."),
+        seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 1,2,3 (overrides --seed)."),
+        total_steps: int = typer.Option(200_000, "--total-steps", help="Env steps (B envs x steps), rounded up to whole episodes."),
+        lake: str = LAKE_OPTION,
+        resume_id: str = typer.Option(None, "--resume", help="Continue RUN_ID from its last checkpoint."),
+        num_envs: int = typer.Option(16, "--num-envs", help="Parallel environments B."),
+        num_steps: int = typer.Option(100, "--num-steps", help="Rollout length per update."),
+        seq_len: int = typer.Option(25, "--seq-len", help="Recurrent sequence length in the update."),
+        hidden: int = typer.Option(256, "--hidden", help="LSTM size."),
+        lr: float = typer.Option(3e-4, "--lr"),
+        ent_coef: float = typer.Option(0.01, "--ent-coef"),
+        vf_coef: float = typer.Option(0.5, "--vf-coef"),
+        max_grad_norm: float = typer.Option(0.5, "--max-grad-norm"),
+        agent_id: bool = typer.Option(False, "--agent-id/--no-agent-id", help="Give the network the agent's identity."),
+        keep_shards: int = typer.Option(4, "--keep-shards", help="Trajectory shards kept for replay (K)."),
+        keep_trajectories: bool = typer.Option(False, "--keep-trajectories", help="Keep every shard."),
+        checkpoint_every: int = typer.Option(10, "--checkpoint-every", help="Updates between checkpoints."),
+        threads: int = typer.Option(0, "--threads", help="Torch threads (0 = all cores)."),
+        preset: str = typer.Option(None, "--preset", help="Env preset (small, medium, big, ssd, seed)."),
+        overrides: list[str] = typer.Option(None, "--set", help="Env config override KEY=VALUE (repeatable)."),
+        tensorboard: bool = typer.Option(False, "--tensorboard", help="Log charts/, losses/, social/ scalars (needs tensorboard)."),
+    ) -> None:
+        """Train recurrent PPO agents (one network per run) from trajectories replayed from the lake."""
+        with user_errors():
+            from karmic.agents.network import TVTUnavailable, tvt_api
+            from karmic.training.ppo import TrainConfig, Trainer, resumed_trainer
+
+            lake_dir = lake_path(lake)
+            if tensorboard:
+                import importlib.util
+
+                if importlib.util.find_spec("tensorboard") is None:
+                    raise KarmicError("--tensorboard needs the tensorboard package: pip install tensorboard")
+            if resume_id:
+                try:
+                    trainer = resumed_trainer(resume_id, lake_dir, tensorboard=tensorboard)
+                except TVTUnavailable as exc:
+                    raise KarmicError(str(exc)) from None
+                progress, on_update = _progress(f"{trainer.cfg.mode} (resume)", trainer.n_updates)
+                trainer.on_update = on_update
+                with progress:
+                    info = trainer.run()
+                print(_summary(info, trainer.cfg))
+                return
+
+            if mode not in MODE_CHOICES:
+                raise KarmicError(f"unknown --mode {mode!r}; choose one of {', '.join(MODE_CHOICES)}")
+            if grid_size < 5:
+                raise KarmicError(f"--grid-size must be >= 5, got {grid_size}")
+            modes = list(ALL_MODES) if mode == "all" else [mode]
+            missing: list[str] = []
+            tvt_error = ""
+            try:
+                tvt_api()
+            except TVTUnavailable as exc:
+                tvt_error = str(exc)
+                missing = [m for m in modes if m in ("tvt", "full")]
+            if missing and mode != "all":
+                raise KarmicError(tvt_error)
+            if missing:
+                print(f"note: skipping {', '.join(missing)}: {tvt_error}", file=sys.stderr)
+            env_overrides = _parse_overrides(overrides)
+            for m in [m for m in modes if m not in missing]:
+                for s in _parse_seeds(seed, seeds):
+                    cfg = TrainConfig(
+                        mode=m, grid_size=grid_size, seed=s, total_steps=total_steps,
+                        num_envs=num_envs, num_steps=num_steps, seq_len=seq_len, hidden=hidden,
+                        lr=lr, ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm,
+                        agent_id=agent_id, keep_shards=keep_shards,
+                        keep_trajectories=keep_trajectories, checkpoint_every=checkpoint_every,
+                        threads=threads, preset=preset, env_overrides=env_overrides,
+                    )
+                    trainer = Trainer(cfg, lake_dir, tensorboard=tensorboard)
+                    progress, on_update = _progress(f"{m} g{grid_size} s{s}", trainer.n_updates)
+                    trainer.on_update = on_update
+                    with progress:
+                        info = trainer.run()
+                    print(_summary(info, cfg), flush=True)
+            if missing:
+                fail(f"{', '.join(missing)} not run: {tvt_error}")
