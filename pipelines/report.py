@@ -6,9 +6,8 @@ tables, the runs' configs and the SQL behind each figure) and its Markdown twin 
 (which links the PNGs next to it).
 
 Data flow: open the lake read-only with ``karmic.lake.connect``; optionally restrict it to some
-runs by shadowing the ``events``/``episodes``/``runs`` views with filtered temp views; then
-materialise ``episodes`` and the event rows the metrics read (``ZAP_HIT``, ``APPLE_EATEN``) once as
-temp tables of the same names, so each query below reuses them instead of rescanning Parquet.
+runs by shadowing the ``events``/``episodes``/``runs`` views with filtered temp views; materialise
+``episodes`` (small, read by every query) once as a temp table behind a view of the same name.
 Figures 2 and 3 wrap the ledger's own queries (``ledger_debt.sql``, ``retribution_ratio.sql``)
 in ``CURVE_SQL``, which bins them like ``aggression_curve.sql``; the report shows that SQL too.
 """
@@ -24,9 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 QUERY_DIR = Path(__file__).resolve().parents[1] / "queries"
-
-# which event types the report's queries read; everything else stays on disk
-REPORT_EVENT_TYPES = ("ZAP_HIT", "APPLE_EATEN")
 
 SCALE_METRICS = (
     "predatory_zaps",
@@ -198,14 +194,10 @@ def open_lake(lake: Path, runs: Sequence[str] | None = None, *, materialize: boo
         if missing:
             raise ReportError(f"run not found in {lake}: {missing[0]}")
         where = "run_id in (" + ", ".join("'" + r.replace("'", "''") + "'" for r in runs) + ")"
-    types = ", ".join(f"'{t}'" for t in REPORT_EVENT_TYPES)
-    # the queries scan episodes and the hit/apple events several times: materialise them once
-    # as temp tables; temp views of the same names shadow the lake's views
-    for view, cond in (
-        ("runs", None),
-        ("episodes", "true"),
-        ("events", f"event_type in ({types})"),
-    ):
+    # the queries read episodes many times: materialise it once as a temp table; temp views of
+    # the same names shadow the lake's views. Events stay in Parquet: DuckDB's filtered scan of
+    # them is faster than copying the hit and apple rows into memory first (measured).
+    for view, cond in (("runs", None), ("episodes", "true"), ("events", None)):
         clauses = [c for c in (where, cond if materialize else None) if c]
         if not clauses:
             continue
@@ -247,12 +239,13 @@ def collect(
     runs: Sequence[str] | None = None,
     late_fraction: float = 0.1,
     n_bins: int = 20,
+    materialize: bool = True,
 ) -> ReportData:
     """Run the queries, draw the five figures into ``out`` and return everything the report shows."""
     from karmic import plots
 
     t0 = time.perf_counter()
-    con = open_lake(lake, runs)
+    con = open_lake(lake, runs, materialize=materialize)
     _set_params(con, late_fraction, n_bins)
     data = ReportData(lake=Path(lake))
     data.timings["load"] = time.perf_counter() - t0

@@ -26,12 +26,14 @@ tq(lo, hi, t) as (
 ),
 -- ledger classification of ZAP_HIT (DESIGN.md): per unordered pair, s = debt[lo][hi] - debt[hi][lo]
 -- (the rule keeps at most one direction positive); decay^(episodes elapsed) between hits.
-decay as (
+decay as materialized (
     select run_id, coalesce(try_cast(config.decay as double), 0.95) as decay from runs
 ),
-hits as (
+-- materialized: the recursive step reads it once per hit rank, it must not be recomputed
+hits as materialized (
     select
         e.run_id,
+        coalesce(dc.decay, 0.95) as decay,
         e.episode,
         e.seq,
         e.agent as attacker,
@@ -43,6 +45,7 @@ hits as (
             order by e.episode, e.seq
         ) as k
     from events as e
+    left join decay as dc on dc.run_id = e.run_id
     where e.event_type = 'ZAP_HIT'
 ),
 walk(run_id, lo, hi, k, episode, s, retribution) as (
@@ -65,8 +68,7 @@ walk(run_id, lo, hi, k, episode, s, retribution) as (
         (h.attacker = h.lo and p.d < 0) or (h.attacker = h.hi and p.d > 0)
     from walk as w
     join hits as h on h.run_id = w.run_id and h.lo = w.lo and h.hi = w.hi and h.k = w.k + 1
-    join decay as dc on dc.run_id = h.run_id
-    cross join lateral (select w.s * power(dc.decay, h.episode - w.episode) as d) as p
+    cross join lateral (select w.s * power(h.decay, h.episode - w.episode) as d) as p
 ),
 hit_counts as (
     select
