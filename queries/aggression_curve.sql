@@ -28,7 +28,11 @@ tq(lo, hi, t) as (
 -- ledger classification of ZAP_HIT (DESIGN.md): per unordered pair, s = debt[lo][hi] - debt[hi][lo]
 -- (the rule keeps at most one direction positive); decay^(episodes elapsed) between hits.
 decay as materialized (
-    select run_id, coalesce(try_cast(config.decay as double), 0.95) as decay from runs
+    -- to_json: works whether the config's fields (and decay among them) are there or not
+    select
+        run_id,
+        coalesce(try_cast(json_extract_string(to_json(config), '$.decay') as double), 0.95) as decay
+    from runs
 ),
 -- materialized: the recursive step reads it once per hit rank, it must not be recomputed
 hits as materialized (

@@ -220,3 +220,25 @@ def test_large_debts_do_not_overflow(tmp_path: Path) -> None:
     rows = {r["metric"]: r for r in run_query(connect(tmp_path), "ablation")}
     assert rows["predatory_zaps"]["mean"] == 12
     assert rows["retribution_ratio"]["mean"] == pytest.approx(3 / 15)
+
+
+@pytest.mark.parametrize("decay, predation", [(0.95, 1), (0.5, 2)])
+def test_ledger_decay_comes_from_the_run_config(
+    tmp_path: Path, decay: float, predation: int
+) -> None:
+    # ep0: 0->1 with apple context (0 owes 1.5); ep1: 1->0 retribution (1.5 d - 1 left);
+    # ep2: 1->0 is retribution only if 1.5 d - 1 > 0, i.e. d = 0.95 yes, d = 0.5 no
+    write_run(
+        tmp_path,
+        "d",
+        condition="baseline",
+        grid_size=10,
+        seed=1,
+        episodes=[r for e in range(3) for r in ep_rows(e, e * 10, 10, [{"apples": 1}] * 2)],
+        events=[hit(0, 0, 0, 1, ctx=True), hit(1, 0, 1, 0), hit(2, 0, 1, 0)],
+        config={"decay": decay},
+    )
+    con = connect(tmp_path)
+    con.execute("set variable late_fraction = 1.0")
+    rows = {r["metric"]: r for r in run_query(con, "ablation")}
+    assert rows["predatory_zaps"]["mean"] == pytest.approx(predation / 3)
