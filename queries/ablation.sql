@@ -1,4 +1,4 @@
--- ablation: late-training mean, sd, n seeds, 95% CI of each metric per condition x grid size, and the difference from baseline with its CI
+-- late-training mean, sd, n seeds, 95% CI of each metric per condition x grid size, and the difference from baseline with its CI
 -- Late training: a run's episodes with global_step >= (1 - late_fraction) * the run's max global_step
 -- (`set variable late_fraction = 0.2` to change it; default 0.1, i.e. the last 10% of steps).
 -- A seed's late value of a metric is its mean over those episodes; retribution_ratio is pooled

@@ -1,4 +1,4 @@
--- aggression_curve: predatory zaps per episode against global_step, per condition, grid size and seed (seed null: mean over seeds with 95% CI)
+-- predatory zaps per episode against global_step, per condition, grid size and seed (seed null: mean over seeds with 95% CI)
 -- Episodes are binned by global_step: n_bins bins per grid size (`set variable n_bins = 40`;
 -- default 20) of width ceil((max global_step + 1) / n_bins); step = the bin's midpoint.
 -- Rows with a seed: that seed's mean predatory zaps per episode in the bin (runs repeating a seed

@@ -1,4 +1,4 @@
--- scale_comparison: late-training value of each metric per condition at 10x10 against 30x30, with 95% CIs and the 30x30 - 10x10 difference
+-- late-training value of each metric per condition at 10x10 against 30x30, with 95% CIs and the 30x30 - 10x10 difference
 -- Same late window, per-seed values, CI and Welch rules as ablation.sql (see its header);
 -- `set variable small_grid = 10` / `big_grid = 30` pick the two grid sizes compared.
 -- diff = big mean - small mean; its CI uses Welch's standard error and df, null when a side has n < 2.
