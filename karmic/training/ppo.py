@@ -476,8 +476,9 @@ class Trainer:
         return {k: float(np.mean(v)) for k, v in stats.items()}
 
     # -- loop --------------------------------------------------------------------------------
-    def run(self, stop_after: int | None = None) -> dict[str, Any]:
-        """Train to ``n_updates`` (or stop after ``stop_after`` more updates, for tests)."""
+    def run(self, stop_after: int | None = None, at_boundary: bool = True) -> dict[str, Any]:
+        """Train to ``n_updates``, or stop after ``stop_after`` more updates (tests, benchmarks):
+        at the next round boundary (a resumable stop) unless ``at_boundary`` is false."""
         from pipelines.checkpoints import save_checkpoint
         from pipelines.trajectories import prune_shards, read_shard, recent_shards, write_shard
 
@@ -514,8 +515,7 @@ class Trainer:
                 timing["learn"] += t3 - t2
                 self.update += 1
                 done_updates += 1
-                at_boundary = self.need_reset
-                if at_boundary and (
+                if self.need_reset and (
                     self.update - self.last_ckpt_update >= cfg.checkpoint_every
                     or self.update == self.n_updates
                 ):
@@ -527,8 +527,9 @@ class Trainer:
                     self.io.log_tensorboard(self.tb, info, self.global_step)
                 if self.on_update is not None:
                     self.on_update(info)
-                if stop_after is not None and done_updates >= stop_after and at_boundary:
-                    break
+                if stop_after is not None and done_updates >= stop_after:
+                    if self.need_reset or not at_boundary:
+                        break
         except BaseException:
             self.io.set_status("interrupted")
             raise

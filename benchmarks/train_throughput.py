@@ -1,0 +1,98 @@
+"""End-to-end training throughput: rollout, lake write, replay, PPO update (issue 5).
+
+For each grid size and condition, trains a fresh run (hidden 256, 5 agents, default config)
+for a few updates on a temporary lake and reports env-steps/s (B envs x steps per wall second,
+everything included, first update excluded as warm-up), the share of time spent on the lake
+round trip (shard write + read back + retention), and the model FLOP/s reached against a large
+matmul on the same machine.
+
+    python benchmarks/train_throughput.py [--grids 10,30] [--conditions baseline] [--updates 6] [--json]
+
+``--json`` prints, as its last line, a JSON list of records
+``{"grid_size", "condition", "env_steps_per_s", "lake_share", "model_gflops", "matmul_gflops"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+
+import torch
+
+
+def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def bench(grid: int, condition: str, updates: int, num_envs: int, threads: int) -> dict:
+    from karmic.training.ppo import TrainConfig, Trainer
+
+    with tempfile.TemporaryDirectory() as lake:
+        cfg = TrainConfig(mode=condition, grid_size=grid, seed=0, num_envs=num_envs,
+                          total_steps=10**9, checkpoint_every=10**6, threads=threads)
+        marks: list[tuple[float, int, dict]] = []
+        tr = Trainer(cfg, lake, on_update=lambda i: marks.append(
+            (time.perf_counter(), i["global_step"], dict(i["timing"]))))
+        tr.run(stop_after=updates + 1, at_boundary=False)
+        (t0, s0, tm0), (t1, s1, tm1) = marks[0], marks[-1]
+        dt = t1 - t0
+        steps = s1 - s0
+        timing = {k: tm1[k] - tm0[k] for k in tm1}
+        total = sum(timing.values())
+        agent_steps = steps * tr.N
+        f = tr.agent.flops_per_step()
+        # rollout: one forward per agent-step; learning: epochs x (forward + backward ~ 3 forwards)
+        flops = agent_steps * f * (1 + 3 * cfg.update_epochs)
+        return {
+            "grid_size": grid,
+            "condition": condition,
+            "env_steps_per_s": round(steps / dt, 1),
+            "lake_share": round(timing["lake"] / total, 4),
+            "rollout_share": round(timing["rollout"] / total, 4),
+            "learn_share": round(timing["learn"] / total, 4),
+            "model_gflops": round(flops / dt / 1e9, 2),
+            "params": sum(p.numel() for p in tr.agent.parameters()),
+            "num_envs": num_envs,
+            "updates": updates,
+        }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--grids", default="10,30")
+    ap.add_argument("--conditions", default="baseline")
+    ap.add_argument("--updates", type=int, default=6)
+    ap.add_argument("--num-envs", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    peak = matmul_gflops()
+    records = []
+    for g in [int(x) for x in args.grids.split(",")]:
+        for c in args.conditions.split(","):
+            r = bench(g, c, args.updates, args.num_envs, args.threads)
+            r["matmul_gflops"] = round(peak, 1)
+            records.append(r)
+            print(
+                f"grid {g:>2} {c:<10} {r['env_steps_per_s']:>8.0f} env-steps/s  "
+                f"lake {100 * r['lake_share']:4.1f}%  rollout {100 * r['rollout_share']:4.1f}%  "
+                f"learn {100 * r['learn_share']:4.1f}%  model {r['model_gflops']:.1f} GFLOP/s "
+                f"of {peak:.0f} (matmul)",
+                file=sys.stderr if args.json else sys.stdout,
+            )
+    if args.json:
+        print(json.dumps(records))
+
+
+if __name__ == "__main__":
+    main()
