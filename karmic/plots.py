@@ -224,9 +224,14 @@ def plot_scale(rows: Sequence[dict], path: Path, styles: Styles, metrics: Sequen
         plt.Line2D([], [], marker="s", color="#333333", ls="none", label=f"{big}x{big}"),
     ]
     fig.legend(handles=handles, loc="lower center", frameon=False, ncol=2)
+    missing = [
+        f"no {g}x{g} runs in this lake"
+        for side, g in (("small", small), ("big", big))
+        if not any(r[f"{side}_mean"] is not None for r in rows)
+    ]
     fig.suptitle(
         f"Scale comparison, late training: {small}x{small} vs {big}x{big} grid\n"
-        "mean over seeds, whiskers: 95% CI",
+        "mean over seeds, whiskers: 95% CI" + "".join(f"; {m}" for m in missing),
         fontsize=11,
     )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
