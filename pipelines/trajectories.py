@@ -167,7 +167,7 @@ def write_table_atomic(table: pa.Table, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     # uncompressed: observations are small uint8 grids and the round trip is on the hot path
-    pq.write_table(table, tmp, compression="none")
+    pq.write_table(table, tmp, compression="none", use_dictionary=False, write_statistics=False)
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
