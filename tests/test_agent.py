@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from karmic.agents import KarmicAgent, TVTUnavailable
 from karmic.training.ppo import gae
@@ -157,3 +159,41 @@ def test_foreign_file_is_a_clear_error(tmp_path):
     pq.write_table(pa.table({"a": [1]}), p)
     with pytest.raises(ValueError, match="not a karmic trajectory shard"):
         read_shard(p)
+
+
+def _mc_returns(r, starts, next_value, next_start, gamma):
+    """Reference: discounted returns per slot, cut at episode starts, bootstrapped at the end."""
+    T, S = r.shape
+    out = np.zeros_like(r, dtype=np.float64)
+    for s in range(S):
+        acc = 0.0 if next_start[s] else float(next_value[s])
+        for t in range(T - 1, -1, -1):
+            if t + 1 < T and starts[t + 1, s]:
+                acc = 0.0
+            acc = r[t, s] + gamma * acc
+            out[t, s] = acc
+    return out
+
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    T=st.integers(1, 12),
+    S=st.integers(1, 3),
+    gamma=st.floats(0.5, 1.0),
+    seed=st.integers(0, 10_000),
+)
+def test_gae_lambda_one_is_monte_carlo(T, S, gamma, seed):
+    rng = np.random.default_rng(seed)
+    r = rng.standard_normal((T, S)).astype(np.float32)
+    v = rng.standard_normal((T, S)).astype(np.float32)
+    starts = rng.integers(0, 2, (T, S)).astype(np.uint8)
+    nv = rng.standard_normal(S).astype(np.float32)
+    ns = rng.integers(0, 2, S).astype(np.uint8)
+    adv, ret = gae(r, v, starts, nv, ns, gamma, 1.0)
+    np.testing.assert_allclose(ret, _mc_returns(r, starts, nv, ns, gamma), rtol=1e-4, atol=1e-4)
+    # lambda = 0: one-step TD errors
+    adv0, _ = gae(r, v, starts, nv, ns, gamma, 0.0)
+    nxt = np.concatenate([v[1:], nv[None]])
+    nonterm = 1 - np.concatenate([starts[1:], ns[None]]).astype(np.float32)
+    np.testing.assert_allclose(adv0, r + gamma * nxt * nonterm - v, rtol=1e-5, atol=1e-5)
