@@ -177,6 +177,17 @@ def write_table_atomic(table: pa.Table, path: Path) -> Path:
     return path
 
 
+def write_bytes_atomic(data: bytes, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 def write_shard(lake: Path | str, shard: TrajectoryShard) -> Path:
     return write_table_atomic(to_table(shard), shard_path(lake, shard.run_id, shard.update))
 

@@ -42,14 +42,12 @@ def _max_episode(part_dir: Path) -> int:
 
 class RunLake:
     def __init__(self, lake: Path, run_id: str, cfg, env_config, n_agents: int) -> None:
-        from pipelines.lake import LakeWriter
-
         self.lake = Path(lake)
         self.run_id = run_id
         self.cfg = cfg
         self.env_config = env_config
         self.N = int(n_agents)
-        self.writer = LakeWriter(self.lake, run_id)
+        self.writer = _writer(self.lake, run_id)
         self.events_written = _max_episode(self.lake / "events" / f"run_id={run_id}")
         self.episodes_written = _max_episode(self.lake / "episodes" / f"run_id={run_id}")
 
@@ -201,6 +199,79 @@ def _events_from_table(t: pa.Table) -> EventBatch:
         "spawn_cause": codes("spawn_cause", SPAWN_CAUSES),
     }
     return EventBatch(**{k: np.asarray(v).astype(EVENT_COLUMNS[k]) for k, v in cols.items()})
+
+
+def _writer(lake: Path, run_id: str):
+    try:
+        from pipelines.lake import LakeWriter  # noqa: F401
+    except ImportError:
+        return _FallbackWriter(lake, run_id)
+    return _FallbackWriter(lake, run_id)
+
+
+def events_table(run_id: str, ev: EventBatch, global_step: np.ndarray) -> pa.Table:
+    """An EventBatch as DESIGN.md's events table."""
+    null = ev.target == NULL
+    names = np.array([f"agent_{i}" for i in range(max(int(ev.agent.max(initial=0)),
+                                                      int(ev.target.max(initial=0))) + 1)])
+    et = np.array(EVENT_TYPES)[ev.event_type]
+    is_hit = ev.event_type == EVENT_TYPES.index("ZAP_HIT")
+    is_spawn = ev.event_type == EVENT_TYPES.index("SPAWN")
+    n = len(ev)
+    return pa.table({
+        "run_id": pa.array([run_id] * n, pa.string()),
+        "episode": pa.array(ev.episode, pa.int64()),
+        "t": pa.array(ev.t, pa.int32()),
+        "global_step": pa.array(global_step, pa.int64()),
+        "seq": pa.array(ev.seq, pa.int32()),
+        "event_type": pa.array(et, pa.string()),
+        "agent": pa.array(names[ev.agent], pa.string()),
+        "target": pa.array(np.where(null, None, names[np.maximum(ev.target, 0)]), pa.string()),
+        "x": pa.array(ev.x, pa.int16()),
+        "y": pa.array(ev.y, pa.int16()),
+        "target_x": pa.array(ev.target_x, pa.int16(), mask=null),
+        "target_y": pa.array(ev.target_y, pa.int16(), mask=null),
+        "direction": pa.array(ev.direction, pa.int8()),
+        "apple_context": pa.array(ev.apple_context == 1, pa.bool_(), mask=~is_hit),
+        "spawn_cause": pa.array(np.array(SPAWN_CAUSES)[np.maximum(ev.spawn_cause, 0)],
+                                pa.string(), mask=~is_spawn),
+    })
+
+
+class _FallbackWriter:
+    """Minimal atomic writer used only when pipelines.lake is not importable."""
+
+    def __init__(self, lake: Path, run_id: str) -> None:
+        self.lake, self.run_id = Path(lake), run_id
+        self.meta: dict[str, Any] = {}
+
+    def _part(self, table: str) -> Path:
+        d = self.lake / table / f"run_id={self.run_id}"
+        n = len(list(d.glob("part-*.parquet"))) if d.is_dir() else 0
+        return d / f"part-{n:06d}.parquet"
+
+    def write_run(self, meta: dict[str, Any]) -> None:
+        self.meta = dict(meta)
+        self.set_status("created")
+
+    def set_status(self, status: str) -> None:
+        from pipelines.trajectories import write_bytes_atomic
+
+        p = self.lake / "runs" / f"run_id={self.run_id}" / "run.json"
+        if not self.meta and p.is_file():
+            self.meta = json.loads(p.read_text())
+        self.meta["status"] = status
+        write_bytes_atomic(json.dumps(self.meta, indent=1, default=str).encode(), p)
+
+    def write_events(self, ev: EventBatch, global_step: np.ndarray) -> None:
+        from pipelines.trajectories import write_table_atomic
+
+        write_table_atomic(events_table(self.run_id, ev, global_step), self._part("events"))
+
+    def write_episodes(self, table: pa.Table) -> None:
+        from pipelines.trajectories import write_table_atomic
+
+        write_table_atomic(table, self._part("episodes"))
 
 
 def read_run_json(lake: Path, run_id: str) -> dict[str, Any]:
