@@ -150,6 +150,7 @@ class ReportData:
     scale: list[dict] = field(default_factory=list)
     runs: list[dict] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -209,11 +210,15 @@ def open_lake(lake: Path, runs: Sequence[str] | None = None, *, materialize: boo
     return con
 
 
-def _set_params(con, late_fraction: float, n_bins: int) -> None:
+def _check_params(late_fraction: float, n_bins: int) -> None:
     if not 0 < late_fraction <= 1:
         raise ReportError(f"--late-fraction must be in (0, 1], got {late_fraction}")
     if n_bins < 1:
         raise ReportError(f"--bins must be >= 1, got {n_bins}")
+
+
+def _set_params(con, late_fraction: float, n_bins: int) -> None:
+    _check_params(late_fraction, n_bins)
     con.execute(f"set variable late_fraction = {float(late_fraction)!r}")
     con.execute(f"set variable n_bins = {int(n_bins)}")
 
@@ -245,9 +250,11 @@ def collect(
     from karmic import plots
 
     t0 = time.perf_counter()
+    _check_params(late_fraction, n_bins)
     con = open_lake(lake, runs, materialize=materialize)
     _set_params(con, late_fraction, n_bins)
     data = ReportData(lake=Path(lake))
+    data.params = {"late_fraction": late_fraction, "n_bins": n_bins, "runs": list(runs or [])}
     data.timings["load"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
 
@@ -470,6 +477,16 @@ font-size:12px} figure{margin:1.5em 0} figcaption{font-size:14px;color:#444}
 """
 
 
+def _params_line(data: ReportData) -> str:
+    p = data.params
+    runs = ", ".join(p.get("runs") or []) or "all"
+    return (
+        f"Parameters: late training = last {p.get('late_fraction', 0.1):.0%} of each run's steps "
+        f"(late_fraction), {p.get('n_bins', 20)} bins of global_step per curve (n_bins); runs: "
+        f"{runs}. 95% CIs: t over seeds; differences: Welch."
+    )
+
+
 def render_html(data: ReportData, title: str) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -478,6 +495,7 @@ def render_html(data: ReportData, title: str) -> str:
         f"<p>Lake <code>{html.escape(str(data.lake))}</code>: {data.counts.get('runs', 0)} runs, "
         f"{data.counts.get('episodes', 0)} episodes. Every number below comes from the SQL shown "
         "with it (DuckDB over the Parquet lake).</p>",
+        f"<p>{html.escape(_params_line(data))}</p>",
     ]
     for i, f in enumerate(data.figures, 1):
         parts.append(f"<figure id='{f.name}'><h2>{i}. {html.escape(f.title)}</h2>")
@@ -515,6 +533,8 @@ def render_markdown(data: ReportData, title: str) -> str:
         "",
         f"Lake `{data.lake}`: {data.counts.get('runs', 0)} runs, "
         f"{data.counts.get('episodes', 0)} episodes. Every number comes from the SQL shown with it.",
+        "",
+        _params_line(data),
         "",
     ]
     for i, f in enumerate(data.figures, 1):
