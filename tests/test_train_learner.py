@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from karmic.events import EventBatch
+from karmic.events import APPLE_EATEN, CAUSE_RESET, SPAWN, EventBatch
 from karmic.training.ppo import TrainConfig, Trainer
 
 
@@ -37,19 +37,37 @@ class CueEnv:
             obs[..., 0] = self.cue[:, :, None, None]
         return obs
 
+    def _events(self, mask: np.ndarray, etype: int) -> EventBatch:
+        """One event per true cell of mask (B, N), numbered on from self.seq."""
+        b, n = np.nonzero(mask)
+        ev = EventBatch.empty(len(b))
+        ev.env[:], ev.agent[:], ev.t[:] = b, n, self.t
+        ev.episode[:] = 0
+        ev.event_type[:] = etype
+        ev.x[:], ev.y[:], ev.direction[:] = n, b, 0
+        if etype == SPAWN:
+            ev.spawn_cause[:] = CAUSE_RESET
+        for i, e in enumerate(b):
+            ev.seq[i] = self.seq[e]
+            self.seq[e] += 1
+        return ev
+
     def reset(self, seed=None, pairs=None):
         rng = np.random.default_rng(list(seed) if seed is not None else None)
         self.cue = rng.integers(0, 2, (self.B, self.N)).astype(np.uint8)
         self.t = 0
+        self.seq = np.zeros(self.B, np.int64)
         self.ret = np.zeros((self.B, self.N), np.float32)
+        self.reset_events = self._events(np.ones((self.B, self.N), bool), SPAWN)
         return self._obs(True)
 
     def step(self, actions):
         rew = (np.asarray(actions) == 1 + self.cue).astype(np.float32)
         self.ret += rew
+        events = self._events(rew > 0, APPLE_EATEN)
         self.t += 1
         done = np.full(self.B, self.t >= self.config.max_steps)
-        return self._obs(False), rew, done, EventBatch.empty()
+        return self._obs(False), rew, done, events
 
     def episode_stats(self):
         z = np.zeros((self.B, self.N), np.int64)
@@ -94,3 +112,52 @@ def test_recurrent_ppo_learns_memory_task(tmp_path):
     from pipelines.trajectories import list_shards
 
     assert len(list_shards(tmp_path, tr.run_id)) == cfg.keep_shards
+
+
+def _cue_trainer(lake, run_id, **kw):
+    B = 4
+    cfg = TrainConfig(num_envs=B, num_steps=8, seq_len=4, total_steps=B * 8 * 6, hidden=32,
+                      latent=16, checkpoint_every=1, seed=5, run_id=run_id, threads=1, **kw)
+    return Trainer(cfg, lake, env=CueEnv(B, max_steps=16))
+
+
+def _events(lake, run_id):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted((lake / "events" / f"run_id={run_id}").glob("*.parquet"))
+    t = pa.concat_tables([pq.read_table(f) for f in files]).drop(["run_id"])
+    return t.sort_by([("episode", "ascending"), ("seq", "ascending")])
+
+
+def test_resume_is_exact_with_lake_events(tmp_path):
+    """Stop at an episode boundary, resume: same parameters and same events, none duplicated."""
+    from karmic.training.ppo import resumed_trainer
+
+    whole = _cue_trainer(tmp_path, "whole")
+    whole.run()
+    part = _cue_trainer(tmp_path, "split")
+    part.run(stop_after=2)  # 2 updates of 8 steps = one 16-step episode
+    assert part.update == 2
+    res = resumed_trainer("split", tmp_path, env=CueEnv(4, max_steps=16))
+    assert (res.update, res.round, res.global_step) == (2, 1, 2 * 8 * 4)
+    res.run()
+    assert res.update == whole.update == 6
+    for k, v in whole.agent.state_dict().items():
+        assert torch.equal(v, res.agent.state_dict()[k]), k
+    ew, es = _events(tmp_path, "whole"), _events(tmp_path, "split")
+    assert ew.num_rows > 0 and ew.equals(es)
+    assert sorted(set(ew.column("episode").to_pylist())) == list(range(3 * 4))
+    # a round written but not checkpointed (killed in between) is re-run, not written twice
+    from pipelines.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(list_checkpoints(tmp_path, "whole")[0])
+    assert ck["round"] == 1
+    ck["run_id"] = ck["train_config"]["run_id"] = "again"
+    import shutil
+
+    for table in ("events", "episodes", "runs"):
+        shutil.copytree(tmp_path / table / "run_id=whole", tmp_path / table / "run_id=again")
+    save_checkpoint(tmp_path, "again", ck["update"], ck)
+    resumed_trainer("again", tmp_path, env=CueEnv(4, max_steps=16)).run()
+    assert _events(tmp_path, "again").equals(ew)

@@ -581,14 +581,16 @@ def resume(
     return resumed_trainer(run_id, lake, on_update, total_steps, tensorboard).run()
 
 
-def resumed_trainer(run_id, lake, on_update=None, total_steps=None, tensorboard=False) -> Trainer:
+def resumed_trainer(
+    run_id, lake, on_update=None, total_steps=None, tensorboard=False, env=None
+) -> Trainer:
     from pipelines.checkpoints import latest_checkpoint, load_checkpoint
 
     ck = load_checkpoint(latest_checkpoint(lake, run_id))
     cfg = TrainConfig.from_dict(ck["train_config"])
     if total_steps is not None:
         cfg.total_steps = total_steps
-    return Trainer(cfg, lake, on_update=on_update, tensorboard=tensorboard, resume_from=ck)
+    return Trainer(cfg, lake, on_update=on_update, tensorboard=tensorboard, resume_from=ck, env=env)
 
 
 __all__ = ["MODES", "TrainConfig", "Trainer", "TVTUnavailable", "gae", "resume", "train"]
