@@ -33,15 +33,55 @@ def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
-def bench(grid: int, condition: str, updates: int, num_envs: int, threads: int) -> dict:
+class StubEnv:
+    """Random 11x11x3 observations, no dynamics: isolates the learner and lake cost (--stub-env)."""
+
+    def __init__(self, num_envs: int, max_steps: int = 500, n_agents: int = 5) -> None:
+        import numpy as np
+
+        from karmic.events import EventBatch
+
+        class _Cfg:
+            def to_dict(self) -> dict:
+                return {"stub": True, "max_steps": max_steps}
+
+        self.config = _Cfg()
+        self.config.max_steps, self.config.n_agents = max_steps, n_agents
+        self.obs = np.random.default_rng(0).integers(0, 2, (num_envs, n_agents, 11, 11, 3)).astype(np.uint8)
+        self.rew = np.zeros((num_envs, n_agents), np.float32)
+        self.reset_events = EventBatch.empty()
+        self._empty = EventBatch.empty()
+        self.B, self.t = num_envs, 0
+
+    def reset(self, seed=None, pairs=None):
+        self.t = 0
+        return self.obs
+
+    def step(self, actions):
+        import numpy as np
+
+        self.t += 1
+        return self.obs, self.rew, np.full(self.B, self.t >= self.config.max_steps), self._empty
+
+    def episode_stats(self):
+        import numpy as np
+
+        z = np.zeros_like(self.rew, dtype=np.int64)
+        return {k: z for k in ("return", "apples", "zaps_fired", "zaps_hit", "times_hit",
+                               "frozen_steps", "steps")}
+
+
+def bench(grid: int, condition: str, updates: int, num_envs: int, threads: int,
+          stub: bool = False) -> dict:
     from karmic.training.ppo import TrainConfig, Trainer
 
     with tempfile.TemporaryDirectory() as lake:
         cfg = TrainConfig(mode=condition, grid_size=grid, seed=0, num_envs=num_envs,
                           total_steps=10**9, checkpoint_every=10**6, threads=threads)
         marks: list[tuple[float, int, dict]] = []
-        tr = Trainer(cfg, lake, on_update=lambda i: marks.append(
-            (time.perf_counter(), i["global_step"], dict(i["timing"]))))
+        tr = Trainer(cfg, lake, env=StubEnv(num_envs) if stub else None,
+                     on_update=lambda i: marks.append(
+                         (time.perf_counter(), i["global_step"], dict(i["timing"]))))
         tr.run(stop_after=updates + 1, at_boundary=False)
         (t0, s0, tm0), (t1, s1, tm1) = marks[0], marks[-1]
         dt = t1 - t0
@@ -54,7 +94,7 @@ def bench(grid: int, condition: str, updates: int, num_envs: int, threads: int) 
         flops = agent_steps * f * (1 + 3 * cfg.update_epochs)
         return {
             "grid_size": grid,
-            "condition": condition,
+            "condition": condition + ("-stub-env" if stub else ""),
             "env_steps_per_s": round(steps / dt, 1),
             "lake_share": round(timing["lake"] / total, 4),
             "rollout_share": round(timing["rollout"] / total, 4),
@@ -73,6 +113,8 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=6)
     ap.add_argument("--num-envs", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stub-env", action="store_true",
+                    help="random observations instead of Harvest: learner + lake cost only")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -80,7 +122,7 @@ def main() -> None:
     records = []
     for g in [int(x) for x in args.grids.split(",")]:
         for c in args.conditions.split(","):
-            r = bench(g, c, args.updates, args.num_envs, args.threads)
+            r = bench(g, c, args.updates, args.num_envs, args.threads, args.stub_env)
             r["matmul_gflops"] = round(peak, 1)
             records.append(r)
             print(

@@ -14,7 +14,7 @@ sequences of ``L`` steps (``T % L == 0``); **one row per (sequence k, slot s)**,
 | episode | int64 | run episode number at the sequence's first step (``round * B + b``) |
 | t0 | int32 | step within that episode at the sequence's first step |
 | global_step | int64 | env steps of the run before the sequence's first step |
-| obs | fixed_size_list<uint8>[L*V*V*C] | egocentric observations |
+| obs | fixed_size_binary[L*V*V*C] | egocentric observations, uint8, C order (L, V, V, C) |
 | action | fixed_size_list<int8>[L] | actions taken |
 | reward | fixed_size_list<float32>[L] | env rewards (before any TVT transport) |
 | start | fixed_size_list<uint8>[L] | 1 where the step is the first of an episode (state reset) |
@@ -143,7 +143,12 @@ def to_table(shard: TrajectoryShard) -> pa.Table:
     cols: dict[str, pa.Array] = {}
     for name, (dt, typ) in ROW_COLUMNS.items():
         cols[name] = pa.array(shard.rows[name].astype(dt, copy=False), type=typ)
-    cols["obs"] = _fixed_list(shard.obs.astype(np.uint8, copy=False), pa.uint8())
+    # one binary value per row: Parquet writes it without per-element repetition levels
+    obs = np.ascontiguousarray(shard.obs, dtype=np.uint8)
+    width = int(np.prod(obs.shape[1:]))
+    cols["obs"] = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), obs.shape[0], [None, pa.py_buffer(obs.reshape(-1))]
+    )
     for name, (dt, typ) in STEP_COLUMNS.items():
         cols[name] = _fixed_list(shard.steps[name].astype(dt, copy=False), typ)
     cols["h0"] = _fixed_list(shard.h0.astype(np.float32, copy=False), pa.float32())
@@ -198,6 +203,13 @@ def _values(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.array(arr.flatten().to_numpy(zero_copy_only=False))
 
 
+def _binary_values(col: pa.ChunkedArray) -> np.ndarray:
+    arr = col.combine_chunks()
+    data = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
+    width = arr.type.byte_width
+    return data[arr.offset * width : (arr.offset + len(arr)) * width].copy()
+
+
 def read_shard(path: Path | str) -> TrajectoryShard:
     table = pq.read_table(path)
     meta_raw = (table.schema.metadata or {}).get(b"karmic")
@@ -218,7 +230,7 @@ def read_shard(path: Path | str) -> TrajectoryShard:
         seq_len=L,
         num_envs=int(meta["num_envs"]),
         n_agents=int(meta["n_agents"]),
-        obs=_values(table.column("obs")).reshape(n, L, *obs_shape),
+        obs=_binary_values(table.column("obs")).reshape(n, L, *obs_shape),
         h0=_values(table.column("h0")).reshape(n, hidden),
         c0=_values(table.column("c0")).reshape(n, hidden),
         steps=steps,
