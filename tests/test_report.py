@@ -126,3 +126,11 @@ def test_cli_bad_input_one_line_exit_2(
     assert res.exit_code == 2
     assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert "Traceback" not in res.output
+
+
+def test_cli_torn_file_one_line_exit_2(tmp_path: Path) -> None:
+    lake = small_lake(tmp_path / "lake", seeds=1, episodes=2)
+    (lake / "events" / "run_id=full-10-0" / "part-9.parquet").write_bytes(b"not parquet")
+    res = runner.invoke(app, ["report", "--lake", str(lake), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1

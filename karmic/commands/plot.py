@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from karmic.commands._common import LAKE_OPTION, lake_path, user_errors
+from karmic.commands.report import duckdb_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +22,7 @@ def register(app: typer.Typer) -> None:
         lake: str = LAKE_OPTION,
     ) -> None:
         """Aggression, debt, retribution ratio, scale comparison and social outcome plots."""
-        with user_errors():
+        with user_errors(), duckdb_errors():
             from pipelines.report import make_plots
 
             paths = make_plots(

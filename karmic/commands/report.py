@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from karmic.commands._common import LAKE_OPTION, lake_path, user_errors
+from karmic.commands._common import LAKE_OPTION, fail, lake_path, user_errors
+
+
+@contextmanager
+def duckdb_errors():
+    """A query that fails on this lake (torn file, foreign schema): one line, exit 2."""
+    try:
+        yield
+    except Exception as exc:
+        import duckdb
+
+        if not isinstance(exc, duckdb.Error):
+            raise
+        lines = str(exc).strip().splitlines()
+        fail(f"query failed on this lake: {lines[0] if lines else type(exc).__name__}")
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +39,7 @@ def register(app: typer.Typer) -> None:
         lake: str = LAKE_OPTION,
     ) -> None:
         """Plots, ablation table, runs' configs and the SQL behind each figure; prints the path."""
-        with user_errors():
+        with user_errors(), duckdb_errors():
             from pipelines.report import make_report
 
             index = make_report(
