@@ -1,0 +1,159 @@
+"""KarmicHarvest-v0: the Harvest commons game (Perolat et al. 2017; Leibo et al. 2017) as a
+PettingZoo ParallelEnv.
+
+Agents
+    ``agent_0`` … ``agent_{N-1}`` (N = ``n_agents``, default 5).
+Actions (Discrete(8), moves relative to facing)
+    0 no-op · 1 forward · 2 backward · 3 step left · 4 step right · 5 turn left · 6 turn right ·
+    7 zap (a beam ``beam_length`` = 5 cells ahead, ``beam_width`` 1 or 3 lanes; a lane stops at the
+    first wall or the first agent it hits).
+Observation (Box(0, 1, (V, V, 3), uint8), V = ``view_size`` = 11)
+    An egocentric window rotated so the agent faces up (the agent sits at the centre), channels:
+    apple, wall (cells outside the board count as wall), other agent. A removed agent sees zeros.
+Rewards
+    +``apple_reward`` (1) for an eaten apple; ``hit_penalty`` (-0.5) for being hit; ``fire_cost``
+    (0) per shot. A hit agent leaves the board for ``removal_steps`` (25) steps, then respawns on a
+    random free cell (0 = not removed, as in SSD).
+Dynamics per step (in this order, all from the seed given to ``reset``)
+    1. zaps, all against the positions before moving (two agents may hit each other);
+    2. moves and turns in a uniformly random priority order: an agent takes its target cell if it is
+       free at its turn (fair random tie-breaks; no swaps: a move into a cell whose occupant has not
+       moved yet is blocked);
+    3. eating: an agent on an apple eats it;
+    4. regrowth: an empty, unoccupied apple cell regrows with probability
+       ``regrowth_probs[min(n, 3)]`` = [0, 0.005, 0.02, 0.05], n = apples in the neighbourhood
+       kernel (disk of radius 2; the ``ssd`` preset uses SSD's 3x3 check), counted on the board
+       before this step's growth;
+    5. removal timers; respawns.
+Events (``infos[agent]["social_events"]``, DESIGN.md's events schema, in this order)
+    SPAWN at reset (spawn_cause reset / rigged) and at respawn; ZAP_FIRED per shot; ZAP_HIT per
+    victim with apple_context (an apple within radius 2 of the victim); APPLE_EATEN.
+Rigged spawns
+    ``reset(options={"pairs": [(debtor, creditor), ...]})`` spawns each pair on two adjacent free
+    cells facing each other (SPAWN spawn_cause rigged, the partner as target); if no such cells
+    exist the pair spawns at random (spawn_cause reset).
+Episodes
+    ``max_steps`` (1000; 500 at 10x10); all agents are truncated together.
+Presets
+    ``small`` 10x10/500 steps, ``medium`` 20x20, ``big`` 30x30, ``ssd`` (SSD map, 3-wide beam, -50
+    when hit, no removal, -1 to fire, 15x15 view), ``seed`` (the original Karmic rules).
+Version history
+    v0: first release.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+from pettingzoo.utils.conversions import parallel_to_aec
+
+from karmic.envs.config import make_config
+from karmic.envs.core import N_ACTIONS, HarvestVecEnv
+from karmic.events import agent_name
+
+
+class raw_env(ParallelEnv):  # noqa: N801 - PettingZoo naming
+    metadata = {"name": "KarmicHarvest-v0", "render_modes": ["rgb_array", "ansi", "human"],
+                "render_fps": 10, "is_parallelizable": True}
+
+    def __init__(self, preset: str | None = None, render_mode: str | None = None, **config):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"invalid render_mode: {render_mode!r}")
+        self.config = make_config(preset, **config)
+        self.render_mode = render_mode
+        self.core = HarvestVecEnv(self.config, num_envs=1)
+        self.possible_agents = [agent_name(i) for i in range(self.config.n_agents)]
+        self.agents: list[str] = []
+        self._obs_space = spaces.Box(0, 1, self.core.obs_shape, np.uint8)
+        self._act_space = spaces.Discrete(N_ACTIONS)
+        self._obs_spaces = {a: self._obs_space for a in self.possible_agents}
+        self._act_spaces = {a: spaces.Discrete(N_ACTIONS) for a in self.possible_agents}
+        self._actions = np.zeros((1, self.config.n_agents), dtype=np.int64)
+        self._fig = None
+
+    @functools.cache  # noqa: B019 - the same object on every call
+    def observation_space(self, agent: str) -> spaces.Box:
+        return self._obs_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Discrete:
+        return self._act_spaces[agent]
+
+    def _obs_dict(self, obs):
+        return {a: obs[0, i].copy() for i, a in enumerate(self.possible_agents)}
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        pairs = (options or {}).get("pairs")
+        obs = self.core.reset(seed=seed, pairs=[list(pairs)] if pairs is not None else None)
+        self.agents = list(self.possible_agents)
+        events = self.core.reset_events.to_dicts()
+        infos = {a: {"social_events": events} for a in self.agents}
+        return self._obs_dict(obs), infos
+
+    def step(self, actions: dict):
+        if not self.agents:
+            raise RuntimeError("step() after the episode ended: call reset()")
+        acts = self._actions
+        acts[:] = 0
+        for i, a in enumerate(self.possible_agents):
+            if a in actions:
+                acts[0, i] = actions[a]
+        obs, rew, dones, events = self.core.step(acts)
+        done = bool(dones[0])
+        ev = events.to_dicts() if len(events) else []
+        names = self.agents
+        observations = self._obs_dict(obs)
+        rewards = {a: float(rew[0, i]) for i, a in enumerate(names)}
+        terminations = dict.fromkeys(names, False)
+        truncations = dict.fromkeys(names, done)
+        infos = {a: {"social_events": ev} for a in names}
+        if done:
+            self.agents = []
+        if self.render_mode == "human":
+            self.render()
+        return observations, rewards, terminations, truncations, infos
+
+    def render_frame(self) -> np.ndarray:
+        return self.core.render_rgb(0)
+
+    def render(self):
+        if self.render_mode is None:
+            return None
+        if self.render_mode == "ansi":
+            from karmic.envs.render import board_ansi
+
+            return board_ansi(self.core, 0)
+        frame = self.render_frame()
+        if self.render_mode == "rgb_array":
+            return frame
+        import matplotlib.pyplot as plt  # human
+
+        if self._fig is None:
+            self._fig, ax = plt.subplots()
+            self._im = ax.imshow(frame)
+            ax.axis("off")
+        else:
+            self._im.set_data(frame)
+        plt.pause(1 / self.metadata["render_fps"])
+        return None
+
+    def close(self):
+        if self._fig is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(self._fig)
+            self._fig = None
+
+    def state(self) -> np.ndarray:
+        return self.render_frame()
+
+
+def parallel_env(**config) -> raw_env:
+    return raw_env(**config)
+
+
+def env(**config):
+    """The AEC form (PettingZoo's parallel_to_aec)."""
+    return parallel_to_aec(raw_env(**config))

@@ -1,0 +1,373 @@
+"""numba kernels of the Harvest dynamics: pure functions over the state arrays, looping over (b, n).
+
+Numba earns its place here: one env-step is ~100 cell updates and ~600 observation cells, which
+numpy would spend in per-call overhead. Kernels are compiled once and cached on disk.
+Random numbers come from a per-environment xorshift64* stream (`rng[b]`), so environment b of a
+batch is bit-identical to a single environment reset with the same seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Facing: 0 up, 1 right, 2 down, 3 left; (dx, dy) of "forward" per facing.
+FWD = np.array([[0, -1], [1, 0], [0, 1], [-1, 0]], dtype=np.int64)
+# Move actions relative to facing: 1 forward, 2 backward, 3 step left, 4 step right -> facing offset
+MOVE_TURN = np.array([0, 0, 2, 3, 1], dtype=np.int64)  # index by action (0 unused)
+NOOP, FORWARD, BACKWARD, LEFT, RIGHT, TURN_LEFT, TURN_RIGHT, ZAP = range(8)
+
+# event codes (karmic/events.py)
+EV_SPAWN, EV_FIRED, EV_HIT, EV_EATEN = 0, 1, 2, 3
+C_RESET, C_RIGGED, C_RESPAWN = 0, 1, 2
+N_EVENT_COLS = 13  # env, t, seq, type, agent, target, x, y, tx, ty, dir, apple_ctx, cause
+
+
+@njit(cache=True)
+def splitmix64(x):
+    x = (x + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(0xFFFFFFFFFFFFFFFF)
+    z = x
+    z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & np.uint64(0xFFFFFFFFFFFFFFFF)
+    z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & np.uint64(0xFFFFFFFFFFFFFFFF)
+    z = z ^ (z >> np.uint64(31))
+    if z == np.uint64(0):
+        z = np.uint64(1)
+    return z
+
+
+@njit(cache=True)
+def _next(rng, b):
+    x = rng[b]
+    x ^= x >> np.uint64(12)
+    x ^= x << np.uint64(25)
+    x ^= x >> np.uint64(27)
+    rng[b] = x
+    return (x * np.uint64(2685821657736338717)) & np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@njit(cache=True)
+def _uniform(rng, b):
+    return float(_next(rng, b) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True)
+def _randint(rng, b, n):
+    return int(_uniform(rng, b) * n)
+
+
+@njit(cache=True)
+def _emit(ev, ne, b, t, seq, typ, agent, target, x, y, tx, ty, d, ctx, cause):
+    i = ne[0]
+    ev[i, 0] = b
+    ev[i, 1] = t
+    ev[i, 2] = seq[b]
+    ev[i, 3] = typ
+    ev[i, 4] = agent
+    ev[i, 5] = target
+    ev[i, 6] = x
+    ev[i, 7] = y
+    ev[i, 8] = tx
+    ev[i, 9] = ty
+    ev[i, 10] = d
+    ev[i, 11] = ctx
+    ev[i, 12] = cause
+    seq[b] += 1
+    ne[0] = i + 1
+
+
+@njit(cache=True)
+def _occupancy(pos, removed, b, n_agents, occ):
+    for n in range(n_agents):
+        if removed[b, n] == 0:
+            occ[pos[b, n, 1], pos[b, n, 0]] = n
+
+
+@njit(cache=True)
+def _random_free_cell(rng, b, walls, occ):
+    # uniform over free cells: count, then pick the k-th
+    h, w = walls.shape
+    count = 0
+    for y in range(h):
+        for x in range(w):
+            if not walls[y, x] and occ[y, x] < 0:
+                count += 1
+    if count == 0:
+        return -1, -1
+    k = _randint(rng, b, count)
+    for y in range(h):
+        for x in range(w):
+            if not walls[y, x] and occ[y, x] < 0:
+                if k == 0:
+                    return x, y
+                k -= 1
+    return -1, -1
+
+
+@njit(cache=True)
+def reset_kernel(rng, walls, apple_cells, apples, pos, dirs, removed, t, seq, stats, pairs, ev, ne):
+    """Reset every env: apples to their cells, rigged pairs adjacent and facing, others random."""
+    B, N = dirs.shape
+    h, w = walls.shape
+    occ = np.empty((h, w), dtype=np.int64)
+    for b in range(B):
+        apples[b] = apple_cells
+        occ[:, :] = -1
+        placed = np.zeros(N, dtype=np.bool_)
+        cause = np.zeros(N, dtype=np.int64)
+        partner = np.full(N, -1, dtype=np.int64)
+        t[b] = 0
+        seq[b] = 0
+        stats[b] = 0.0
+        removed[b] = 0
+        for p in range(pairs.shape[1]):
+            a = pairs[b, p, 0]
+            c = pairs[b, p, 1]
+            if a < 0 or c < 0 or a >= N or c >= N or a == c or placed[a] or placed[c]:
+                continue
+            # count adjacent free pairs: (x, y) with its right or down neighbour
+            count = 0
+            for y in range(h):
+                for x in range(w):
+                    if walls[y, x] or occ[y, x] >= 0:
+                        continue
+                    if x + 1 < w and not walls[y, x + 1] and occ[y, x + 1] < 0:
+                        count += 1
+                    if y + 1 < h and not walls[y + 1, x] and occ[y + 1, x] < 0:
+                        count += 1
+            if count == 0:
+                continue  # no valid placement: this pair spawns at random (cause reset)
+            k = _randint(rng, b, count)
+            ax = ay = cx = cy = -1
+            for y in range(h):
+                for x in range(w):
+                    if walls[y, x] or occ[y, x] >= 0:
+                        continue
+                    if x + 1 < w and not walls[y, x + 1] and occ[y, x + 1] < 0:
+                        if k == 0 and ax < 0:
+                            ax, ay, cx, cy = x, y, x + 1, y
+                        k -= 1
+                    if y + 1 < h and not walls[y + 1, x] and occ[y + 1, x] < 0:
+                        if k == 0 and ax < 0:
+                            ax, ay, cx, cy = x, y, x, y + 1
+                        k -= 1
+            if _randint(rng, b, 2) == 1:  # which of the two cells the debtor takes
+                ax, ay, cx, cy = cx, cy, ax, ay
+            for agent, x0, y0, x1, y1 in ((a, ax, ay, cx, cy), (c, cx, cy, ax, ay)):
+                pos[b, agent, 0] = x0
+                pos[b, agent, 1] = y0
+                # face the partner
+                if x1 > x0:
+                    dirs[b, agent] = 1
+                elif x1 < x0:
+                    dirs[b, agent] = 3
+                elif y1 > y0:
+                    dirs[b, agent] = 2
+                else:
+                    dirs[b, agent] = 0
+                occ[y0, x0] = agent
+                placed[agent] = True
+                cause[agent] = C_RIGGED
+            partner[a] = c
+            partner[c] = a
+        for n in range(N):
+            if placed[n]:
+                continue
+            x, y = _random_free_cell(rng, b, walls, occ)
+            pos[b, n, 0] = x
+            pos[b, n, 1] = y
+            dirs[b, n] = _randint(rng, b, 4)
+            occ[y, x] = n
+            placed[n] = True
+        for n in range(N):
+            q = partner[n]
+            if q >= 0:
+                _emit(ev, ne, b, 0, seq, EV_SPAWN, n, q, pos[b, n, 0], pos[b, n, 1],
+                      pos[b, q, 0], pos[b, q, 1], dirs[b, n], -1, C_RIGGED)
+            else:
+                _emit(ev, ne, b, 0, seq, EV_SPAWN, n, -1, pos[b, n, 0], pos[b, n, 1],
+                      -1, -1, dirs[b, n], -1, C_RESET)
+        # apples under agents stay: the agent eats them on its first step
+
+
+@njit(cache=True)
+def step_kernel(rng, walls, apple_cells, apples, pos, dirs, removed, t, seq, stats, actions,
+                rewards, params, regrow_probs, nbr_off, ctx_off, beam_lat, ev, ne, hit_buf):
+    """One step of every env. params: beam_length, removal_steps, apple_reward, hit_penalty,
+    fire_cost. Order within a step: zaps (all against pre-move positions), moves (random
+    priority order), eating, regrowth, respawns; events in that order."""
+    B, N = dirs.shape
+    h, w = walls.shape
+    beam_length = int(params[0])
+    removal_steps = int(params[1])
+    apple_reward = params[2]
+    hit_penalty = params[3]
+    fire_cost = params[4]
+    n_probs = regrow_probs.shape[0]
+    occ = np.empty((h, w), dtype=np.int64)
+    order = np.empty(N, dtype=np.int64)
+    for b in range(B):
+        tb = t[b]
+        for n in range(N):
+            rewards[b, n] = 0.0
+        occ[:, :] = -1
+        _occupancy(pos, removed, b, N, occ)
+        # 1. zaps --------------------------------------------------------------------------------
+        hit_buf[:] = 0
+        for n in range(N):
+            if removed[b, n] > 0 or actions[b, n] != ZAP:
+                continue
+            d = dirs[b, n]
+            x0 = pos[b, n, 0]
+            y0 = pos[b, n, 1]
+            _emit(ev, ne, b, tb, seq, EV_FIRED, n, -1, x0, y0, -1, -1, d, -1, -1)
+            rewards[b, n] += fire_cost
+            stats[b, n, 3] += 1
+            fx = FWD[d, 0]
+            fy = FWD[d, 1]
+            rx = -fy  # right of facing
+            ry = fx
+            for li in range(beam_lat.shape[0]):
+                lat = beam_lat[li]
+                # a side lane starts beside the shooter; it is blocked if that cell is a wall
+                sx = x0 + rx * lat
+                sy = y0 + ry * lat
+                if lat != 0 and (sx < 0 or sy < 0 or sx >= w or sy >= h or walls[sy, sx]):
+                    continue
+                for s in range(1, beam_length + 1):
+                    cx = sx + fx * s
+                    cy = sy + fy * s
+                    if cx < 0 or cy < 0 or cx >= w or cy >= h or walls[cy, cx]:
+                        break
+                    v = occ[cy, cx]
+                    if v >= 0 and v != n:
+                        # first agent in the lane is hit; the lane stops there
+                        ctx = 0
+                        for o in range(ctx_off.shape[0]):
+                            ax = cx + ctx_off[o, 0]
+                            ay = cy + ctx_off[o, 1]
+                            if 0 <= ax < w and 0 <= ay < h and apples[b, ay, ax]:
+                                ctx = 1
+                                break
+                        _emit(ev, ne, b, tb, seq, EV_HIT, n, v, x0, y0, cx, cy, d, ctx, -1)
+                        rewards[b, v] += hit_penalty
+                        stats[b, n, 4] += 1
+                        stats[b, v, 5] += 1
+                        hit_buf[v] = 1
+                        break
+        for n in range(N):
+            if hit_buf[n] and removal_steps > 0:
+                removed[b, n] = removal_steps
+                occ[pos[b, n, 1], pos[b, n, 0]] = -1
+        # 2. moves and turns, in a random priority order ------------------------------------------
+        for n in range(N):
+            order[n] = n
+        for i in range(N - 1, 0, -1):  # Fisher-Yates
+            j = _randint(rng, b, i + 1)
+            tmp = order[i]
+            order[i] = order[j]
+            order[j] = tmp
+        for i in range(N):
+            n = order[i]
+            if removed[b, n] > 0:
+                continue
+            a = actions[b, n]
+            if a == TURN_LEFT:
+                dirs[b, n] = (dirs[b, n] + 3) % 4
+            elif a == TURN_RIGHT:
+                dirs[b, n] = (dirs[b, n] + 1) % 4
+            elif FORWARD <= a <= RIGHT:
+                md = (dirs[b, n] + MOVE_TURN[a]) % 4
+                nx = pos[b, n, 0] + FWD[md, 0]
+                ny = pos[b, n, 1] + FWD[md, 1]
+                if 0 <= nx < w and 0 <= ny < h and not walls[ny, nx] and occ[ny, nx] < 0:
+                    occ[pos[b, n, 1], pos[b, n, 0]] = -1
+                    pos[b, n, 0] = nx
+                    pos[b, n, 1] = ny
+                    occ[ny, nx] = n
+        # 3. eating ---------------------------------------------------------------------------------
+        for n in range(N):
+            if removed[b, n] > 0:
+                continue
+            x = pos[b, n, 0]
+            y = pos[b, n, 1]
+            if apples[b, y, x]:
+                apples[b, y, x] = 0
+                rewards[b, n] += apple_reward
+                stats[b, n, 1] += 1
+                _emit(ev, ne, b, tb, seq, EV_EATEN, n, -1, x, y, -1, -1, dirs[b, n], -1, -1)
+        # 4. regrowth on empty, unoccupied apple cells (counts from the pre-growth board) ----------
+        for y in range(h):
+            for x in range(w):
+                if not apple_cells[y, x] or apples[b, y, x] or occ[y, x] >= 0:
+                    continue
+                cnt = 0
+                for o in range(nbr_off.shape[0]):
+                    ax = x + nbr_off[o, 0]
+                    ay = y + nbr_off[o, 1]
+                    if 0 <= ax < w and 0 <= ay < h and apples[b, ay, ax] == 1:
+                        cnt += 1
+                p = regrow_probs[min(cnt, n_probs - 1)]
+                if p > 0.0 and _uniform(rng, b) < p:
+                    apples[b, y, x] = 2  # grown this step; not counted by later cells
+        for y in range(h):
+            for x in range(w):
+                if apples[b, y, x] == 2:
+                    apples[b, y, x] = 1
+        # 5. timers and respawns --------------------------------------------------------------------
+        for n in range(N):
+            if removed[b, n] > 0:
+                stats[b, n, 6] += 1  # frozen agent-steps
+                if hit_buf[n]:
+                    continue  # removed this very step: the timer starts next step
+                removed[b, n] -= 1
+                if removed[b, n] == 0:
+                    x, y = _random_free_cell(rng, b, walls, occ)
+                    pos[b, n, 0] = x
+                    pos[b, n, 1] = y
+                    dirs[b, n] = _randint(rng, b, 4)
+                    occ[y, x] = n
+                    _emit(ev, ne, b, tb, seq, EV_SPAWN, n, -1, x, y, -1, -1, dirs[b, n], -1,
+                          C_RESPAWN)
+        for n in range(N):
+            stats[b, n, 0] += rewards[b, n]
+            stats[b, n, 2] += 1  # steps
+        t[b] = tb + 1
+
+
+@njit(cache=True)
+def observe_kernel(walls, apples, pos, dirs, removed, obs):
+    """Egocentric (V, V, 3) windows rotated so the agent faces up: apple, wall, other agent."""
+    B, N = dirs.shape
+    h, w = walls.shape
+    V = obs.shape[2]
+    half = V // 2
+    occ = np.empty((h, w), dtype=np.int64)
+    for b in range(B):
+        occ[:, :] = -1
+        _occupancy(pos, removed, b, N, occ)
+        for n in range(N):
+            o = obs[b, n]
+            o[:, :, :] = 0
+            if removed[b, n] > 0:
+                continue
+            d = dirs[b, n]
+            fx = FWD[d, 0]
+            fy = FWD[d, 1]
+            rx = -fy
+            ry = fx
+            x0 = pos[b, n, 0]
+            y0 = pos[b, n, 1]
+            for r in range(V):
+                fwd = half - r
+                for c in range(V):
+                    right = c - half
+                    x = x0 + fx * fwd + rx * right
+                    y = y0 + fy * fwd + ry * right
+                    if x < 0 or y < 0 or x >= w or y >= h or walls[y, x]:
+                        o[r, c, 1] = 1
+                        continue
+                    if apples[b, y, x]:
+                        o[r, c, 0] = 1
+                    v = occ[y, x]
+                    if v >= 0 and v != n:
+                        o[r, c, 2] = 1
