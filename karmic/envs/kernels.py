@@ -316,9 +316,9 @@ def step_kernel(rng, walls, apple_cells, apples, pos, dirs, removed, t, seq, sta
         # 5. timers and respawns --------------------------------------------------------------------
         for n in range(N):
             if removed[b, n] > 0:
-                stats[b, n, 6] += 1  # frozen agent-steps
                 if hit_buf[n]:
-                    continue  # removed this very step: the timer starts next step
+                    continue  # removed at the end of this step: it acted, the timer starts next
+                stats[b, n, 6] += 1  # frozen agent-steps
                 removed[b, n] -= 1
                 if removed[b, n] == 0:
                     x, y = _random_free_cell(rng, b, walls, occ)
