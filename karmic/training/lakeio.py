@@ -120,7 +120,7 @@ class RunLake:
     def new_ledger(self):
         from karmic.ledger import Ledger
 
-        return Ledger(self.N, decay=float(getattr(self.env_config, "decay", 0.95)))
+        return Ledger(self.N, decay=float(getattr(self.env_config, "ledger_decay", 0.95)))
 
     @staticmethod
     def fold_round(ledger, events: EventBatch, B: int) -> None:

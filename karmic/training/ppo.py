@@ -195,7 +195,7 @@ class Trainer:
             env = HarvestVecEnv(env_config, num_envs=cfg.num_envs)
         self.env = env
         self.env_config = env.config
-        self.max_steps = int(self.env_config.max_steps)
+        self.max_steps = int(getattr(env, "max_steps", None) or self.env_config.max_steps)
         ns, ms = cfg.num_steps, self.max_steps
         if ms % ns and ns % ms:
             raise ValueError(
