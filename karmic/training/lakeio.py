@@ -116,38 +116,39 @@ class RunLake:
             }
         )
 
-    # -- ledger ------------------------------------------------------------------------------
+    # -- ledger ----------------------------------------------------------------------------
     def new_ledger(self):
-        from karmic.ledger import Ledger
+        """One ledger per env (karmic.ledger.VecLedger): env b's ledger folds episodes
+        b, B + b, 2B + b ... (episode % B == b), as the lake rebuild of a batched run does."""
+        from karmic.ledger import VecLedger
 
-        return Ledger(self.N, decay=float(getattr(self.env_config, "ledger_decay", 0.95)))
+        decay = float(getattr(self.env_config, "ledger_decay", 0.95))
+        return VecLedger(self.cfg.num_envs, self.N, decay=decay)
 
     @staticmethod
     def fold_round(ledger, events: EventBatch, B: int) -> None:
-        """Fold a round's events (sorted by episode, seq) episode by episode, decaying after each."""
-        ep = events.episode
-        for e in np.unique(ep):
-            ledger.fold(events.take(np.flatnonzero(ep == e)))
-            ledger.end_episode()
+        """Fold a round's events (rows in (episode, seq) order, env column set), then decay."""
+        ledger.observe(events)
+        ledger.end_episode()
 
     def rebuild_ledger(self, episodes_before: int):
-        """The ledger after the run's first ``episodes_before`` episodes, folded from the lake."""
+        """The per-env ledgers after the run's first ``episodes_before`` episodes, from the lake."""
         ledger = self.new_ledger()
+        B = self.cfg.num_envs
+        rounds = episodes_before // B
         d = self.lake / "events" / f"run_id={self.run_id}"
         files = sorted(d.glob("*.parquet")) if d.is_dir() else []
-        if not files or episodes_before <= 0:
+        if not files or rounds <= 0:
             return ledger
-        t = pa.concat_tables([pq.read_table(f) for f in files])
-        ev = _events_from_table(t)
-        keep = np.flatnonzero(ev.episode < episodes_before)
-        ev = ev.take(keep)
+        ev = _events_from_table(pa.concat_tables([pq.read_table(f) for f in files]))
+        ev = ev.take(np.flatnonzero(ev.episode < rounds * B))
         ev = ev.take(np.lexsort((ev.seq, ev.episode)))
-        # every episode decays the ledger, including those without events
-        for e in range(episodes_before):
-            lo, hi = np.searchsorted(ev.episode, [e, e + 1])
-            if hi > lo:
-                ledger.fold(ev.take(np.arange(lo, hi)))
-            ledger.end_episode()
+        ev.env = (ev.episode % B).astype(ev.env.dtype)
+        # the same operations as live, round by round (a multi-episode fold decays with
+        # decay**k, which can differ from k single decays in the last bit)
+        bounds = np.searchsorted(ev.episode, np.arange(rounds + 1) * B)
+        for r in range(rounds):
+            self.fold_round(ledger, ev.take(np.arange(bounds[r], bounds[r + 1])), B)
         return ledger
 
     # -- tensorboard -------------------------------------------------------------------------

@@ -32,8 +32,9 @@ numpy generator, and counters. Resume rebuilds the matchmaker's ledger by foldin
 events from the lake, re-runs any round the lake already holds without writing it twice, and
 reproduces an uninterrupted run exactly (same parameters, same events).
 
-Conditions: ``baseline`` (no TVT, random spawns), ``matchmaker`` (no TVT, rigged spawns from the
-ledger folded over every event of the run), ``tvt`` and ``full`` (need ``karmic.tvt``).
+Conditions: ``baseline`` (no TVT, random spawns), ``matchmaker`` (no TVT, rigged spawns: env b's
+ledger folds env b's episodes, ``episode % B == b``, as ``karmic.ledger.VecLedger``; its pairs
+go to env b's reset), ``tvt`` and ``full`` (need ``karmic.tvt``).
 """
 
 from __future__ import annotations
@@ -292,10 +293,10 @@ class Trainer:
 
     # -- rollout -----------------------------------------------------------------------------
     def _reset_round(self) -> np.ndarray:
-        pairs = self.ledger.pairs() if self.ledger is not None else None
+        pairs = self.ledger.pairs() if self.ledger is not None else None  # one list per env
         obs = self.env.reset(
             seed=round_seeds(self.cfg.seed, self.round, self.B),
-            pairs=[pairs] * self.B if pairs else None,
+            pairs=pairs if pairs and any(pairs) else None,
         )
         self.t_in_episode = 0
         self.round_events = [self.env.reset_events]
