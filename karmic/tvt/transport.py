@@ -1,0 +1,172 @@
+"""Temporal value transport (Hung et al. 2019) as pure functions over arrays. No torch, no I/O.
+
+Times are *global* agent steps: ``episode * episode_length + t`` for one agent's stream (the
+memory persists across episodes, so a row may belong to an earlier episode). A transport moves
+value from a *source* step t2 (where the agent read its memory, or was punished) to a *target*
+step t1 < t2 (the remembered step); the learner adds ``amount`` to the reward at t1 before GAE,
+replaying the earlier episode's shard when t1 lies there.
+
+Learned transport (the reference's tvt_rewards, per read head):
+  1. the steps where the read strength passes ``threshold`` (default 2) form contiguous spans;
+  2. each span contributes once, at its peak-strength step t2;
+  3. at t2 the ``top_k`` largest read weights select memory rows; a row written at t1 receives
+     ``alpha * weight * V(t2)`` (alpha 0.9, no gradient) if ``t2 - t1 >= min_gap``, where
+     ``min_gap = round(1 / (1 - gamma))`` (the horizon the discount already covers).
+
+Semantic role matching (Karmic-RL): when the agent is hit at t2 by X, the rows where it was the
+aggressor against X (t1 < t2, ``t2 - t1 >= min_gap``) share ``alpha * A(t2)`` equally, A(t2) being
+its advantage at t2 (negative when punished), so the total moved equals alpha * A(t2) however
+many crimes it is split over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_ALPHA = 0.9  # Hung et al. 2019, Methods ("alpha = 0.9")
+DEFAULT_THRESHOLD = 2.0  # read-strength threshold of the reference implementation
+DEFAULT_TOP_K = 3
+
+
+def min_gap(gamma: float, when_gamma_is_1: int = 25) -> int:
+    """round(1 / (1 - gamma)); the reference uses a fixed period when gamma == 1."""
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"invalid gamma: {gamma} is outside [0, 1]")
+    return when_gamma_is_1 if gamma >= 1.0 else int(round(1.0 / (1.0 - gamma)))
+
+
+@dataclass(frozen=True)
+class Transports:
+    """Columns of the ``tvt_transports`` rows: source step, target step, amount, head (-1: semantic)."""
+
+    source: np.ndarray  # int64 global steps t2
+    target: np.ndarray  # int64 global steps t1
+    amount: np.ndarray  # float64
+    head: np.ndarray  # int16
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    @staticmethod
+    def empty() -> Transports:
+        return Transports(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int16))
+
+    @staticmethod
+    def concat(parts: list[Transports]) -> Transports:
+        if not parts:
+            return Transports.empty()
+        return Transports(*(np.concatenate([getattr(p, f) for p in parts])
+                            for f in ("source", "target", "amount", "head")))
+
+
+def threshold_spans(strength: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> list[tuple[int, int]]:
+    """Contiguous [start, end) spans where strength > threshold."""
+    above = np.concatenate([[False], np.asarray(strength) > threshold, [False]])
+    edges = np.flatnonzero(above[1:] != above[:-1])
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def span_peaks(strength: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """The peak step of each span above threshold (first maximum on ties)."""
+    s = np.asarray(strength)
+    return np.array([a + int(np.argmax(s[a:b])) for a, b in threshold_spans(s, threshold)], dtype=np.int64)
+
+
+def learned_transport(
+    read_weights: np.ndarray,
+    read_strengths: np.ndarray,
+    row_times: np.ndarray,
+    values: np.ndarray,
+    times: np.ndarray,
+    gamma: float,
+    alpha: float = DEFAULT_ALPHA,
+    threshold: float = DEFAULT_THRESHOLD,
+    top_k: int = DEFAULT_TOP_K,
+    episode_length: int | None = None,
+) -> Transports:
+    """Learned TVT for one agent's sequence of T steps.
+
+    read_weights (T, H, M): attention of head h at step t over memory rows; read_strengths (T, H);
+    row_times (T, M) or (M,): global step each row was written at (-1 = empty row); values (T,):
+    V(t); times (T,): the global step of each t. ``episode_length`` only validates that times
+    are consistent with it (transports may cross episodes)."""
+    w = np.asarray(read_weights, dtype=np.float64)
+    s = np.asarray(read_strengths, dtype=np.float64)
+    T, H, M = w.shape
+    rt = np.broadcast_to(np.asarray(row_times, dtype=np.int64), (T, M))
+    times = np.asarray(times, dtype=np.int64)
+    gap = min_gap(gamma)
+    parts = []
+    for h in range(H):
+        for t2 in span_peaks(s[:, h], threshold):
+            k = min(top_k, M)
+            rows = np.argsort(-w[t2, h], kind="stable")[:k]
+            t1 = rt[t2, rows]
+            ok = (t1 >= 0) & (times[t2] - t1 >= gap) & (w[t2, h, rows] > 0)
+            if not ok.any():
+                continue
+            rows, t1 = rows[ok], t1[ok]
+            parts.append(Transports(
+                source=np.full(len(rows), times[t2], np.int64),
+                target=t1,
+                amount=alpha * w[t2, h, rows] * float(values[t2]),
+                head=np.full(len(rows), h, np.int16),
+            ))
+    if episode_length is not None and len(times) > 1 and (np.diff(times) <= 0).any():
+        raise ValueError("times must increase")
+    return Transports.concat(parts)
+
+
+def semantic_transport(
+    hit_times: np.ndarray,
+    hit_by: np.ndarray,
+    aggression_times: np.ndarray,
+    aggression_victims: np.ndarray,
+    advantages: np.ndarray,
+    gamma: float = 0.0,
+    alpha: float = DEFAULT_ALPHA,
+) -> Transports:
+    """Semantic role matching for one agent.
+
+    hit_times (K,) global steps t2 where the agent was hit, hit_by (K,) the attacker;
+    advantages (K,) the agent's advantage at each t2; aggression_times / aggression_victims (R,):
+    the memory rows where the agent was the aggressor (global step t1, victim). ``gamma`` sets the
+    minimum gap (0 = none, the default for role matching: the link is explicit, not learned)."""
+    hit_times = np.asarray(hit_times, np.int64)
+    hit_by = np.asarray(hit_by)
+    at = np.asarray(aggression_times, np.int64)
+    av = np.asarray(aggression_victims)
+    gap = min_gap(gamma) if gamma > 0 else 0
+    parts = []
+    for t2, x, adv in zip(hit_times, hit_by, np.asarray(advantages, np.float64), strict=True):
+        match = (av == x) & (at < t2) & (t2 - at >= gap)
+        n = int(match.sum())
+        if n == 0:
+            continue
+        parts.append(Transports(
+            source=np.full(n, t2, np.int64), target=at[match],
+            amount=np.full(n, alpha * adv / n), head=np.full(n, -1, np.int16),
+        ))
+    return Transports.concat(parts)
+
+
+def apply_transports(rewards: np.ndarray, times: np.ndarray, tr: Transports) -> tuple[np.ndarray, Transports]:
+    """Add the transports whose target lies in ``times`` to ``rewards`` (a copy).
+    Returns (new rewards, the transports whose target lies outside: earlier shards to replay)."""
+    out = np.array(rewards, dtype=np.float64, copy=True)
+    times = np.asarray(times, np.int64)
+    order = np.argsort(times)
+    pos = np.searchsorted(times[order], tr.target)
+    pos = np.clip(pos, 0, len(times) - 1)
+    hit = times[order][pos] == tr.target if len(times) else np.zeros(len(tr), bool)
+    np.add.at(out, order[pos[hit]], tr.amount[hit])
+    rest = ~hit
+    return out, Transports(tr.source[rest], tr.target[rest], tr.amount[rest], tr.head[rest])
+
+
+def split_global(step: np.ndarray, episode_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """global step -> (episode, t)."""
+    step = np.asarray(step, np.int64)
+    return step // episode_length, step % episode_length
