@@ -6,7 +6,7 @@ everything included, first update excluded as warm-up), the share of time spent 
 round trip (shard write + read back + retention), and the model FLOP/s reached against a large
 matmul on the same machine.
 
-    python benchmarks/train_throughput.py [--grids 10,30] [--conditions baseline] [--updates 6] [--json]
+    python benchmarks/train_throughput.py [--grids 10,30] [--conditions baseline] [--updates 10] [--json]
 
 ``--json`` prints, as its last line, a JSON list of records
 ``{"grid_size", "condition", "env_steps_per_s", "lake_share", "model_gflops", "matmul_gflops"}``.
@@ -23,14 +23,17 @@ import time
 import torch
 
 
-def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
+def matmul_gflops(n: int = 2048, reps: int = 3, trials: int = 7) -> float:
+    """Best of several trials (the machine is shared: the best is the closest to the peak)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(2):
-        a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+    a @ b
+    best = 0.0
+    for _ in range(trials):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t) / 1e9)
+    return best
 
 
 class StubEnv:
@@ -110,7 +113,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grids", default="10,30")
     ap.add_argument("--conditions", default="baseline")
-    ap.add_argument("--updates", type=int, default=6)
+    ap.add_argument("--updates", type=int, default=10,
+                    help="measured updates (10 x 100 steps covers an episode end at 30x30)")
     ap.add_argument("--num-envs", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stub-env", action="store_true",
@@ -118,10 +122,10 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    peak = matmul_gflops()
     records = []
     for g in [int(x) for x in args.grids.split(",")]:
         for c in args.conditions.split(","):
+            peak = matmul_gflops()  # next to each run: the load on the machine drifts
             r = bench(g, c, args.updates, args.num_envs, args.threads, args.stub_env)
             r["matmul_gflops"] = round(peak, 1)
             records.append(r)

@@ -245,6 +245,7 @@ class Trainer:
             self._restore(resume_from)
         self.tb = self.io.tensorboard() if tensorboard else None
         self._alloc()
+        self.event_write_time = 0.0
         self.recent_returns: list[float] = []
         self.recent_zaps: list[float] = []
 
@@ -304,9 +305,11 @@ class Trainer:
 
     def _end_round(self) -> None:
         stats = self.env.episode_stats()
+        t0 = time.perf_counter()
         events = self.io.end_round(
             self.round, self.round_events, stats, self.max_steps, self.B, self.cfg, self.global_step
         )
+        self.event_write_time += time.perf_counter() - t0
         if self.ledger is not None:
             self.io.fold_round(self.ledger, events, self.B)
         ret = stats["return"].astype(np.float64)
@@ -511,8 +514,10 @@ class Trainer:
                 if not cfg.keep_trajectories:
                     prune_shards(self.lake, self.run_id, cfg.keep_shards)
                 t4 = time.perf_counter()
-                timing["rollout"] += t1 - t0
-                timing["lake"] += (t2 - t1) + (t4 - t3)
+                # events / episodes writes happen inside the rollout: count them as lake time
+                ev_t, self.event_write_time = self.event_write_time, 0.0
+                timing["rollout"] += t1 - t0 - ev_t
+                timing["lake"] += (t2 - t1) + (t4 - t3) + ev_t
                 timing["learn"] += t3 - t2
                 self.update += 1
                 done_updates += 1
