@@ -161,7 +161,8 @@ class RunLake:
     def log_tensorboard(tb, info: dict[str, Any], step: int) -> None:
         tb.add_scalar("charts/steps_per_s", info["steps_per_s"], step)
         tb.add_scalar("charts/episodic_return", info["mean_return"], step)
-        tb.add_scalar("social/zaps_per_episode", info["zaps_per_episode"], step)
+        for k in ("zaps", "apples", "zaps_hit", "frozen_steps"):
+            tb.add_scalar(f"social/{k}_per_episode", info[f"{k}_per_episode"], step)
         tb.add_scalar("charts/lake_share", info["lake_share"], step)
         for k in ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac"):
             if k in info:

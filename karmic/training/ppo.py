@@ -248,6 +248,7 @@ class Trainer:
         self.event_write_time = 0.0
         self.recent_returns: list[float] = []
         self.recent_zaps: list[float] = []
+        self.recent_social: dict[str, list[float]] = {"apples": [], "zaps_hit": [], "frozen_steps": []}
 
     # -- state -------------------------------------------------------------------------------
     def _alloc(self) -> None:
@@ -315,6 +316,8 @@ class Trainer:
         ret = stats["return"].astype(np.float64)
         self.recent_returns.extend(ret.mean(axis=1).tolist())
         self.recent_zaps.extend(stats["zaps_fired"].sum(axis=1).astype(float).tolist())
+        for k, v in self.recent_social.items():  # per episode, summed over agents
+            v.extend(stats[k].sum(axis=1).astype(float).tolist())
         self.round += 1
 
     @torch.no_grad()
@@ -560,6 +563,8 @@ class Trainer:
             "mean_return": float(np.mean(self.recent_returns[last])) if self.recent_returns else float("nan"),
             "zaps_per_episode": float(np.mean(self.recent_zaps[last])) if self.recent_zaps else float("nan"),
             "episodes": len(self.recent_returns),
+            **{f"{k}_per_episode": float(np.mean(v[last])) if v else float("nan")
+               for k, v in self.recent_social.items()},
             "lake_share": timing["lake"] / total,
             "timing": dict(timing),
             **losses,
