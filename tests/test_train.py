@@ -70,10 +70,21 @@ def test_tiny_run_writes_events_trajectories_checkpoint(tmp_path, mode):
     np.testing.assert_array_equal(g, ((e // 2) * 20 + t) * 2)
     assert (tmp_path / "trajectories" / f"run_id={run_id}").is_dir()
     assert list((tmp_path / "checkpoints" / f"run_id={run_id}").glob("ckpt-*.pt"))
-    # returns in `episodes` agree with the APPLE_EATEN events (no zap costs at this size is not
-    # assumed: only apples are compared)
-    apples_ev = ev.filter(pa.compute.equal(ev.column("event_type"), "APPLE_EATEN")).num_rows
-    assert sum(eps.column("apples").to_pylist()) == apples_ev
+    # per (episode, agent), returns in `episodes` follow from the events and the config
+    cfg = run["config"]
+    ep_l, ag_l = ev.column("episode").to_pylist(), ev.column("agent").to_pylist()
+    tg_l, et_l = ev.column("target").to_pylist(), ev.column("event_type").to_pylist()
+    expect: dict[tuple[int, str], float] = {}
+    for e_, a_, tg, et in zip(ep_l, ag_l, tg_l, et_l, strict=True):
+        if et == "APPLE_EATEN":
+            expect[(e_, a_)] = expect.get((e_, a_), 0.0) + cfg["apple_reward"]
+        elif et == "ZAP_FIRED":
+            expect[(e_, a_)] = expect.get((e_, a_), 0.0) + cfg["fire_cost"]
+        elif et == "ZAP_HIT":
+            expect[(e_, tg)] = expect.get((e_, tg), 0.0) + cfg["hit_penalty"]
+    for e_, a_, r_ in zip(eps.column("episode").to_pylist(), eps.column("agent").to_pylist(),
+                          eps.column("return").to_pylist(), strict=True):
+        assert r_ == pytest.approx(expect.get((e_, a_), 0.0)), (e_, a_)
 
 
 def _params(agent) -> dict[str, torch.Tensor]:
