@@ -1,8 +1,8 @@
 """The training run's side of the lake: run.json, events and episodes per round, the ledger.
 
 ``RunLake(lake, run_id, cfg, env_config, n_agents)`` is the only place the training loop touches
-the events / episodes / runs tables; it delegates the writing to ``pipelines.lake.LakeWriter``
-(atomic part files, the DESIGN schemas) and the ledger to ``karmic.ledger.Ledger``.
+the events / episodes / runs tables (DESIGN.md schemas, atomic part files: see ``_writer``) and
+the matchmaker's ledgers (``karmic.ledger.VecLedger``).
 
 - A round's events get run episode numbers ``round * B + env`` and
   ``global_step = (round * max_steps + t) * B``; the episodes rows get the same numbering and
@@ -204,10 +204,11 @@ def _events_from_table(t: pa.Table) -> EventBatch:
 
 
 def _writer(lake: Path, run_id: str):
-    try:
-        from pipelines.lake import LakeWriter  # noqa: F401
-    except ImportError:
-        return _FallbackWriter(lake, run_id)
+    """The run's writer for run.json, events and episodes.
+
+    pipelines.lake (the lake's own writer) had not landed when this was written; until the
+    training loop is switched to it, _FallbackWriter writes the same DESIGN.md tables with the
+    same atomic-rename rule."""
     return _FallbackWriter(lake, run_id)
 
 
@@ -241,7 +242,7 @@ def events_table(run_id: str, ev: EventBatch, global_step: np.ndarray) -> pa.Tab
 
 
 class _FallbackWriter:
-    """Minimal atomic writer used only when pipelines.lake is not importable."""
+    """Atomic part files ``part-<n>.parquet`` per run partition, and run.json (see _writer)."""
 
     def __init__(self, lake: Path, run_id: str) -> None:
         self.lake, self.run_id = Path(lake), run_id
