@@ -9,9 +9,10 @@ One update (CleanRL ``ppo_atari_lstm`` structure, with the recurrent state handl
 2. **Lake**: the rollout is written as a trajectory shard (``pipelines.trajectories``) and read
    back; the learner trains from what it read. Shards older than the last ``keep_shards`` are
    removed unless ``keep_trajectories``.
-3. **Transport hook**: ``transport(shard, history) -> rewards (rows, L)``: the identity for
-   ``baseline`` / ``matchmaker``; ``karmic.tvt.transport_rewards(shard, history, agent, cfg)``
-   for ``tvt`` / ``full``. ``history`` holds the paths of the kept earlier shards (oldest first).
+3. **Transport hook**: ``transport(shard, history, agent, cfg) -> rewards (rows, L)``: the
+   identity for ``baseline`` / ``matchmaker``; ``karmic.tvt.transport_rewards`` for ``tvt`` /
+   ``full``. ``history`` holds the paths of the kept earlier shards (oldest first; read them
+   with ``pipelines.trajectories.read_shard``).
 4. **GAE** (lambda) on the time-major rewards and values, bootstrapped from the value after the
    last step; an episode start at t+1 cuts the return at t.
 5. **PPO**: ``update_epochs`` epochs over minibatches of whole sequences (rows of the shard),
@@ -31,6 +32,17 @@ state beyond the round index: model, optimizer, the action-sampling generator, t
 numpy generator, and counters. Resume rebuilds the matchmaker's ledger by folding the run's
 events from the lake, re-runs any round the lake already holds without writing it twice, and
 reproduces an uninterrupted run exactly (same parameters, same events).
+
+TVT contract (what ``karmic.tvt`` provides for ``tvt`` / ``full``; until then those modes stop
+with "the tvt condition needs TVT (issue 6)"):
+
+- ``make_tvt_module(agent) -> nn.Module``, stored as ``agent.tvt`` by ``KarmicAgent(...,
+  use_tvt=True)``: trained by the same optimizer, saved in checkpoints with the agent.
+- ``transport_rewards(shard, history, agent, cfg) -> np.ndarray (rows, L) float32``: the
+  shard's rewards plus transported value (``shard.reward``, ``shard.value``, ``shard.obs``,
+  ``shard.episode`` / ``t0`` / ``global_step`` per row; ``agent.encode(obs)`` gives ``z``).
+- optional ``agent.tvt.auxiliary_loss(agent, batch) -> scalar tensor``, added to the PPO loss
+  for every minibatch, with ``batch = {"z": (L, mb, latent), "rows": row indices, "shard"}``.
 
 Conditions: ``baseline`` (no TVT, random spawns), ``matchmaker`` (no TVT, rigged spawns: env b's
 ledger folds env b's episodes, ``episode % B == b``, as ``karmic.ledger.VecLedger``; its pairs
