@@ -189,3 +189,15 @@ def test_baseline_learns_to_beat_random(tmp_path):
     trained_return = _mean_return(env, pol.act, on_reset=pol.reset)
     # measured: random ~2.6, trained ~5 after 16k env steps
     assert trained_return > 1.5 * random_return + 0.5, (trained_return, random_return)
+
+
+def test_cli_resume_extends_a_finished_run(tmp_path):
+    res = CliRunner().invoke(app, ["train", "--total-steps", "40", "--lake", str(tmp_path), *TINY])
+    assert res.exit_code == 0, res.output
+    run_id = res.stdout.strip().splitlines()[-1].split("\t")[0]
+    res = CliRunner().invoke(
+        app, ["train", "--resume", run_id, "--total-steps", "80", "--lake", str(tmp_path)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "steps=80" in res.stdout
+    assert sorted(set(_read(tmp_path, "episodes", run_id).column("episode").to_pylist())) == [0, 1, 2, 3]

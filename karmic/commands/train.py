@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
         grid_size: int = typer.Option(10, "--grid-size", "--grid_size", help="Grid side (10, 20, 30 ...)."),
         seed: int = typer.Option(1, "--seed", help="Run seed (torch, env resets, minibatches)."),
         seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 1,2,3 (overrides --seed)."),
-        total_steps: int = typer.Option(200_000, "--total-steps", help="Env steps (B envs x steps), rounded up to whole episodes."),
+        total_steps: int = typer.Option(None, "--total-steps", help="Env steps (B envs x steps), rounded up to whole episodes [default: 200000; with --resume: the run's own]."),
         lake: str = LAKE_OPTION,
         resume_id: str = typer.Option(None, "--resume", help="Continue RUN_ID from its last checkpoint."),
         num_envs: int = typer.Option(16, "--num-envs", help="Parallel environments B."),
@@ -132,7 +132,9 @@ def register(app: typer.Typer) -> None:
                     raise KarmicError("--tensorboard needs the tensorboard package: pip install tensorboard")
             if resume_id:
                 try:
-                    trainer = resumed_trainer(resume_id, lake_dir, tensorboard=tensorboard)
+                    trainer = resumed_trainer(
+                        resume_id, lake_dir, total_steps=total_steps, tensorboard=tensorboard
+                    )
                 except TVTUnavailable as exc:
                     raise KarmicError(str(exc)) from None
                 progress, on_update = _progress(f"{trainer.cfg.mode} (resume)", trainer.n_updates)
@@ -162,7 +164,8 @@ def register(app: typer.Typer) -> None:
             for m in [m for m in modes if m not in missing]:
                 for s in _parse_seeds(seed, seeds):
                     cfg = TrainConfig(
-                        mode=m, grid_size=grid_size, seed=s, total_steps=total_steps,
+                        mode=m, grid_size=grid_size, seed=s,
+                        total_steps=200_000 if total_steps is None else total_steps,
                         num_envs=num_envs, num_steps=num_steps, seq_len=seq_len, hidden=hidden,
                         lr=lr, ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm,
                         agent_id=agent_id, keep_shards=keep_shards,
