@@ -1,0 +1,219 @@
+"""Reading the lake: DuckDB views, named queries and a polars scan. Imports no torch and no env.
+
+``connect(path, run=None, params=None)`` returns an in-memory DuckDB connection with three views:
+
+- ``events``   over ``<lake>/events/run_id=*/part-*.parquet`` (hive-partitioned, DESIGN.md schema);
+- ``episodes`` over ``<lake>/episodes/run_id=*/part-*.parquet``;
+- ``runs``     one row per ``runs/run_id=<id>/run.json``: run_id, kind, condition, policy,
+  grid_size, seed, n_agents, num_envs, status, started_at, finished_at, and the run's
+  environment ``config`` as JSON (``json_extract(config, '$.ledger_decay')``).
+
+A lake without files yet gives empty views with the right columns. ``run="<id>"`` filters all
+three views to that run, so every query file works unchanged with ``karmic query NAME --run ID``.
+
+Parameters reach SQL as DuckDB variables: ``params={"by": "episode"}`` runs
+``SET VARIABLE by = 'episode'`` and a query reads ``getvariable('by')`` (NULL when unset; values
+are strings, cast them in SQL). ``karmic query NAME --by episode`` and ``--param key=value`` use
+this.
+
+Read-only: user SQL (``karmic sql``, query files) may only be SELECT / WITH / EXPLAIN statements
+(checked with ``duckdb.extract_statements``); COPY, ATTACH, INSTALL, CREATE, INSERT ... are
+rejected with one line. Part files are immutable and only ever appear by atomic rename; a torn
+or foreign ``*.parquet`` makes a query fail with one line naming the file (``LakeError``).
+
+Queries: ``queries/NAME.sql`` at the repository root (found relative to this package, which is
+where an editable install or a source checkout has it), or the directory in ``$KARMIC_QUERIES``.
+Each file's first line is ``-- one-line description`` (shown by ``karmic query --list``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from pipelines.schema import EPISODES_SCHEMA, EVENTS_SCHEMA, RUNS_COLUMNS
+
+
+class LakeError(ValueError):
+    """A user-facing lake or query problem: one line, no traceback."""
+
+
+ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_DUCK_TYPES = {
+    pa.string(): "varchar", pa.int64(): "bigint", pa.int32(): "integer", pa.int16(): "smallint",
+    pa.int8(): "tinyint", pa.bool_(): "boolean", pa.float64(): "double",
+}
+
+
+def _empty_select(schema: pa.Schema) -> str:
+    cols = ", ".join(f'null::{_DUCK_TYPES[f.type]} as "{f.name}"' for f in schema)
+    return f"select {cols} where false"
+
+
+def _quote(s: str) -> str:
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def _runs_table(lake: Path) -> pa.Table:
+    rows = []
+    for p in sorted((lake / "runs").glob("run_id=*/run.json")):
+        try:
+            meta = json.loads(p.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError) as exc:
+            raise LakeError(f"unreadable run.json in the lake: {p} ({exc})") from None
+        row = {c: meta.get(c) for c in RUNS_COLUMNS}
+        row["run_id"] = row["run_id"] or p.parent.name.split("=", 1)[1]
+        for c in ("grid_size", "seed", "n_agents", "num_envs"):
+            row[c] = int(row[c]) if isinstance(row[c], (int, float)) else None
+        for c in ("kind", "condition", "policy", "status", "started_at", "finished_at"):
+            row[c] = None if row[c] is None else str(row[c])
+        row["config"] = json.dumps(meta.get("config") or {})
+        rows.append(row)
+    schema = pa.schema(
+        [(c, pa.int64() if c in ("grid_size", "seed", "n_agents", "num_envs") else pa.string())
+         for c in RUNS_COLUMNS] + [("config", pa.string())]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _table_view(lake: Path, table: str, schema: pa.Schema) -> str:
+    files = list((lake / table).glob("run_id=*/*.parquet"))
+    if not files:
+        return _empty_select(schema)
+    glob = str(lake / table / "run_id=*" / "*.parquet")
+    return f"select * from read_parquet({_quote(glob)}, hive_partitioning = true, union_by_name = true)"
+
+
+def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | None = None,
+            check_run: bool = True) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the lake's views (see the module docstring)."""
+    lake = Path(path)
+    if not lake.is_dir():
+        raise LakeError(f"lake not found: {lake} (create one with `karmic simulate --lake {lake}`)")
+    con = duckdb.connect()
+    runs = _runs_table(lake)
+    con.register("_karmic_runs", runs)
+    where = f" where run_id = {_quote(run)}" if run else ""
+    con.execute(f"create view events as select * from ({_table_view(lake, 'events', EVENTS_SCHEMA)}){where}")
+    con.execute(
+        f"create view episodes as select * from ({_table_view(lake, 'episodes', EPISODES_SCHEMA)}){where}"
+    )
+    con.execute(f"create view runs as select * replace (config::json as config) from _karmic_runs{where}")
+    if run and check_run:
+        known = run in set(runs.column("run_id").to_pylist())
+        if not known:
+            known = bool(guard(con, "select count(*) from events")[0][0])
+        if not known:
+            raise LakeError(f"run not found in {lake}: {run}")
+    set_params(con, params)
+    return con
+
+
+def set_params(con: duckdb.DuckDBPyConnection, params: dict[str, Any] | None) -> None:
+    for k, v in (params or {}).items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+            raise LakeError(f"invalid parameter name: {k!r}")
+        con.execute(f"set variable {k} = {_quote(v)}")
+
+
+def check_read_only(sql: str) -> None:
+    """Reject anything but SELECT / WITH / EXPLAIN (one line, before anything runs)."""
+    try:
+        stmts = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise LakeError(f"malformed SQL: {_first_line(exc)}") from None
+    if not stmts:
+        raise LakeError("empty SQL")
+    for s in stmts:
+        if s.type not in ALLOWED_STATEMENTS:
+            kind = str(s.type).split(".")[-1]
+            raise LakeError(f"the lake is read-only: {kind} statements are not allowed (SELECT only)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def guard(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
+    """Run read-only SQL; DuckDB errors (torn files included) become one-line LakeErrors."""
+    rel = run_sql(con, sql)
+    return rel.fetchall() if rel is not None else []
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, sql: str):
+    """Check and run user SQL; returns a relation (None for statements without a result)."""
+    check_read_only(sql)
+    try:
+        return con.sql(sql)
+    except duckdb.Error as exc:
+        raise LakeError(_first_line(exc)) from None
+
+
+def fetch(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
+    """(column names, rows) of read-only SQL, with errors as LakeError."""
+    rel = run_sql(con, sql)
+    if rel is None:
+        return [], []
+    try:
+        return list(rel.columns), rel.fetchall()
+    except duckdb.Error as exc:
+        raise LakeError(_first_line(exc)) from None
+
+
+# --- named queries -------------------------------------------------------------------------------
+def queries_dir() -> Path:
+    env = os.environ.get("KARMIC_QUERIES")
+    if env:
+        return Path(env)
+    for cand in (Path(__file__).resolve().parent.parent / "queries", Path(__file__).resolve().parent / "queries"):
+        if cand.is_dir():
+            return cand
+    raise LakeError("queries/ not found: set KARMIC_QUERIES to the folder of the .sql files")
+
+
+def list_queries() -> list[tuple[str, str]]:
+    """(name, one-line description) of every queries/*.sql."""
+    out = []
+    for p in sorted(queries_dir().glob("*.sql")):
+        first = p.read_text().lstrip().splitlines()[0] if p.read_text().strip() else ""
+        out.append((p.stem, first[2:].strip() if first.startswith("--") else ""))
+    return out
+
+
+def query_sql(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+        raise LakeError(f"invalid query name: {name!r}")
+    p = queries_dir() / f"{name}.sql"
+    if not p.is_file():
+        known = ", ".join(n for n, _ in list_queries())
+        raise LakeError(f"unknown query {name!r}; known: {known}")
+    return p.read_text()
+
+
+def run_query(name: str, lake: str | Path, run: str | None = None,
+              params: dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
+    """Run ``queries/NAME.sql`` over the lake: (column names, rows)."""
+    sql = query_sql(name)
+    con = connect(lake, run=run, params=params)
+    return fetch(con, sql)
+
+
+def scan_events(path: str | Path):
+    """The events table as a polars LazyFrame (hive-partitioned scan)."""
+    import polars as pl
+
+    lake = Path(path)
+    if not lake.is_dir():
+        raise LakeError(f"lake not found: {lake}")
+    if not list((lake / "events").glob("run_id=*/*.parquet")):
+        return pl.LazyFrame(schema={f.name: pl.from_arrow(pa.array([], f.type)).dtype for f in EVENTS_SCHEMA})
+    return pl.scan_parquet(str(lake / "events" / "run_id=*" / "*.parquet"), hive_partitioning=True)

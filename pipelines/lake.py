@@ -1,0 +1,247 @@
+"""Writing the lake: append-only, hive-partitioned, immutable Parquet part files.
+
+Layout (DESIGN.md)::
+
+    <lake>/runs/run_id=<id>/run.json
+    <lake>/events/run_id=<id>/part-<n>.parquet
+    <lake>/episodes/run_id=<id>/part-<n>.parquet
+    <lake>/<table>/run_id=<id>/part-<n>.parquet        (write_table: tvt_transports, ...)
+
+Every file is written under a temporary name that the ``*.parquet`` glob does not match
+(``.part-<n>.parquet.tmp-<pid>``), flushed, fsynced and atomically renamed, so a reader never
+sees a torn file and a killed writer loses at most its unflushed buffer. Part numbers continue
+after the highest one present, so a resumed or repeated run appends and never overwrites.
+
+``LakeWriter(lake, run_id, meta)`` buffers events (an ``EventBatch`` plus ``global_step`` per row)
+and episode rows, and flushes every ``flush_events`` events or ``flush_episodes`` episodes, never
+per event; ``set_status`` rewrites run.json atomically (``running`` -> ``finished`` |
+``interrupted``); ``close(status)`` flushes and sets the status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from karmic.events import EVENT_TYPES, NULL, SPAWN, SPAWN_CAUSES, ZAP_HIT, EventBatch
+from pipelines.schema import EPISODES_SCHEMA, EVENTS_SCHEMA
+
+PART_RE = re.compile(r"^part-(\d+)\.parquet$")
+COMPRESSION = "zstd"
+_TYPE_DICT = pa.array(EVENT_TYPES, pa.string())
+_CAUSE_DICT = pa.array(SPAWN_CAUSES, pa.string())
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    import duckdb
+
+    import karmic
+
+    return {
+        "karmic": karmic.__version__, "python": platform.python_version(),
+        "numpy": np.__version__, "pyarrow": pa.__version__, "duckdb": duckdb.__version__,
+    }
+
+
+# --- atomic files ------------------------------------------------------------------------------
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_parquet_atomic(table: pa.Table, path: Path, compression: str = COMPRESSION) -> Path:
+    """Write ``table`` to ``path`` via a temporary name, fsync, and rename into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        pq.write_table(table, f, compression=compression)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_json_atomic(obj: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def partition(lake: Path | str, table: str, run_id: str) -> Path:
+    return Path(lake) / table / f"run_id={run_id}"
+
+
+def next_part(d: Path) -> int:
+    nums = [int(m.group(1)) for p in (d.iterdir() if d.is_dir() else []) if (m := PART_RE.match(p.name))]
+    return max(nums) + 1 if nums else 0
+
+
+def write_table(lake: Path | str, table_name: str, run_id: str, table: pa.Table) -> Path:
+    """Append ``table`` as the next part file of ``<lake>/<table_name>/run_id=<run_id>/``."""
+    d = partition(lake, table_name, run_id)
+    return write_parquet_atomic(table, d / f"part-{next_part(d):06d}.parquet")
+
+
+# --- events and episodes as Arrow ------------------------------------------------------------
+def _agent_names(idx: np.ndarray, n: int) -> pa.Array:
+    names = pa.array([f"agent_{i}" for i in range(max(n, 1))], pa.string())
+    null = idx == NULL
+    ind = pa.array(np.where(null, 0, idx).astype(np.int32), mask=null)
+    return pa.DictionaryArray.from_arrays(ind, names).cast(pa.string())
+
+
+def events_table(run_id: str, ev: EventBatch, global_step: np.ndarray) -> pa.Table:
+    """An EventBatch (codes) as DESIGN.md's events table (strings, nulls)."""
+    n = len(ev)
+    n_agents = int(max(ev.agent.max(initial=0), ev.target.max(initial=0))) + 1
+    is_hit = ev.event_type == ZAP_HIT
+    is_spawn = ev.event_type == SPAWN
+    no_target = ev.target == NULL
+    run = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([run_id]))
+    etype = pa.DictionaryArray.from_arrays(pa.array(ev.event_type.astype(np.int32)), _TYPE_DICT)
+    cause = pa.DictionaryArray.from_arrays(
+        pa.array(np.where(is_spawn, ev.spawn_cause, 0).astype(np.int32), mask=~is_spawn), _CAUSE_DICT
+    )
+    cols = [
+        run.cast(pa.string()),
+        pa.array(ev.episode.astype(np.int64)),
+        pa.array(ev.t.astype(np.int32)),
+        pa.array(np.asarray(global_step, np.int64)),
+        pa.array(ev.seq.astype(np.int32)),
+        etype.cast(pa.string()),
+        _agent_names(ev.agent, n_agents),
+        _agent_names(ev.target, n_agents),
+        pa.array(ev.x.astype(np.int16)),
+        pa.array(ev.y.astype(np.int16)),
+        pa.array(ev.target_x.astype(np.int16), mask=no_target),
+        pa.array(ev.target_y.astype(np.int16), mask=no_target),
+        pa.array(ev.direction.astype(np.int8)),
+        pa.array(ev.apple_context == 1, mask=~is_hit),
+        cause.cast(pa.string()),
+    ]
+    return pa.Table.from_arrays(cols, schema=EVENTS_SCHEMA)
+
+
+def episodes_table(run_id: str, episode: np.ndarray, global_step: np.ndarray, stats: dict,
+                   condition: str, grid_size: int, seed: int) -> pa.Table:
+    """Rows for E episodes x N agents: ``stats`` maps each DESIGN.md column to (E, N) arrays."""
+    ret = np.asarray(stats["return"], np.float64)
+    E, N = ret.shape
+    rows = E * N
+
+    def col(name: str, dtype) -> pa.Array:
+        return pa.array(np.asarray(stats[name]).reshape(rows).astype(dtype))
+
+    return pa.Table.from_arrays(
+        [
+            pa.array([run_id] * rows, pa.string()),
+            pa.array(np.repeat(np.asarray(episode, np.int64), N)),
+            pa.array(np.repeat(np.asarray(global_step, np.int64), N)),
+            pa.array([f"agent_{i}" for i in range(N)] * E, pa.string()),
+            col("steps", np.int32), pa.array(ret.reshape(rows)), col("apples", np.int32),
+            col("zaps_fired", np.int32), col("zaps_hit", np.int32), col("times_hit", np.int32),
+            col("frozen_steps", np.int32),
+            pa.array([condition] * rows, pa.string()),
+            pa.array(np.full(rows, grid_size, np.int32)),
+            pa.array(np.full(rows, seed, np.int64)),
+        ],
+        schema=EPISODES_SCHEMA,
+    )
+
+
+# --- the writer ----------------------------------------------------------------------------------
+class LakeWriter:
+    """Buffered, append-only writer of one run's events, episodes and run.json."""
+
+    def __init__(self, lake: Path | str, run_id: str, meta: dict[str, Any] | None = None,
+                 flush_events: int = 500_000, flush_episodes: int = 50):
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", run_id):
+            raise ValueError(f"invalid run_id {run_id!r}: use letters, digits, '_', '-', '.'")
+        self.lake = Path(lake)
+        self.run_id = run_id
+        self.flush_events = flush_events
+        self.flush_episodes = flush_episodes
+        self._ev: list[tuple[EventBatch, np.ndarray]] = []
+        self._n_ev = 0
+        self._ep: list[pa.Table] = []
+        self._n_ep = 0
+        self.events_written = 0
+        self.meta: dict[str, Any] = {}
+        run_json = self.run_json_path
+        if run_json.is_file():
+            self.meta = json.loads(run_json.read_text())
+        if meta is not None:
+            self.meta = {**self.meta, **meta, "run_id": run_id}
+            self.meta.setdefault("started_at", now_iso())
+            self.meta.setdefault("versions", versions())
+            self.set_status(self.meta.get("status", "running"))
+
+    @property
+    def run_json_path(self) -> Path:
+        return partition(self.lake, "runs", self.run_id) / "run.json"
+
+    def set_status(self, status: str, **extra: Any) -> None:
+        self.meta["status"] = status
+        if status in ("finished", "interrupted", "failed"):
+            self.meta["finished_at"] = now_iso()
+        self.meta.update(extra)
+        write_json_atomic(self.meta, self.run_json_path)
+
+    def write_events(self, batch: EventBatch, global_step: np.ndarray) -> None:
+        if len(batch):
+            self._ev.append((batch, np.asarray(global_step, np.int64)))
+            self._n_ev += len(batch)
+        if self._n_ev >= self.flush_events:
+            self._flush_events()
+
+    def write_episodes(self, table: pa.Table) -> None:
+        self._ep.append(table)
+        self._n_ep += 1
+        if self._n_ep >= self.flush_episodes:
+            self.flush()
+
+    def _flush_events(self) -> None:
+        if not self._ev:
+            return
+        batch = EventBatch.concat([b for b, _ in self._ev])
+        gs = np.concatenate([g for _, g in self._ev])
+        write_table(self.lake, "events", self.run_id, events_table(self.run_id, batch, gs))
+        self.events_written += len(batch)
+        self._ev, self._n_ev = [], 0
+
+    def flush(self) -> None:
+        """Write what is buffered: events first, then the episode rows that summarise them."""
+        self._flush_events()
+        if self._ep:
+            write_table(self.lake, "episodes", self.run_id, pa.concat_tables(self._ep))
+            self._ep, self._n_ep = [], 0
+
+    def close(self, status: str = "finished", **extra: Any) -> None:
+        self.flush()
+        self.set_status(status, **extra)

@@ -1,0 +1,55 @@
+"""Arrow schemas of the lake's tables (DESIGN.md), with a schema version in the file metadata."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+_META = {b"karmic_schema_version": str(SCHEMA_VERSION).encode()}
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("episode", pa.int64()),
+        ("t", pa.int32()),
+        ("global_step", pa.int64()),
+        ("seq", pa.int32()),
+        ("event_type", pa.string()),
+        ("agent", pa.string()),
+        ("target", pa.string()),
+        ("x", pa.int16()),
+        ("y", pa.int16()),
+        ("target_x", pa.int16()),
+        ("target_y", pa.int16()),
+        ("direction", pa.int8()),
+        ("apple_context", pa.bool_()),
+        ("spawn_cause", pa.string()),
+    ],
+    metadata=_META,
+)
+
+EPISODES_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("episode", pa.int64()),
+        ("global_step", pa.int64()),
+        ("agent", pa.string()),
+        ("steps", pa.int32()),
+        ("return", pa.float64()),
+        ("apples", pa.int32()),
+        ("zaps_fired", pa.int32()),
+        ("zaps_hit", pa.int32()),
+        ("times_hit", pa.int32()),
+        ("frozen_steps", pa.int32()),
+        ("condition", pa.string()),
+        ("grid_size", pa.int32()),
+        ("seed", pa.int64()),
+    ],
+    metadata=_META,
+)
+
+# columns of the `runs` view, built from every runs/run_id=<id>/run.json
+RUNS_COLUMNS = (
+    "run_id", "kind", "condition", "policy", "grid_size", "seed", "n_agents", "num_envs",
+    "status", "started_at", "finished_at",
+)
