@@ -1,0 +1,152 @@
+"""``karmic simulate``: run episodes with a policy and write every social event to the lake.
+
+One environment (B = 1) by default, so the run's episodes are 0, 1, 2 ... and
+``global_step = episode * max_steps + t``. With ``matchmaker=True`` a live
+:class:`karmic.ledger.Ledger` folds each step's ZAP_HITs, decays at each episode end, and its
+greedy pairs go to the next reset (rigged spawns). Events and episode rows are buffered by
+:class:`pipelines.lake.LakeWriter` and flushed every ``flush_episodes`` episodes; Ctrl-C flushes
+what was simulated and marks the run ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from karmic.envs.config import make_config
+from karmic.envs.core import HarvestVecEnv
+from karmic.events import APPLE_EATEN, ZAP_FIRED, ZAP_HIT
+from karmic.ledger import Ledger
+from pipelines.lake import LakeWriter, episodes_table
+
+
+@dataclass
+class SimResult:
+    run_id: str
+    episodes: int = 0
+    steps: int = 0
+    apples: int = 0
+    zaps_fired: int = 0
+    hits: int = 0
+    status: str = "running"
+    ledger: Ledger | None = None
+    returns: list[float] = field(default_factory=list)
+
+
+class CheckpointAdapter:
+    """A trained checkpoint behind the scripted-policy interface."""
+
+    def __init__(self, path: str, seed: int):
+        from karmic.agents.policy import load_policy
+
+        self.policy = load_policy(path, seed=seed)
+        self.name = Path(path).name
+
+    def reset(self):
+        self.policy.state = None
+        self.policy.shape = None
+
+    def observe(self, events):
+        pass
+
+    def act(self, env, obs):
+        return self.policy.act(obs)
+
+
+def resolve_policy(name: str, seed: int):
+    from karmic.policies import POLICIES, make_policy
+
+    if name in POLICIES:
+        return make_policy(name, seed)
+    if Path(name).exists():
+        return CheckpointAdapter(name, seed)
+    raise ValueError(f"unknown policy {name!r}: use {', '.join(POLICIES)} or a checkpoint path")
+
+
+def simulate(
+    lake: str | Path,
+    grid_size: int = 10,
+    episodes: int = 10,
+    policy: str = "random",
+    matchmaker: bool = False,
+    seed: int = 0,
+    max_steps: int | None = None,
+    preset: str | None = None,
+    run_id: str | None = None,
+    write: bool = True,
+    flush_episodes: int = 10,
+    on_episode: Callable[[SimResult], None] | None = None,
+) -> SimResult:
+    if episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    overrides = {"max_steps": max_steps} if max_steps is not None else {}
+    if preset is None:
+        overrides["grid_size"] = grid_size
+    config = make_config(preset, **overrides)
+    pol = resolve_policy(policy, seed)
+    env = HarvestVecEnv(config, num_envs=1)
+    T = env.max_steps
+    run_id = run_id or f"sim-{pol.name}-g{config.grid_size}-s{seed}-{uuid.uuid4().hex[:6]}"
+    condition = "simulate-" + ("matchmaker-" if matchmaker else "") + pol.name
+    writer = None
+    if write:
+        writer = LakeWriter(lake, run_id, meta={
+            "kind": "simulate", "condition": condition, "policy": policy,
+            "grid_size": config.grid_size, "seed": seed, "n_agents": config.n_agents,
+            "num_envs": 1, "episodes": episodes, "matchmaker": matchmaker,
+            "config": config.to_dict(),
+        }, flush_episodes=flush_episodes)
+    ledger = Ledger(config.n_agents, config.ledger_decay) if matchmaker else None
+    res = SimResult(run_id=run_id, ledger=ledger)
+    gs_cache = np.arange(T + 1, dtype=np.int64)
+    try:
+        for ep in range(episodes):
+            pairs = [ledger.pairs()] if ledger is not None else None
+            obs = env.reset(seed=seed if ep == 0 else None, pairs=pairs)
+            pol.reset()
+            base = ep * T
+            if writer:
+                ev = env.reset_events
+                writer.write_events(ev, base + gs_cache[ev.t])
+            for _ in range(T):
+                obs, _, dones, ev = env.step(pol.act(env, obs))
+                if len(ev):
+                    if ledger is not None:
+                        ledger.observe(ev)
+                    pol.observe(ev)
+                    if writer:
+                        writer.write_events(ev, base + gs_cache[ev.t])
+                    et = ev.event_type
+                    res.apples += int((et == APPLE_EATEN).sum())
+                    res.zaps_fired += int((et == ZAP_FIRED).sum())
+                    res.hits += int((et == ZAP_HIT).sum())
+            if ledger is not None:
+                ledger.end_episode()
+            stats = env.episode_stats()
+            if writer:
+                writer.write_episodes(episodes_table(
+                    run_id, np.array([ep]), np.array([base]), stats, condition, config.grid_size, seed
+                ))
+            res.episodes += 1
+            res.steps += T
+            res.returns.append(float(stats["return"].sum()))
+            if on_episode:
+                on_episode(res)
+    except KeyboardInterrupt:
+        res.status = "interrupted"
+        if writer:
+            writer.close("interrupted", episodes_done=res.episodes)
+        raise
+    except BaseException:
+        res.status = "failed"
+        if writer:
+            writer.close("failed", episodes_done=res.episodes)
+        raise
+    res.status = "finished"
+    if writer:
+        writer.close("finished", episodes_done=res.episodes)
+    return res
