@@ -102,10 +102,11 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
     runs = _runs_table(lake)
     con.register("_karmic_runs", runs)
     where = f" where run_id = {_quote(run)}" if run else ""
-    con.execute(f"create view events as select * from ({_table_view(lake, 'events', EVENTS_SCHEMA)}){where}")
-    con.execute(
-        f"create view episodes as select * from ({_table_view(lake, 'episodes', EPISODES_SCHEMA)}){where}"
-    )
+    try:  # binding the views reads every file's footer: a torn file fails here, named
+        for table, schema in (("events", EVENTS_SCHEMA), ("episodes", EPISODES_SCHEMA)):
+            con.execute(f"create view {table} as select * from ({_table_view(lake, table, schema)}){where}")
+    except duckdb.Error as exc:
+        raise LakeError(_first_line(exc)) from None
     con.execute(f"create view runs as select * replace (config::json as config) from _karmic_runs{where}")
     if run and check_run:
         known = run in set(runs.column("run_id").to_pylist())
