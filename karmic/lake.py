@@ -122,7 +122,10 @@ def set_params(con: duckdb.DuckDBPyConnection, params: dict[str, Any] | None) ->
     for k, v in (params or {}).items():
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
             raise LakeError(f"invalid parameter name: {k!r}")
-        con.execute(f"set variable {k} = {_quote(v)}")
+        try:
+            con.execute(f'set variable "{k}" = {_quote(v)}')
+        except duckdb.Error as exc:
+            raise LakeError(f"parameter {k}: {_first_line(exc)}") from None
 
 
 def check_read_only(sql: str) -> None:

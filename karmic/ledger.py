@@ -89,21 +89,40 @@ class Ledger:
     def fold_arrays(self, episode, attacker, victim, apple_context, n_episodes=None) -> np.ndarray:
         """The fold over hit columns already in (episode, seq) order; the episode stream starts
         at this ledger's current state, before ``episode[0]``'s first hit."""
-        out = np.empty(len(episode), dtype=np.int8)
-        ep_l = episode.tolist()
-        a_l = attacker.tolist()
-        v_l = victim.tolist()
-        c_l = apple_context.tolist()
+        # the same arithmetic as _hit / end_episode, on Python floats (a 1M-hit rebuild is a
+        # tight loop; numpy scalar indexing would cost several times more)
+        ep_l = np.asarray(episode).tolist()
+        a_l = np.asarray(attacker).tolist()
+        v_l = np.asarray(victim).tolist()
+        c_l = np.asarray(apple_context, dtype=bool).tolist()
+        d = self.debts.tolist()
+        decay = self.decay
+        n = self.n_agents
+        out = [0] * len(ep_l)
+        n_ret = 0
         cur = ep_l[0] if ep_l else 0
         for k in range(len(ep_l)):
             e = ep_l[k]
             if e != cur:
-                self.end_episode(e - cur)
+                f = decay ** (e - cur)
+                for row in d:
+                    for j in range(n):
+                        row[j] *= f
                 cur = e
-            out[k] = self._hit(a_l[k], v_l[k], c_l[k])
+            a, b = a_l[k], v_l[k]
+            owed = d[b][a]
+            if owed > 0:
+                d[b][a] = max(0.0, owed - 1.0)
+                out[k] = RETRIBUTION
+                n_ret += 1
+            else:
+                d[a][b] += APPLE_CONTEXT_WEIGHT if c_l[k] else 1.0
+        self.debts = np.array(d, dtype=np.float64).reshape(n, n)
+        self.n_retribution += n_ret
+        self.n_predation += len(ep_l) - n_ret
         if n_episodes is not None:
             self.end_episode(n_episodes - cur if ep_l else n_episodes)
-        return out
+        return np.array(out, dtype=np.int8)
 
     # the matchmaker's use ----------------------------------------------------------------------
     def pairs(self) -> list[tuple[int, int]]:
