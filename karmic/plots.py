@@ -122,7 +122,9 @@ def plot_curves(
     """
     grids = sorted({r["grid_size"] for r in rows}, key=lambda g: (g is None, g))
     n = max(1, len(grids))
-    fig, axes = plt.subplots(1, n, figsize=(5.4 * n + 0.4, 4.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, n, figsize=(max(8.0, 5.4 * n + 0.4), 4.6), squeeze=False, sharey=True
+    )
     if not grids:
         _empty(axes[0][0])
     handles: dict[str, object] = {}
@@ -156,11 +158,11 @@ def plot_curves(
             [h for h, _ in handles.values()],
             [k for _, k in handles.values()],
             loc="lower center",
-            ncol=min(4, len(handles)),
+            ncol=min(4 if max(len(k) for _, k in handles.values()) < 22 else 2, len(handles)),
             frameon=False,
         )
     fig.suptitle(f"{title}\nline: mean over seeds, band: 95% CI", fontsize=11)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.06 * math.ceil(len(handles) / 2) if handles else 0.05, 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return path

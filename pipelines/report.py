@@ -221,6 +221,7 @@ def _set_params(con, late_fraction: float, n_bins: int) -> None:
     _check_params(late_fraction, n_bins)
     con.execute(f"set variable late_fraction = {float(late_fraction)!r}")
     con.execute(f"set variable n_bins = {int(n_bins)}")
+    con.execute("set variable \"by\" = 'episode'")  # retribution_ratio.sql: one row per episode
 
 
 def _ledger_curve_sql(con, name: str) -> tuple[str | None, str | None]:
@@ -234,6 +235,15 @@ def _ledger_curve_sql(con, name: str) -> tuple[str | None, str | None]:
     if value is None or "run_id" not in cols or "episode" not in cols:
         return None, f"queries/{name}.sql has no (run_id, episode, value) columns: {cols}"
     indented = "\n".join("    " + line if line else line for line in base.splitlines())
+    if name == "ledger_debt":
+        # one row per (debtor, creditor) with debt > 0: sum per episode; no row = no debt
+        indented = (
+            "    select e.run_id, e.episode, coalesce(sum(d.debt), 0) as total_debt\n"
+            "    from (select distinct run_id, episode from episodes) as e\n"
+            f"    left join (\n{indented}\n    ) as d using (run_id, episode)\n"
+            "    group by e.run_id, e.episode"
+        )
+        value = "total_debt"
     return CURVE_SQL.format(name=name, base=indented, value=value), None
 
 

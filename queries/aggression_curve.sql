@@ -4,7 +4,7 @@
 -- Rows with a seed: that seed's mean predatory zaps per episode in the bin (runs repeating a seed
 -- averaged), n = episodes. Rows with seed null: mean over seeds, sd, n = seeds, and the 95% CI
 -- mean +- t(0.975, n - 1) * sd / sqrt(n) (t table as in ablation.sql; null when n = 1).
--- Hits are classified by the ledger rule of DESIGN.md (same CTE as queries/predatory_zaps.sql).
+-- Hits are classified by the ledger rule of DESIGN.md (the CTEs of queries/predatory_zaps.sql).
 with recursive
 params as (
     select
@@ -25,55 +25,74 @@ tq(lo, hi, t) as (
         (26, 27, 2.0555), (27, 28, 2.0518), (28, 29, 2.0484), (29, 30, 2.0452), (30, 40, 2.0423),
         (40, 60, 2.0211), (60, 120, 2.0003), (120, 1000, 1.9799), (1000, 9223372036854775807, 1.9600)
 ),
--- ledger classification of ZAP_HIT (DESIGN.md): per unordered pair, s = debt[lo][hi] - debt[hi][lo]
--- (the rule keeps at most one direction positive); decay^(episodes elapsed) between hits.
-decay as materialized (
-    -- to_json: works whether the config's fields (and decay among them) are there or not
+-- ledger classification: copied verbatim from queries/predatory_zaps.sql (run_cfg, hits, walk,
+-- classified), so both agree by construction; keep them in sync
+run_cfg as materialized (
     select
         run_id,
-        coalesce(try_cast(json_extract_string(to_json(config), '$.decay') as double), 0.95) as decay
+        coalesce(try_cast(json_extract_string(config, '$.ledger_decay') as double), 0.95) as decay,
+        greatest(coalesce(num_envs, 1), 1) as num_envs
     from runs
 ),
--- materialized: the recursive step reads it once per hit rank, it must not be recomputed
+
+-- every hit with its pair (lo < hi by name), the stream-local episode and its rank in the pair
 hits as materialized (
     select
         e.run_id,
-        coalesce(dc.decay, 0.95) as decay,
+        coalesce(c.decay, 0.95) as decay,
+        e.episode % coalesce(c.num_envs, 1) as stream,
+        e.episode // coalesce(c.num_envs, 1) as lep,
         e.episode,
         e.seq,
-        e.agent as attacker,
+        e.global_step,
+        e.agent,
+        e.target,
         least(e.agent, e.target) as lo,
         greatest(e.agent, e.target) as hi,
+        e.agent < e.target as by_lo,
         case when coalesce(e.apple_context, false) then 1.5 else 1.0 end::double as w,
         row_number() over (
-            partition by e.run_id, least(e.agent, e.target), greatest(e.agent, e.target)
+            partition by e.run_id, e.episode % coalesce(c.num_envs, 1),
+                least(e.agent, e.target), greatest(e.agent, e.target)
             order by e.episode, e.seq
         ) as k
     from events as e
-    left join decay as dc on dc.run_id = e.run_id
+    left join run_cfg as c on c.run_id = e.run_id
     where e.event_type = 'ZAP_HIT'
 ),
-walk(run_id, lo, hi, k, episode, s, retribution) as (
-    select run_id, lo, hi, k, episode, case when attacker = lo then w else -w end, false
+
+-- the ledger rule per pair on s = debt[lo][hi] - debt[hi][lo] (at most one side is positive);
+-- debts decay by decay^(episodes elapsed) between hits; retribution = the victim owed the attacker
+walk(run_id, stream, lo, hi, k, lep, s, retribution) as (
+    select run_id, stream, lo, hi, k, lep, case when by_lo then w else -w end, false
     from hits
     where k = 1
     union all
     select
         h.run_id,
+        h.stream,
         h.lo,
         h.hi,
         h.k,
-        h.episode,
+        h.lep,
         case
-            when h.attacker = h.lo and p.d < 0 then least(0::double, p.d + 1)
-            when h.attacker = h.lo then p.d + h.w
+            when h.by_lo and p.d < 0 then least(0::double, p.d + 1)
+            when h.by_lo then p.d + h.w
             when p.d > 0 then greatest(0::double, p.d - 1)
             else p.d - h.w
         end,
-        (h.attacker = h.lo and p.d < 0) or (h.attacker = h.hi and p.d > 0)
+        (h.by_lo and p.d < 0) or (not h.by_lo and p.d > 0)
     from walk as w
-    join hits as h on h.run_id = w.run_id and h.lo = w.lo and h.hi = w.hi and h.k = w.k + 1
-    cross join lateral (select w.s * power(h.decay, h.episode - w.episode) as d) as p
+    join hits as h
+        on h.run_id = w.run_id and h.stream = w.stream and h.lo = w.lo and h.hi = w.hi
+        and h.k = w.k + 1
+    cross join lateral (select w.s * power(h.decay, h.lep - w.lep) as d) as p
+),
+
+classified as (
+    select h.*, w.s, w.retribution
+    from hits as h
+    join walk as w using (run_id, stream, lo, hi, k)
 ),
 hit_counts as (
     select
@@ -81,7 +100,7 @@ hit_counts as (
         episode,
         count(*) filter (where not retribution) as predation,
         count(*) filter (where retribution) as retribution
-    from walk
+    from classified
     group by run_id, episode
 ),
 ep as (

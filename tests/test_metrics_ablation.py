@@ -236,7 +236,7 @@ def test_ledger_decay_comes_from_the_run_config(
         seed=1,
         episodes=[r for e in range(3) for r in ep_rows(e, e * 10, 10, [{"apples": 1}] * 2)],
         events=[hit(0, 0, 0, 1, ctx=True), hit(1, 0, 1, 0), hit(2, 0, 1, 0)],
-        config={"decay": decay},
+        config={"ledger_decay": decay},
     )
     con = connect(tmp_path)
     con.execute("set variable late_fraction = 1.0")

@@ -31,7 +31,7 @@ def _con() -> duckdb.DuckDBPyConnection:
     )
     con.execute(
         "create table runs as select 'r' as run_id, 'baseline' as condition, 10 as grid_size, "
-        "0 as seed, 'finished' as status, {'decay': 0.95} as config"
+        "0 as seed, 'finished' as status, 1 as num_envs, '{\"ledger_decay\": 0.95}'::json as config"
     )
     return con
 
