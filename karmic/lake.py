@@ -6,7 +6,9 @@
 - ``episodes`` over ``<lake>/episodes/run_id=*/part-*.parquet``;
 - ``runs``     one row per ``runs/run_id=<id>/run.json``: run_id, kind, condition, policy,
   grid_size, seed, n_agents, num_envs, status, started_at, finished_at, and the run's
-  environment ``config`` as JSON (``json_extract(config, '$.ledger_decay')``).
+  environment ``config`` as JSON (``json_extract(config, '$.ledger_decay')``);
+- ``ledger_hits`` (derived, from the events alone) every ZAP_HIT with its ledger classification
+  ``retribution`` and the pair's signed debt after it (``queries/_ledger_hits.sql``).
 
 A lake without files yet gives empty views with the right columns. ``run="<id>"`` filters all
 three views to that run, so every query file works unchanged with ``karmic query NAME --run ID``.
@@ -108,6 +110,8 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
     except duckdb.Error as exc:
         raise LakeError(_first_line(exc)) from None
     con.execute(f"create view runs as select * replace (config::json as config) from _karmic_runs{where}")
+    # every ZAP_HIT classified by the ledger rule (one SQL implementation shared by the queries)
+    con.execute(f"create view ledger_hits as {ledger_hits_sql()}")
     if run and check_run:
         known = run in set(runs.column("run_id").to_pylist())
         if not known:
@@ -184,10 +188,15 @@ def queries_dir() -> Path:
     raise LakeError("queries/ not found: set KARMIC_QUERIES to the folder of the .sql files")
 
 
+def ledger_hits_sql() -> str:
+    """The body of the ``ledger_hits`` view (``queries/_ledger_hits.sql``)."""
+    return (queries_dir() / "_ledger_hits.sql").read_text().strip().rstrip(";")
+
+
 def list_queries() -> list[tuple[str, str]]:
-    """(name, one-line description) of every queries/*.sql."""
+    """(name, one-line description) of every queries/*.sql; ``_*.sql`` are internal views."""
     out = []
-    for p in sorted(queries_dir().glob("*.sql")):
+    for p in sorted(queries_dir().glob("[!_]*.sql")):
         first = p.read_text().lstrip().splitlines()[0] if p.read_text().strip() else ""
         out.append((p.stem, first[2:].strip() if first.startswith("--") else ""))
     return out

@@ -121,9 +121,11 @@ class ReportError(ValueError):
 
 
 def load_query(name: str) -> str:
-    path = QUERY_DIR / f"{name}.sql"
+    from karmic.lake import queries_dir
+
+    path = queries_dir() / f"{name}.sql"
     if not path.is_file():
-        raise ReportError(f"query {name!r} not found in {QUERY_DIR}")
+        raise ReportError(f"query {name!r} not found in {path.parent}")
     return path.read_text().strip().rstrip(";")
 
 
@@ -207,6 +209,10 @@ def open_lake(lake: Path, runs: Sequence[str] | None = None, *, materialize: boo
             con.execute(f"create temp table {view}_m as {src}")
             src = f"select * from temp.main.{view}_m"
         con.execute(f"create temp view {view} as {src}")
+    if materialize:
+        # five figures and the tables read the ledger classification: walk the hits once
+        con.execute("create temp table ledger_hits_m as select * from ledger_hits")
+        con.execute("create temp view ledger_hits as select * from temp.main.ledger_hits_m")
     return con
 
 
@@ -226,7 +232,9 @@ def _set_params(con, late_fraction: float, n_bins: int) -> None:
 
 def _ledger_curve_sql(con, name: str) -> tuple[str | None, str | None]:
     """CURVE_SQL around queries/<name>.sql, or (None, why not) if that query is not usable."""
-    path = QUERY_DIR / f"{name}.sql"
+    from karmic.lake import queries_dir
+
+    path = queries_dir() / f"{name}.sql"
     if not path.is_file():
         return None, f"queries/{name}.sql does not exist yet"
     base = load_query(name)

@@ -33,6 +33,9 @@ def _con() -> duckdb.DuckDBPyConnection:
         "create table runs as select 'r' as run_id, 'baseline' as condition, 10 as grid_size, "
         "0 as seed, 'finished' as status, 1 as num_envs, '{\"ledger_decay\": 0.95}'::json as config"
     )
+    from karmic.lake import ledger_hits_sql
+
+    con.execute(f"create view ledger_hits as {ledger_hits_sql()}")  # as karmic.lake.connect does
     return con
 
 
