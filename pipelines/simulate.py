@@ -102,24 +102,19 @@ def simulate(
         }, flush_episodes=flush_episodes)
     ledger = Ledger(config.n_agents, config.ledger_decay) if matchmaker else None
     res = SimResult(run_id=run_id, ledger=ledger)
-    gs_cache = np.arange(T + 1, dtype=np.int64)
+    env.record_events = writer is not None  # the writer takes one batch per episode
     try:
         for ep in range(episodes):
             pairs = [ledger.pairs()] if ledger is not None else None
             obs = env.reset(seed=seed if ep == 0 else None, pairs=pairs)
             pol.reset()
             base = ep * T
-            if writer:
-                ev = env.reset_events
-                writer.write_events(ev, base + gs_cache[ev.t])
             for _ in range(T):
                 obs, _, dones, ev = env.step(pol.act(env, obs))
                 if len(ev):
                     if ledger is not None:
                         ledger.observe(ev)
                     pol.observe(ev)
-                    if writer:
-                        writer.write_events(ev, base + gs_cache[ev.t])
                     et = ev.event_type
                     res.apples += int((et == APPLE_EATEN).sum())
                     res.zaps_fired += int((et == ZAP_FIRED).sum())
@@ -128,6 +123,8 @@ def simulate(
                 ledger.end_episode()
             stats = env.episode_stats()
             if writer:
+                ev = env.take_recorded()
+                writer.write_events(ev, base + ev.t.astype(np.int64))
                 writer.write_episodes(episodes_table(
                     run_id, np.array([ep]), np.array([base]), stats, condition, config.grid_size, seed
                 ))
@@ -139,6 +136,8 @@ def simulate(
     except KeyboardInterrupt:
         res.status = "interrupted"
         if writer:
+            ev = env.take_recorded()  # the unfinished episode's events are kept too
+            writer.write_events(ev, res.episodes * T + ev.t.astype(np.int64))
             writer.close("interrupted", episodes_done=res.episodes)
         raise
     except BaseException:

@@ -318,3 +318,18 @@ def test_render_modes_and_gif(tmp_path):
     assert len(text.render().splitlines()) == 12
     n = record_episode(env, str(tmp_path / "ep.gif"), seed=0)
     assert n == 11 and (tmp_path / "ep.gif").stat().st_size > 0
+
+
+def test_recorded_episode_equals_the_per_step_events():
+    from karmic.events import EventBatch
+
+    cfg = make_config(grid_size=10, max_steps=80)
+    env = HarvestVecEnv(cfg, num_envs=3)
+    env.record_events = True
+    steps, _, _ = run_random(env, 5, 80)
+    rec = env.take_recorded()
+    per_step = EventBatch.concat(steps)
+    per_step = per_step.take(np.lexsort((per_step.seq, per_step.env)))
+    for k, v in per_step.columns().items():
+        assert np.array_equal(v, getattr(rec, k)), k
+    assert len(env.take_recorded()) == 0  # taking clears the record

@@ -114,6 +114,10 @@ class HarvestVecEnv:
         self._seeded = False
         self.reset_events = EventBatch.empty()
         self.last_events = EventBatch.empty()
+        # record_events: keep the raw rows of the whole episode for one conversion at its end
+        # (a writer then handles one batch per episode instead of one per step)
+        self.record_events = False
+        self._recorded: list[np.ndarray] = []
 
     # --------------------------------------------------------------------------------------------
     def seed(self, seed: int | Sequence[int]) -> None:
@@ -157,6 +161,7 @@ class HarvestVecEnv:
         K.reset_kernel(s.rng, self.walls, self.apple_cells, s.apples, s.pos, s.dirs, s.removed,
                        s.t, s.seq, s.stats, self._pairs_array(pairs), self._ev, self._ne)
         self.episode += 1
+        self._recorded = [self._ev[: self._ne[0]].copy()] if self.record_events else []
         self.reset_events = self._collect()
         K.observe_kernel(self.walls, s.apples, s.pos, s.dirs, s.removed, self._obs)
         return self._obs
@@ -172,14 +177,25 @@ class HarvestVecEnv:
         K.step_kernel(s.rng, self.walls, self.apple_cells, s.apples, s.pos, s.dirs, s.removed,
                       s.t, s.seq, s.stats, a, self._rew, self._params, self._probs, self._nbr,
                       self._ctx, self._lat, self._ev, self._ne, self._hit)
+        if self.record_events and self._ne[0]:
+            self._recorded.append(self._ev[: self._ne[0]].copy())
         events = self._collect()
         K.observe_kernel(self.walls, s.apples, s.pos, s.dirs, s.removed, self._obs)
         dones = s.t >= self.max_steps
         self.last_events = events
         return self._obs, self._rew, dones, events
 
+    def take_recorded(self) -> EventBatch:
+        """Every event since the last reset (with ``record_events``), in (env, step, seq) order
+        as one batch; clears the record."""
+        raw = np.concatenate(self._recorded) if self._recorded else self._ev[:0]
+        self._recorded = []
+        return self._to_batch(raw[np.lexsort((raw[:, 2], raw[:, 0]))] if len(raw) else raw)
+
     def _collect(self) -> EventBatch:
-        e = self._ev[: self._ne[0]]
+        return self._to_batch(self._ev[: self._ne[0]])
+
+    def _to_batch(self, e: np.ndarray) -> EventBatch:
         env = e[:, 0].astype(np.int32)
         return EventBatch(
             env=env, episode=self.episode[env], t=e[:, 1].astype(np.int32),
