@@ -24,6 +24,10 @@ import json
 import os
 import platform
 import re
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,43 @@ PART_RE = re.compile(r"^part-(\d+)\.parquet$")
 COMPRESSION = "zstd"
 _TYPE_DICT = pa.array(EVENT_TYPES, pa.string())
 _CAUSE_DICT = pa.array(SPAWN_CAUSES, pa.string())
+
+
+class InterruptFlag:
+    """Set by SIGINT inside :func:`deferred_interrupt`; ``check()`` raises at a safe point."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+    def check(self) -> None:
+        if self.set:
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def deferred_interrupt() -> Iterator[InterruptFlag]:
+    """Turn Ctrl-C into a flag the loop checks between steps.
+
+    A KeyboardInterrupt raised at an arbitrary bytecode can land between "episode rows buffered"
+    and "episode counted", or inside a flush, and leave run.json disagreeing with the files.
+    Here the loop raises it itself, at a step boundary, so what was written and what was counted
+    always agree. A second Ctrl-C interrupts at once. Outside the main thread this is a no-op flag.
+    """
+    flag = InterruptFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.set:
+            raise KeyboardInterrupt
+        flag.set = True
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def now_iso() -> str:

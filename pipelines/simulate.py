@@ -21,7 +21,7 @@ from karmic.envs.config import make_config
 from karmic.envs.core import HarvestVecEnv
 from karmic.events import APPLE_EATEN, ZAP_FIRED, ZAP_HIT
 from karmic.ledger import Ledger
-from pipelines.lake import LakeWriter, episodes_table
+from pipelines.lake import LakeWriter, deferred_interrupt, episodes_table
 
 
 @dataclass
@@ -104,35 +104,37 @@ def simulate(
     res = SimResult(run_id=run_id, ledger=ledger)
     env.record_events = writer is not None  # the writer takes one batch per episode
     try:
-        for ep in range(episodes):
-            pairs = [ledger.pairs()] if ledger is not None else None
-            obs = env.reset(seed=seed if ep == 0 else None, pairs=pairs)
-            pol.reset()
-            base = ep * T
-            for _ in range(T):
-                obs, _, dones, ev = env.step(pol.act(env, obs))
-                if len(ev):
-                    if ledger is not None:
-                        ledger.observe(ev)
-                    pol.observe(ev)
-                    et = ev.event_type
-                    res.apples += int((et == APPLE_EATEN).sum())
-                    res.zaps_fired += int((et == ZAP_FIRED).sum())
-                    res.hits += int((et == ZAP_HIT).sum())
-            if ledger is not None:
-                ledger.end_episode()
-            stats = env.episode_stats()
-            if writer:
-                ev = env.take_recorded()
-                writer.write_events(ev, base + ev.t.astype(np.int64))
-                writer.write_episodes(episodes_table(
-                    run_id, np.array([ep]), np.array([base]), stats, condition, config.grid_size, seed
-                ))
-            res.episodes += 1
-            res.steps += T
-            res.returns.append(float(stats["return"].sum()))
-            if on_episode:
-                on_episode(res)
+        with deferred_interrupt() as interrupted:
+            for ep in range(episodes):
+                pairs = [ledger.pairs()] if ledger is not None else None
+                obs = env.reset(seed=seed if ep == 0 else None, pairs=pairs)
+                pol.reset()
+                base = ep * T
+                for _ in range(T):
+                    interrupted.check()
+                    obs, _, dones, ev = env.step(pol.act(env, obs))
+                    if len(ev):
+                        if ledger is not None:
+                            ledger.observe(ev)
+                        pol.observe(ev)
+                        et = ev.event_type
+                        res.apples += int((et == APPLE_EATEN).sum())
+                        res.zaps_fired += int((et == ZAP_FIRED).sum())
+                        res.hits += int((et == ZAP_HIT).sum())
+                if ledger is not None:
+                    ledger.end_episode()
+                stats = env.episode_stats()
+                if writer:
+                    ev = env.take_recorded()
+                    writer.write_events(ev, base + ev.t.astype(np.int64))
+                    writer.write_episodes(episodes_table(
+                        run_id, np.array([ep]), np.array([base]), stats, condition, config.grid_size, seed
+                    ))
+                res.episodes += 1
+                res.steps += T
+                res.returns.append(float(stats["return"].sum()))
+                if on_episode:
+                    on_episode(res)
     except KeyboardInterrupt:
         res.status = "interrupted"
         if writer:

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from karmic.cli import app
 from karmic.training.ppo import MODES, TrainConfig, Trainer, resumed_trainer
 
-pytestmark = pytest.mark.timeout(120)
 pytest.importorskip("karmic.envs.core", reason="needs the Harvest env (karmic.envs.core)")
 
 TINY = ["--grid-size", "10", "--num-envs", "2", "--num-steps", "20", "--seq-len", "10",

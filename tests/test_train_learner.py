@@ -9,7 +9,6 @@ can earn at most the first step plus 1/2 per later step; a random one earns 1/8 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from karmic.events import APPLE_EATEN, CAUSE_RESET, SPAWN, EventBatch
@@ -97,7 +96,6 @@ class NullIO:
         return None
 
 
-@pytest.mark.timeout(120)
 def test_recurrent_ppo_learns_memory_task(tmp_path):
     torch.set_num_threads(1)  # robust timing on a shared 2-core machine
     B, T, L, ms = 8, 16, 8, 8
