@@ -4,6 +4,8 @@
 
 - ``events``   over ``<lake>/events/run_id=*/part-*.parquet`` (hive-partitioned, DESIGN.md schema);
 - ``episodes`` over ``<lake>/episodes/run_id=*/part-*.parquet``;
+- ``tvt_transports`` over ``<lake>/tvt_transports/run_id=*/part-*.parquet``: every TVT transport
+  (run, update, agent, source episode/t, target episode/t, amount, mode, head);
 - ``runs``     one row per ``runs/run_id=<id>/run.json``: run_id, kind, condition, policy,
   grid_size, seed, n_agents, num_envs, status, started_at, finished_at, and the run's
   environment ``config`` as JSON (``json_extract(config, '$.ledger_decay')``);
@@ -39,7 +41,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from pipelines.schema import EPISODES_SCHEMA, EVENTS_SCHEMA, RUNS_COLUMNS
+from pipelines.schema import EPISODES_SCHEMA, EVENTS_SCHEMA, RUNS_COLUMNS, TVT_TRANSPORTS_SCHEMA
 
 
 class LakeError(ValueError):
@@ -105,7 +107,8 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
     con.register("_karmic_runs", runs)
     where = f" where run_id = {_quote(run)}" if run else ""
     try:  # binding the views reads every file's footer: a torn file fails here, named
-        for table, schema in (("events", EVENTS_SCHEMA), ("episodes", EPISODES_SCHEMA)):
+        for table, schema in (("events", EVENTS_SCHEMA), ("episodes", EPISODES_SCHEMA),
+                              ("tvt_transports", TVT_TRANSPORTS_SCHEMA)):
             con.execute(f"create view {table} as select * from ({_table_view(lake, table, schema)}){where}")
     except duckdb.Error as exc:
         raise LakeError(_first_line(exc)) from None

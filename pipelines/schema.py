@@ -53,3 +53,20 @@ RUNS_COLUMNS = (
     "run_id", "kind", "condition", "policy", "grid_size", "seed", "n_agents", "num_envs",
     "status", "started_at", "finished_at",
 )
+
+# tvt_transports/run_id=<id>/part-<n>.parquet: one row per transport (karmic.tvt.harvest)
+TVT_TRANSPORTS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("update", pa.int32()),
+        ("agent", pa.string()),
+        ("source_episode", pa.int64()),
+        ("source_t", pa.int32()),
+        ("target_episode", pa.int64()),
+        ("target_t", pa.int32()),
+        ("amount", pa.float64()),
+        ("mode", pa.string()),  # learned | semantic
+        ("head", pa.int16()),  # read head of a learned transport, -1 for semantic
+    ],
+    metadata=_META,
+)

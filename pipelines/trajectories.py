@@ -90,6 +90,9 @@ class TrajectoryShard:
     c0: np.ndarray  # (rows, H) float32
     steps: dict[str, np.ndarray] = field(default_factory=dict)  # STEP_COLUMNS: (rows, L)
     rows: dict[str, np.ndarray] = field(default_factory=dict)  # ROW_COLUMNS: (rows,)
+    # optional per-step columns of any shape (rows, L, ...), e.g. TVT's memory words and tags;
+    # stored as fixed-size lists, their dtype and per-step shape in the metadata
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
@@ -151,6 +154,8 @@ def to_table(shard: TrajectoryShard) -> pa.Table:
     )
     for name, (dt, typ) in STEP_COLUMNS.items():
         cols[name] = _fixed_list(shard.steps[name].astype(dt, copy=False), typ)
+    for name, a in shard.extra.items():
+        cols[name] = _fixed_list(a, pa.from_numpy_dtype(a.dtype))
     cols["h0"] = _fixed_list(shard.h0.astype(np.float32, copy=False), pa.float32())
     cols["c0"] = _fixed_list(shard.c0.astype(np.float32, copy=False), pa.float32())
     meta = {
@@ -163,6 +168,7 @@ def to_table(shard: TrajectoryShard) -> pa.Table:
         "n_agents": shard.n_agents,
         "obs_shape": list(shard.obs.shape[2:]),
         "hidden": int(shard.h0.shape[1]),
+        "extra": {k: [str(a.dtype), list(a.shape[2:])] for k, a in shard.extra.items()},
     }
     return pa.table(cols).replace_schema_metadata({"karmic": json.dumps(meta)})
 
@@ -224,6 +230,8 @@ def read_shard(path: Path | str) -> TrajectoryShard:
     hidden = int(meta["hidden"])
     rows = {k: table.column(k).to_numpy() for k in ROW_COLUMNS}
     steps = {k: _values(table.column(k)).reshape(n, L) for k in STEP_COLUMNS}
+    extra = {k: _values(table.column(k)).astype(dt, copy=False).reshape(n, L, *shape)
+             for k, (dt, shape) in meta.get("extra", {}).items()}
     return TrajectoryShard(
         run_id=meta["run_id"],
         update=int(meta["update"]),
@@ -235,6 +243,7 @@ def read_shard(path: Path | str) -> TrajectoryShard:
         c0=_values(table.column("c0")).reshape(n, hidden),
         steps=steps,
         rows=rows,
+        extra=extra,
     )
 
 
@@ -248,9 +257,18 @@ def recent_shards(lake: Path | str, run_id: str, k: int) -> list[Path]:
     return list_shards(lake, run_id)[-k:] if k > 0 else []
 
 
-def prune_shards(lake: Path | str, run_id: str, keep: int) -> list[Path]:
-    """Remove all but the last ``keep`` shards; returns the removed paths."""
+def shard_update(path: Path | str) -> int:
+    """The update number in a shard's file name."""
+    return int(Path(str(path)).stem.split("-")[1])
+
+
+def prune_shards(lake: Path | str, run_id: str, keep: int, upto: int | None = None) -> list[Path]:
+    """Remove all but the last ``keep`` shards (of those with update <= ``upto``, if given:
+    a resumed run may find newer shards left by the interrupted one, rewritten as it goes on);
+    returns the removed paths."""
     shards = list_shards(lake, run_id)
+    if upto is not None:
+        shards = [p for p in shards if shard_update(p) <= upto]
     old = shards[: max(0, len(shards) - max(keep, 0))]
     for p in old:
         p.unlink(missing_ok=True)

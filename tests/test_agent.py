@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from karmic.agents import KarmicAgent, TVTUnavailable
+from karmic.agents import KarmicAgent
 from karmic.training.ppo import gae
 from pipelines.trajectories import (
     TrajectoryShard,
@@ -73,16 +73,17 @@ def test_identity_input_required_when_configured():
         agent(_obs(1, 2), agent.initial_state(2), torch.zeros(1, 2, dtype=torch.bool))
 
 
-def test_tvt_needs_issue_6():
-    try:
-        import karmic.tvt as tvt  # noqa: F401
-
-        if hasattr(tvt, "make_tvt_module") and hasattr(tvt, "transport_rewards"):
-            pytest.skip("karmic.tvt is available")
-    except ImportError:
-        pass
-    with pytest.raises(TVTUnavailable, match="issue 6"):
-        KarmicAgent(OBS, use_tvt=True)
+def test_tvt_agent_reads_feed_the_heads():
+    agent = KarmicAgent(OBS, hidden=16, latent=8, use_tvt=True, memory_size=10)
+    T, B = 3, 2
+    obs, st, starts = _obs(T, B), agent.initial_state(B), torch.zeros(T, B, dtype=torch.bool)
+    empty = agent(obs, st, starts)[0]
+    mem = torch.randn(B, 5, agent.tvt.word)
+    valid = torch.ones(T, B, 5, dtype=torch.bool)
+    full = agent(obs, st, starts, memory=(mem, valid))[0]
+    assert not torch.allclose(empty, full)  # what is read changes the policy
+    assert agent.last_read.weights.shape == (T, B, agent.tvt.heads, 5)
+    torch.testing.assert_close(agent.last_read.weights.sum(-1), torch.ones(T, B, agent.tvt.heads))
 
 
 def test_gae_known_answer():

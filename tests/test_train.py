@@ -95,7 +95,7 @@ def _events_sorted(lake, run_id) -> pa.Table:
     return t.sort_by([("episode", "ascending"), ("seq", "ascending")])
 
 
-@pytest.mark.parametrize("mode", ["matchmaker"])
+@pytest.mark.parametrize("mode", ["matchmaker", "full"])
 def test_resume_reproduces_uninterrupted_run(tmp_path, mode):
     """Stop after 2 updates, resume: same parameters and same events as one uninterrupted run."""
     full = Trainer(_tiny_cfg(mode, run_id="whole"), tmp_path)

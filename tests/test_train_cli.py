@@ -27,15 +27,6 @@ def _tb_installed() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
-@pytest.mark.skipif(_tvt_available(), reason="karmic.tvt provides TVT")
-@pytest.mark.parametrize("mode", ["tvt", "full"])
-def test_tvt_modes_say_they_need_tvt(tmp_path, mode):
-    res = CliRunner().invoke(app, ["train", "--mode", mode, "--lake", str(tmp_path), *TINY])
-    assert res.exit_code == 2
-    assert "needs TVT (issue 6)" in res.output
-    assert not (tmp_path / "events").exists()
-
-
 @pytest.mark.parametrize(
     "args, msg",
     [

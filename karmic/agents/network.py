@@ -14,8 +14,11 @@ Spec (issue 5):
 - When no episode starts inside the sequence (``starts[1:]`` all false, the common case, since
   sequences are aligned with episodes), the whole sequence goes through one fused ``nn.LSTM``
   call; otherwise it runs step by step with the state masked at each start.
-- ``use_tvt=True`` builds ``self.tvt`` with ``karmic.tvt.make_tvt_module(agent)`` (issue 6);
-  until that exists it raises ``TVTUnavailable`` ("the tvt condition needs TVT (issue 6)").
+- ``use_tvt=True`` builds ``self.tvt = karmic.tvt.make_tvt_module(agent)`` (a
+  :class:`karmic.tvt.memory.TVTMemory`): the policy and value heads then read
+  ``[h_t, memory reads_t]``. ``forward(..., memory=(rows, valid))`` passes the memory
+  (``rows (B, R, word)``, ``valid (T, B, R)``); without it the reads are empty (zeros). The last
+  read (weights, strengths) is kept in ``agent.last_read`` for the transport.
 
 Domain code: no file I/O.
 """
@@ -66,6 +69,7 @@ class KarmicAgent(nn.Module):
         hidden: int = 256,
         latent: int = 64,
         n_agents: int = 0,
+        memory_size: int = 1000,
     ) -> None:
         super().__init__()
         v, v2, c = (int(s) for s in obs_shape)
@@ -77,6 +81,7 @@ class KarmicAgent(nn.Module):
         self.latent = int(latent)
         self.n_agents = int(n_agents)
         self.use_tvt = bool(use_tvt)
+        self.memory_size = int(memory_size)
         s = _conv_out(v)
         self.encoder = nn.Sequential(
             _init(nn.Conv2d(c, 16, 3, stride=2)),
@@ -93,9 +98,11 @@ class KarmicAgent(nn.Module):
                 nn.init.constant_(p, 0)
             elif "weight" in name:
                 nn.init.orthogonal_(p, 1.0)
-        self.actor = _init(nn.Linear(self.hidden, self.n_actions), std=0.01)
-        self.critic = _init(nn.Linear(self.hidden, 1), std=1.0)
         self.tvt = tvt_api().make_tvt_module(self) if self.use_tvt else None
+        self.last_read = None
+        head_in = self.hidden + (self.tvt.read_dim if self.tvt is not None else 0)
+        self.actor = _init(nn.Linear(head_in, self.n_actions), std=0.01)
+        self.critic = _init(nn.Linear(head_in, 1), std=1.0)
 
     # -- helpers -----------------------------------------------------------------------------
     def config(self) -> dict:
@@ -107,6 +114,7 @@ class KarmicAgent(nn.Module):
             "hidden": self.hidden,
             "latent": self.latent,
             "n_agents": self.n_agents,
+            "memory_size": self.memory_size,
         }
 
     def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,6 +133,7 @@ class KarmicAgent(nn.Module):
         state: tuple[torch.Tensor, torch.Tensor],
         starts: torch.Tensor,
         agent_ids: torch.Tensor | None = None,
+        memory: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         z = self.encode(obs)  # (T, B, latent)
         x = z
@@ -148,6 +157,12 @@ class KarmicAgent(nn.Module):
                 o, (h, c) = self.lstm(x[t : t + 1], (h * keep, c * keep))
                 outs.append(o)
             out = torch.cat(outs, 0)
+        if self.tvt is not None:
+            if memory is None:  # no memory given: nothing to read
+                memory = (out.new_zeros(out.shape[1], 0, self.tvt.word),
+                          torch.zeros(out.shape[0], out.shape[1], 0, dtype=torch.bool))
+            self.last_read = self.tvt.read(out, *memory)
+            out = torch.cat([out, self.last_read.vec], -1)
         return self.actor(out), self.critic(out).squeeze(-1), (h, c), z
 
     def _lstm_step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
@@ -167,5 +182,6 @@ class KarmicAgent(nn.Module):
         s2 = _conv_out(v)
         macs = s1 * s1 * 16 * c * 9 + s2 * s2 * 32 * 16 * 9 + 32 * s2 * s2 * self.latent
         macs += 4 * self.hidden * (self.latent + self.n_agents + self.hidden)
-        macs += self.hidden * (self.n_actions + 1)
+        head_in = self.hidden + (self.tvt.read_dim if self.tvt is not None else 0)
+        macs += head_in * (self.n_actions + 1)
         return 2 * macs

@@ -117,6 +117,8 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(0, "--threads", help="Torch threads (0 = all cores)."),
         preset: str = typer.Option(None, "--preset", help="Env preset (small, medium, big, ssd, seed)."),
         overrides: list[str] = typer.Option(None, "--set", help="Env config override KEY=VALUE (repeatable)."),
+        tvt_mode: str = typer.Option("both", "--tvt-mode", help="TVT transport: learned | semantic | both (tvt, full)."),
+        memory_size: int = typer.Option(1000, "--memory-size", help="TVT memory rows per agent (tvt, full)."),
         tensorboard: bool = typer.Option(False, "--tensorboard", help="Log charts/, losses/, social/ scalars (needs tensorboard)."),
     ) -> None:
         """Train recurrent PPO agents (one network per run) from trajectories replayed from the lake."""
@@ -160,6 +162,8 @@ def register(app: typer.Typer) -> None:
                 raise KarmicError(tvt_error)
             if missing:
                 print(f"note: skipping {', '.join(missing)}: {tvt_error}", file=sys.stderr)
+            if tvt_mode not in ("learned", "semantic", "both"):
+                raise KarmicError(f"unknown --tvt-mode {tvt_mode!r}; choose learned, semantic or both")
             env_overrides = _parse_overrides(overrides)
             for m in [m for m in modes if m not in missing]:
                 for s in _parse_seeds(seed, seeds):
@@ -171,7 +175,9 @@ def register(app: typer.Typer) -> None:
                         agent_id=agent_id, keep_shards=keep_shards,
                         keep_trajectories=keep_trajectories, checkpoint_every=checkpoint_every,
                         threads=threads, preset=preset, env_overrides=env_overrides,
+                        tvt_mode=tvt_mode, memory_size=memory_size,
                     )
+                    cfg.validate()
                     trainer = Trainer(cfg, lake_dir, tensorboard=tensorboard)
                     progress, on_update = _progress(f"{m} g{grid_size} s{s}", trainer.n_updates)
                     trainer.on_update = on_update

@@ -105,6 +105,13 @@ class TrainConfig:
     keep_checkpoints: int = 3
     threads: int = 0  # torch threads; 0 = all cores
     preset: str | None = None
+    # TVT (modes tvt / full): karmic.tvt
+    tvt_mode: str = "both"  # learned | semantic | both
+    tvt_alpha: float = 0.9  # Hung et al. 2019, Methods
+    tvt_threshold: float = 2.0  # read-strength threshold of the learned transport
+    memory_size: int = 1000  # memory rows per agent
+    tvt_recon_cost: float = 1.0
+    tvt_read_cost: float = 1.0
     env_overrides: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
 
@@ -117,6 +124,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_steps % self.seq_len:
             raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of seq_len ({self.seq_len})")
+        if self.tvt_mode not in ("learned", "semantic", "both"):
+            raise ValueError(f"unknown tvt_mode {self.tvt_mode!r}; choose learned, semantic or both")
+        if self.memory_size < 1:
+            raise ValueError(f"memory_size must be >= 1, got {self.memory_size}")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ValueError("gamma must be in (0, 1] and gae_lambda in [0, 1]")
 
@@ -169,6 +180,10 @@ def gae(
     return adv, adv + values
 
 
+def pa_column(table, name: str) -> np.ndarray:
+    return table.column(name).to_numpy()
+
+
 def identity_transport(shard, history, agent, cfg) -> np.ndarray:  # noqa: ARG001
     """The non-TVT conditions: rewards unchanged."""
     return shard.reward
@@ -193,10 +208,8 @@ class Trainer:
         self.on_update = on_update
         self.use_tvt, self.use_matchmaker = MODES[cfg.mode]
         if self.use_tvt:
-            tvt = tvt_api()  # raises TVTUnavailable with the one-line message
-            self.transport = tvt.transport_rewards
-        else:
-            self.transport = identity_transport
+            tvt_api()  # raises TVTUnavailable with the one-line message
+        self.transport = identity_transport
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
 
@@ -231,6 +244,7 @@ class Trainer:
             hidden=cfg.hidden,
             latent=cfg.latent,
             n_agents=self.N if cfg.agent_id else 0,
+            memory_size=cfg.memory_size,
         )
         self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=cfg.lr, eps=1e-5)
         self.gen = torch.Generator().manual_seed(cfg.seed)  # action sampling
@@ -249,6 +263,15 @@ class Trainer:
         self.run_id = cfg.run_id or new_run_id(cfg)
         cfg.run_id = self.run_id
 
+        self.ring = None
+        if self.use_tvt:
+            from karmic.tvt.harvest import MemoryRing
+
+            self.ring = MemoryRing(self.S, cfg.memory_size, self.agent.tvt.word)
+            # the learner rebuilds each step's memory from the shards: keep enough of them
+            self.keep_shards = max(cfg.keep_shards, math.ceil(cfg.memory_size / ns) + 1)
+        else:
+            self.keep_shards = cfg.keep_shards
         if io_factory is None:
             from karmic.training.lakeio import RunLake as io_factory
         self.io = io_factory(self.lake, self.run_id, cfg, self.env_config, self.N)
@@ -277,6 +300,16 @@ class Trainer:
         self.buf_episode = np.zeros((T // L, S), np.int64)
         self.buf_t0 = np.zeros((T // L, S), np.int32)
         self.buf_gstep = np.zeros((T // L, S), np.int64)
+        self.buf_extra: dict[str, np.ndarray] = {}
+        if self.use_tvt:
+            from karmic.tvt.harvest import extra_shapes
+
+            tvt = self.agent.tvt
+            self.tvt_k = min(3, tvt.top_k)
+            for name, (dt, shape) in extra_shapes(tvt.heads, self.tvt_k, tvt.word).items():
+                self.buf_extra[name] = np.zeros((T, S, *shape), dt)
+            self.prev_a = torch.full((S,), -1, dtype=torch.long)
+            self.prev_r = torch.zeros(S)
 
     def _restore(self, ck: dict[str, Any]) -> None:
         self.agent.load_state_dict(ck["model"])
@@ -289,6 +322,12 @@ class Trainer:
         self.last_ckpt_update = self.update
         if self.ledger is not None:
             self.ledger = self.io.rebuild_ledger(episodes_before=self.round * self.B)
+        if self.ring is not None:  # the memory is rebuilt from the shards the lake kept
+            from karmic.tvt.harvest import load_bank
+
+            need = math.ceil(self.cfg.memory_size / self.cfg.num_steps)
+            words, times = load_bank(self.lake, self.run_id, self.update, need, self.S, self.ring.words.shape[2])
+            self.ring.load(words, times)
 
     def checkpoint_payload(self) -> dict[str, Any]:
         return {
@@ -350,11 +389,12 @@ class Trainer:
                 self.buf_episode[k] = self.round * self.B + np.repeat(np.arange(self.B), self.N)
                 self.buf_t0[k] = self.t_in_episode
                 self.buf_gstep[k] = self.global_step
-            logits, value, self.state, _ = self.agent(
+            logits, value, self.state, z = self.agent(
                 torch.from_numpy(flat)[None],
                 self.state,
                 torch.from_numpy(self.starts)[None],
                 self.agent_ids,
+                memory=self.ring.view() if self.ring is not None else None,
             )
             logp_all = torch.log_softmax(logits[0], -1)
             action = torch.multinomial(logp_all.exp(), 1, generator=self.gen)[:, 0]
@@ -364,6 +404,8 @@ class Trainer:
             self.obs, rew, dones, events = self.env.step(action.numpy().reshape(self.B, self.N))
             self.buf_rew[t] = rew.reshape(self.S)
             self.round_events.append(events)
+            if self.ring is not None:
+                self._tvt_step(t, z[0], action, rew.reshape(self.S), events)
             self.starts[:] = False
             self.t_in_episode += 1
             self.global_step += self.B
@@ -383,9 +425,38 @@ class Trainer:
                 self.state,
                 torch.zeros(1, self.S, dtype=torch.bool),
                 self.agent_ids,
+                memory=self.ring.view() if self.ring is not None else None,
             )
             self.next_value = v[0].numpy().copy()
             self.next_start = np.zeros(self.S, np.uint8)
+
+    def _tvt_step(self, t: int, z: torch.Tensor, action: torch.Tensor, rew: np.ndarray, events) -> None:
+        """Record this step's read, write the step's word into the memory, tag it from the events."""
+        from karmic.tvt.harvest import role_tags
+
+        x, ring, read = self.buf_extra, self.ring, self.agent.last_read
+        starts = torch.from_numpy(self.buf_start[t].astype(bool))
+        prev_a = torch.where(starts, -1, self.prev_a)
+        prev_r = torch.where(starts, 0.0, self.prev_r)
+        tau = self.global_step // self.B  # this step's stream time (round * max_steps + t)
+        x["tvt_strength"][t] = read.strength[0].numpy()
+        if read.weights.shape[-1]:
+            w, rows = read.weights[0].topk(self.tvt_k, dim=-1)  # (S, H, k)
+            x["tvt_top_w"][t] = w.numpy()
+            x["tvt_top_tau"][t] = torch.gather(ring.time[:, None, :].expand(-1, rows.shape[1], -1), 2, rows).numpy()
+        else:
+            x["tvt_top_w"][t] = 0.0
+            x["tvt_top_tau"][t] = -1
+        word = self.agent.tvt.write(z, prev_a, prev_r)
+        ring.write(word, tau)
+        x["tvt_word"][t] = word.numpy()
+        x["tvt_prev_action"][t] = prev_a.numpy()
+        x["tvt_prev_reward"][t] = prev_r.numpy()
+        for k, v in role_tags(events, self.B, self.N).items():
+            x[k][t] = v
+        if self.t_in_episode == 0:  # the reset's rigged spawns tag the episode's first step
+            x["partner"][t] = role_tags(self.round_events[0], self.B, self.N)["partner"]
+        self.prev_a, self.prev_r = action.long(), torch.from_numpy(rew.astype(np.float32))
 
     def make_shard(self):
         from pipelines.trajectories import TrajectoryShard
@@ -420,6 +491,7 @@ class Trainer:
                    "start": rows_of(self.buf_start), "logprob": rows_of(self.buf_logp),
                    "value": rows_of(self.buf_val)},
             rows=rows,
+            extra={k: rows_of(v) for k, v in self.buf_extra.items()},
         )
 
     # -- learning ----------------------------------------------------------------------------
@@ -450,16 +522,31 @@ class Trainer:
         mb_rows = max(1, R // cfg.num_minibatches)
         stats: dict[str, list[float]] = {k: [] for k in
                                          ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac")}
-        aux = getattr(self.agent.tvt, "auxiliary_loss", None) if self.agent.tvt is not None else None
+        tvt = self.agent.tvt
+        if tvt is not None:
+            from karmic.tvt.harvest import stream_times
+            from karmic.tvt.memory import window_valid
+
+            bank_words = torch.from_numpy(self.bank[0])
+            bank_times = torch.from_numpy(self.bank[1])
+            taus = torch.from_numpy(stream_times(shard))
+            prev_a_all = torch.from_numpy(shard.extra["tvt_prev_action"].astype(np.int64))
+            prev_r_all = torch.from_numpy(shard.extra["tvt_prev_reward"])
+            slots_all = torch.from_numpy(shard.rows["slot"].astype(np.int64))
         for _ in range(cfg.update_epochs):
             perm = self.rng.permutation(R)
             for s in range(0, R, mb_rows):
                 idx = torch.from_numpy(perm[s : s + mb_rows])
+                memory = None
+                if tvt is not None:
+                    valid = window_valid(bank_times[None].expand(len(idx), -1), taus[idx].T, cfg.memory_size)
+                    memory = (bank_words[slots_all[idx]], valid)
                 logits, value, _, z = self.agent(
                     obs[idx].transpose(0, 1),
                     (h0[idx][None], c0[idx][None]),
                     starts[idx].transpose(0, 1),
                     ids[idx],
+                    memory=memory,
                 )
                 logits = logits.transpose(0, 1)  # (mb, L, A)
                 value = value.transpose(0, 1)
@@ -480,8 +567,12 @@ class Trainer:
                 else:
                     v_loss = 0.5 * ((value - ret_t[idx]) ** 2).mean()
                 loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
-                if aux is not None:
-                    loss = loss + aux(self.agent, {"z": z, "rows": idx, "shard": shard})
+                if tvt is not None:
+                    pa_, pr_ = prev_a_all[idx].T, prev_r_all[idx].T
+                    words = tvt.write(z, pa_, pr_)
+                    obs_flat = obs[idx].transpose(0, 1).reshape(*words.shape[:2], -1).float() / 255.0
+                    aux = tvt.losses(words, obs_flat, pa_, pr_, self.agent.last_read.strength)
+                    loss = loss + cfg.tvt_recon_cost * aux["recon"] + cfg.tvt_read_cost * aux["read_reg"]
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.agent.parameters(), cfg.max_grad_norm)
@@ -494,12 +585,65 @@ class Trainer:
                     stats["clipfrac"].append(float(((ratio - 1).abs() > cfg.clip_coef).float().mean()))
         return {k: float(np.mean(v)) for k, v in stats.items()}
 
+    def learn_replay(self, shard, added: np.ndarray) -> float:
+        """One clipped policy-gradient pass over an earlier shard whose steps received value.
+
+        The shard was learned from when it was new; what is new now is only the transported value,
+        so the advantage here is the (gamma * lambda)-discounted sum of the added rewards within
+        each episode, and values are left alone. Its memory comes from the same bank (rows older
+        than the bank are not readable: an approximation the ratio clipping absorbs)."""
+        from karmic.tvt.harvest import stream_times
+        from karmic.tvt.memory import window_valid
+
+        cfg = self.cfg
+        tm_start = shard.time_major(shard.start)
+        T, S = added.shape
+        adv_tm = np.zeros((T, S), np.float32)
+        run = np.zeros(S, np.float32)
+        for t in reversed(range(T)):
+            nonterm = 1.0 - (tm_start[t + 1] if t + 1 < T else np.zeros(S)).astype(np.float32)
+            run = added[t] + cfg.gamma * cfg.gae_lambda * nonterm * run
+            adv_tm[t] = run
+        adv = shard.from_time_major(adv_tm)
+        rows = np.flatnonzero(np.abs(adv).sum(1) > 0)
+        if len(rows) == 0:
+            return 0.0
+        idx = torch.from_numpy(rows)
+        bank_words, bank_times = torch.from_numpy(self.bank[0]), torch.from_numpy(self.bank[1])
+        taus = torch.from_numpy(stream_times(shard))[idx].T
+        valid = window_valid(bank_times[None].expand(len(rows), -1), taus, cfg.memory_size)
+        slots = torch.from_numpy(shard.rows["slot"].astype(np.int64))[idx]
+        logits, _, _, _ = self.agent(
+            torch.from_numpy(shard.obs)[idx].transpose(0, 1),
+            (torch.from_numpy(shard.h0)[idx][None], torch.from_numpy(shard.c0)[idx][None]),
+            torch.from_numpy(shard.start.astype(bool))[idx].transpose(0, 1),
+            torch.from_numpy(shard.rows["agent"].astype(np.int64))[idx],
+            memory=(bank_words[slots], valid),
+        )
+        logp = torch.log_softmax(logits.transpose(0, 1), -1).gather(
+            -1, torch.from_numpy(shard.action.astype(np.int64))[idx][..., None])[..., 0]
+        ratio = (logp - torch.from_numpy(shard.logprob)[idx]).exp()
+        a = torch.from_numpy(adv)[idx]
+        pg = torch.max(-a * ratio, -a * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        pg.backward()
+        nn.utils.clip_grad_norm_(self.agent.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        return float(pg.detach())
+
     # -- loop --------------------------------------------------------------------------------
     def run(self, stop_after: int | None = None, at_boundary: bool = True) -> dict[str, Any]:
         """Train to ``n_updates``, or stop after ``stop_after`` more updates (tests, benchmarks):
         at the next round boundary (a resumable stop) unless ``at_boundary`` is false."""
         from pipelines.checkpoints import save_checkpoint
-        from pipelines.trajectories import prune_shards, read_shard, recent_shards, write_shard
+        from pipelines.lake import write_table
+        from pipelines.trajectories import (
+            list_shards,
+            prune_shards,
+            read_shard,
+            shard_update,
+            write_shard,
+        )
 
         cfg = self.cfg
         if self.update == 0 or not self.io.run_exists():
@@ -521,13 +665,29 @@ class Trainer:
                 shard = self.make_shard()
                 path = write_shard(self.lake, shard)
                 replay = read_shard(path)
-                history = [p for p in recent_shards(self.lake, self.run_id, cfg.keep_shards) if p != path]
+                history = [p for p in list_shards(self.lake, self.run_id)
+                           if shard_update(p) < self.update][-max(self.keep_shards - 1, 0):]
                 t2 = time.perf_counter()
-                rewards = np.asarray(self.transport(replay, history, self.agent, cfg), np.float32)
-                losses = self.learn(replay, rewards)
+                if self.use_tvt:
+                    from karmic.tvt.harvest import memory_bank, transport_rewards
+
+                    hist = [read_shard(p) for p in history]
+                    res = transport_rewards(replay, hist, self.agent, cfg, self.max_steps)
+                    if res.log is not None:
+                        write_table(self.lake, "tvt_transports", self.run_id, res.log)
+                    need = math.ceil(cfg.memory_size / cfg.num_steps)
+                    self.bank = memory_bank(hist[-need:] + [replay], self.S, self.agent.tvt.word)
+                    losses = self.learn(replay, res.rewards)
+                    for sh in hist:  # value moved into earlier episodes: replay their shards
+                        if sh.update in res.replay:
+                            losses["replay_pg_loss"] = self.learn_replay(sh, res.replay[sh.update])
+                    self.transported = float(np.abs(pa_column(res.log, "amount")).sum()) if res.log is not None else 0.0
+                else:
+                    rewards = np.asarray(self.transport(replay, history, self.agent, cfg), np.float32)
+                    losses = self.learn(replay, rewards)
                 t3 = time.perf_counter()
                 if not cfg.keep_trajectories:
-                    prune_shards(self.lake, self.run_id, cfg.keep_shards)
+                    prune_shards(self.lake, self.run_id, self.keep_shards, upto=self.update)
                 t4 = time.perf_counter()
                 # events / episodes writes happen inside the rollout: count them as lake time
                 ev_t, self.event_write_time = self.event_write_time, 0.0

@@ -127,13 +127,15 @@ def semantic_transport(
     advantages: np.ndarray,
     gamma: float = 0.0,
     alpha: float = DEFAULT_ALPHA,
+    memory_size: int | None = None,
 ) -> Transports:
     """Semantic role matching for one agent.
 
     hit_times (K,) global steps t2 where the agent was hit, hit_by (K,) the attacker;
     advantages (K,) the agent's advantage at each t2; aggression_times / aggression_victims (R,):
     the memory rows where the agent was the aggressor (global step t1, victim). ``gamma`` sets the
-    minimum gap (0 = none, the default for role matching: the link is explicit, not learned)."""
+    minimum gap (0 = none, the default for role matching: the link is explicit, not learned);
+    ``memory_size`` limits the match to rows still in memory (``t2 - t1 <= memory_size``)."""
     hit_times = np.asarray(hit_times, np.int64)
     hit_by = np.asarray(hit_by)
     at = np.asarray(aggression_times, np.int64)
@@ -142,6 +144,8 @@ def semantic_transport(
     parts = []
     for t2, x, adv in zip(hit_times, hit_by, np.asarray(advantages, np.float64), strict=True):
         match = (av == x) & (at < t2) & (t2 - at >= gap)
+        if memory_size is not None:
+            match &= t2 - at <= memory_size
         n = int(match.sum())
         if n == 0:
             continue

@@ -1,0 +1,155 @@
+"""Key-to-door (Hung et al. 2019, Fig. 2), scaled to a CPU: a batched gridworld with delayed credit.
+
+Phases, in one W x W room (default W = 3), B environments stepped at once (numpy):
+
+1. **Explore** (``explore_steps``): a key lies on a random cell. Stepping onto it picks it up
+   (no reward). The next observation shows the key in hand; one step later the agent carries it
+   out and phase 2 begins. Without a pickup, phase 2 begins after ``explore_steps``.
+2. **Distractor** (``distractor_steps``): an apple lies on a random cell; stepping onto it pays
+   ``apple_reward`` and a new apple appears. Nothing here depends on the key.
+3. **Door** (``door_steps``): the agent restarts on a random cell; the door is in a corner.
+   Stepping onto it pays ``door_reward`` (10) if the key was picked up in phase 1, and ends the
+   episode; without the key nothing happens. The observation never shows the key here.
+
+Actions: 0 up, 1 down, 2 left, 3 right (walls block). Observation (float32):
+``[agent one-hot (W*W), item one-hot (W*W), key-in-hand, phase one-hot (3)]`` where the item is
+the key, the apple or the door, by phase. Episodes have different lengths (an early pickup
+shortens phase 1, an opened door ends phase 3); ``done`` marks the end.
+
+The row that carries the pickup in memory is the first one whose observation shows the key in
+hand (``pickup_step``, one step after the action that picked it up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+N_ACTIONS = 4
+_MOVES = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]])
+
+
+@dataclass(frozen=True)
+class KeyToDoorConfig:
+    explore_steps: int = 6
+    distractor_steps: int = 30
+    door_steps: int = 6
+    room: int = 3
+    apple_reward: float = 1.0
+    door_reward: float = 10.0
+
+    def validate(self) -> None:
+        for name in ("explore_steps", "distractor_steps", "door_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.room < 2:
+            raise ValueError(f"room must be >= 2, got {self.room}")
+
+    @property
+    def max_len(self) -> int:
+        return self.explore_steps + 1 + self.distractor_steps + self.door_steps
+
+    @property
+    def obs_dim(self) -> int:
+        return 2 * self.room * self.room + 4
+
+
+class KeyToDoor:
+    """B key-to-door episodes at once. ``reset() -> obs (B, D)``; ``step(a) -> obs, r, done``."""
+
+    def __init__(self, cfg: KeyToDoorConfig, num_envs: int, seed: int) -> None:
+        cfg.validate()
+        self.cfg, self.B = cfg, num_envs
+        self.rng = np.random.default_rng(seed)
+        self.door = np.array([0, 0])
+
+    def _cells(self, n: int) -> np.ndarray:
+        w = self.cfg.room
+        return np.stack([self.rng.integers(0, w, n), self.rng.integers(0, w, n)], 1)
+
+    def reset(self) -> np.ndarray:
+        B, w = self.B, self.cfg.room
+        self.phase = np.zeros(B, np.int64)
+        self.t_phase = np.zeros(B, np.int64)
+        self.t = np.zeros(B, np.int64)
+        self.pos = self._cells(B)
+        key = self._cells(B)
+        clash = (key == self.pos).all(1)
+        while clash.any():  # the key never starts under the agent
+            key[clash] = self._cells(int(clash.sum()))
+            clash = (key == self.pos).all(1)
+        self.item = key
+        self.has_key = np.zeros(B, bool)
+        self.leaving = np.zeros(B, bool)  # picked up last step: carry it out now
+        self.done = np.zeros(B, bool)
+        self.pickup_step = np.full(B, -1, np.int64)
+        self.opened = np.zeros(B, bool)
+        del w
+        return self.observe()
+
+    def observe(self) -> np.ndarray:
+        w = self.cfg.room
+        B = self.B
+        obs = np.zeros((B, self.cfg.obs_dim), np.float32)
+        r = np.arange(B)
+        obs[r, self.pos[:, 0] * w + self.pos[:, 1]] = 1.0
+        show_item = ~((self.phase == 0) & self.has_key)
+        obs[r[show_item], w * w + self.item[show_item, 0] * w + self.item[show_item, 1]] = 1.0
+        obs[:, 2 * w * w] = ((self.phase == 0) & self.has_key).astype(np.float32)
+        obs[r, 2 * w * w + 1 + self.phase] = 1.0
+        obs[self.done] = 0.0
+        return obs
+
+    def _enter(self, mask: np.ndarray, phase: int) -> None:
+        self.phase[mask] = phase
+        self.t_phase[mask] = 0
+        n = int(mask.sum())
+        if n == 0:
+            return
+        self.pos[mask] = self._cells(n)
+        self.item[mask] = self._cells(n) if phase == 1 else self.door
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cfg, w = self.cfg, self.cfg.room
+        ph = self.phase.copy()  # the phase each env was in when it acted
+        live = ~self.done
+        rew = np.zeros(self.B, np.float32)
+        self.pos[live] = np.clip(self.pos[live] + _MOVES[np.asarray(action)[live]], 0, w - 1)
+        on_item = live & (self.pos == self.item).all(1)
+        self.t[live] += 1
+        self.t_phase[live] += 1
+        # phase 1: pick the key up, carry it out one step later, or time out
+        p0 = live & (ph == 0)
+        leave = p0 & self.leaving
+        pick = p0 & ~self.leaving & ~self.has_key & on_item
+        timeout = p0 & ~pick & ~leave & (self.t_phase >= cfg.explore_steps)
+        self.has_key |= pick
+        self.pickup_step[pick] = self.t[pick]  # the row whose observation shows the key in hand
+        self.leaving = pick
+        # phase 2: apples
+        p1 = live & (ph == 1)
+        eat = p1 & on_item
+        rew[eat] += cfg.apple_reward
+        if eat.any():
+            self.item[eat] = self._cells(int(eat.sum()))
+        end1 = p1 & (self.t_phase >= cfg.distractor_steps)
+        # phase 3: the door
+        p2 = live & (ph == 2)
+        opened = p2 & on_item & self.has_key
+        rew[opened] += cfg.door_reward
+        self.opened |= opened
+        self.done |= opened | (p2 & (self.t_phase >= cfg.door_steps))
+        self._enter(leave | timeout, 1)
+        self._enter(end1, 2)
+        return self.observe(), rew, self.done.copy()
+
+
+def random_pickup_rate(cfg: KeyToDoorConfig, episodes: int = 4000, seed: int = 0) -> float:
+    """The pickup rate of the uniform random policy (the no-TVT reference line)."""
+    env = KeyToDoor(cfg, episodes, seed)
+    env.reset()
+    rng = np.random.default_rng(seed + 1)
+    for _ in range(cfg.explore_steps + 1):
+        env.step(rng.integers(0, N_ACTIONS, episodes))
+    return float(env.has_key.mean())

@@ -1,0 +1,117 @@
+"""The TVT memory: what an agent writes each step, how it reads, and the losses that shape it.
+
+Hung et al. 2019 (Methods, "Reconstructive memory agent"): each step the agent writes a latent
+``z`` (detached) into an external memory and reads it back with content-based read heads.
+Here, per agent stream:
+
+- **write**: ``m_t = tanh(W [z_t, onehot(a_{t-1}), r_{t-1}])``, stored detached in row t.
+- **read** (before the write of step t, so over rows < t): head i forms a key ``k_i(h_t)`` and
+  a strength ``beta_i = softplus(.)``; ``logit_ij = beta_i * cos(k_i, m_j)``; the softmax runs
+  over the ``top_k`` best rows only (the rest get weight 0); the read is ``sum_j w_ij m_j``.
+  Reads feed the policy and value heads (``features = [h_t, reads_t]``); they do not feed back
+  into the LSTM, so a sequence still runs through one fused LSTM call (a simplification of the
+  reference, which feeds the reads into the next step's core input).
+- **reconstruction**: ``m_t`` is decoded back to the observation, the last action and the last
+  reward (MSE, cross-entropy, MSE), so the memory carries *what happened*.
+- **read-strength regulariser**: ``mean(relu(beta - tolerance)^2)``, so strengths only pass the
+  transport threshold where reading sharply pays.
+
+Role tags (aggressor / victim / partner / apple context) are not learned: the trainer stores them
+beside each row from the events, for semantic role matching (``karmic.tvt.transport``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+READ_HEADS = 2
+READ_TOP_K = 50  # rows a read attends to (softmax over the best 50; the rest get 0)
+TOP_K = READ_TOP_K
+MEMORY_SIZE = 1000  # rows per agent (issue 6 default)
+READ_STRENGTH_TOLERANCE = 2.0  # = the transport threshold: strengths above it cost
+READ_STRENGTH_COST = 1.0  # linear cost of strength above tolerance (Harvest default; verify uses 1.0 too)
+RECON_COST = 1.0
+
+
+@dataclass
+class Read:
+    vec: torch.Tensor  # (T, B, H * D) concatenated head reads
+    weights: torch.Tensor  # (T, B, H, R) attention over the memory rows (0 outside the top-k)
+    strength: torch.Tensor  # (T, B, H)
+
+
+class TVTMemory(nn.Module):
+    """Write embedding, read heads and decoders. Stateless: the memory rows live with the caller."""
+
+    def __init__(self, hidden: int, latent: int, n_actions: int, obs_dim: int,
+                 word: int = 32, heads: int = READ_HEADS, top_k: int = TOP_K,
+                 memory_size: int = MEMORY_SIZE) -> None:
+        super().__init__()
+        self.hidden, self.latent, self.n_actions, self.obs_dim = hidden, latent, n_actions, obs_dim
+        self.word, self.heads, self.top_k, self.memory_size = word, heads, top_k, memory_size
+        self.embed = nn.Linear(latent + n_actions + 1, word)
+        self.keys = nn.Linear(hidden, heads * word)
+        self.strengths = nn.Linear(hidden, heads)
+        nn.init.constant_(self.strengths.bias, 0.0)  # softplus(0) = 0.69: starts below threshold
+        self.dec_obs = nn.Linear(word, obs_dim)
+        self.dec_act = nn.Linear(word, n_actions)
+        self.dec_rew = nn.Linear(word, 1)
+
+    @property
+    def read_dim(self) -> int:
+        return self.heads * self.word
+
+    def config(self) -> dict:
+        return {"word": self.word, "heads": self.heads, "top_k": self.top_k,
+                "memory_size": self.memory_size}
+
+    def write(self, z: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor) -> torch.Tensor:
+        """z (..., latent), prev_action (...) int, prev_reward (...) -> memory word (..., word)."""
+        a = F.one_hot(prev_action.long().clamp(min=0), self.n_actions).to(z.dtype)
+        a = a * (prev_action >= 0).to(z.dtype)[..., None]  # -1: no previous action
+        return torch.tanh(self.embed(torch.cat([z, a, prev_reward.to(z.dtype)[..., None]], -1)))
+
+    def read(self, h: torch.Tensor, mem: torch.Tensor, valid: torch.Tensor) -> Read:
+        """h (T, B, hidden); mem (B, R, word); valid (T, B, R) bool: row j readable at step t."""
+        T, B, _ = h.shape
+        R = mem.shape[1]
+        keys = F.normalize(self.keys(h).view(T, B, self.heads, self.word), dim=-1)
+        strength = F.softplus(self.strengths(h))  # (T, B, H)
+        if R == 0:
+            z = h.new_zeros(T, B, self.heads, 0)
+            return Read(h.new_zeros(T, B, self.read_dim), z, strength)
+        cos = torch.einsum("tbhd,brd->tbhr", keys, F.normalize(mem, dim=-1))
+        logits = (strength[..., None] * cos).masked_fill(~valid[:, :, None, :], float("-inf"))
+        k = min(self.top_k, R)
+        top, idx = logits.topk(k, dim=-1)
+        any_valid = valid.any(-1)[:, :, None, None]  # (T, B, 1, 1)
+        w_top = torch.softmax(top.masked_fill(~any_valid, 0.0), -1)
+        w_top = torch.where(torch.isfinite(top) & any_valid, w_top, torch.zeros_like(w_top))
+        w_top = w_top / w_top.sum(-1, keepdim=True).clamp(min=1e-12)  # renormalise if < k valid
+        weights = torch.zeros_like(logits).scatter(-1, idx, w_top)
+        vec = torch.einsum("tbhr,brd->tbhd", weights, mem).reshape(T, B, self.read_dim)
+        return Read(vec, weights, strength)
+
+    def losses(self, words: torch.Tensor, obs_flat: torch.Tensor, prev_action: torch.Tensor,
+               prev_reward: torch.Tensor, strength: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Reconstruction of (observation, last action, last reward) and the strength regulariser."""
+        rec_obs = F.mse_loss(self.dec_obs(words), obs_flat)
+        has_a = prev_action >= 0
+        logits = self.dec_act(words)[has_a]
+        rec_act = F.cross_entropy(logits, prev_action[has_a].long()) if logits.numel() else words.sum() * 0
+        rec_rew = F.mse_loss(self.dec_rew(words)[..., 0], prev_reward.to(words.dtype))
+        reg = F.relu(strength - READ_STRENGTH_TOLERANCE).mean()
+        return {"recon": rec_obs + rec_act + rec_rew, "read_reg": reg}
+
+
+def window_valid(row_time: torch.Tensor, step_time: torch.Tensor, memory_size: int) -> torch.Tensor:
+    """valid[t, b, j]: row j (written at row_time[b, j], -1 = empty) is in memory at step_time[t, b].
+
+    Memory holds the last ``memory_size`` steps before the current one (read before write)."""
+    rt = row_time[None]  # (1, B, R)
+    st = step_time[..., None]  # (T, B, 1)
+    return (rt >= 0) & (rt < st) & (rt >= st - memory_size)

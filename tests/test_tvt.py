@@ -1,0 +1,181 @@
+"""TVT: memory reads, key-to-door, role tags, the trainer's memory and transports, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from karmic.cli import app
+from karmic.events import SPAWN, SPAWN_CAUSES, ZAP_HIT, EventBatch
+from karmic.training.ppo import TrainConfig, Trainer
+from karmic.tvt.harvest import role_tags, stream_times
+from karmic.tvt.key_to_door import KeyToDoor, KeyToDoorConfig, random_pickup_rate
+from karmic.tvt.memory import TVTMemory, window_valid
+
+
+# -- memory --------------------------------------------------------------------------------
+@settings(max_examples=30, deadline=None)
+@given(T=st.integers(1, 6), R=st.integers(1, 12), k=st.integers(1, 5), seed=st.integers(0, 1000))
+def test_reads_use_only_valid_rows_and_the_top_k(T, R, k, seed):
+    torch.manual_seed(seed)
+    mem = TVTMemory(hidden=8, latent=4, n_actions=3, obs_dim=5, word=6, heads=2, top_k=k)
+    B = 2
+    rows = torch.randn(B, R, 6)
+    row_time = torch.randint(-1, 8, (B, R))
+    step_time = torch.randint(0, 9, (T, B))
+    valid = window_valid(row_time, step_time, memory_size=4)
+    rd = mem.read(torch.randn(T, B, 8), rows, valid)
+    w = rd.weights
+    assert (w[~valid[:, :, None, :].expand_as(w)] == 0).all()  # never a row outside memory
+    assert ((w > 0).sum(-1) <= k).all()
+    has = valid.any(-1)[:, :, None].expand(-1, -1, 2)
+    torch.testing.assert_close(w.sum(-1)[has], torch.ones(int(has.sum())))
+    assert (w.sum(-1)[~has] == 0).all() and (rd.vec.view(T, B, 2, 6)[~has] == 0).all()
+    # the window: written before this step, at most memory_size steps ago
+    rt, stt = row_time[None], step_time[..., None]
+    np.testing.assert_array_equal(valid, (rt >= 0) & (rt < stt) & (rt >= stt - 4))
+
+
+def test_reconstruction_loss_trains_the_word_to_carry_the_observation():
+    torch.manual_seed(0)
+    mem = TVTMemory(hidden=4, latent=6, n_actions=3, obs_dim=6, word=8)
+    opt = torch.optim.Adam(mem.parameters(), lr=1e-2)
+    z = torch.eye(6).repeat(4, 1)
+    a, r = torch.randint(0, 3, (24,)), torch.rand(24)
+    first = None
+    for _ in range(300):
+        loss = mem.losses(mem.write(z, a, r), z, a, r, torch.zeros(24, 2))["recon"]
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.2 * first
+
+
+# -- key-to-door ----------------------------------------------------------------------------
+def test_key_to_door_pays_the_door_only_with_the_key():
+    cfg = KeyToDoorConfig(explore_steps=4, distractor_steps=5, door_steps=4)
+    env = KeyToDoor(cfg, 400, seed=0)
+    obs = env.reset()
+    rng = np.random.default_rng(0)
+    door_paid = np.zeros(400)
+    key_bit_rows = np.zeros(400, int)
+    for t in range(1, cfg.max_len + 1):
+        obs, r, done = env.step(rng.integers(0, 4, 400))
+        key_bit_rows += obs[:, 2 * cfg.room**2] > 0
+        in_door = obs[:, -1] > 0
+        door_paid += np.where(r >= cfg.door_reward, 1, 0)
+        assert not (in_door & (obs[:, 2 * cfg.room**2] > 0)).any()  # the key is never shown at the door
+        # the row that first shows the key in hand is pickup_step
+        shows = obs[:, 2 * cfg.room**2] > 0
+        np.testing.assert_array_equal(env.pickup_step[shows], t)
+    assert done.all()
+    assert (door_paid[~env.has_key] == 0).all()
+    np.testing.assert_array_equal(door_paid > 0, env.opened)
+    assert env.opened.sum() > 0 and env.has_key.sum() < 400
+    assert (key_bit_rows == env.has_key).all()  # exactly one row carries the pickup
+    assert 0.1 < random_pickup_rate(cfg) < 0.9
+    assert random_pickup_rate(cfg) == random_pickup_rate(cfg)
+
+
+# -- role tags ----------------------------------------------------------------------------
+def test_role_tags_from_events():
+    ev = EventBatch.empty(3)
+    ev.env[:] = [0, 1, 1]
+    ev.event_type[:] = [ZAP_HIT, ZAP_HIT, SPAWN]
+    ev.agent[:] = [0, 2, 1]
+    ev.target[:] = [1, 0, 3]
+    ev.apple_context[:] = [1, 0, 0]
+    ev.spawn_cause[:] = [-1, -1, SPAWN_CAUSES.index("rigged")]
+    tags = role_tags(ev, B=2, N=4)
+    assert tags["hit_victims"][0] == 1 << 1 and tags["hit_by"][1] == 1 << 0
+    assert tags["hit_victims"][4 + 2] == 1 << 0 and tags["hit_by"][4 + 0] == 1 << 2
+    assert tags["apple_ctx"].tolist() == [1, 0, 0, 0, 0, 0, 0, 0]
+    assert tags["partner"][4 + 1] == 3 and (np.delete(tags["partner"], 5) == -1).all()
+
+
+# -- the trainer ---------------------------------------------------------------------------
+def _cfg(mode="full", **kw) -> TrainConfig:
+    base = dict(mode=mode, grid_size=10, seed=5, num_envs=2, num_steps=20, seq_len=10, hidden=32,
+                latent=16, total_steps=2 * 20 * 6, checkpoint_every=1, threads=1, memory_size=30,
+                env_overrides={"max_steps": 20})
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_learner_memory_reproduces_the_rollout_reads(tmp_path):
+    """Rebuilt from the shards in the lake, the memory gives the learner the rollout's log-probs."""
+    from karmic.tvt.harvest import memory_bank
+    from pipelines.trajectories import read_shard, write_shard
+
+    tr = Trainer(_cfg(), tmp_path)
+    tr.run(stop_after=3, at_boundary=False)  # memory now spans earlier shards (30 > 20 steps)
+    tr.state = tr.agent.initial_state(tr.S)  # as run() does: fresh core, memory kept
+    tr.rollout()
+    shard = read_shard(write_shard(tmp_path, tr.make_shard()))
+    hist = [read_shard(p) for p in sorted((tmp_path / "trajectories").glob("*/shard-00000[12].parquet"))]
+    words, times = memory_bank(hist + [shard], tr.S, tr.agent.tvt.word)
+    from karmic.tvt.memory import window_valid
+
+    taus = torch.from_numpy(stream_times(shard))
+    valid = window_valid(torch.from_numpy(times)[None].expand(shard.n_rows, -1), taus.T, 30)
+    with torch.no_grad():
+        logits, _, _, _ = tr.agent(
+            torch.from_numpy(shard.obs).transpose(0, 1),
+            (torch.from_numpy(shard.h0)[None], torch.from_numpy(shard.c0)[None]),
+            torch.from_numpy(shard.start.astype(bool)).transpose(0, 1),
+            torch.from_numpy(shard.rows["agent"].astype(np.int64)),
+            memory=(torch.from_numpy(words)[torch.from_numpy(shard.rows["slot"].astype(np.int64))], valid),
+        )
+    logp = torch.log_softmax(logits.transpose(0, 1), -1).gather(
+        -1, torch.from_numpy(shard.action.astype(np.int64))[..., None])[..., 0]
+    np.testing.assert_allclose(logp.numpy(), shard.logprob, atol=2e-5)
+    assert (shard.extra["tvt_top_tau"] < stream_times(shard)[..., None, None]).all()
+
+
+def test_full_mode_logs_transports_and_is_deterministic(tmp_path):
+    from karmic.lake import connect, fetch
+
+    runs = []
+    for rid in ("a", "b"):
+        Trainer(_cfg(run_id=rid, tvt_threshold=0.5, gamma=0.9), tmp_path).run()
+        runs.append(pq.read_table(tmp_path / "tvt_transports" / f"run_id={rid}").drop(["run_id"]))
+    assert runs[0].num_rows > 0 and runs[0].equals(runs[1])
+    con = connect(tmp_path, run="a")
+    cols, rows = fetch(con, "select mode, count(*), bool_and(source_episode > target_episode "
+                            "or (source_episode = target_episode and source_t > target_t)) "
+                            "from tvt_transports group by mode order by mode")
+    modes = {r[0]: r for r in rows}
+    assert "learned" in modes  # threshold 0.5, gap 10 steps: the reads pass it from the start
+    assert all(r[2] for r in rows)  # value only ever moves back in time
+    # semantic transports point at the agent's own hits on its attacker
+    sem = fetch(con, """
+        select count(*) from tvt_transports tr
+        where mode = 'semantic' and not exists (
+            select 1 from events e
+            where e.event_type = 'ZAP_HIT' and e.episode = tr.target_episode
+              and e.agent = tr.agent)""")[1][0][0]
+    assert sem == 0
+
+
+def test_verify_quick_runs_and_prints_json():
+    res = CliRunner().invoke(app, ["verify", "tvt", "--quick", "--json", "--updates", "3"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout[res.stdout.index("{"):])
+    assert set(out["checks"]) == {"tvt_pickup", "no_tvt_near_random", "transport_at_pickup"}
+    assert len(out["runs"]) == 2 and 0 < out["random_pickup"] < 1
+
+
+@pytest.mark.parametrize("args", [["--gamma", "1.5"], ["--seeds", "a,b"], ["--explore-steps", "0"],
+                                  ["--gamma", "0.99", "--distractor-steps", "5", "--door-steps", "2"]])
+def test_verify_bad_input_is_one_line(args):
+    res = CliRunner().invoke(app, ["verify", "tvt", "--quick", *args])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert res.output.strip().startswith("error:")
