@@ -2,9 +2,11 @@
 
 Phases, in one W x W room (default W = 3), B environments stepped at once (numpy):
 
-1. **Explore** (``explore_steps``): a key lies on a random cell. Stepping onto it picks it up
-   (no reward). The next observation shows the key in hand; one step later the agent carries it
-   out and phase 2 begins. Without a pickup, phase 2 begins after ``explore_steps``.
+1. **Explore** (``explore_steps`` + 1 steps, for every agent): a key lies on a random cell.
+   Stepping onto it (within the first ``explore_steps`` steps) picks it up, with no reward. The
+   next observation shows the key in hand; one step later the agent carries it out into an empty
+   corridor (nothing shown) until the phase ends. The phase lasts the same whether or not the key
+   is picked up, so picking it up earns nothing sooner: its only worth is the door.
 2. **Distractor** (``distractor_steps``): an apple lies on a random cell; stepping onto it pays
    ``apple_reward`` and a new apple appears. Nothing here depends on the key.
 3. **Door** (``door_steps``): the agent restarts on a random cell; the door is in a corner.
@@ -82,6 +84,7 @@ class KeyToDoor:
         self.item = key
         self.has_key = np.zeros(B, bool)
         self.leaving = np.zeros(B, bool)  # picked up last step: carry it out now
+        self.carried = np.zeros(B, bool)  # out of the room with the key, in the corridor
         self.done = np.zeros(B, bool)
         self.pickup_step = np.full(B, -1, np.int64)
         self.opened = np.zeros(B, bool)
@@ -94,9 +97,11 @@ class KeyToDoor:
         obs = np.zeros((B, self.cfg.obs_dim), np.float32)
         r = np.arange(B)
         obs[r, self.pos[:, 0] * w + self.pos[:, 1]] = 1.0
+        corridor = (self.phase == 0) & self.carried
+        obs[corridor, : w * w] = 0.0
         show_item = ~((self.phase == 0) & self.has_key)
         obs[r[show_item], w * w + self.item[show_item, 0] * w + self.item[show_item, 1]] = 1.0
-        obs[:, 2 * w * w] = ((self.phase == 0) & self.has_key).astype(np.float32)
+        obs[:, 2 * w * w] = ((self.phase == 0) & self.has_key & ~self.carried).astype(np.float32)
         obs[r, 2 * w * w + 1 + self.phase] = 1.0
         obs[self.done] = 0.0
         return obs
@@ -104,6 +109,7 @@ class KeyToDoor:
     def _enter(self, mask: np.ndarray, phase: int) -> None:
         self.phase[mask] = phase
         self.t_phase[mask] = 0
+        self.carried[mask] = False
         n = int(mask.sum())
         if n == 0:
             return
@@ -122,8 +128,10 @@ class KeyToDoor:
         # phase 1: pick the key up, carry it out one step later, or time out
         p0 = live & (ph == 0)
         leave = p0 & self.leaving
-        pick = p0 & ~self.leaving & ~self.has_key & on_item
-        timeout = p0 & ~pick & ~leave & (self.t_phase >= cfg.explore_steps)
+        self.carried |= leave
+        pick = (p0 & ~self.leaving & ~self.has_key & on_item
+                & (self.t_phase <= cfg.explore_steps))
+        end0 = p0 & (self.t_phase >= cfg.explore_steps + 1)
         self.has_key |= pick
         self.pickup_step[pick] = self.t[pick]  # the row whose observation shows the key in hand
         self.leaving = pick
@@ -140,7 +148,7 @@ class KeyToDoor:
         rew[opened] += cfg.door_reward
         self.opened |= opened
         self.done |= opened | (p2 & (self.t_phase >= cfg.door_steps))
-        self._enter(leave | timeout, 1)
+        self._enter(end0, 1)
         self._enter(end1, 2)
         return self.observe(), rew, self.done.copy()
 
