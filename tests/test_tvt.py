@@ -69,12 +69,12 @@ def test_key_to_door_pays_the_door_only_with_the_key():
     key_bit_rows = np.zeros(400, int)
     for t in range(1, cfg.max_len + 1):
         obs, r, done = env.step(rng.integers(0, 4, 400))
-        key_bit_rows += obs[:, 2 * cfg.room**2] > 0
+        key_bit_rows += obs[:, 4 * cfg.room**2] > 0
         in_door = obs[:, -1] > 0
         door_paid += np.where(r >= cfg.door_reward, 1, 0)
-        assert not (in_door & (obs[:, 2 * cfg.room**2] > 0)).any()  # the key is never shown at the door
+        assert not (in_door & (obs[:, 4 * cfg.room**2] > 0)).any()  # the key is never shown at the door
         # the row that first shows the key in hand is pickup_step
-        shows = obs[:, 2 * cfg.room**2] > 0
+        shows = obs[:, 4 * cfg.room**2] > 0
         np.testing.assert_array_equal(env.pickup_step[shows], t)
     assert done.all()
     assert (door_paid[~env.has_key] == 0).all()

@@ -14,8 +14,9 @@ Phases, in one W x W room (default W = 3), B environments stepped at once (numpy
    episode; without the key nothing happens. The observation never shows the key here.
 
 Actions: 0 up, 1 down, 2 left, 3 right (walls block). Observation (float32):
-``[agent one-hot (W*W), item one-hot (W*W), key-in-hand, phase one-hot (3)]`` where the item is
-the key, the apple or the door, by phase. Episodes have different lengths (an early pickup
+``[agent one-hot (W*W), key, apple, door one-hots (W*W each), key-in-hand, phase one-hot (3)]``.
+Key, apple and door have channels of their own, so "walk to the apple", learned in phase 2, does not
+carry over into "walk to the key" in phase 1. Episodes have different lengths (an early pickup
 shortens phase 1, an opened door ends phase 3); ``done`` marks the end.
 
 The row that carries the pickup in memory is the first one whose observation shows the key in
@@ -54,7 +55,7 @@ class KeyToDoorConfig:
 
     @property
     def obs_dim(self) -> int:
-        return 2 * self.room * self.room + 4
+        return 4 * self.room * self.room + 4
 
 
 class KeyToDoor:
@@ -100,9 +101,10 @@ class KeyToDoor:
         corridor = (self.phase == 0) & self.carried
         obs[corridor, : w * w] = 0.0
         show_item = ~((self.phase == 0) & self.has_key)
-        obs[r[show_item], w * w + self.item[show_item, 0] * w + self.item[show_item, 1]] = 1.0
-        obs[:, 2 * w * w] = ((self.phase == 0) & self.has_key & ~self.carried).astype(np.float32)
-        obs[r, 2 * w * w + 1 + self.phase] = 1.0
+        chan = (1 + self.phase[show_item]) * w * w  # key, apple or door channel
+        obs[r[show_item], chan + self.item[show_item, 0] * w + self.item[show_item, 1]] = 1.0
+        obs[:, 4 * w * w] = ((self.phase == 0) & self.has_key & ~self.carried).astype(np.float32)
+        obs[r, 4 * w * w + 1 + self.phase] = 1.0
         obs[self.done] = 0.0
         return obs
 
