@@ -1,0 +1,503 @@
+"""Ablation sweeps: every (condition, grid size, seed) of a study as its own training task.
+
+A sweep is a list of :class:`Task` (mode x grid size x seed). Each task is one call of the
+trainer (``karmic.training.ppo``) with a deterministic run id ``<sweep_id>-<mode>-g<G>-s<S>``,
+so every task writes its own partitions of the shared lake (``runs/``, ``events/``,
+``episodes/``, ``trajectories/``, ``checkpoints/`` under ``run_id=<that id>``) and no two
+writers ever share a file. Tasks run on a backend:
+
+- ``LocalBackend(workers)``: a ``ProcessPoolExecutor`` with the *spawn* context (no forked
+  torch/numba state), at most one worker per core, one torch thread per worker;
+- ``RayBackend(address, workers)``: Ray core tasks (``ray.remote(num_cpus=1)``) on the cluster
+  at ``address`` (``ray.init(address=...)``), or on a local cluster when no address is given.
+
+:func:`run_sweep` keeps at most ``workers`` tasks in flight, retries a failed task up to
+``retries`` times (a retry resumes from the run's last checkpoint when it has one) and reports
+every start, retry, success and failure through a callback; the other tasks go on.
+
+The manifest ``<lake>/sweeps/sweep_id=<id>/sweep.json`` holds the sweep's settings and every
+task's status (``pending``, ``running``, ``completed``, ``failed``, ``interrupted``), attempts,
+host, time and last error. Only the driver writes it, atomically, after every change, so a killed
+driver leaves a readable manifest. ``--resume`` reruns the tasks whose run is not ``completed``
+in its own run.json (the lake, not the manifest, decides what is done).
+
+The lake is passed through as a string (a path, or a URL once ``pipelines.storage`` provides
+object-store writes); workers write to it directly, the driver only writes the manifest.
+
+Fault injection (tests, chaos runs): ``KARMIC_SWEEP_FAIL="baseline-g10-s2:1,matchmaker-g10-s1:9"``
+makes the first N attempts of the named tasks raise after their first PPO update (after the
+first checkpoint when ``checkpoint_every=1``). The driver reads it and passes it to the tasks, so
+it works on any backend.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ID_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+FAIL_ENV = "KARMIC_SWEEP_FAIL"
+MANIFEST_VERSION = 1
+# TrainConfig fields a sweep sets per task; `--set` may not override them
+TASK_FIELDS = ("mode", "grid_size", "seed", "run_id")
+
+
+# --- tasks --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Task:
+    mode: str
+    grid_size: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.mode}-g{self.grid_size}-s{self.seed}"
+
+    def run_id(self, sweep_id: str) -> str:
+        return f"{sweep_id}-{self.key}"
+
+
+def plan(modes: Iterable[str], grid_sizes: Iterable[int], seeds: Iterable[int]) -> list[Task]:
+    """Every (mode, grid size, seed), in that nesting order, without duplicates."""
+    out: list[Task] = []
+    for m, g, s in itertools.product(modes, grid_sizes, seeds):
+        t = Task(m, int(g), int(s))
+        if t not in out:
+            out.append(t)
+    return out
+
+
+def new_sweep_id() -> str:
+    return f"sweep-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def parse_fail_spec(spec: str | None) -> dict[str, int]:
+    """``"key:n,key2"`` -> {key: n, key2: 1} (see the module docstring)."""
+    out: dict[str, int] = {}
+    for item in (spec or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, _, n = item.partition(":")
+        try:
+            out[key] = int(n) if n else 1
+        except ValueError:
+            raise ValueError(f"{FAIL_ENV}: expected KEY[:N], got {item!r}") from None
+    return out
+
+
+# --- the lake: paths or URLs --------------------------------------------------------------------
+def is_url(lake: str) -> bool:
+    return "://" in str(lake)
+
+
+def _join(lake: str, *parts: str) -> str:
+    return "/".join([str(lake).rstrip("/"), *parts]) if is_url(lake) else str(Path(lake, *parts))
+
+
+def _storage():
+    try:
+        from pipelines import storage  # the object-store lake (issue 8), when present
+    except ImportError:
+        raise ValueError("this lake is a URL, but pipelines.storage (object-store lakes) is not installed") from None
+    return storage
+
+
+def _read_text(path: str) -> str | None:
+    if is_url(path):
+        return _storage().read_text(path)  # None when missing
+    p = Path(path)
+    return p.read_text() if p.is_file() else None
+
+
+def _write_json(obj: Any, path: str) -> None:
+    if is_url(path):
+        _storage().write_bytes(path, json.dumps(obj, indent=1, default=str).encode())
+        return
+    from pipelines.lake import write_json_atomic
+
+    write_json_atomic(obj, Path(path))
+
+
+def manifest_path(lake: str, sweep_id: str) -> str:
+    return _join(lake, "sweeps", f"sweep_id={sweep_id}", "sweep.json")
+
+
+def read_manifest(lake: str, sweep_id: str) -> dict[str, Any]:
+    if not ID_RE.fullmatch(sweep_id):
+        raise ValueError(f"invalid sweep id {sweep_id!r}: use letters, digits, '_', '-', '.'")
+    text = _read_text(manifest_path(lake, sweep_id))
+    if text is None:
+        raise ValueError(f"no sweep {sweep_id} in {lake} (no {manifest_path(lake, sweep_id)})")
+    try:
+        m = json.loads(text)
+        if not isinstance(m, dict) or not isinstance(m.get("tasks"), list):
+            raise ValueError("not a sweep manifest")
+    except ValueError as exc:
+        raise ValueError(f"unreadable sweep manifest {manifest_path(lake, sweep_id)}: {exc}") from None
+    return m
+
+
+def write_manifest(lake: str, manifest: dict[str, Any]) -> None:
+    manifest["updated_at"] = now_iso()
+    _write_json(manifest, manifest_path(lake, manifest["sweep_id"]))
+
+
+def run_status(lake: str, run_id: str) -> str | None:
+    """The ``status`` in the run's run.json, None when the run has none."""
+    text = _read_text(_join(lake, "runs", f"run_id={run_id}", "run.json"))
+    if text is None:
+        return None
+    try:
+        return json.loads(text).get("status")
+    except (ValueError, AttributeError):
+        return None
+
+
+def new_manifest(sweep_id: str, tasks: list[Task], train: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """``train``: the TrainConfig fields every task shares; ``settings``: how it was asked for."""
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "sweep_id": sweep_id,
+        "status": "pending",
+        "created_at": now_iso(),
+        "train": train,
+        **settings,
+        "tasks": [
+            {"key": t.key, "run_id": t.run_id(sweep_id), "mode": t.mode, "grid_size": t.grid_size,
+             "seed": t.seed, "status": "pending", "attempts": 0}
+            for t in tasks
+        ],
+    }
+
+
+def task_config(manifest: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig (as a dict) of one manifest task: shared fields + the task's own."""
+    return {**manifest["train"], "mode": entry["mode"], "grid_size": int(entry["grid_size"]),
+            "seed": int(entry["seed"]), "run_id": entry["run_id"], "threads": 1}
+
+
+# --- one task (runs in a worker) ----------------------------------------------------------------
+class InjectedFailure(RuntimeError):
+    pass
+
+
+def _limit_threads() -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass
+
+
+def _worker_init() -> None:
+    _limit_threads()
+
+
+def run_task(payload: dict[str, Any]) -> dict[str, Any]:
+    """Train one task to completion; never raises for a training error (returns ``failed``).
+
+    ``payload``: ``lake``, ``config`` (TrainConfig dict with run_id), ``attempt`` (0-based),
+    ``fail_attempts`` (fault injection). A run already ``completed`` in its run.json is not run
+    again; a run with a checkpoint resumes from it (the trainer's resume path, exact); a run
+    without one starts from scratch under the same run id (rounds already in the lake are not
+    written twice).
+    """
+    import socket
+    import traceback
+
+    t0 = time.perf_counter()
+    lake = payload["lake"]
+    cfg_d = payload["config"]
+    run_id = cfg_d["run_id"]
+    out: dict[str, Any] = {"run_id": run_id, "attempt": payload.get("attempt", 0),
+                           "host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        _limit_threads()
+        if run_status(lake, run_id) == "completed":
+            out.update(status="completed", how="already completed", seconds=0.0)
+            return out
+        from pipelines.checkpoints import list_checkpoints
+        from karmic.training.ppo import TrainConfig, Trainer, resumed_trainer
+
+        cfg = TrainConfig.from_dict(cfg_d)
+        if list_checkpoints(lake, run_id):
+            trainer = resumed_trainer(run_id, lake, total_steps=cfg.total_steps)
+            how = f"resumed at update {trainer.update}"
+        else:
+            how = "restarted" if run_status(lake, run_id) is not None else "started"
+            trainer = Trainer(cfg, lake)
+        if out["attempt"] < int(payload.get("fail_attempts", 0)):
+            def fail_after_first_update(info: dict[str, Any]) -> None:
+                raise InjectedFailure(f"injected by {FAIL_ENV} (attempt {out['attempt'] + 1})")
+
+            trainer.on_update = fail_after_first_update
+        info = trainer.run()
+        out.update(status="completed", how=how, global_step=int(info["global_step"]),
+                   mean_return=info["mean_return"], steps_per_s=info["steps_per_s"])
+    except Exception as exc:  # reported by the driver, which decides whether to retry
+        out.update(status="failed", error=one_line(exc), traceback=traceback.format_exc())
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+# --- backends -------------------------------------------------------------------------------------
+class LocalBackend:
+    """A process pool (spawn), at most one worker per core."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None) -> None:
+        cores = available_cores()
+        self.workers = min(workers or cores, cores)
+        self.pool = None
+
+    def start(self, max_tasks: int | None = None) -> None:
+        import multiprocessing as mp
+
+        if max_tasks:  # no idle workers: each one costs a Python start and the imports
+            self.workers = max(1, min(self.workers, max_tasks))
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                        initializer=_worker_init)
+
+    def describe(self) -> str:
+        return f"local process pool, {self.workers} worker(s)"
+
+    def submit(self, payload: dict[str, Any]):
+        return self.pool.submit(run_task, payload)
+
+    def wait(self, handles: list, timeout: float) -> list[tuple[Any, Any]]:
+        from concurrent.futures import FIRST_COMPLETED
+        from concurrent.futures import wait as fwait
+        from concurrent.futures.process import BrokenProcessPool
+
+        done, _ = fwait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
+        out, broken = [], False
+        for f in done:
+            try:
+                out.append((f, f.result()))
+            except BaseException as exc:  # a worker died (BrokenProcessPool) or similar
+                broken |= isinstance(exc, BrokenProcessPool)
+                out.append((f, exc))
+        if broken:  # the pool is unusable now: a new one for the retries and the rest
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.start()
+        return out
+
+    def close(self, cancel: bool = False) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+            self.pool = None
+
+
+class RayBackend:
+    """Ray core tasks; ``ray.init(address=...)``, or a local cluster when no address is given."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        self.address = address
+        self.requested = workers
+        self.workers = workers or 1
+        self.owns = False
+        self.remote = None
+
+    def start(self, max_tasks: int | None = None) -> None:  # noqa: ARG002 (Ray queues)
+        import ray
+
+        if not ray.is_initialized():
+            kw: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
+            if self.address:
+                ray.init(address=self.address, **kw)
+            else:
+                ray.init(num_cpus=available_cores(), include_dashboard=False, **kw)
+            self.owns = True
+        # retries are the sweep's own (reported, resumed from checkpoints), not Ray's
+        self.remote = ray.remote(num_cpus=1, max_retries=0)(run_task)
+        self.cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.nodes = len([n for n in ray.nodes() if n.get("Alive")])
+        self.workers = self.requested or self.cpus
+
+    def describe(self) -> str:
+        where = self.address or "local cluster"
+        return f"ray ({where}: {self.nodes} node(s), {self.cpus} CPU(s)), {self.workers} task(s) in flight"
+
+    def submit(self, payload: dict[str, Any]):
+        return self.remote.remote(payload)
+
+    def wait(self, handles: list, timeout: float) -> list[tuple[Any, Any]]:
+        import ray
+
+        ready, _ = ray.wait(handles, num_returns=1, timeout=timeout)
+        out = []
+        for ref in ready:
+            try:
+                out.append((ref, ray.get(ref)))
+            except Exception as exc:  # worker crash, node lost, cancelled
+                out.append((ref, exc))
+        return out
+
+    def close(self, cancel: bool = False, handles: Iterable = ()) -> None:
+        import ray
+
+        if cancel:
+            for ref in handles:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # already finished
+                    pass
+        if self.owns and ray.is_initialized():
+            ray.shutdown()
+            self.owns = False
+
+
+def make_backend(name: str, workers: int | None = None, address: str | None = None):
+    if name == "local":
+        if address:
+            raise ValueError("--address is for the ray backend")
+        return LocalBackend(workers)
+    if name == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("the ray backend needs Ray: pip install -e '.[ray]'")
+        return RayBackend(address, workers)
+    raise ValueError(f"unknown backend {name!r}; choose local or ray")
+
+
+# --- the driver -----------------------------------------------------------------------------------
+def unfinished(manifest: dict[str, Any], lake: str) -> list[dict[str, Any]]:
+    """Tasks to run: those whose run is not ``completed`` in the lake (manifest updated)."""
+    todo = []
+    for e in manifest["tasks"]:
+        if run_status(lake, e["run_id"]) == "completed":
+            e["status"] = "completed"
+        else:
+            if e["status"] == "completed":  # the lake disagrees: the lake wins
+                e["status"] = "pending"
+            todo.append(e)
+    return todo
+
+
+def run_sweep(
+    manifest: dict[str, Any],
+    lake: str,
+    backend,
+    retries: int = 1,
+    on_event: Callable[[str, dict[str, Any], dict[str, Any]], None] | None = None,
+    fail: dict[str, int] | None = None,
+    poll: float = 0.5,
+) -> dict[str, Any]:
+    """Run the manifest's unfinished tasks on ``backend`` (started and closed here).
+
+    ``on_event(kind, entry, result)``: kind is ``start``, ``retry``, ``completed`` or ``failed``
+    (``entry`` is the manifest task, ``result`` what :func:`run_task` returned, or {} on start).
+    Returns the manifest, written after every change; its ``status`` is ``completed`` when every
+    task is, else ``failed``. KeyboardInterrupt marks the running tasks ``interrupted`` and
+    propagates.
+    """
+    fail = fail or {}
+    emit = on_event or (lambda kind, entry, res: None)
+    todo = unfinished(manifest, lake)
+    pending: deque[tuple[dict[str, Any], int]] = deque((e, 0) for e in todo)
+    inflight: dict[Any, tuple[dict[str, Any], int]] = {}
+    if not todo:
+        manifest["status"] = "completed"
+        write_manifest(lake, manifest)
+        return manifest
+    manifest["status"] = "running"
+    manifest["last_run"] = {"started_at": now_iso(), "backend": backend.name, "tasks": len(todo)}
+    write_manifest(lake, manifest)
+    backend.start(max_tasks=len(todo))
+    manifest["last_run"]["backend_description"] = backend.describe()
+    try:
+        while pending or inflight:
+            while pending and len(inflight) < backend.workers:
+                entry, attempt = pending.popleft()
+                payload = {"lake": str(lake), "config": task_config(manifest, entry),
+                           "attempt": attempt, "fail_attempts": fail.get(entry["key"], 0)}
+                inflight[backend.submit(payload)] = (entry, attempt)
+                entry.update(status="running", started_at=now_iso())
+                entry["attempts"] = int(entry.get("attempts", 0)) + 1
+                write_manifest(lake, manifest)
+                emit("start", entry, {})
+            for handle, res in backend.wait(list(inflight), timeout=poll):
+                entry, attempt = inflight.pop(handle)
+                if isinstance(res, BaseException):
+                    res = {"status": "failed", "error": one_line(res), "attempt": attempt}
+                for k in ("host", "how", "seconds", "global_step", "error"):
+                    if k in res:
+                        entry[k] = res[k]
+                entry["finished_at"] = now_iso()
+                if res.get("status") == "completed":
+                    entry["status"] = "completed"
+                    entry.pop("error", None)
+                    emit("completed", entry, res)
+                elif attempt < retries:
+                    entry.setdefault("errors", []).append(res.get("error"))
+                    entry["status"] = "pending"
+                    pending.append((entry, attempt + 1))
+                    emit("retry", entry, res)
+                else:
+                    entry.setdefault("errors", []).append(res.get("error"))
+                    entry["status"] = "failed"
+                    entry["traceback"] = res.get("traceback")
+                    emit("failed", entry, res)
+                write_manifest(lake, manifest)
+    except BaseException:
+        for entry, _ in inflight.values():
+            entry["status"] = "interrupted"
+        manifest["status"] = "interrupted"
+        write_manifest(lake, manifest)
+        if isinstance(backend, RayBackend):
+            backend.close(cancel=True, handles=list(inflight))
+        else:
+            backend.close(cancel=True)
+        raise
+    backend.close()
+    done = all(e["status"] == "completed" for e in manifest["tasks"])
+    manifest["status"] = "completed" if done else "failed"
+    manifest["last_run"]["finished_at"] = now_iso()
+    write_manifest(lake, manifest)
+    return manifest
+
+
+__all__ = [
+    "FAIL_ENV", "LocalBackend", "RayBackend", "Task", "make_backend", "manifest_path", "new_manifest",
+    "new_sweep_id", "parse_fail_spec", "plan", "read_manifest", "run_status", "run_sweep",
+    "run_task", "task_config", "unfinished", "write_manifest",
+]
