@@ -249,8 +249,8 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
         if run_status(lake, run_id) == "completed":
             out.update(status="completed", how="already completed", seconds=0.0)
             return out
-        from pipelines.checkpoints import list_checkpoints
         from karmic.training.ppo import TrainConfig, Trainer, resumed_trainer
+        from pipelines.checkpoints import list_checkpoints
 
         cfg = TrainConfig.from_dict(cfg_d)
         if list_checkpoints(lake, run_id):

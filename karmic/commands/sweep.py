@@ -19,7 +19,14 @@ import sys
 
 import typer
 
-from karmic.commands._common import DEFAULT_LAKE, LAKE_OPTION, KarmicError, fail, lake_path, user_errors
+from karmic.commands._common import (
+    DEFAULT_LAKE,
+    LAKE_OPTION,
+    KarmicError,
+    fail,
+    lake_path,
+    user_errors,
+)
 from karmic.commands.train import ALL_MODES, _parse_overrides
 
 DEFAULT_STEPS = 200_000
@@ -94,7 +101,13 @@ class _Display:
 
     def __init__(self, label: str, total: int) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.counts = {"completed": 0, "failed": 0, "running": 0, "retried": 0}
         self.progress = Progress(
