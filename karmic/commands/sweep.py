@@ -204,16 +204,16 @@ def register(app: typer.Typer) -> None:
             if resume:
                 given = [f for f, v in (("--modes", modes), ("--grid-sizes", grid_sizes), ("--seeds", seeds),
                                         ("--total-steps", total_steps), ("--set", overrides),
-                                        ("--sweep-id", sweep_id)) if v]
+                                        ("--sweep-id", sweep_id)) if v not in (None, [], ())]
                 if given:
                     raise KarmicError(f"--resume runs the sweep with its own settings; drop {', '.join(given)}")
                 if not sw.is_url(lake_s) and not os.path.isdir(lake_s):
                     raise KarmicError(f"lake not found: {lake_s}")
                 manifest = sw.read_manifest(lake_s, resume)
             else:
-                mode_list = _modes(modes or "all")
-                grids = _int_list("--grid-sizes", grid_sizes or "10", minimum=5)
-                seed_list = _int_list("--seeds", seeds or "1")
+                mode_list = _modes("all" if modes is None else modes)
+                grids = _int_list("--grid-sizes", "10" if grid_sizes is None else grid_sizes, minimum=5)
+                seed_list = _int_list("--seeds", "1" if seeds is None else seeds)
                 steps = DEFAULT_STEPS if total_steps is None else total_steps
                 if steps < 1:
                     raise KarmicError(f"--total-steps must be >= 1, got {steps}")
