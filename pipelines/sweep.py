@@ -119,61 +119,53 @@ def is_url(lake: str) -> bool:
     return "://" in str(lake)
 
 
-def _join(lake: str, *parts: str) -> str:
-    return "/".join([str(lake).rstrip("/"), *parts]) if is_url(lake) else str(Path(lake, *parts))
-
-
-def _storage():
+def lake_root(lake: str):
+    """The lake's root: ``pipelines.storage.resolve`` (a Path, or an object-store path with the
+    same methods) when the object-store lake is installed, else a local Path."""
     try:
-        from pipelines import storage  # the object-store lake (issue 8), when present
+        from pipelines.storage import resolve
     except ImportError:
-        raise ValueError("this lake is a URL, but pipelines.storage (object-store lakes) is not installed") from None
-    return storage
+        if is_url(lake):
+            raise ValueError(f"{lake}: object-store lakes need pipelines.storage, which is not installed") from None
+        return Path(lake)
+    return resolve(lake)
 
 
-def _read_text(path: str) -> str | None:
-    if is_url(path):
-        return _storage().read_text(path)  # None when missing
-    p = Path(path)
-    return p.read_text() if p.is_file() else None
+def _read_text(path) -> str | None:
+    return path.read_text() if path.is_file() else None
 
 
-def _write_json(obj: Any, path: str) -> None:
-    if is_url(path):
-        _storage().write_bytes(path, json.dumps(obj, indent=1, default=str).encode())
-        return
-    from pipelines.lake import write_json_atomic
-
-    write_json_atomic(obj, Path(path))
-
-
-def manifest_path(lake: str, sweep_id: str) -> str:
-    return _join(lake, "sweeps", f"sweep_id={sweep_id}", "sweep.json")
+def manifest_path(lake: str, sweep_id: str):
+    return lake_root(lake) / "sweeps" / f"sweep_id={sweep_id}" / "sweep.json"
 
 
 def read_manifest(lake: str, sweep_id: str) -> dict[str, Any]:
     if not ID_RE.fullmatch(sweep_id):
         raise ValueError(f"invalid sweep id {sweep_id!r}: use letters, digits, '_', '-', '.'")
-    text = _read_text(manifest_path(lake, sweep_id))
+    path = manifest_path(lake, sweep_id)
+    text = _read_text(path)
     if text is None:
-        raise ValueError(f"no sweep {sweep_id} in {lake} (no {manifest_path(lake, sweep_id)})")
+        raise ValueError(f"no sweep {sweep_id} in {lake} (no {path})")
     try:
         m = json.loads(text)
         if not isinstance(m, dict) or not isinstance(m.get("tasks"), list):
             raise ValueError("not a sweep manifest")
     except ValueError as exc:
-        raise ValueError(f"unreadable sweep manifest {manifest_path(lake, sweep_id)}: {exc}") from None
+        raise ValueError(f"unreadable sweep manifest {path}: {exc}") from None
     return m
 
 
 def write_manifest(lake: str, manifest: dict[str, Any]) -> None:
+    """Atomically (pipelines.lake.write_json_atomic: rename locally, one PUT on object storage)."""
+    from pipelines.lake import write_json_atomic
+
     manifest["updated_at"] = now_iso()
-    _write_json(manifest, manifest_path(lake, manifest["sweep_id"]))
+    write_json_atomic(manifest, manifest_path(lake, manifest["sweep_id"]))
 
 
 def run_status(lake: str, run_id: str) -> str | None:
     """The ``status`` in the run's run.json, None when the run has none."""
-    text = _read_text(_join(lake, "runs", f"run_id={run_id}", "run.json"))
+    text = _read_text(lake_root(lake) / "runs" / f"run_id={run_id}" / "run.json")
     if text is None:
         return None
     try:
