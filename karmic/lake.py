@@ -1,6 +1,7 @@
 """Reading the lake: DuckDB views, named queries and a polars scan. Imports no torch and no env.
 
-``connect(path, run=None, params=None)`` returns an in-memory DuckDB connection with three views:
+``connect(path, run=None, params=None)`` returns an in-memory DuckDB connection with three views
+(``path``: a directory or ``s3://bucket/prefix``, read through s3fs, see ``pipelines.storage``):
 
 - ``events``   over ``<lake>/events/run_id=*/part-*.parquet`` (hive-partitioned, DESIGN.md schema);
 - ``episodes`` over ``<lake>/episodes/run_id=*/part-*.parquet``;
@@ -41,7 +42,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from pipelines import storage
 from pipelines.schema import EPISODES_SCHEMA, EVENTS_SCHEMA, RUNS_COLUMNS, TVT_TRANSPORTS_SCHEMA
+from pipelines.storage import LakePath
 
 
 class LakeError(ValueError):
@@ -64,11 +67,16 @@ def _quote(s: str) -> str:
     return "'" + str(s).replace("'", "''") + "'"
 
 
-def _runs_table(lake: Path) -> pa.Table:
+def _runs_table(lake: LakePath) -> pa.Table:
     rows = []
-    for p in sorted((lake / "runs").glob("run_id=*/run.json")):
+    paths = sorted((lake / "runs").glob("run_id=*/run.json"))
+    try:
+        raws = storage.read_many(paths)  # object storage: concurrent GETs
+    except OSError as exc:
+        raise LakeError(f"unreadable run.json in the lake: {exc}") from None
+    for p, raw in zip(paths, raws, strict=True):
         try:
-            meta = json.loads(p.read_text())
+            meta = json.loads(raw)
             if not isinstance(meta, dict):
                 raise ValueError("not an object")
         except (OSError, ValueError) as exc:
@@ -88,7 +96,7 @@ def _runs_table(lake: Path) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def _table_view(lake: Path, table: str, schema: pa.Schema) -> str:
+def _table_view(lake: LakePath, table: str, schema: pa.Schema) -> str:
     files = list((lake / table).glob("run_id=*/*.parquet"))
     if not files:
         return _empty_select(schema)
@@ -99,10 +107,14 @@ def _table_view(lake: Path, table: str, schema: pa.Schema) -> str:
 def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | None = None,
             check_run: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the lake's views (see the module docstring)."""
-    lake = Path(path)
+    lake = storage.resolve(path)
     if not lake.is_dir():
         raise LakeError(f"lake not found: {lake} (create one with `karmic simulate --lake {lake}`)")
-    con = duckdb.connect()
+    # nothing is ever downloaded at run time: no extension is installed or autoloaded (an s3://
+    # lake is read through the s3fs filesystem registered below, not DuckDB's httpfs)
+    con = duckdb.connect(config={"autoinstall_known_extensions": False,
+                                 "autoload_known_extensions": False})
+    storage.register_duckdb(con, lake)
     runs = _runs_table(lake)
     con.register("_karmic_runs", runs)
     where = f" where run_id = {_quote(run)}" if run else ""
@@ -227,9 +239,15 @@ def scan_events(path: str | Path):
     """The events table as a polars LazyFrame (hive-partitioned scan)."""
     import polars as pl
 
-    lake = Path(path)
+    lake = storage.resolve(path)
     if not lake.is_dir():
         raise LakeError(f"lake not found: {lake}")
-    if not list((lake / "events").glob("run_id=*/*.parquet")):
+    files = list((lake / "events").glob("run_id=*/*.parquet"))
+    if not files:
         return pl.LazyFrame(schema={f.name: pl.from_arrow(pa.array([], f.type)).dtype for f in EVENTS_SCHEMA})
+    if storage.is_remote(lake):  # through the lake's s3fs filesystem (the files carry run_id)
+        import pyarrow.dataset as ds
+
+        return pl.scan_pyarrow_dataset(
+            ds.dataset([f.key for f in files], filesystem=lake.fs, format="parquet", schema=EVENTS_SCHEMA))
     return pl.scan_parquet(str(lake / "events" / "run_id=*" / "*.parquet"), hive_partitioning=True)

@@ -3,59 +3,56 @@
 A checkpoint is a ``torch.save`` dict: ``agent_config`` (KarmicAgent kwargs), ``model`` (state
 dict), and for training ``optimizer``, ``train_config``, ``update``, ``round``, ``global_step``,
 RNG states and ``resumable`` (taken at an episode boundary, where the run can continue exactly).
-Written like every lake file: temporary name, fsync, atomic rename. ``keep`` bounds how many are
-kept per run (the newest ones).
+Written like every lake file (``pipelines.storage``): temporary name, fsync, atomic rename, or
+one PUT on an ``s3://`` lake. ``keep`` bounds how many are kept per run (the newest ones).
 """
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pipelines import storage
+from pipelines.storage import LakePath
+
 TABLE = "checkpoints"
 
 
-def checkpoint_dir(lake: Path | str, run_id: str) -> Path:
-    return Path(lake) / TABLE / f"run_id={run_id}"
+def checkpoint_dir(lake: Path | str, run_id: str) -> LakePath:
+    return storage.resolve(lake) / TABLE / f"run_id={run_id}"
 
 
 def save_checkpoint(
     lake: Path | str, run_id: str, update: int, payload: dict[str, Any], keep: int = 3
-) -> Path:
-    d = checkpoint_dir(lake, run_id)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"ckpt-{update:06d}.pt"
-    tmp = d / f".ckpt-{update:06d}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+) -> LakePath:
+    path = checkpoint_dir(lake, run_id) / f"ckpt-{update:06d}.pt"
+    storage.write_atomic(path, lambda f: torch.save(payload, f))
     if keep > 0:
         for old in list_checkpoints(lake, run_id)[:-keep]:
             old.unlink(missing_ok=True)
     return path
 
 
-def list_checkpoints(lake: Path | str, run_id: str) -> list[Path]:
+def list_checkpoints(lake: Path | str, run_id: str) -> list[LakePath]:
     d = checkpoint_dir(lake, run_id)
-    return sorted(d.glob("ckpt-*.pt")) if d.is_dir() else []
+    return sorted(d.glob("ckpt-*.pt")) if storage.is_remote(d) or d.is_dir() else []
 
 
-def load_checkpoint(path: Path | str) -> dict[str, Any]:
-    path = Path(path)
+def load_checkpoint(path: LakePath | str) -> dict[str, Any]:
+    path = storage.resolve(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        src = io.BytesIO(path.read_bytes()) if storage.is_remote(path) else path
+        return torch.load(src, map_location="cpu", weights_only=False)
     except Exception as exc:  # torn or foreign file: one clear line for the user
         raise ValueError(f"{path}: not a readable karmic checkpoint ({type(exc).__name__})") from exc
 
 
-def latest_checkpoint(lake: Path | str, run_id: str) -> Path:
+def latest_checkpoint(lake: Path | str, run_id: str) -> LakePath:
     ckpts = list_checkpoints(lake, run_id)
     if not ckpts:
         raise FileNotFoundError(f"run {run_id} has no checkpoint under {checkpoint_dir(lake, run_id)}")

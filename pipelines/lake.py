@@ -7,10 +7,12 @@ Layout (DESIGN.md)::
     <lake>/episodes/run_id=<id>/part-<n>.parquet
     <lake>/<table>/run_id=<id>/part-<n>.parquet        (write_table: tvt_transports, ...)
 
-Every file is written under a temporary name that the ``*.parquet`` glob does not match
-(``.part-<n>.parquet.tmp-<pid>``), flushed, fsynced and atomically renamed, so a reader never
-sees a torn file and a killed writer loses at most its unflushed buffer. Part numbers continue
-after the highest one present, so a resumed or repeated run appends and never overwrites.
+``lake`` is a directory or ``s3://bucket/prefix`` (``pipelines.storage``). In a directory every
+file is written under a temporary name that the ``*.parquet`` glob does not match
+(``.part-<n>.parquet.tmp-<pid>``), flushed, fsynced and atomically renamed; on object storage it
+is one PUT (visible whole or not at all). So a reader never sees a torn file and a killed writer
+loses at most its unflushed buffer. Part numbers continue after the highest one present (by
+listing), so a resumed or repeated run appends and never overwrites.
 
 ``LakeWriter(lake, run_id, meta)`` buffers events (an ``EventBatch`` plus ``global_step`` per row)
 and episode rows, and flushes every ``flush_events`` events or ``flush_episodes`` episodes, never
@@ -21,7 +23,6 @@ per event; ``set_status`` rewrites run.json atomically (``running`` -> ``finishe
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import signal
@@ -37,7 +38,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from karmic.events import EVENT_TYPES, NULL, SPAWN, SPAWN_CAUSES, ZAP_HIT, EventBatch
+from pipelines import storage
 from pipelines.schema import EPISODES_SCHEMA, EVENTS_SCHEMA
+from pipelines.storage import LakePath
 
 PART_RE = re.compile(r"^part-(\d+)\.parquet$")
 COMPRESSION = "zstd"
@@ -97,56 +100,34 @@ def versions() -> dict[str, str]:
     }
 
 
-# --- atomic files ------------------------------------------------------------------------------
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+# --- atomic files (pipelines.storage: local rename, or one PUT on object storage) -------------
+def write_parquet_atomic(table: pa.Table, path: LakePath, compression: str = COMPRESSION) -> LakePath:
+    """Write ``table`` to ``path`` atomically: via a temporary name, fsync and rename (local),
+    or as one PUT (object storage)."""
+    return storage.write_atomic(path, lambda f: pq.write_table(table, f, compression=compression))
 
 
-def write_parquet_atomic(table: pa.Table, path: Path, compression: str = COMPRESSION) -> Path:
-    """Write ``table`` to ``path`` via a temporary name, fsync, and rename into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        pq.write_table(table, f, compression=compression)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    return path
+def write_json_atomic(obj: Any, path: LakePath) -> LakePath:
+    data = json.dumps(obj, indent=1, default=str).encode()
+    return storage.write_atomic(path, lambda f: f.write(data))
 
 
-def write_json_atomic(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    return path
+def partition(lake: Path | str, table: str, run_id: str) -> LakePath:
+    return storage.resolve(lake) / table / f"run_id={run_id}"
 
 
-def partition(lake: Path | str, table: str, run_id: str) -> Path:
-    return Path(lake) / table / f"run_id={run_id}"
-
-
-def next_part(d: Path) -> int:
-    nums = [int(m.group(1)) for p in (d.iterdir() if d.is_dir() else []) if (m := PART_RE.match(p.name))]
+def next_part(d: LakePath) -> int:
+    entries = d.iterdir() if storage.is_remote(d) or d.is_dir() else []  # remote: one LIST
+    nums = [int(m.group(1)) for p in entries if (m := PART_RE.match(p.name))]
     return max(nums) + 1 if nums else 0
 
 
-def write_table(lake: Path | str, table_name: str, run_id: str, table: pa.Table) -> Path:
-    """Append ``table`` as the next part file of ``<lake>/<table_name>/run_id=<run_id>/``."""
+def write_table(lake: Path | str, table_name: str, run_id: str, table: pa.Table) -> LakePath:
+    """Append ``table`` as the next part file of ``<lake>/<table_name>/run_id=<run_id>/``
+    (never overwriting one: on object storage the PUT is conditional, see pipelines.storage)."""
     d = partition(lake, table_name, run_id)
-    return write_parquet_atomic(table, d / f"part-{next_part(d):06d}.parquet")
+    return storage.write_new_part(d, lambda n: f"part-{n:06d}.parquet", next_part(d),
+                                  lambda f: pq.write_table(table, f, compression=COMPRESSION))
 
 
 # --- events and episodes as Arrow ------------------------------------------------------------
@@ -224,7 +205,7 @@ class LakeWriter:
                  flush_events: int = 500_000, flush_episodes: int = 50):
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", run_id):
             raise ValueError(f"invalid run_id {run_id!r}: use letters, digits, '_', '-', '.'")
-        self.lake = Path(lake)
+        self.lake = storage.resolve(lake)
         self.run_id = run_id
         self.flush_events = flush_events
         self.flush_episodes = flush_episodes
@@ -244,12 +225,12 @@ class LakeWriter:
             self.set_status(self.meta.get("status", "running"))
 
     @property
-    def run_json_path(self) -> Path:
+    def run_json_path(self) -> LakePath:
         return partition(self.lake, "runs", self.run_id) / "run.json"
 
     def set_status(self, status: str, **extra: Any) -> None:
         self.meta["status"] = status
-        if status in ("finished", "interrupted", "failed"):
+        if status in ("finished", "completed", "interrupted", "failed"):
             self.meta["finished_at"] = now_iso()
         self.meta.update(extra)
         write_json_atomic(self.meta, self.run_json_path)

@@ -18,6 +18,8 @@ import numpy as np
 
 from karmic.lake import LakeError, connect, fetch, query_sql
 from karmic.ledger import DEFAULT_DECAY, Ledger
+from pipelines import storage
+from pipelines.storage import LakePath
 
 
 @dataclass
@@ -46,16 +48,17 @@ def latest_run(lake: Path | str) -> str:
     return rows[0][0]
 
 
-def _run_meta(lake: Path, run_id: str) -> dict:
+def _run_meta(lake: LakePath, run_id: str) -> dict:
     p = lake / "runs" / f"run_id={run_id}" / "run.json"
+    text = storage.read_text(p)
     try:
-        return json.loads(p.read_text()) if p.is_file() else {}
+        return json.loads(text) if text is not None else {}
     except ValueError:
         raise LakeError(f"unreadable run.json: {p}") from None
 
 
 def rebuild(lake: Path | str, run_id: str) -> RebuiltLedger:
-    lake = Path(lake)
+    lake = storage.resolve(lake)
     meta = _run_meta(lake, run_id)
     decay = float((meta.get("config") or {}).get("ledger_decay", DEFAULT_DECAY))
     num_envs = max(int(meta.get("num_envs") or 1), 1)

@@ -181,7 +181,9 @@ def _connect(lake: Path):
 
 def open_lake(lake: Path, runs: Sequence[str] | None = None, *, materialize: bool = True):
     """Connect read-only to the lake, check it has episodes, restrict to ``runs`` if given."""
-    lake = Path(lake)
+    from pipelines.storage import resolve
+
+    lake = resolve(lake)  # a directory or an s3:// prefix
     if not lake.is_dir():
         raise ReportError(f"lake not found: {lake}")
     if not any((lake / "episodes").glob("*/*.parquet")):
@@ -271,7 +273,7 @@ def collect(
     _check_params(late_fraction, n_bins)
     con = open_lake(lake, runs, materialize=materialize)
     _set_params(con, late_fraction, n_bins)
-    data = ReportData(lake=Path(lake))
+    data = ReportData(lake=lake)
     data.params = {"late_fraction": late_fraction, "n_bins": n_bins, "runs": list(runs or [])}
     data.timings["load"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
@@ -608,7 +610,9 @@ def make_report(
     """Write out/index.html (self-contained) and out/report.md; return the HTML path."""
     out = Path(out)
     data = collect(lake, out, runs=runs, late_fraction=late_fraction, n_bins=n_bins)
-    title = title or f"Karmic-RL ablation report: {Path(lake).resolve().name}"
+    from pipelines.storage import resolve
+
+    title = title or f"Karmic-RL ablation report: {resolve(lake).resolve().name}"
     index = out / "index.html"
     index.write_text(render_html(data, title))
     (out / "report.md").write_text(render_markdown(data, title))

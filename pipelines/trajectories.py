@@ -26,8 +26,8 @@ sequences of ``L`` steps (``T % L == 0``); **one row per (sequence k, slot s)**,
 Schema metadata ``karmic`` (JSON): ``schema_version, run_id, update, seq_len, num_steps,
 num_envs, n_agents, obs_shape, hidden``.
 
-Writing follows the lake rule: a temporary name the ``*.parquet`` glob does not match, flush,
-fsync, ``os.replace``. Retention (:func:`prune_shards`) keeps the last ``keep`` shards so the
+Writing follows the lake rule (``pipelines.storage``): a temporary name the ``*.parquet`` glob
+does not match, flush, fsync, ``os.replace``; on an ``s3://`` lake one PUT. Retention (:func:`prune_shards`) keeps the last ``keep`` shards so the
 learner (and TVT, which links a punishment to a crime in an earlier episode) can replay them;
 ``--keep-trajectories`` keeps all.
 
@@ -43,13 +43,15 @@ Replay API (used by the learner and by ``karmic.tvt``):
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipelines import storage
+from pipelines.storage import LakePath
 
 SCHEMA_VERSION = 1
 TABLE = "trajectories"
@@ -127,11 +129,11 @@ class TrajectoryShard:
         return np.swapaxes(y, 1, 2).reshape(k * self.slots, self.seq_len, *x.shape[2:])
 
 
-def shard_dir(lake: Path | str, run_id: str) -> Path:
-    return Path(lake) / TABLE / f"run_id={run_id}"
+def shard_dir(lake: Path | str, run_id: str) -> LakePath:
+    return storage.resolve(lake) / TABLE / f"run_id={run_id}"
 
 
-def shard_path(lake: Path | str, run_id: str, update: int) -> Path:
+def shard_path(lake: Path | str, run_id: str, update: int) -> LakePath:
     return shard_dir(lake, run_id) / f"shard-{update:06d}.parquet"
 
 
@@ -173,30 +175,16 @@ def to_table(shard: TrajectoryShard) -> pa.Table:
     return pa.table(cols).replace_schema_metadata({"karmic": json.dumps(meta)})
 
 
-def write_table_atomic(table: pa.Table, path: Path) -> Path:
-    """Write under a name the *.parquet glob ignores, fsync, then rename into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def write_table_atomic(table: pa.Table, path: LakePath) -> LakePath:
+    """Write atomically (pipelines.storage): a name the *.parquet glob ignores, fsync, rename;
+    one PUT on object storage."""
     # uncompressed: observations are small uint8 grids and the round trip is on the hot path
-    pq.write_table(table, tmp, compression="none", use_dictionary=False, write_statistics=False)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return path
+    return storage.write_atomic(path, lambda f: pq.write_table(
+        table, f, compression="none", use_dictionary=False, write_statistics=False))
 
 
-def write_bytes_atomic(data: bytes, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+def write_bytes_atomic(data: bytes, path: LakePath) -> LakePath:
+    return storage.write_bytes(path, data)
 
 
 def write_shard(lake: Path | str, shard: TrajectoryShard) -> Path:
@@ -216,8 +204,8 @@ def _binary_values(col: pa.ChunkedArray) -> np.ndarray:
     return data[arr.offset * width : (arr.offset + len(arr)) * width].copy()
 
 
-def read_shard(path: Path | str) -> TrajectoryShard:
-    table = pq.read_table(path)
+def read_shard(path: LakePath | str) -> TrajectoryShard:
+    table = storage.read_parquet(path)
     meta_raw = (table.schema.metadata or {}).get(b"karmic")
     if meta_raw is None:
         raise ValueError(f"{path}: not a karmic trajectory shard (no karmic metadata)")
@@ -247,13 +235,13 @@ def read_shard(path: Path | str) -> TrajectoryShard:
     )
 
 
-def list_shards(lake: Path | str, run_id: str) -> list[Path]:
+def list_shards(lake: Path | str, run_id: str) -> list[LakePath]:
     """Shards of a run, oldest first (names sort by update)."""
     d = shard_dir(lake, run_id)
-    return sorted(d.glob("shard-*.parquet")) if d.is_dir() else []
+    return sorted(d.glob("shard-*.parquet")) if storage.is_remote(d) or d.is_dir() else []
 
 
-def recent_shards(lake: Path | str, run_id: str, k: int) -> list[Path]:
+def recent_shards(lake: Path | str, run_id: str, k: int) -> list[LakePath]:
     return list_shards(lake, run_id)[-k:] if k > 0 else []
 
 
@@ -262,7 +250,7 @@ def shard_update(path: Path | str) -> int:
     return int(Path(str(path)).stem.split("-")[1])
 
 
-def prune_shards(lake: Path | str, run_id: str, keep: int, upto: int | None = None) -> list[Path]:
+def prune_shards(lake: Path | str, run_id: str, keep: int, upto: int | None = None) -> list[LakePath]:
     """Remove all but the last ``keep`` shards (of those with update <= ``upto``, if given:
     a resumed run may find newer shards left by the interrupted one, rewritten as it goes on);
     returns the removed paths."""

@@ -38,8 +38,12 @@ def user_errors():
 
 
 def lake_path(lake: str | None) -> Path:
-    """--lake, else $KARMIC_LAKE, else ./data_lake."""
-    return Path(lake or os.environ.get("KARMIC_LAKE") or DEFAULT_LAKE)
+    """--lake, else $KARMIC_LAKE, else ./data_lake: a directory (Path), or an ``s3://bucket/prefix``
+    (a ``pipelines.storage.ObjectPath``; s3fs is imported only then)."""
+    from pipelines.storage import resolve
+
+    return resolve(lake or os.environ.get("KARMIC_LAKE") or DEFAULT_LAKE)
 
 
-LAKE_OPTION = typer.Option(None, "--lake", help="Lake directory (default: $KARMIC_LAKE or ./data_lake).")
+LAKE_OPTION = typer.Option(
+    None, "--lake", help="Lake directory or s3://bucket/prefix (default: $KARMIC_LAKE or ./data_lake).")

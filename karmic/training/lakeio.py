@@ -1,8 +1,9 @@
 """The training run's side of the lake: run.json, events and episodes per round, the ledger.
 
 ``RunLake(lake, run_id, cfg, env_config, n_agents)`` is the only place the training loop touches
-the events / episodes / runs tables (DESIGN.md schemas, atomic part files: see ``_writer``) and
-the matchmaker's ledgers (``karmic.ledger.VecLedger``).
+the events / episodes / runs tables and the matchmaker's ledgers (``karmic.ledger.VecLedger``).
+It writes them with the lake's own writer, ``pipelines.lake.LakeWriter`` (DESIGN.md schemas,
+atomic part files, a directory or an ``s3://`` lake), flushed once per round.
 
 - A round's events get run episode numbers ``round * B + env`` and
   ``global_step = (round * max_steps + t) * B``; the episodes rows get the same numbering and
@@ -24,56 +25,61 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from karmic.events import EVENT_COLUMNS, EVENT_TYPES, NULL, SPAWN_CAUSES, EventBatch
+from pipelines import storage
+from pipelines.lake import LakeWriter, episodes_table, now_iso, versions
+from pipelines.storage import LakePath
 
 
-def _max_episode(part_dir: Path) -> int:
+def _max_episode(part_dir: LakePath) -> int:
     """Highest episode in a run partition's parquet files, -1 if none."""
     best = -1
-    if part_dir.is_dir():
-        for f in sorted(part_dir.glob("*.parquet")):
-            col = pq.read_table(f, columns=["episode"]).column("episode")
-            if len(col):
-                best = max(best, int(pa.compute.max(col).as_py()))
+    files = sorted(part_dir.glob("*.parquet")) if storage.is_remote(part_dir) or part_dir.is_dir() else []
+    for f in files:
+        col = storage.read_parquet(f, columns=["episode"]).column("episode")
+        if len(col):
+            best = max(best, int(pc.max(col).as_py()))
     return best
 
 
 class RunLake:
-    def __init__(self, lake: Path, run_id: str, cfg, env_config, n_agents: int) -> None:
-        self.lake = Path(lake)
+    def __init__(self, lake: Path | str, run_id: str, cfg, env_config, n_agents: int) -> None:
+        self.lake = storage.resolve(lake)
         self.run_id = run_id
         self.cfg = cfg
         self.env_config = env_config
         self.N = int(n_agents)
-        self.writer = _writer(self.lake, run_id)
+        # one part file per round and table, written at the end of the round (before any
+        # checkpoint that counts the round), as the resume logic below expects
+        self.writer = LakeWriter(self.lake, run_id, flush_events=1, flush_episodes=1)
         self.events_written = _max_episode(self.lake / "events" / f"run_id={run_id}")
         self.episodes_written = _max_episode(self.lake / "episodes" / f"run_id={run_id}")
 
     # -- run.json ----------------------------------------------------------------------------
     def run_exists(self) -> bool:
-        return (self.lake / "runs" / f"run_id={self.run_id}" / "run.json").is_file()
+        return self.writer.run_json_path.is_file()
 
     def start_run(self, total_steps: int) -> None:
         import torch
 
         cfg = self.cfg
-        self.writer.write_run(
-            {
-                "run_id": self.run_id,
-                "kind": "train",
-                "condition": cfg.mode,
-                "grid_size": cfg.grid_size,
-                "seed": cfg.seed,
-                "n_agents": self.N,
-                "num_envs": cfg.num_envs,
-                "total_steps": int(total_steps),
-                "config": self.env_config.to_dict(),
-                "train_config": cfg.to_dict(),
-                "versions": {"torch": torch.__version__, "numpy": np.__version__},
-            }
-        )
+        self.writer.meta = {
+            "run_id": self.run_id,
+            "kind": "train",
+            "condition": cfg.mode,
+            "grid_size": cfg.grid_size,
+            "seed": cfg.seed,
+            "n_agents": self.N,
+            "num_envs": cfg.num_envs,
+            "total_steps": int(total_steps),
+            "config": self.env_config.to_dict(),
+            "train_config": cfg.to_dict(),
+            "started_at": now_iso(),
+            "versions": {**versions(), "torch": torch.__version__},
+        }
+        self.writer.set_status("created")
 
     def set_status(self, status: str) -> None:
         self.writer.set_status(status)
@@ -94,27 +100,11 @@ class RunLake:
         return ev
 
     def _episode_table(self, rnd, stats, max_steps, B) -> pa.Table:
-        N = self.N
-        ep = (rnd * B + np.repeat(np.arange(B), N)).astype(np.int64)
-        col = {k: np.asarray(v).reshape(B * N) for k, v in stats.items()}
-        return pa.table(
-            {
-                "run_id": pa.array([self.run_id] * (B * N), pa.string()),
-                "episode": pa.array(ep, pa.int64()),
-                "global_step": pa.array(np.full(B * N, rnd * max_steps * B, np.int64), pa.int64()),
-                "agent": pa.array([f"agent_{i}" for i in np.tile(np.arange(N), B)], pa.string()),
-                "steps": pa.array(col["steps"].astype(np.int32), pa.int32()),
-                "return": pa.array(col["return"].astype(np.float64), pa.float64()),
-                "apples": pa.array(col["apples"].astype(np.int32), pa.int32()),
-                "zaps_fired": pa.array(col["zaps_fired"].astype(np.int32), pa.int32()),
-                "zaps_hit": pa.array(col["zaps_hit"].astype(np.int32), pa.int32()),
-                "times_hit": pa.array(col["times_hit"].astype(np.int32), pa.int32()),
-                "frozen_steps": pa.array(col["frozen_steps"].astype(np.int32), pa.int32()),
-                "condition": pa.array([self.cfg.mode] * (B * N), pa.string()),
-                "grid_size": pa.array(np.full(B * N, self.cfg.grid_size, np.int32), pa.int32()),
-                "seed": pa.array(np.full(B * N, self.cfg.seed, np.int64), pa.int64()),
-            }
-        )
+        """The round's B episodes x N agents (stats: (B, N) arrays), DESIGN.md's episodes table."""
+        episode = (rnd * B + np.arange(B)).astype(np.int64)
+        global_step = np.full(B, rnd * max_steps * B, np.int64)
+        return episodes_table(self.run_id, episode, global_step, stats, self.cfg.mode,
+                              self.cfg.grid_size, self.cfg.seed)
 
     # -- ledger ----------------------------------------------------------------------------
     def new_ledger(self):
@@ -137,10 +127,10 @@ class RunLake:
         B = self.cfg.num_envs
         rounds = episodes_before // B
         d = self.lake / "events" / f"run_id={self.run_id}"
-        files = sorted(d.glob("*.parquet")) if d.is_dir() else []
+        files = sorted(d.glob("*.parquet")) if storage.is_remote(d) or d.is_dir() else []
         if not files or rounds <= 0:
             return ledger
-        ev = _events_from_table(pa.concat_tables([pq.read_table(f) for f in files]))
+        ev = _events_from_table(pa.concat_tables([storage.read_parquet(f) for f in files]))
         ev = ev.take(np.flatnonzero(ev.episode < rounds * B))
         ev = ev.take(np.lexsort((ev.seq, ev.episode)))
         ev.env = (ev.episode % B).astype(ev.env.dtype)
@@ -203,82 +193,9 @@ def _events_from_table(t: pa.Table) -> EventBatch:
     return EventBatch(**{k: np.asarray(v).astype(EVENT_COLUMNS[k]) for k, v in cols.items()})
 
 
-def _writer(lake: Path, run_id: str):
-    """The run's writer for run.json, events and episodes.
-
-    pipelines.lake (the lake's own writer) had not landed when this was written; until the
-    training loop is switched to it, _FallbackWriter writes the same DESIGN.md tables with the
-    same atomic-rename rule."""
-    return _FallbackWriter(lake, run_id)
-
-
-def events_table(run_id: str, ev: EventBatch, global_step: np.ndarray) -> pa.Table:
-    """An EventBatch as DESIGN.md's events table."""
-    null = ev.target == NULL
-    names = np.array([f"agent_{i}" for i in range(max(int(ev.agent.max(initial=0)),
-                                                      int(ev.target.max(initial=0))) + 1)])
-    et = np.array(EVENT_TYPES)[ev.event_type]
-    is_hit = ev.event_type == EVENT_TYPES.index("ZAP_HIT")
-    is_spawn = ev.event_type == EVENT_TYPES.index("SPAWN")
-    n = len(ev)
-    return pa.table({
-        "run_id": pa.array([run_id] * n, pa.string()),
-        "episode": pa.array(ev.episode, pa.int64()),
-        "t": pa.array(ev.t, pa.int32()),
-        "global_step": pa.array(global_step, pa.int64()),
-        "seq": pa.array(ev.seq, pa.int32()),
-        "event_type": pa.array(et, pa.string()),
-        "agent": pa.array(names[ev.agent], pa.string()),
-        "target": pa.array(np.where(null, None, names[np.maximum(ev.target, 0)]), pa.string()),
-        "x": pa.array(ev.x, pa.int16()),
-        "y": pa.array(ev.y, pa.int16()),
-        "target_x": pa.array(ev.target_x, pa.int16(), mask=null),
-        "target_y": pa.array(ev.target_y, pa.int16(), mask=null),
-        "direction": pa.array(ev.direction, pa.int8()),
-        "apple_context": pa.array(ev.apple_context == 1, pa.bool_(), mask=~is_hit),
-        "spawn_cause": pa.array(np.array(SPAWN_CAUSES)[np.maximum(ev.spawn_cause, 0)],
-                                pa.string(), mask=~is_spawn),
-    })
-
-
-class _FallbackWriter:
-    """Atomic part files ``part-<n>.parquet`` per run partition, and run.json (see _writer)."""
-
-    def __init__(self, lake: Path, run_id: str) -> None:
-        self.lake, self.run_id = Path(lake), run_id
-        self.meta: dict[str, Any] = {}
-
-    def _part(self, table: str) -> Path:
-        d = self.lake / table / f"run_id={self.run_id}"
-        n = len(list(d.glob("part-*.parquet"))) if d.is_dir() else 0
-        return d / f"part-{n:06d}.parquet"
-
-    def write_run(self, meta: dict[str, Any]) -> None:
-        self.meta = dict(meta)
-        self.set_status("created")
-
-    def set_status(self, status: str) -> None:
-        from pipelines.trajectories import write_bytes_atomic
-
-        p = self.lake / "runs" / f"run_id={self.run_id}" / "run.json"
-        if not self.meta and p.is_file():
-            self.meta = json.loads(p.read_text())
-        self.meta["status"] = status
-        write_bytes_atomic(json.dumps(self.meta, indent=1, default=str).encode(), p)
-
-    def write_events(self, ev: EventBatch, global_step: np.ndarray) -> None:
-        from pipelines.trajectories import write_table_atomic
-
-        write_table_atomic(events_table(self.run_id, ev, global_step), self._part("events"))
-
-    def write_episodes(self, table: pa.Table) -> None:
-        from pipelines.trajectories import write_table_atomic
-
-        write_table_atomic(table, self._part("episodes"))
-
-
-def read_run_json(lake: Path, run_id: str) -> dict[str, Any]:
-    p = Path(lake) / "runs" / f"run_id={run_id}" / "run.json"
-    if not p.is_file():
+def read_run_json(lake: Path | str, run_id: str) -> dict[str, Any]:
+    p = storage.resolve(lake) / "runs" / f"run_id={run_id}" / "run.json"
+    text = storage.read_text(p)
+    if text is None:
         raise FileNotFoundError(f"no run {run_id} in {lake}")
-    return json.loads(p.read_text())
+    return json.loads(text)

@@ -204,7 +204,9 @@ class Trainer:
     ) -> None:
         cfg.validate()
         self.cfg = cfg
-        self.lake = Path(lake)
+        from pipelines.storage import resolve
+
+        self.lake = resolve(lake)  # a directory (Path) or an s3:// prefix (pipelines.storage)
         self.on_update = on_update
         self.use_tvt, self.use_matchmaker = MODES[cfg.mode]
         if self.use_tvt:
