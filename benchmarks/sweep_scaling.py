@@ -114,6 +114,7 @@ class _Counter:
 def profile(args) -> dict:
     """One task in this process, one torch thread, with its lake traffic counted."""
     import duckdb
+    import pyarrow.parquet as pq
 
     from karmic.training.ppo import TrainConfig, Trainer
 
@@ -131,6 +132,9 @@ def profile(args) -> dict:
         events = duckdb.sql(f"select count(*) from read_parquet('{tmp}/events/*/*.parquet')").fetchall()[0][0]
         files = {d.name: sum(1 for _ in (Path(tmp) / d.name).rglob("*") if _.is_file())
                  for d in Path(tmp).iterdir() if d.is_dir()}
+        ev_files = list(Path(tmp).glob("events/*/*.parquet"))
+        ev_bytes = sum(f.stat().st_size for f in ev_files)
+        args._events = pq.read_table(ev_files[0]) if ev_files else None
         return {
             "mode": cfg.mode, "grid_size": cfg.grid_size, "num_envs": cfg.num_envs, "updates": n,
             "env_steps": int(info["global_step"]), "wall_s": round(wall, 2),
@@ -143,8 +147,42 @@ def profile(args) -> dict:
             "gets_per_update": round(c["get"] / n, 2),
             "events": int(events),
             "events_per_env_step": round(events / info["global_step"], 4),
+            "event_bytes": round(ev_bytes / max(events, 1), 2),
+            "events_per_part": round(events / max(len(ev_files), 1)),
             "files_left": files,
         }
+
+
+def files_probe(args, total: int = 1_000_000, splits=(10, 100, 1000, 5000)) -> dict:
+    """The same ``total`` events (copies of the profiled run's) in k part files of one run:
+    ``karmic.lake.connect`` + a group-by over ``events``, best of 3 per k. Measures what a
+    query pays per file on this machine's disk."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from karmic.lake import connect, fetch
+
+    src = args._events
+    reps = -(-total // src.num_rows)
+    big = pa.concat_tables([src] * reps).slice(0, total)
+    out = {}
+    for k in splits:
+        with tempfile.TemporaryDirectory(prefix="karmic-files-probe-", dir=args.tmp) as tmp:
+            d = Path(tmp) / "events" / "run_id=probe"
+            d.mkdir(parents=True)
+            step = -(-total // k)
+            for i in range(k):
+                pq.write_table(big.slice(i * step, step), d / f"part-{i:06d}.parquet", compression="zstd")
+            best = float("inf")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                fetch(connect(tmp), "select event_type, count(*) from events group by 1")
+                best = min(best, time.perf_counter() - t0)
+            out[k] = round(best, 3)
+            print(f"files probe: {total} events in {k} files: {best:.3f} s", file=sys.stderr)
+    ks = sorted(out)
+    per_file_ms = (out[ks[-1]] - out[ks[0]]) / (ks[-1] - ks[0]) * 1000
+    return {"events": total, "seconds_by_files": out, "per_file_ms": round(per_file_ms, 3)}
 
 
 def main() -> None:
@@ -158,6 +196,7 @@ def main() -> None:
     ap.add_argument("--num-envs", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=1, help="alternate the worker counts this many times")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--profile-only", action="store_true", help="only the one-task profile and the files probe")
     ap.add_argument("--tmp", default=None, help="parent directory of the temporary lakes")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -179,7 +218,7 @@ def main() -> None:
         print(f"ray.init (local cluster, {max(counts)} CPUs): {out['ray_init_s']} s", file=sys.stderr)
     runs = []
     try:
-        for rep in range(args.repeats):
+        for rep in range(0 if args.profile_only else args.repeats):
             for w in counts:
                 r = run_once(args, w, args.backend)
                 r["repeat"] = rep
@@ -192,11 +231,12 @@ def main() -> None:
 
             ray.shutdown()
     # speedup against the best 1-worker time (the machine is shared: best = least disturbed)
-    best = {w: min(r["wall_s"] for r in runs if r["workers"] == w) for w in counts}
-    base = best[min(counts)] * min(counts)
-    for r in runs:
-        r["speedup"] = round(base / r["wall_s"], 3)
-        r["efficiency"] = round(r["speedup"] / r["workers"], 3)
+    if runs:
+        best = {w: min(r["wall_s"] for r in runs if r["workers"] == w) for w in counts}
+        base = best[min(counts)] * min(counts)
+        for r in runs:
+            r["speedup"] = round(base / r["wall_s"], 3)
+            r["efficiency"] = round(r["speedup"] / r["workers"], 3)
     out["runs"] = runs
     print(f"\nsweep {len(args.modes)} modes x 1 grid ({args.grid_size}) x {len(args.seeds)} seeds, "
           f"{args.total_steps} env steps per task, backend {args.backend}, {out['cores']} cores")
@@ -211,7 +251,11 @@ def main() -> None:
               f"{p['env_steps_per_s']} env-steps/s, {p['updates_per_s']} updates/s")
         print(f"lake traffic per update: {p['puts_per_update']} atomic writes (PUTs), {p['put_mb_per_update']} MB, "
               f"{p['deletes_per_update']} deletes, {p['lists_per_update']} listings, {p['gets_per_update']} Parquet reads")
-        print(f"events per env step: {p['events_per_env_step']}; files left per run: {p['files_left']}")
+        print(f"events per env step: {p['events_per_env_step']}, {p['event_bytes']} bytes per event in Parquet, "
+              f"{p['events_per_part']} events per part file; files left per run: {p['files_left']}")
+        out["files_probe"] = fp = files_probe(args)
+        print(f"query over {fp['events']} events by number of files: {fp['seconds_by_files']} s "
+              f"(+{fp['per_file_ms']} ms per file)")
     if args.json:
         print(json.dumps(out))
 
