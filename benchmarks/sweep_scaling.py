@@ -129,7 +129,9 @@ def profile(args) -> dict:
             wall = time.perf_counter() - t0
         c = counter.c
         n = trainer.n_updates
-        events = duckdb.sql(f"select count(*) from read_parquet('{tmp}/events/*/*.parquet')").fetchall()[0][0]
+        events, hits = duckdb.sql(
+            f"select count(*), count(*) filter (where event_type = 'ZAP_HIT') "
+            f"from read_parquet('{tmp}/events/*/*.parquet')").fetchall()[0]
         files = {d.name: sum(1 for _ in (Path(tmp) / d.name).rglob("*") if _.is_file())
                  for d in Path(tmp).iterdir() if d.is_dir()}
         ev_files = list(Path(tmp).glob("events/*/*.parquet"))
@@ -147,6 +149,7 @@ def profile(args) -> dict:
             "gets_per_update": round(c["get"] / n, 2),
             "events": int(events),
             "events_per_env_step": round(events / info["global_step"], 4),
+            "hits_per_env_step": round(hits / info["global_step"], 4),
             "event_bytes": round(ev_bytes / max(events, 1), 2),
             "events_per_part": round(events / max(len(ev_files), 1)),
             "files_left": files,
@@ -251,7 +254,7 @@ def main() -> None:
               f"{p['env_steps_per_s']} env-steps/s, {p['updates_per_s']} updates/s")
         print(f"lake traffic per update: {p['puts_per_update']} atomic writes (PUTs), {p['put_mb_per_update']} MB, "
               f"{p['deletes_per_update']} deletes, {p['lists_per_update']} listings, {p['gets_per_update']} Parquet reads")
-        print(f"events per env step: {p['events_per_env_step']}, {p['event_bytes']} bytes per event in Parquet, "
+        print(f"events per env step: {p['events_per_env_step']} ({p['hits_per_env_step']} ZAP_HIT), {p['event_bytes']} bytes per event in Parquet, "
               f"{p['events_per_part']} events per part file; files left per run: {p['files_left']}")
         out["files_probe"] = fp = files_probe(args)
         print(f"query over {fp['events']} events by number of files: {fp['seconds_by_files']} s "
