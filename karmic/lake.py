@@ -107,7 +107,8 @@ def _table_view(lake: LakePath, table: str, schema: pa.Schema) -> str:
 def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | None = None,
             check_run: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the lake's views (see the module docstring)."""
-    lake = storage.resolve(path)
+    # s3: read through a filesystem holding the lake's listing as of now (pipelines.storage)
+    lake = storage.snapshot(storage.resolve(path), ("runs", "events", "episodes", "tvt_transports"))
     if not lake.is_dir():
         raise LakeError(f"lake not found: {lake} (create one with `karmic simulate --lake {lake}`)")
     # nothing is ever downloaded at run time: no extension is installed or autoloaded (an s3://

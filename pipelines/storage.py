@@ -70,23 +70,41 @@ def _translate(fn):
 _FS: dict[tuple, Any] = {}
 
 
+def _new_filesystem(listings_cache: bool):
+    try:
+        import s3fs
+    except ImportError:
+        raise StorageError("an s3:// lake needs s3fs: pip install 'karmic-rl[s3]'") from None
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    return s3fs.S3FileSystem(endpoint_url=endpoint, use_listings_cache=listings_cache,
+                             skip_instance_cache=True,
+                             config_kwargs={"connect_timeout": 10, "read_timeout": 120})
+
+
 def filesystem(protocol: str = "s3"):
-    """The process's s3fs filesystem for the current AWS_* environment (no listing cache:
-    other processes write to the same lake, so every listing asks the server)."""
+    """The process's s3fs filesystem for the current AWS_* environment, without a listing cache:
+    other processes write to the same lake, so every listing asks the server."""
     key = (protocol, os.getpid(), *(os.environ.get(k) for k in ENV_VARS))
     fs = _FS.get(key)
     if fs is None:
-        try:
-            import s3fs
-        except ImportError:
-            raise StorageError(
-                "an s3:// lake needs s3fs: pip install 'karmic-rl[s3]'") from None
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-        fs = s3fs.S3FileSystem(endpoint_url=endpoint, use_listings_cache=False,
-                               skip_instance_cache=True,
-                               config_kwargs={"connect_timeout": 10, "read_timeout": 120})
-        _FS[key] = fs
+        fs = _FS[key] = _new_filesystem(listings_cache=False)
     return fs
+
+
+def snapshot(root: LakePath, tables: Iterable[str] = ()) -> LakePath:
+    """The root to read through: locally ``root`` itself; on object storage the same prefix on a
+    new filesystem that caches listings (and so every file's size), primed with one flat listing
+    per table in ``tables``. A DuckDB connection then sees the lake as it was when it was opened,
+    without the LIST and HEAD requests DuckDB's fsspec reads make per file and per query."""
+    if not isinstance(root, ObjectPath):
+        return root
+    snap = ObjectPath(_new_filesystem(listings_cache=True), root.key, root.scheme)
+    for t in tables:
+        try:
+            (snap / t).find()
+        except FileNotFoundError:  # no bucket: the caller's is_dir() says so
+            break
+    return snap
 
 
 @functools.total_ordering
@@ -180,6 +198,11 @@ class ObjectPath:
             if rel.count("/") + 1 == depth and fnmatch.fnmatchcase(rel, pattern):
                 out.append(ObjectPath(self.fs, k, self.scheme))
         return sorted(out)
+
+    @_translate
+    def find(self) -> list[ObjectPath]:
+        """Every object under this prefix (one flat, paginated listing)."""
+        return [ObjectPath(self.fs, k, self.scheme) for k in self.fs.find(self.key)]
 
     @_translate
     def read_bytes(self) -> bytes:
@@ -346,6 +369,7 @@ def read_many(paths: Iterable[LakePath]) -> list[bytes]:
 
 
 def register_duckdb(con, root: LakePath) -> None:
-    """Let ``con`` read ``s3://`` paths through the lake's s3fs filesystem (no-op locally)."""
+    """Let ``con`` read ``s3://`` paths through ``root``'s s3fs filesystem (no-op locally);
+    give it a :func:`snapshot` root."""
     if isinstance(root, ObjectPath):
         con.register_filesystem(root.fs)
