@@ -314,8 +314,8 @@ def write_new_part(d: LakePath, name: Callable[[int], str], first: int,
                    write: Callable[[IO[bytes]], Any]) -> LakePath:
     """Write the next part ``d / name(n)``, ``n`` from ``first`` (the next number by listing).
 
-    Local: one writer per run partition, as before. Object storage: an exclusive PUT; if the
-    number was taken meanwhile (another writer), list again and take the next one."""
+    Local: one writer per run partition, as before. Object storage: a conditional PUT; if the
+    number was taken meanwhile (another writer), try the next one."""
     if not isinstance(d, ObjectPath):
         return write_atomic(d / name(first), write)
     buf = io.BytesIO()
@@ -358,9 +358,8 @@ def read_many(paths: Iterable[LakePath]) -> list[bytes]:
     remote = [p for p in paths if isinstance(p, ObjectPath)]
     if not remote:
         return [Path(p).read_bytes() for p in paths]
-    fs = remote[0].fs
     try:
-        got = fs.cat([p.key for p in remote], on_error="raise") if remote else {}
+        got = remote[0].fs.cat([p.key for p in remote], on_error="raise")
     except FileNotFoundError:
         raise
     except Exception as exc:
