@@ -255,3 +255,12 @@ def test_local_lakes_do_not_need_s3fs(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "2 error: an s3:// lake needs s3fs: pip install 'karmic-rl[s3]'"
+
+
+def test_foreign_object_in_an_s3_lake_is_one_line_naming_it(s3_lake):
+    cli("simulate", "--episodes", "1", "--max-steps", "20", "--lake", s3_lake)
+    storage.write_bytes(f"{s3_lake}/events/run_id=zz/part-000000.parquet", b"not parquet at all")
+    res = cli("sql", "select count(*) from events", "--lake", s3_lake, ok=False)
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.output
+    assert "run_id=zz/part-000000.parquet" in lines[0]
