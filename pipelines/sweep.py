@@ -21,8 +21,8 @@ host, time and last error. Only the driver writes it, atomically, after every ch
 driver leaves a readable manifest. ``--resume`` reruns the tasks whose run is not ``completed``
 in its own run.json (the lake, not the manifest, decides what is done).
 
-The lake is passed through as a string (a path, or a URL once ``pipelines.storage`` provides
-object-store writes); workers write to it directly, the driver only writes the manifest.
+The lake is passed through as a string (a path, or an ``s3://`` URL: ``pipelines.storage``);
+workers write to it directly, the driver only writes the manifest.
 
 Fault injection (tests, chaos runs): ``KARMIC_SWEEP_FAIL="baseline-g10-s2:1,matchmaker-g10-s1:9"``
 makes the first N attempts of the named tasks raise after their first PPO update (after the
@@ -43,7 +43,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 ID_RE = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -120,14 +119,9 @@ def is_url(lake: str) -> bool:
 
 
 def lake_root(lake: str):
-    """The lake's root: ``pipelines.storage.resolve`` (a Path, or an object-store path with the
-    same methods) when the object-store lake is installed, else a local Path."""
-    try:
-        from pipelines.storage import resolve
-    except ImportError:
-        if is_url(lake):
-            raise ValueError(f"{lake}: object-store lakes need pipelines.storage, which is not installed") from None
-        return Path(lake)
+    """The lake's root: a Path, or an object-store path with the same methods (pipelines.storage)."""
+    from pipelines.storage import resolve
+
     return resolve(lake)
 
 
@@ -311,9 +305,24 @@ class LocalBackend:
         return out
 
     def close(self, cancel: bool = False) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
-            self.pool = None
+        if self.pool is None:
+            return
+        if cancel:
+            # Ctrl-C in a terminal reaches the workers too; when only the driver got it, pass it
+            # on (the trainer marks its run `interrupted`), then stop whatever is left
+            import signal
+
+            procs = list(getattr(self.pool, "_processes", {}).values())
+            for p in procs:
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGINT)
+            deadline = time.monotonic() + 10
+            for p in procs:
+                p.join(max(0.0, deadline - time.monotonic()))
+                if p.is_alive():
+                    p.terminate()
+        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        self.pool = None
 
 
 class RayBackend:

@@ -208,3 +208,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
     assert list(lake.iterdir()) == []  # nothing written
+
+
+def test_episode_length_check_uses_the_default_length(tmp_path):
+    """Without --set max_steps the episode length is the grid's default (500 at 10x10): a
+    num_steps that neither divides it nor is a multiple of it is one line, not a TypeError."""
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    res = _sweep("--lake", str(lake), "--modes", "baseline", "--total-steps", "10",
+                 "--set", "num_steps=300", "--set", "seq_len=10")
+    assert res.exit_code == 2, res.output
+    assert "num_steps (300) must divide the episode length (500)" in res.stderr
+    assert list(lake.iterdir()) == []

@@ -91,7 +91,7 @@ def _check_configs(train: dict, modes: list[str], grids: list[int]) -> None:
             cfg = TrainConfig.from_dict({**train, "mode": m, "grid_size": g, "seed": 0})
             cfg.validate()
         env = make_config(cfg.preset, grid_size=g, **cfg.env_overrides)
-        ms, ns = int(env.max_steps), cfg.num_steps
+        ms, ns = env.episode_length, cfg.num_steps
         if ms % ns and ns % ms:
             raise KarmicError(f"num_steps ({ns}) must divide the episode length ({ms}) or be a multiple of it")
 
