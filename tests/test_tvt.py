@@ -165,15 +165,78 @@ def test_full_mode_logs_transports_and_is_deterministic(tmp_path):
     assert sem == 0
 
 
-def test_verify_quick_runs_and_prints_json():
+def test_verify_quick_runs_both_tasks_and_prints_json_last():
     res = CliRunner().invoke(app, ["verify", "tvt", "--quick", "--json", "--updates", "3"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout[res.stdout.index("{"):])
-    assert set(out["checks"]) == {"tvt_pickup", "no_tvt_near_random", "transport_at_pickup"}
-    assert len(out["runs"]) == 2 and 0 < out["random_pickup"] < 1
+    out = json.loads(res.stdout.strip().splitlines()[-1])  # one JSON object, the last line
+    kd, rt = out["key_to_door"], out["retribution"]
+    assert set(kd["checks"]) == {"tvt_pickup", "no_tvt_near_random", "transport_at_pickup"}
+    assert len(kd["runs"]) == 2 and 0 < kd["random_pickup"] < 1
+    assert set(rt["checks"]) == {"tvt_rate_low", "no_tvt_rate_high"} and len(rt["runs"]) == 2
+    assert out["passed"] == (kd["passed"] and rt["passed"])
+
+
+def test_delayed_retribution_rules():
+    """Zapping X pays +1 only when tempted; X zaps back once per steal, in the next episode only."""
+    from karmic.tvt.retribution import ZAP, DelayedRetribution, RetributionConfig
+
+    cfg = RetributionConfig(episode_steps=6)
+    env = DelayedRetribution(cfg, 4, seed=0)
+    env.new_episode()
+    total = np.zeros(4)
+    for _ in range(6):
+        # streams 0 and 1 always zap, 2 and 3 never
+        _, r, stole, hits = env.step(np.array([ZAP, ZAP, 0, 0]))
+        total += r
+        assert not hits.any()  # nothing owed in the first episode
+        assert not stole[2:].any()
+    assert list(total) == [1, 1, 0, 0] and list(env.steals) == [1, 1, 0, 0]
+    obs = env.new_episode()
+    assert obs[:, -1].sum() == (env.tempt_at == 0).sum()  # the tempt bit marks the victim's step
+    total, hit_steps = np.zeros(4), []
+    for t in range(6):
+        _, r, _, hits = env.step(np.array([0, ZAP, 0, 0]))  # stream 0 stops, 1 goes on
+        total += r
+        hit_steps += [(b, t) for b in np.flatnonzero(hits)]
+    assert list(total) == [-3, -2, 0, 0]  # stream 1: -3 for last episode's steal, +1 for this one
+    assert sorted(b for b, _ in hit_steps) == [0, 1] and all(t == env.hit_at[b] for b, t in hit_steps)
+
+
+def test_semantic_transport_reaches_the_previous_episodes_steal():
+    """The hit by X in episode k+1 sends alpha * A(t2) to the step of episode k where the agent
+    zapped X (replayed), and nothing to a stream that did not steal."""
+    from karmic.tvt.retribution import RetributionVerifyConfig, semantic_for_episode
+
+    cfg = RetributionVerifyConfig()
+    T = cfg.task.episode_steps
+    z = np.zeros((T, 2))
+    prev = {"episode": 4, "stole": z.astype(bool).copy(), "rew": z.copy()}
+    prev["stole"][2, 0] = True
+    cur = {"episode": 5, "stole": z.astype(bool).copy(), "rew": z.copy(), "hits": z.astype(int).copy()}
+    cur["hits"][7, 0] = 1
+    adv = np.full((T, 2), -2.0)
+    add_cur, add_prev, moved, into_prev = semantic_for_episode(cur, prev, adv, cfg)
+    assert not add_cur.any()
+    assert add_prev[2, 0] == pytest.approx(0.9 * -2.0) and np.count_nonzero(add_prev) == 1
+    assert moved == into_prev == pytest.approx(1.8)
+    cfg.memory_episodes = 0  # the previous episode is out of memory: nothing moves
+    assert semantic_for_episode(cur, prev, adv, cfg)[2] == 0
+
+
+def test_semantic_tvt_stops_the_punished_action_and_no_tvt_does_not():
+    """The retribution check at a reduced budget (one seed, 60 updates): the science, not only
+    the machinery; the full check is `karmic verify tvt --task retribution`."""
+    from karmic.tvt.retribution import RetributionVerifyConfig, train_retribution
+
+    cfg = RetributionVerifyConfig(updates=60, num_envs=32)
+    with_tvt = train_retribution(cfg, 1, use_tvt=True)
+    without = train_retribution(cfg, 1, use_tvt=False)
+    assert with_tvt["late_rate"] < 0.2 < 0.6 < without["late_rate"]
+    assert with_tvt["moved_into_previous_episode"] > 0
 
 
 @pytest.mark.parametrize("args", [["--gamma", "1.5"], ["--seeds", "a,b"], ["--explore-steps", "0"],
+                                  ["--task", "nope"], ["--episode-steps", "1"],
                                   ["--gamma", "0.99", "--distractor-steps", "5", "--door-steps", "2"]])
 def test_verify_bad_input_is_one_line(args):
     res = CliRunner().invoke(app, ["verify", "tvt", "--quick", *args])

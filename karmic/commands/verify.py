@@ -1,4 +1,4 @@
-"""``karmic verify tvt``: the key-to-door check of temporal value transport (karmic.tvt.verify)."""
+"""``karmic verify tvt``: key-to-door (karmic.tvt.verify) and delayed retribution (karmic.tvt.retribution)."""
 
 from __future__ import annotations
 
@@ -16,17 +16,22 @@ def register(app: typer.Typer) -> None:
 
     @verify_app.command("tvt")
     def tvt(
-        explore_steps: int = typer.Option(6, "--explore-steps", help="Phase 1 length (key room)."),
-        distractor_steps: int = typer.Option(30, "--distractor-steps", help="Phase 2 length (apples)."),
-        door_steps: int = typer.Option(6, "--door-steps", help="Phase 3 length (door)."),
-        gamma: float = typer.Option(0.8, "--gamma", help="Discount; the transport gap is round(1/(1-gamma))."),
+        task: str = typer.Option("all", "--task", help="key-to-door | retribution | all."),
+        explore_steps: int = typer.Option(6, "--explore-steps", help="Key-to-door phase 1 length (key room)."),
+        distractor_steps: int = typer.Option(30, "--distractor-steps", help="Key-to-door phase 2 length (apples)."),
+        door_steps: int = typer.Option(6, "--door-steps", help="Key-to-door phase 3 length (door)."),
+        episode_steps: int = typer.Option(10, "--episode-steps", help="Retribution: steps per episode."),
+        gamma: float = typer.Option(0.8, "--gamma", help="Key-to-door discount; the transport gap is round(1/(1-gamma))."),
         seeds: str = typer.Option("1,2,3", "--seeds", help="Comma-separated seeds."),
-        updates: int = typer.Option(300, "--updates", help="PPO updates per run (32 episodes each)."),
+        updates: int = typer.Option(300, "--updates", help="Key-to-door PPO updates per run (32 episodes each)."),
         quick: bool = typer.Option(False, "--quick", help="A few updates, one seed: checks the machinery, not the science."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on the last line."),
     ) -> None:
-        """Train TVT and no-TVT agents on key-to-door; exit 1 if a pass criterion fails."""
+        """Train agents with and without TVT on key-to-door and delayed retribution; exit 1 if a
+        pass criterion fails."""
         with user_errors():
+            if task not in ("all", "key-to-door", "retribution"):
+                raise KarmicError(f"unknown --task {task!r}; choose key-to-door, retribution or all")
             try:
                 seed_list = [int(s) for s in seeds.split(",") if s.strip()]
             except ValueError:
@@ -40,38 +45,66 @@ def register(app: typer.Typer) -> None:
             import torch
 
             from karmic.tvt.key_to_door import KeyToDoorConfig
+            from karmic.tvt.retribution import (
+                RetributionConfig,
+                RetributionVerifyConfig,
+                verify_retribution,
+            )
             from karmic.tvt.transport import min_gap
             from karmic.tvt.verify import VerifyConfig, verify
 
-            task = KeyToDoorConfig(explore_steps=explore_steps, distractor_steps=distractor_steps,
-                                   door_steps=door_steps)
+            kd_task = KeyToDoorConfig(explore_steps=explore_steps, distractor_steps=distractor_steps,
+                                      door_steps=door_steps)
+            rt_task = RetributionConfig(episode_steps=episode_steps)
             try:
-                task.validate()
+                kd_task.validate()
+                rt_task.validate()
             except ValueError as exc:
                 raise KarmicError(str(exc)) from None
             if min_gap(gamma) >= distractor_steps + door_steps:
                 raise KarmicError(f"--gamma {gamma}: the transport gap {min_gap(gamma)} is longer than "
                                   f"distractor + door ({distractor_steps + door_steps}); nothing could move")
+            rt_cfg = RetributionVerifyConfig(task=rt_task)
             if quick:
                 updates, seed_list = min(updates, 8), seed_list[:1]
+                rt_cfg.updates = min(rt_cfg.updates, 8)
             torch.set_num_threads(1)
-            cfg = VerifyConfig(task=task, gamma=gamma, updates=updates)
+            kd_cfg = VerifyConfig(task=kd_task, gamma=gamma, updates=updates)
 
             def on_run(r: dict) -> None:
-                print(f"{'tvt' if r['tvt'] else 'no-tvt':>6} seed {r['seed']}: late pickup "
-                      f"{r['late_pickup']:.2f}, door opened {r['late_opened']:.2f}", file=sys.stderr, flush=True)
+                what = (f"late pickup {r['late_pickup']:.2f}, door opened {r['late_opened']:.2f}"
+                        if "late_pickup" in r else f"late zap rate {r['late_rate']:.2f}")
+                print(f"{'tvt' if r['tvt'] else 'no-tvt':>6} seed {r['seed']}: {what}", file=sys.stderr, flush=True)
 
-            res = verify(cfg, seed_list, on_run=on_run)
-            if as_json:
-                print(json.dumps(res, indent=2))
-            else:
+            res: dict = {}
+            if task in ("all", "key-to-door"):
+                print("key-to-door ...", file=sys.stderr, flush=True)
+                res["key_to_door"] = verify(kd_cfg, seed_list, on_run=on_run)
+            if task in ("all", "retribution"):
+                print("delayed retribution ...", file=sys.stderr, flush=True)
+                res["retribution"] = verify_retribution(rt_cfg, seed_list, on_run=on_run)
+            res["passed"] = all(r["passed"] for r in res.values())
+            res["seconds"] = sum(r["seconds"] for k, r in res.items() if isinstance(r, dict))
+            if "key_to_door" in res:
+                kd = res["key_to_door"]
                 print(f"key-to-door: explore {explore_steps}, distractor {distractor_steps}, door {door_steps}, "
-                      f"gamma {gamma}, {updates} updates x {cfg.num_envs} episodes, seeds {seed_list}")
-                print(f"random policy pickup rate: {res['random_pickup']:.3f}")
-                for r in res["runs"]:
+                      f"gamma {gamma}, {updates} updates x {kd_cfg.num_envs} episodes, seeds {seed_list}")
+                print(f"  random policy pickup rate: {kd['random_pickup']:.3f}")
+                for r in kd["runs"]:
                     print(f"  {'tvt' if r['tvt'] else 'no-tvt':>6} seed {r['seed']}: late pickup {r['late_pickup']:.3f}")
-                for name, c in res["checks"].items():
+                for name, c in kd["checks"].items():
                     print(f"  [{'PASS' if c['ok'] else 'FAIL'}] {name}: {c['detail']}")
-                print(f"{'PASSED' if res['passed'] else 'FAILED'} in {res['seconds']:.0f} s")
+            if "retribution" in res:
+                rt = res["retribution"]
+                print(f"delayed retribution: {episode_steps}-step episodes, zap X +{rt_task.steal_reward:g} now, "
+                      f"{rt_task.punishment:g} next episode, {rt_cfg.updates} updates x {rt_cfg.num_envs} episodes, "
+                      f"seeds {seed_list}")
+                for r in rt["runs"]:
+                    print(f"  {'tvt' if r['tvt'] else 'no-tvt':>6} seed {r['seed']}: late zap rate {r['late_rate']:.3f}")
+                for name, c in rt["checks"].items():
+                    print(f"  [{'PASS' if c['ok'] else 'FAIL'}] {name}: {c['detail']}")
+            print(f"{'PASSED' if res['passed'] else 'FAILED'} in {res['seconds']:.0f} s")
+            if as_json:
+                print(json.dumps(res))
             if not res["passed"] and not quick:
                 raise typer.Exit(1)
