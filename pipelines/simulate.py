@@ -10,6 +10,7 @@ what was simulated and marks the run ``interrupted``.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,9 +43,12 @@ class CheckpointAdapter:
 
     def __init__(self, path: str, seed: int):
         from karmic.agents.policy import load_policy
+        from pipelines.storage import resolve
 
-        self.policy = load_policy(path, seed=seed)
-        self.name = Path(path).name
+        self.policy = load_policy(resolve(path) if "://" in str(path) else Path(path), seed=seed)
+        # for the run id: "ckpt-00003.pt" -> "ckpt-00003", "run_id=abc" (a checkpoint directory) -> "abc"
+        name = Path(str(path).rstrip("/")).name.removesuffix(".pt").split("=")[-1]
+        self.name = re.sub(r"[^A-Za-z0-9_.\-]", "-", name) or "ckpt"
 
     def reset(self):
         self.policy.state = None
@@ -62,7 +66,7 @@ def resolve_policy(name: str, seed: int):
 
     if name in POLICIES:
         return make_policy(name, seed)
-    if Path(name).exists():
+    if "://" in name or Path(name).exists():  # a checkpoint file or directory, local or s3://
         return CheckpointAdapter(name, seed)
     raise ValueError(f"unknown policy {name!r}: use {', '.join(POLICIES)} or a checkpoint path")
 

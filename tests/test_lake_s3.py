@@ -145,6 +145,12 @@ def test_train_on_s3_writes_shards_checkpoints_and_resumes(s3_lake):
     run = json.loads(storage.read_text(f"{s3_lake}/runs/run_id={run_id}/run.json"))
     assert run["status"] == "completed" and run["kind"] == "train"
     assert "ledger check passed" in cli("ledger", "--check", "--run", run_id, "--lake", s3_lake).stdout
+    # the trained policy, read straight from the object store, plays a simulation
+    ckpts = f"{s3_lake}/checkpoints/run_id={run_id}"
+    res = cli("simulate", "--policy", ckpts, "--episodes", "1", "--grid-size", "10", "--seed", "1", "--lake", s3_lake)
+    sims = json.loads(cli("sql", "select run_id from runs where kind = 'simulate'", "--format", "json",
+                          "--lake", s3_lake).stdout)
+    assert len(sims) == 1
     assert not [k for k in keys(s3_lake) if ".tmp" in k]
 
 

@@ -156,6 +156,11 @@ def test_checkpoint_policy_acts_on_env_observations(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a karmic policy checkpoint"):
         load_policy(bad)
+    # the run's checkpoint directory as `karmic simulate --policy` (the run id is named after it)
+    res = CliRunner().invoke(app, ["simulate", "--policy", str(tmp_path / "checkpoints" / "run_id=pol"),
+                                   "--episodes", "1", "--grid-size", "10", "--lake", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert list(tmp_path.glob("runs/run_id=sim-pol-g10-s*/run.json"))
 
 
 def _mean_return(env, act, on_reset=None, episodes=4, seed=1000) -> float:

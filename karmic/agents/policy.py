@@ -14,6 +14,7 @@ File reading is delegated to ``torch.load`` on the given path; the rest is pure 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,12 @@ def agent_from_checkpoint(ck: dict[str, Any]) -> KarmicAgent:
     return agent
 
 
-def load_policy(path: str | Path, seed: int = 0, greedy: bool = False) -> CheckpointPolicy:
-    """A policy from a checkpoint file or a run's checkpoint directory."""
-    p = Path(path)
+def load_policy(path, seed: int = 0, greedy: bool = False) -> CheckpointPolicy:
+    """A policy from a checkpoint file or a run's checkpoint directory.
+
+    ``path``: a str / Path, or any object with pathlib's ``is_dir``, ``glob``, ``is_file`` and
+    ``read_bytes`` (the object-store paths of ``pipelines.storage``; this module opens nothing else)."""
+    p = Path(path) if isinstance(path, str) else path
     if p.is_dir():
         ckpts = sorted(p.glob("ckpt-*.pt"))
         if not ckpts:
@@ -88,7 +92,7 @@ def load_policy(path: str | Path, seed: int = 0, greedy: bool = False) -> Checkp
     if not p.is_file():
         raise FileNotFoundError(f"no policy checkpoint at {p}")
     try:
-        ck = torch.load(p, map_location="cpu", weights_only=False)
+        ck = torch.load(io.BytesIO(p.read_bytes()), map_location="cpu", weights_only=False)
         agent = agent_from_checkpoint(ck)
     except Exception as exc:  # foreign or torn file: one clear line
         raise ValueError(f"{p}: not a karmic policy checkpoint ({type(exc).__name__})") from exc
