@@ -76,6 +76,10 @@ def test_key_to_door_pays_the_door_only_with_the_key():
         # the row that first shows the key in hand is pickup_step
         shows = obs[:, 4 * cfg.room**2] > 0
         np.testing.assert_array_equal(env.pickup_step[shows], t)
+        if t == cfg.explore_steps:  # the last row of phase 1: everyone is in the empty corridor,
+            # key or not, except a key picked up on the very last step (its row shows it)
+            assert not obs[~shows, : 4 * cfg.room**2].any()
+            assert (~shows & env.has_key).any() and (~env.has_key).any()
     assert done.all()
     assert (door_paid[~env.has_key] == 0).all()
     np.testing.assert_array_equal(door_paid > 0, env.opened)

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         episode_steps: int = typer.Option(10, "--episode-steps", help="Retribution: steps per episode."),
         gamma: float = typer.Option(0.8, "--gamma", help="Key-to-door discount; the transport gap is round(1/(1-gamma))."),
         seeds: str = typer.Option("1,2,3", "--seeds", help="Comma-separated seeds."),
-        updates: int = typer.Option(300, "--updates", help="Key-to-door PPO updates per run (32 episodes each)."),
+        updates: int = typer.Option(800, "--updates", help="Key-to-door PPO updates per run (32 episodes each)."),
         quick: bool = typer.Option(False, "--quick", help="A few updates, one seed: checks the machinery, not the science."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on the last line."),
     ) -> None:

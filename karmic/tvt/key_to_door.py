@@ -5,8 +5,10 @@ Phases, in one W x W room (default W = 3), B environments stepped at once (numpy
 1. **Explore** (``explore_steps`` + 1 steps, for every agent): a key lies on a random cell.
    Stepping onto it (within the first ``explore_steps`` steps) picks it up, with no reward. The
    next observation shows the key in hand; one step later the agent carries it out into an empty
-   corridor (nothing shown) until the phase ends. The phase lasts the same whether or not the key
-   is picked up, so picking it up earns nothing sooner: its only worth is the door.
+   corridor (nothing shown) until the phase ends. Agents without the key spend the phase's last
+   step in the same corridor, so a corridor row says nothing about the key: only the row that
+   shows the key in hand does. The phase lasts the same whether or not the key is picked up, so
+   picking it up earns nothing sooner: its only worth is the door.
 2. **Distractor** (``distractor_steps``): an apple lies on a random cell; stepping onto it pays
    ``apple_reward`` and a new apple appears. Nothing here depends on the key.
 3. **Door** (``door_steps``): the agent restarts on a random cell; the door is in a corner.
@@ -16,8 +18,8 @@ Phases, in one W x W room (default W = 3), B environments stepped at once (numpy
 Actions: 0 up, 1 down, 2 left, 3 right (walls block). Observation (float32):
 ``[agent one-hot (W*W), key, apple, door one-hots (W*W each), key-in-hand, phase one-hot (3)]``.
 Key, apple and door have channels of their own, so "walk to the apple", learned in phase 2, does not
-carry over into "walk to the key" in phase 1. Episodes have different lengths (an early pickup
-shortens phase 1, an opened door ends phase 3); ``done`` marks the end.
+carry over into "walk to the key" in phase 1. Episodes have different lengths (an opened door
+ends phase 3); ``done`` marks the end.
 
 The row that carries the pickup in memory is the first one whose observation shows the key in
 hand (``pickup_step``, one step after the action that picked it up).
@@ -98,9 +100,11 @@ class KeyToDoor:
         obs = np.zeros((B, self.cfg.obs_dim), np.float32)
         r = np.arange(B)
         obs[r, self.pos[:, 0] * w + self.pos[:, 1]] = 1.0
-        corridor = (self.phase == 0) & self.carried
+        # the corridor: where a key carrier waits, and where everyone without the key spends the
+        # last step of phase 1, so a corridor row says nothing about the key
+        corridor = (self.phase == 0) & (self.carried | (~self.has_key & (self.t_phase >= self.cfg.explore_steps)))
         obs[corridor, : w * w] = 0.0
-        show_item = ~((self.phase == 0) & self.has_key)
+        show_item = ~((self.phase == 0) & (self.has_key | corridor))
         chan = (1 + self.phase[show_item]) * w * w  # key, apple or door channel
         obs[r[show_item], chan + self.item[show_item, 0] * w + self.item[show_item, 1]] = 1.0
         obs[:, 4 * w * w] = ((self.phase == 0) & self.has_key & ~self.carried).astype(np.float32)
