@@ -164,17 +164,7 @@ def _events(lake, run_id) -> list[tuple]:
     return connect(lake, run=run_id).sql("select * exclude (run_id) from events order by episode, seq").fetchall()
 
 
-def _tvt_available() -> bool:
-    try:
-        from karmic.agents.network import tvt_api
-
-        tvt_api()
-        return True
-    except Exception:
-        return False
-
-
-@pytest.mark.parametrize("mode", ["matchmaker"] + (["full"] if _tvt_available() else []))
+@pytest.mark.parametrize("mode", ["matchmaker", "full"])
 def test_resume_from_s3_reproduces_an_uninterrupted_local_run(s3_lake, tmp_path, mode):
     """Stop after 2 updates on s3, resume from the s3 checkpoint, trajectory shards and ledger:
     bit-for-bit the parameters and events of one uninterrupted run on a local lake."""

@@ -11,16 +11,6 @@ TINY = ["--grid-size", "10", "--num-envs", "2", "--num-steps", "20", "--seq-len"
         "--hidden", "32", "--set", "max_steps=20", "--threads", "1"]
 
 
-def _tvt_available() -> bool:
-    try:
-        from karmic.agents.network import tvt_api
-
-        tvt_api()
-        return True
-    except Exception:
-        return False
-
-
 def _tb_installed() -> bool:
     import importlib.util
 
