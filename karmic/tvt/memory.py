@@ -13,7 +13,7 @@ Here, per agent stream:
   reference, which feeds the reads into the next step's core input).
 - **reconstruction**: ``m_t`` is decoded back to the observation, the last action and the last
   reward (MSE, cross-entropy, MSE), so the memory carries *what happened*.
-- **read-strength regulariser**: ``mean(relu(beta - tolerance)^2)``, so strengths only pass the
+- **read-strength regulariser**: ``mean(relu(beta - tolerance))``, so strengths only pass the
   transport threshold where reading sharply pays.
 
 Role tags (aggressor / victim / partner / apple context) are not learned: the trainer stores them
@@ -33,7 +33,7 @@ READ_TOP_K = 50  # rows a read attends to (softmax over the best 50; the rest ge
 TOP_K = READ_TOP_K
 MEMORY_SIZE = 1000  # rows per agent (issue 6 default)
 READ_STRENGTH_TOLERANCE = 2.0  # = the transport threshold: strengths above it cost
-READ_STRENGTH_COST = 1.0  # linear cost of strength above tolerance (Harvest default; verify uses 1.0 too)
+READ_STRENGTH_COST = 1.0  # linear cost of strength above tolerance (Harvest default; key-to-door needs 0.001)
 RECON_COST = 1.0
 
 
