@@ -13,7 +13,8 @@ Here, per agent stream:
   reference, which feeds the reads into the next step's core input).
 - **reconstruction**: ``m_t`` is decoded back to the observation, the last action and the last
   reward (MSE, cross-entropy, MSE), so the memory carries *what happened*.
-- **read-strength regulariser**: ``mean(relu(beta - tolerance))``, so strengths only pass the
+- **read-strength regulariser**: ``mean(relu(beta - tolerance) ** p)`` (p = 1 in Harvest, 2 in
+  key-to-door), so strengths only pass the
   transport threshold where reading sharply pays.
 
 Role tags (aggressor / victim / partner / apple context) are not learned: the trainer stores them
@@ -97,14 +98,15 @@ class TVTMemory(nn.Module):
         return Read(vec, weights, strength)
 
     def losses(self, words: torch.Tensor, obs_flat: torch.Tensor, prev_action: torch.Tensor,
-               prev_reward: torch.Tensor, strength: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Reconstruction of (observation, last action, last reward) and the strength regulariser."""
+               prev_reward: torch.Tensor, strength: torch.Tensor, power: int = 1) -> dict[str, torch.Tensor]:
+        """Reconstruction of (observation, last action, last reward) and the strength regulariser
+        ``mean(relu(strength - tolerance) ** power)``."""
         rec_obs = F.mse_loss(self.dec_obs(words), obs_flat)
         has_a = prev_action >= 0
         logits = self.dec_act(words)[has_a]
         rec_act = F.cross_entropy(logits, prev_action[has_a].long()) if logits.numel() else words.sum() * 0
         rec_rew = F.mse_loss(self.dec_rew(words)[..., 0], prev_reward.to(words.dtype))
-        reg = F.relu(strength - READ_STRENGTH_TOLERANCE).mean()
+        reg = (F.relu(strength - READ_STRENGTH_TOLERANCE) ** power).mean()
         return {"recon": rec_obs + rec_act + rec_rew, "read_reg": reg}
 
 
