@@ -22,9 +22,15 @@ Observation (float32): ``[step one-hot (episode_steps), tempt]``. Actions: 0 for
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+from torch import nn
+
+from karmic.tvt.transport import DEFAULT_ALPHA, apply_transports, semantic_transport
+from karmic.tvt.verify import gae
 
 N_ACTIONS = 2
 ZAP = 1
@@ -49,8 +55,8 @@ class RetributionConfig:
 
 
 class DelayedRetribution:
-    """B streams; ``reset() -> obs``, ``step(a) -> obs, reward, hit_by_x`` within an episode;
-    ``new_episode()`` starts the next episode of every stream (the retaliator remembers)."""
+    """B streams; ``new_episode() -> obs`` starts the next episode of every stream (the retaliator
+    remembers); ``step(a) -> obs, reward, stole, hits`` within it."""
 
     def __init__(self, cfg: RetributionConfig, num_envs: int, seed: int) -> None:
         cfg.validate()
@@ -69,8 +75,6 @@ class DelayedRetribution:
         self.steals = np.zeros(B, np.int64)
         self.tempted = np.zeros(B, np.int64)
         return self.observe()
-
-    reset = new_episode
 
     def observe(self) -> np.ndarray:
         L = self.cfg.episode_steps
@@ -104,7 +108,7 @@ class RetributionVerifyConfig:
     task: RetributionConfig = field(default_factory=RetributionConfig)
     gamma: float = 0.9
     gae_lambda: float = 0.95
-    alpha: float = 0.9  # DEFAULT_ALPHA
+    alpha: float = DEFAULT_ALPHA
     updates: int = 150
     num_envs: int = 64
     lr: float = 3e-3
@@ -119,44 +123,25 @@ class RetributionVerifyConfig:
     memory_episodes: int = 2
 
 
-def _agent(obs_dim: int, hidden: int):
-    import torch
-    from torch import nn
+class RetributionAgent(nn.Module):
+    """A small feed-forward actor-critic: obs -> (log-probabilities, value)."""
 
-    class Agent(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.body = nn.Sequential(nn.Linear(obs_dim, hidden), nn.Tanh())
-            self.actor = nn.Linear(hidden, N_ACTIONS)
-            self.critic = nn.Linear(hidden, 1)
-            nn.init.orthogonal_(self.actor.weight, 0.01)
+    def __init__(self, obs_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(obs_dim, hidden), nn.Tanh())
+        self.actor = nn.Linear(hidden, N_ACTIONS)
+        self.critic = nn.Linear(hidden, 1)
+        nn.init.orthogonal_(self.actor.weight, 0.01)
 
-        def forward(self, obs):
-            x = self.body(obs)
-            return torch.log_softmax(self.actor(x), -1), self.critic(x)[..., 0]
-
-    torch_agent = Agent()
-    return torch_agent
-
-
-def _episode_gae(rew: np.ndarray, val: np.ndarray, gamma: float, lam: float) -> np.ndarray:
-    """GAE over one whole episode per column (T, B), terminal at the end (episodic returns)."""
-    T, B = rew.shape
-    adv = np.zeros((T, B), np.float32)
-    last = np.zeros(B, np.float32)
-    for t in reversed(range(T)):
-        nv = val[t + 1] if t + 1 < T else np.zeros(B, np.float32)
-        last = rew[t] + gamma * nv - val[t] + gamma * lam * last
-        adv[t] = last
-    return adv
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.body(obs)
+        return torch.log_softmax(self.actor(x), -1), self.critic(x)[..., 0]
 
 
 def semantic_for_episode(cur: dict, prev: dict | None, adv: np.ndarray, cfg: RetributionVerifyConfig):
     """Semantic transports of one update: hits by X in this episode -> rows where the agent zapped X
     (this episode before the hit, or the previous one). Returns (added to this episode (T, B),
     added to the previous episode (T, B), total moved, moved into the previous episode's steals)."""
-    from karmic.tvt.transport import apply_transports, semantic_transport
-
     T, B = cur["rew"].shape
     add_cur = np.zeros((T, B), np.float64)
     add_prev = np.zeros((T, B), np.float64)
@@ -185,14 +170,13 @@ def semantic_for_episode(cur: dict, prev: dict | None, adv: np.ndarray, cfg: Ret
 
 def train_retribution(cfg: RetributionVerifyConfig, seed: int, use_tvt: bool) -> dict:
     """One run; per update the rate of zapping X when tempted, and the value moved."""
-    import torch
-
     torch.manual_seed(seed)
     env = DelayedRetribution(cfg.task, cfg.num_envs, seed)
-    agent = _agent(cfg.task.obs_dim, cfg.hidden)
+    agent = RetributionAgent(cfg.task.obs_dim, cfg.hidden)
     opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=1e-5)
     gen = torch.Generator().manual_seed(seed)
     T, B = cfg.task.episode_steps, cfg.num_envs
+    alive = np.ones((T, B), bool)  # every stream runs whole episodes
     prev = None
     hist: dict[str, list[float]] = {"rate": [], "moved": [], "into_prev": []}
     for _ in range(cfg.updates):
@@ -214,13 +198,12 @@ def train_retribution(cfg: RetributionVerifyConfig, seed: int, use_tvt: bool) ->
         moved = into_prev = 0.0
         add_prev = None
         if use_tvt:
-            adv0 = _episode_gae(ro["rew"], ro["val"], cfg.gamma, cfg.gae_lambda)
+            adv0, _ = gae(ro["rew"], ro["val"], alive, cfg.gamma, cfg.gae_lambda)
             add_cur, add_prev, moved, into_prev = semantic_for_episode(ro, prev, adv0, cfg)
             rew = rew + add_cur
         hist["moved"].append(moved)
         hist["into_prev"].append(into_prev)
-        adv = _episode_gae(rew.astype(np.float32), ro["val"], cfg.gamma, cfg.gae_lambda)
-        ret = adv + ro["val"]
+        adv, ret = gae(rew.astype(np.float32), ro["val"], alive, cfg.gamma, cfg.gae_lambda)
         obs, act = torch.from_numpy(ro["obs"]), torch.from_numpy(ro["act"])
         old_logp = torch.from_numpy(ro["logp"])
         adv_t = torch.from_numpy(adv)
@@ -238,12 +221,8 @@ def train_retribution(cfg: RetributionVerifyConfig, seed: int, use_tvt: bool) ->
             opt.step()
         if add_prev is not None and prev is not None and np.abs(add_prev).sum() > 0:
             # the trainer's learn_replay: one clipped pass over the earlier episode, the advantage
-            # being the (gamma * lambda)-discounted added value, values untouched
-            radv = np.zeros((T, B), np.float32)
-            run = np.zeros(B, np.float32)
-            for t in reversed(range(T)):
-                run = add_prev[t] + cfg.gamma * cfg.gae_lambda * run
-                radv[t] = run
+            # being the (gamma * lambda)-discounted added value (GAE with zero values), values untouched
+            radv, _ = gae(add_prev, np.zeros((T, B), np.float32), alive, cfg.gamma, cfg.gae_lambda)
             rows = np.flatnonzero(np.abs(radv).sum(0) > 0)
             logp_all, _ = agent(torch.from_numpy(prev["obs"][:, rows]))
             logp = logp_all.gather(-1, torch.from_numpy(prev["act"][:, rows])[..., None])[..., 0]
@@ -261,8 +240,7 @@ def train_retribution(cfg: RetributionVerifyConfig, seed: int, use_tvt: bool) ->
 
 
 def verify_retribution(cfg: RetributionVerifyConfig, seeds: list[int], on_run=None) -> dict:
-    import time
-
+    """Train with and without semantic TVT on every seed; apply the pass criteria."""
     t0 = time.perf_counter()
     runs = []
     for use_tvt in (True, False):
