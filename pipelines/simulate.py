@@ -45,7 +45,7 @@ class CheckpointAdapter:
         from karmic.agents.policy import load_policy
         from pipelines.storage import resolve
 
-        self.policy = load_policy(resolve(path) if "://" in str(path) else Path(path), seed=seed)
+        self.policy = load_policy(resolve(path), seed=seed)
         # for the run id: "ckpt-00003.pt" -> "ckpt-00003", "run_id=abc" (a checkpoint directory) -> "abc"
         name = Path(str(path).rstrip("/")).name.removesuffix(".pt").split("=")[-1]
         self.name = re.sub(r"[^A-Za-z0-9_.\-]", "-", name) or "ckpt"

@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from pipelines.storage import resolve
+
 ID_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 FAIL_ENV = "KARMIC_SWEEP_FAIL"
 MANIFEST_VERSION = 1
@@ -118,19 +120,12 @@ def is_url(lake: str) -> bool:
     return "://" in str(lake)
 
 
-def lake_root(lake: str):
-    """The lake's root: a Path, or an object-store path with the same methods (pipelines.storage)."""
-    from pipelines.storage import resolve
-
-    return resolve(lake)
-
-
 def _read_text(path) -> str | None:
     return path.read_text() if path.is_file() else None
 
 
 def manifest_path(lake: str, sweep_id: str):
-    return lake_root(lake) / "sweeps" / f"sweep_id={sweep_id}" / "sweep.json"
+    return resolve(lake) / "sweeps" / f"sweep_id={sweep_id}" / "sweep.json"
 
 
 def read_manifest(lake: str, sweep_id: str) -> dict[str, Any]:
@@ -159,7 +154,7 @@ def write_manifest(lake: str, manifest: dict[str, Any]) -> None:
 
 def run_status(lake: str, run_id: str) -> str | None:
     """The ``status`` in the run's run.json, None when the run has none."""
-    text = _read_text(lake_root(lake) / "runs" / f"run_id={run_id}" / "run.json")
+    text = _read_text(resolve(lake) / "runs" / f"run_id={run_id}" / "run.json")
     if text is None:
         return None
     try:
