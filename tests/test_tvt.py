@@ -180,6 +180,24 @@ def test_verify_quick_runs_both_tasks_and_prints_json_last():
     assert out["passed"] == (kd["passed"] and rt["passed"])
 
 
+def test_verify_runs_in_worker_processes_give_the_same_results():
+    """--workers only changes where the runs go: each run seeds itself and uses one thread."""
+    from karmic.tvt.key_to_door import KeyToDoorConfig
+    from karmic.tvt.verify import VerifyConfig, verify
+
+    cfg = VerifyConfig(task=KeyToDoorConfig(explore_steps=3, distractor_steps=6, door_steps=3), updates=3,
+                       num_envs=8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = verify(cfg, [1, 2], workers=1)
+    finally:
+        torch.set_num_threads(threads)
+    two = verify(cfg, [1, 2], workers=2)
+    assert [(r["seed"], r["tvt"]) for r in two["runs"]] == [(1, True), (2, True), (1, False), (2, False)]
+    assert one["runs"] == two["runs"] and one["checks"] == two["checks"]
+
+
 def test_delayed_retribution_rules():
     """Zapping X pays +1 only when tempted; X zaps back once per steal, in the next episode only."""
     from karmic.tvt.retribution import ZAP, DelayedRetribution, RetributionConfig
@@ -240,7 +258,7 @@ def test_semantic_tvt_stops_the_punished_action_and_no_tvt_does_not():
 
 
 @pytest.mark.parametrize("args", [["--gamma", "1.5"], ["--seeds", "a,b"], ["--explore-steps", "0"],
-                                  ["--task", "nope"], ["--episode-steps", "1"],
+                                  ["--task", "nope"], ["--episode-steps", "1"], ["--workers", "0"],
                                   ["--gamma", "0.99", "--distractor-steps", "5", "--door-steps", "2"]])
 def test_verify_bad_input_is_one_line(args):
     res = CliRunner().invoke(app, ["verify", "tvt", "--quick", *args])

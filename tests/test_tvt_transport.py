@@ -62,6 +62,28 @@ def test_learned_transport_threshold_and_min_gap():
     assert list(tr.target) == [10]
 
 
+def test_learned_transport_a_read_of_the_recent_past_starts_no_span():
+    # the reference's read_strengths_cut: a step whose strongest weight is on a recent row
+    # recalls the present, so its strength cannot open or extend a span
+    w, s, rows, v, times = one_head()
+    s[20:23, 0] = [3.0, 5.0, 3.0]
+    w[20, 0, 2] = 1.0  # far (18 back)
+    w[21, 0, [15, 3]] = [0.7, 0.3]  # strongest is 6 back (< 10): the peak step is cut
+    w[22, 0, 4] = 1.0  # far
+    tr = learned_transport(w, s, rows, v, times, gamma=0.9, top_k=1)
+    # the cut splits the span in two; each half transports from its own peak
+    assert list(tr.source) == [20, 22] and list(tr.target) == [2, 4]
+
+
+def test_learned_transport_top_k_is_taken_over_far_rows_only():
+    w, s, rows, v, times = one_head()
+    s[25, 0] = 3.0
+    w[25, 0, [1, 20, 21, 2]] = [0.4, 0.3, 0.2, 0.1]  # rows 20, 21 are recent (5, 4 back)
+    tr = learned_transport(w, s, rows, v, times, gamma=0.9, top_k=2)
+    assert list(tr.target) == [1, 2]  # not [1] (the top 2 of all rows, then filtered)
+    assert np.allclose(tr.amount, 0.9 * np.array([0.4, 0.1]) * v[25])
+
+
 def test_learned_transport_each_span_once_and_empty_rows():
     w, s, rows, v, times = one_head()
     s[15:18, 0] = 3.0  # span 1 (peak 15: first max)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import typer
@@ -24,6 +25,8 @@ def register(app: typer.Typer) -> None:
         gamma: float = typer.Option(0.8, "--gamma", help="Key-to-door discount; the transport gap is round(1/(1-gamma))."),
         seeds: str = typer.Option("1,2,3", "--seeds", help="Comma-separated seeds."),
         updates: int = typer.Option(800, "--updates", help="Key-to-door PPO updates per run (32 episodes each)."),
+        workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers",
+                                    help="Key-to-door runs at a time, one process each (results do not depend on it)."),
         quick: bool = typer.Option(False, "--quick", help="A few updates, one seed: checks the machinery, not the science."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on the last line."),
     ) -> None:
@@ -42,6 +45,8 @@ def register(app: typer.Typer) -> None:
                 raise KarmicError(f"--gamma must be in (0, 1), got {gamma}")
             if updates < 1:
                 raise KarmicError(f"--updates must be >= 1, got {updates}")
+            if workers < 1:
+                raise KarmicError(f"--workers must be >= 1, got {workers}")
             import torch
 
             from karmic.tvt.key_to_door import KeyToDoorConfig
@@ -79,7 +84,7 @@ def register(app: typer.Typer) -> None:
             res: dict = {}
             if task in ("all", "key-to-door"):
                 print("key-to-door ...", file=sys.stderr, flush=True)
-                res["key_to_door"] = verify(kd_cfg, seed_list, on_run=on_run)
+                res["key_to_door"] = verify(kd_cfg, seed_list, on_run=on_run, workers=workers)
             if task in ("all", "retribution"):
                 print("delayed retribution ...", file=sys.stderr, flush=True)
                 res["retribution"] = verify_retribution(rt_cfg, seed_list, on_run=on_run)

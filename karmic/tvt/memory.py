@@ -98,7 +98,8 @@ class TVTMemory(nn.Module):
         return Read(vec, weights, strength)
 
     def losses(self, words: torch.Tensor, obs_flat: torch.Tensor, prev_action: torch.Tensor,
-               prev_reward: torch.Tensor, strength: torch.Tensor, power: int = 1) -> dict[str, torch.Tensor]:
+               prev_reward: torch.Tensor, strength: torch.Tensor, power: int = 1,
+               tolerance: float = READ_STRENGTH_TOLERANCE) -> dict[str, torch.Tensor]:
         """Reconstruction of (observation, last action, last reward) and the strength regulariser
         ``mean(relu(strength - tolerance) ** power)``."""
         rec_obs = F.mse_loss(self.dec_obs(words), obs_flat)
@@ -106,7 +107,7 @@ class TVTMemory(nn.Module):
         logits = self.dec_act(words)[has_a]
         rec_act = F.cross_entropy(logits, prev_action[has_a].long()) if logits.numel() else words.sum() * 0
         rec_rew = F.mse_loss(self.dec_rew(words)[..., 0], prev_reward.to(words.dtype))
-        reg = (F.relu(strength - READ_STRENGTH_TOLERANCE) ** power).mean()
+        reg = (F.relu(strength - tolerance) ** power).mean()
         return {"recon": rec_obs + rec_act + rec_rew, "read_reg": reg}
 
 

@@ -7,11 +7,14 @@ step t1 < t2 (the remembered step); the learner adds ``amount`` to the reward at
 replaying the earlier episode's shard when t1 lies there.
 
 Learned transport (the reference's tvt_rewards, per read head):
-  1. the steps where the read strength passes ``threshold`` (default 2) form contiguous spans;
+  0. a row is *far* from step t if it was written at least ``min_gap = round(1 / (1 - gamma))``
+     steps earlier (the horizon the discount already covers); a step whose strongest read weight
+     is on a row that is not far (recent, or empty) recalls the present, not the past: its
+     strength counts as 0 (the reference's ``read_strengths_cut``);
+  1. the steps where the (cut) read strength passes ``threshold`` (default 2) form contiguous spans;
   2. each span contributes once, at its peak-strength step t2;
-  3. at t2 the ``top_k`` largest read weights select memory rows; a row written at t1 receives
-     ``alpha * weight * V(t2)`` (alpha 0.9, no gradient) if ``t2 - t1 >= min_gap``, where
-     ``min_gap = round(1 / (1 - gamma))`` (the horizon the discount already covers).
+  3. at t2 the ``top_k`` largest read weights *on far rows* select memory rows; a row written at
+     t1 receives ``alpha * weight * V(t2)`` (alpha 0.9, no gradient).
 
 Semantic role matching (Karmic-RL): when the agent is hit at t2 by X, the rows where it was the
 aggressor against X (t1 < t2, ``t2 - t1 >= min_gap``) share ``alpha * A(t2)`` equally, A(t2) being
@@ -98,16 +101,18 @@ def learned_transport(
     rt = np.broadcast_to(np.asarray(row_times, dtype=np.int64), (T, M))
     times = np.asarray(times, dtype=np.int64)
     gap = min_gap(gamma)
+    far = (rt >= 0) & (times[:, None] - rt >= gap)  # (T, M): rows a transport may reach
     parts = []
     for h in range(H):
-        for t2 in span_peaks(s[:, h], threshold):
-            k = min(top_k, M)
-            rows = np.argsort(-w[t2, h], kind="stable")[:k]
-            t1 = rt[t2, rows]
-            ok = (t1 >= 0) & (times[t2] - t1 >= gap) & (w[t2, h, rows] > 0)
-            if not ok.any():
+        wh = w[:, h]
+        strongest_far = far[np.arange(T), wh.argmax(1)] if M else np.zeros(T, bool)
+        for t2 in span_peaks(np.where(strongest_far, s[:, h], 0.0), threshold):
+            wf = np.where(far[t2], wh[t2], 0.0)
+            rows = np.argsort(-wf, kind="stable")[: min(top_k, M)]
+            rows = rows[wf[rows] > 0]
+            if not len(rows):
                 continue
-            rows, t1 = rows[ok], t1[ok]
+            t1 = rt[t2, rows]
             parts.append(Transports(
                 source=np.full(len(rows), times[t2], np.int64),
                 target=t1,

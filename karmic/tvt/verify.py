@@ -17,8 +17,10 @@ Pass criteria (issue 6), per phase-length setting:
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -26,7 +28,7 @@ import torch
 from torch import nn
 
 from karmic.tvt.key_to_door import N_ACTIONS, KeyToDoor, KeyToDoorConfig, random_pickup_rate
-from karmic.tvt.memory import READ_HEADS, RECON_COST, TVTMemory, window_valid
+from karmic.tvt.memory import READ_HEADS, READ_STRENGTH_TOLERANCE, RECON_COST, TVTMemory, window_valid
 from karmic.tvt.transport import (
     DEFAULT_ALPHA,
     DEFAULT_THRESHOLD,
@@ -72,6 +74,7 @@ class VerifyConfig:
     # sooner than linear at 0.001 (seed 1: 0.99 vs 0.86, seed 3: 0.95 vs 0.76 late)
     read_cost: float = 0.001
     read_cost_power: int = 2
+    read_tolerance: float = READ_STRENGTH_TOLERANCE
     # the recurrent core restarts in each room, so what happened in phase 1 reaches phase 3 only
     # through the memory (Hung et al.'s agents carried it over long distractors; at this scale an
     # LSTM carried it over the 30-step distractor, the value never needed a read, and nothing moved)
@@ -241,7 +244,8 @@ def learn(agent, opt, ro, rewards, cfg: VerifyConfig, rng: np.random.Generator) 
             v_loss = 0.5 * (((value - ret_t[:, i]) ** 2) * m).sum() / m.sum()
             ent = (-(logp_all.exp() * logp_all).sum(-1) * m).sum() / m.sum()
             aux = agent.memory.losses(words[m > 0], obs[:, i][m > 0], prev_a[:, i][m > 0],
-                                      prev_r[:, i][m > 0], rd.strength[m > 0], power=cfg.read_cost_power)
+                                      prev_r[:, i][m > 0], rd.strength[m > 0], power=cfg.read_cost_power,
+                                      tolerance=cfg.read_tolerance)
             loss = (pg - cfg.ent_coef * ent + cfg.vf_coef * v_loss
                     + RECON_COST * aux["recon"] + cfg.read_cost * aux["read_reg"])
             opt.zero_grad(set_to_none=True)
@@ -291,19 +295,40 @@ def train_key_to_door(cfg: VerifyConfig, seed: int, use_tvt: bool,
     }
 
 
+def _train_one(job: tuple[VerifyConfig, int, bool]) -> dict:
+    """One run in a worker process (module level, so a spawned worker can import it)."""
+    torch.set_num_threads(1)
+    return train_key_to_door(*job)
+
+
 def verify(cfg: VerifyConfig, seeds: list[int], on_run: Callable[[dict], None] | None = None,
-           on_update: Callable[[str, int, int, dict], None] | None = None) -> dict:
-    """Run TVT and no-TVT on every seed; apply the pass criteria."""
+           on_update: Callable[[str, int, int, dict], None] | None = None, workers: int = 1) -> dict:
+    """Run TVT and no-TVT on every seed (``workers`` runs at a time, each in its own process with
+    one torch thread: a run's result does not depend on ``workers``); apply the pass criteria."""
     t0 = time.perf_counter()
     rand = random_pickup_rate(cfg.task)
-    runs = []
-    for use_tvt in (True, False):
-        for s in seeds:
+    jobs = [(cfg, s, use_tvt) for use_tvt in (True, False) for s in seeds]
+    runs: list[dict] = []
+    if workers > 1 and on_update is None:
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
+            futures = {pool.submit(_train_one, job): i for i, job in enumerate(jobs)}
+            done: dict[int, dict] = {}
+            try:
+                for f in as_completed(futures):
+                    done[futures[f]] = f.result()
+                    if on_run is not None:
+                        on_run(done[futures[f]])
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+        runs = [done[i] for i in range(len(jobs))]
+    else:
+        for c, s, use_tvt in jobs:
             cb = (lambda u, info, s=s, k=use_tvt: on_update("tvt" if k else "rma", s, u, info)) if on_update else None
-            r = train_key_to_door(cfg, s, use_tvt, cb)
-            runs.append(r)
+            runs.append(train_key_to_door(c, s, use_tvt, cb))
             if on_run is not None:
-                on_run(r)
+                on_run(runs[-1])
     tvt = [r for r in runs if r["tvt"]]
     rma = [r for r in runs if not r["tvt"]]
     need = min(2, len(seeds)) if len(seeds) >= 2 else 1
