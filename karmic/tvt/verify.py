@@ -28,7 +28,13 @@ import torch
 from torch import nn
 
 from karmic.tvt.key_to_door import N_ACTIONS, KeyToDoor, KeyToDoorConfig, random_pickup_rate
-from karmic.tvt.memory import READ_HEADS, READ_STRENGTH_TOLERANCE, RECON_COST, TVTMemory, window_valid
+from karmic.tvt.memory import (
+    READ_HEADS,
+    READ_STRENGTH_TOLERANCE,
+    RECON_COST,
+    TVTMemory,
+    window_valid,
+)
 from karmic.tvt.transport import (
     DEFAULT_ALPHA,
     DEFAULT_THRESHOLD,
