@@ -3,12 +3,13 @@
 Phases, in one W x W room (default W = 3), B environments stepped at once (numpy):
 
 1. **Explore** (``explore_steps`` + 1 steps, for every agent): a key lies on a random cell.
-   Stepping onto it (within the first ``explore_steps`` steps) picks it up, with no reward. The
-   next observation shows the key in hand; one step later the agent carries it out into an empty
-   corridor (nothing shown) until the phase ends. Agents without the key spend the phase's last
-   step in the same corridor, so a corridor row says nothing about the key: only the row that
-   shows the key in hand does. The phase lasts the same whether or not the key is picked up, so
-   picking it up earns nothing sooner: its only worth is the door.
+   Stepping onto it (within the first ``explore_steps`` steps) picks it up, with no reward; the
+   next observation, and only that one, shows the key in hand, and a new key appears on another
+   cell (it cannot be picked up: the agent carries one). So the room looks the same to an agent
+   with the key as to one without, before and after: only the row that shows the key in hand
+   tells. The phase lasts the same whether or not the key is picked up (one step more than the
+   pickup window, so that row is always in phase 1), so picking it up earns nothing sooner: its
+   only worth is the door.
 2. **Distractor** (``distractor_steps``): an apple lies on a random cell; stepping onto it pays
    ``apple_reward`` and a new apple appears. Nothing here depends on the key.
 3. **Door** (``door_steps``): the agent restarts on a random cell; the door is in a corner.
@@ -73,21 +74,25 @@ class KeyToDoor:
         w = self.cfg.room
         return np.stack([self.rng.integers(0, w, n), self.rng.integers(0, w, n)], 1)
 
+    def _away_from_agent(self, mask: np.ndarray) -> np.ndarray:
+        """Random cells for the envs in ``mask``, none under its agent."""
+        pos = self.pos[mask]
+        cell = self._cells(len(pos))
+        clash = (cell == pos).all(1)
+        while clash.any():
+            cell[clash] = self._cells(int(clash.sum()))
+            clash = (cell == pos).all(1)
+        return cell
+
     def reset(self) -> np.ndarray:
         B, w = self.B, self.cfg.room
         self.phase = np.zeros(B, np.int64)
         self.t_phase = np.zeros(B, np.int64)
         self.t = np.zeros(B, np.int64)
         self.pos = self._cells(B)
-        key = self._cells(B)
-        clash = (key == self.pos).all(1)
-        while clash.any():  # the key never starts under the agent
-            key[clash] = self._cells(int(clash.sum()))
-            clash = (key == self.pos).all(1)
-        self.item = key
+        self.item = self._away_from_agent(np.ones(B, bool))  # the key never starts under the agent
         self.has_key = np.zeros(B, bool)
-        self.leaving = np.zeros(B, bool)  # picked up last step: carry it out now
-        self.carried = np.zeros(B, bool)  # out of the room with the key, in the corridor
+        self.just_picked = np.zeros(B, bool)  # picked up by the last action: show it in hand now
         self.done = np.zeros(B, bool)
         self.pickup_step = np.full(B, -1, np.int64)
         self.opened = np.zeros(B, bool)
@@ -100,14 +105,9 @@ class KeyToDoor:
         obs = np.zeros((B, self.cfg.obs_dim), np.float32)
         r = np.arange(B)
         obs[r, self.pos[:, 0] * w + self.pos[:, 1]] = 1.0
-        # the corridor: where a key carrier waits, and where everyone without the key spends the
-        # last step of phase 1, so a corridor row says nothing about the key
-        corridor = (self.phase == 0) & (self.carried | (~self.has_key & (self.t_phase >= self.cfg.explore_steps)))
-        obs[corridor, : w * w] = 0.0
-        show_item = ~((self.phase == 0) & (self.has_key | corridor))
-        chan = (1 + self.phase[show_item]) * w * w  # key, apple or door channel
-        obs[r[show_item], chan + self.item[show_item, 0] * w + self.item[show_item, 1]] = 1.0
-        obs[:, 4 * w * w] = ((self.phase == 0) & self.has_key & ~self.carried).astype(np.float32)
+        chan = (1 + self.phase) * w * w  # key, apple or door channel
+        obs[r, chan + self.item[:, 0] * w + self.item[:, 1]] = 1.0
+        obs[:, 4 * w * w] = ((self.phase == 0) & self.just_picked).astype(np.float32)
         obs[r, 4 * w * w + 1 + self.phase] = 1.0
         obs[self.done] = 0.0
         return obs
@@ -115,7 +115,6 @@ class KeyToDoor:
     def _enter(self, mask: np.ndarray, phase: int) -> None:
         self.phase[mask] = phase
         self.t_phase[mask] = 0
-        self.carried[mask] = False
         n = int(mask.sum())
         if n == 0:
             return
@@ -131,16 +130,15 @@ class KeyToDoor:
         on_item = live & (self.pos == self.item).all(1)
         self.t[live] += 1
         self.t_phase[live] += 1
-        # phase 1: pick the key up, carry it out one step later, or time out
+        # phase 1: pick the key up (a new one appears elsewhere), or time out
         p0 = live & (ph == 0)
-        leave = p0 & self.leaving
-        self.carried |= leave
-        pick = (p0 & ~self.leaving & ~self.has_key & on_item
-                & (self.t_phase <= cfg.explore_steps))
+        pick = p0 & ~self.has_key & on_item & (self.t_phase <= cfg.explore_steps)
         end0 = p0 & (self.t_phase >= cfg.explore_steps + 1)
         self.has_key |= pick
         self.pickup_step[pick] = self.t[pick]  # the row whose observation shows the key in hand
-        self.leaving = pick
+        self.just_picked = pick
+        if pick.any():
+            self.item[pick] = self._away_from_agent(pick)
         # phase 2: apples
         p1 = live & (ph == 1)
         eat = p1 & on_item
