@@ -13,9 +13,9 @@ Here, per agent stream:
   reference, which feeds the reads into the next step's core input).
 - **reconstruction**: ``m_t`` is decoded back to the observation, the last action and the last
   reward (MSE, cross-entropy, MSE), so the memory carries *what happened*.
-- **read-strength regulariser**: ``mean(relu(beta - tolerance) ** p)`` (p = 1 in Harvest, 2 in
-  key-to-door), so strengths only pass the
-  transport threshold where reading sharply pays.
+- **read-strength regulariser**: ``mean(relu(beta - tolerance) ** p)`` (Harvest: p = 1,
+  tolerance 2 = the transport threshold, cost 1.0; key-to-door: p = 2, tolerance 1, cost 0.001),
+  so strengths only pass the transport threshold where reading sharply pays.
 
 Role tags (aggressor / victim / partner / apple context) are not learned: the trainer stores them
 beside each row from the events, for semantic role matching (``karmic.tvt.transport``).
@@ -33,8 +33,8 @@ READ_HEADS = 2
 READ_TOP_K = 50  # rows a read attends to (softmax over the best 50; the rest get 0)
 TOP_K = READ_TOP_K
 MEMORY_SIZE = 1000  # rows per agent (issue 6 default)
-READ_STRENGTH_TOLERANCE = 2.0  # = the transport threshold: strengths above it cost
-READ_STRENGTH_COST = 1.0  # linear cost of strength above tolerance (Harvest default; key-to-door needs 0.001)
+READ_STRENGTH_TOLERANCE = 2.0  # Harvest: = the transport threshold, strengths above it cost
+READ_STRENGTH_COST = 1.0  # linear cost of strength above tolerance (Harvest; key-to-door: see verify.py)
 RECON_COST = 1.0
 
 
