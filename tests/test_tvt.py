@@ -183,6 +183,22 @@ def test_verify_quick_runs_both_tasks_and_prints_json_last():
     assert out["passed"] == (kd["passed"] and rt["passed"])
 
 
+def test_learned_transport_teaches_the_key_pickup_and_pays_the_pickup_row():
+    """Key-to-door at a reduced budget (one seed, 500 updates, TVT arm only): the science, not
+    only the machinery; the full check (3 seeds, both arms, 800 updates) is `karmic verify tvt`.
+    Seed 1 learns the pickup by update ~400 (rate 1.0 by 350-400 in the full run)."""
+    from karmic.tvt.verify import VerifyConfig, train_key_to_door
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r = train_key_to_door(VerifyConfig(updates=500, late=0.1), seed=1, use_tvt=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert r["late_pickup"] > 0.8  # random: 0.34
+    assert r["late_near_pickup"] > 0.5 * r["late_transported"] > 0
+
+
 def test_verify_runs_in_worker_processes_give_the_same_results():
     """--workers only changes where the runs go: each run seeds itself and uses one thread."""
     from karmic.tvt.key_to_door import KeyToDoorConfig
