@@ -76,12 +76,13 @@ class VerifyConfig:
     heads: int = READ_HEADS
     top_k: int = 3  # rows per read (Harvest reads the best 50 of 1000)
     # rows per transport: each span sends value to the row it read most. With 3, a door read's
-    # second and third rows are near-copies of the pickup's neighbours (a probe at pickup rate 1.0:
-    # ~40% of door transports landed on rows 2+ steps after the pickup)
+    # second and third rows took the value too (a probe at pickup rate 1.0, when the key carrier
+    # still waited in a corridor: ~40% of door transports landed 2+ rows after the pickup)
     transport_top_k: int = 1
-    # mean(relu(strength - 2) ** 2) cost; linear at 1.0 (and 0.01), door-phase strengths stayed just
-    # under the transport threshold of 2 and nothing moved; squared at 0.001 the pickup was learned
-    # sooner than linear at 0.001 (seed 1: 0.99 vs 0.86, seed 3: 0.95 vs 0.76 late)
+    # read_cost * mean(relu(strength - read_tolerance) ** read_cost_power); linear at 1.0 (and 0.01)
+    # from 2, door-phase strengths stayed just under the transport threshold of 2 and nothing moved;
+    # squared at 0.001 the pickup was learned sooner than linear at 0.001 (seed 1: 0.99 vs 0.86,
+    # seed 3: 0.95 vs 0.76 late)
     read_cost: float = 0.001
     read_cost_power: int = 2
     # the cost starts below the transport threshold (2): with both at 2, strengths that serve
