@@ -85,7 +85,7 @@ class KeyToDoor:
         return cell
 
     def reset(self) -> np.ndarray:
-        B, w = self.B, self.cfg.room
+        B = self.B
         self.phase = np.zeros(B, np.int64)
         self.t_phase = np.zeros(B, np.int64)
         self.t = np.zeros(B, np.int64)
@@ -96,7 +96,6 @@ class KeyToDoor:
         self.done = np.zeros(B, bool)
         self.pickup_step = np.full(B, -1, np.int64)
         self.opened = np.zeros(B, bool)
-        del w
         return self.observe()
 
     def observe(self) -> np.ndarray:

@@ -116,7 +116,7 @@ def learned_transport(
             parts.append(Transports(
                 source=np.full(len(rows), times[t2], np.int64),
                 target=t1,
-                amount=alpha * w[t2, h, rows] * float(values[t2]),
+                amount=alpha * wf[rows] * float(values[t2]),
                 head=np.full(len(rows), h, np.int16),
             ))
     if episode_length is not None and len(times) > 1 and (np.diff(times) <= 0).any():

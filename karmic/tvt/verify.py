@@ -28,12 +28,7 @@ import torch
 from torch import nn
 
 from karmic.tvt.key_to_door import N_ACTIONS, KeyToDoor, KeyToDoorConfig, random_pickup_rate
-from karmic.tvt.memory import (
-    READ_HEADS,
-    RECON_COST,
-    TVTMemory,
-    window_valid,
-)
+from karmic.tvt.memory import READ_HEADS, RECON_COST, TVTMemory, window_valid
 from karmic.tvt.transport import (
     DEFAULT_ALPHA,
     DEFAULT_THRESHOLD,
@@ -339,9 +334,9 @@ def verify(cfg: VerifyConfig, seeds: list[int], on_run: Callable[[dict], None] |
                 raise
         runs = [done[i] for i in range(len(jobs))]
     else:
-        for c, s, use_tvt in jobs:
+        for _, s, use_tvt in jobs:
             cb = (lambda u, info, s=s, k=use_tvt: on_update("tvt" if k else "rma", s, u, info)) if on_update else None
-            runs.append(train_key_to_door(c, s, use_tvt, cb))
+            runs.append(train_key_to_door(cfg, s, use_tvt, cb))
             if on_run is not None:
                 on_run(runs[-1])
     tvt = [r for r in runs if r["tvt"]]
