@@ -38,11 +38,10 @@ import math
 import os
 import re
 import socket
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from pipelines.storage import ObjectPath, resolve
 
