@@ -209,7 +209,8 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
             ax.set_xlabel("env steps")
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=6, loc="best")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6, loc="best")
         seeds = len(study.seeds)
         note = f" (bins with >= {MIN_RATIO_HITS} hits)" if metric == "retribution_ratio" else ""
         refs = [c for c in study.conditions if c not in trained]
