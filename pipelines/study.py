@@ -5,8 +5,10 @@ checked field by field before anything trains. Its tables:
 
 - ``[study]``: ``name`` (letters, digits, ``_-.``), ``description``, ``registered`` (the date the
   predictions were written down).
-- ``[ecology]``: ``preset`` (a ``HarvestConfig`` preset or absent) and ``env`` (environment
-  overrides shared by every cell).
+- ``[ecology]``: ``preset`` (a ``HarvestConfig`` preset or absent), or ``presets`` (one per
+  grid size, ``{"10" = "karmic-small", "30" = "karmic-big"}``), and ``env`` (environment
+  overrides shared by every cell). ``pending = "why"`` marks an ecology not frozen yet (a study
+  registered before its calibration has finished): ``check`` and ``report`` work, ``run`` refuses.
 - ``[factors]``: ``conditions`` (training modes ``baseline``, ``matchmaker``, ``tvt``, ``full``,
   ``memory`` where the trainer has it, or a scripted reference policy ``random`` / ``greedy``,
   which is simulated instead of trained), ``grid_sizes``, ``seeds`` (at least 2: a CI needs them).
@@ -23,7 +25,8 @@ checked field by field before anything trains. Its tables:
   (``greater``: a > b; ``less``: a < b; ``equivalent``: |a - b| <= margin; ``not_less``:
   a >= b - margin), sides ``a`` and ``b`` (``condition``, ``grid_size``, ``level``, ``window``;
   ``b`` takes what it does not name from ``a``), and for ``equivalent`` / ``not_less`` a
-  ``margin`` (a fraction of |mean of b|) or ``margin_abs``.
+  ``margin`` (a fraction of |mean of b|) or ``margin_abs``. ``b = { value = 0.9 }`` compares
+  side a with a constant instead (a one-sample test over a's seeds).
 
 The plan is every (condition, grid size, level, seed) cell (levels restricted to their grids),
 one sweep task each with the run id ``<study>-<level>-<condition>-g<G>-s<S>``; the sweep
@@ -63,7 +66,7 @@ METRICS = {
     "retribution_ratio": "retribution hits / all hits (pooled over the window)",
     "total_debt": "total ledger debt at episode end, mean over the window's episodes",
 }
-SIDE_KEYS = ("condition", "grid_size", "level", "window")
+SIDE_KEYS = ("condition", "grid_size", "level", "window", "value")
 DEFAULT_LEVEL = "default"
 STUDIES_DIR = "studies"
 
@@ -102,7 +105,7 @@ class Study:
     text: str
     description: str
     registered: str
-    preset: str | None
+    presets: dict[int, str | None]
     env: dict[str, Any]
     conditions: list[str]
     grid_sizes: list[int]
@@ -113,6 +116,10 @@ class Study:
     episodes: int
     windows: dict[str, tuple[float, float]]
     predictions: list[dict[str, Any]]
+    pending: str | None = None
+
+    def preset(self, grid_size: int) -> str | None:
+        return self.presets.get(grid_size)
 
     @property
     def sweep_id(self) -> str:
@@ -142,7 +149,7 @@ class Study:
         lv = self.level(cell.level)
         return {**self.train, **lv.train, "mode": cell.condition, "grid_size": cell.grid_size,
                 "seed": cell.seed, "total_steps": self.total_steps[cell.grid_size],
-                "preset": self.preset, "env_overrides": self.env_overrides(cell),
+                "preset": self.preset(cell.grid_size), "env_overrides": self.env_overrides(cell),
                 "run_id": cell.run_id(self.name)}
 
 
@@ -207,7 +214,7 @@ def parse_study(path: Path) -> Study:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise StudyError(f"{where}: [study] name must use letters, digits, '_', '-', '.'")
     eco = _table(d, "ecology", where)
-    _unknown(eco, ("preset", "env"), f"{where} [ecology]")
+    _unknown(eco, ("preset", "presets", "env", "pending"), f"{where} [ecology]")
     fac = _table(d, "factors", where, required=True)
     _unknown(fac, ("conditions", "grid_sizes", "seeds"), f"{where} [factors]")
     conditions = fac.get("conditions")
@@ -286,14 +293,38 @@ def parse_study(path: Path) -> Study:
 
     study = Study(
         name=name, path=path, text=text, description=str(st.get("description", "")),
-        registered=str(st.get("registered", "")), preset=eco.get("preset"),
+        registered=str(st.get("registered", "")), presets=_presets(eco, grids, where),
         env=dict(eco.get("env", {})), conditions=list(conditions), grid_sizes=grids, seeds=seeds,
         levels=levels, total_steps=total_steps, train=dict(train), episodes=episodes,
-        windows=windows, predictions=[],
+        windows=windows, predictions=[], pending=eco.get("pending"),
     )
+    if study.pending is not None and not isinstance(study.pending, str):
+        raise StudyError(f"{where}: [ecology] pending must be a sentence saying why")
     _check_configs(study)
     study.predictions = _parse_predictions(study, d.get("predictions", []), where)
     return study
+
+
+def _presets(eco: dict, grids: list[int], where: str) -> dict[int, str | None]:
+    if "preset" in eco and "presets" in eco:
+        raise StudyError(f"{where}: [ecology] takes preset or presets, not both")
+    if "presets" in eco:
+        raw = eco["presets"]
+        if not isinstance(raw, dict):
+            raise StudyError(f"{where}: [ecology] presets must be a table of grid size = preset")
+        try:
+            out = {int(k): v for k, v in raw.items()}
+        except ValueError:
+            raise StudyError(f"{where}: [ecology] presets keys must be grid sizes") from None
+        missing = [g for g in grids if g not in out]
+        if missing:
+            raise StudyError(f"{where}: [ecology] presets has no preset for grid size(s) {missing}")
+    else:
+        out = {g: eco.get("preset") for g in grids}
+    for v in out.values():
+        if v is not None and not isinstance(v, str):
+            raise StudyError(f"{where}: [ecology] a preset must be a name")
+    return out
 
 
 def _check_configs(study: Study) -> None:
@@ -311,8 +342,6 @@ def _check_configs(study: Study) -> None:
         if bad:
             raise StudyError(f"{study.path}: {src}: unknown training field(s) {', '.join(bad)}"
                              " (grid_size, seed, mode, total_steps come from the study's factors)")
-    if study.preset is not None and not isinstance(study.preset, str):
-        raise StudyError(f"{study.path}: [ecology] preset must be a name")
     for c in study.conditions:
         if c in TRAIN_MODES and c not in MODES:
             raise StudyError(f"{study.path}: condition {c!r} is not a training mode of this trainer"
@@ -324,7 +353,7 @@ def _check_configs(study: Study) -> None:
             continue
         seen.add(key)
         try:
-            env = make_config(study.preset, grid_size=cell.grid_size, **study.env_overrides(cell))
+            env = make_config(study.preset(cell.grid_size), grid_size=cell.grid_size, **study.env_overrides(cell))
             if not cell.scripted:
                 cfg = TrainConfig.from_dict({**study.train_config(cell), "mode": "baseline"})
                 cfg.validate()
@@ -374,13 +403,23 @@ def _parse_predictions(study: Study, raw: Any, where: str) -> list[dict[str, Any
                 raise StudyError(f"{pw}: side {s} must be a table of {', '.join(SIDE_KEYS)}")
             _unknown(sd, SIDE_KEYS, f"{pw} side {s}")
             sides[s] = sd
+        if "value" in sides["a"]:
+            raise StudyError(f"{pw}: side a must be a cell (a constant goes on side b)")
         a = {"window": "late", **sides["a"]}
         if len(study.levels) == 1:
             a.setdefault("level", study.levels[0].name)
         if len(study.grid_sizes) == 1:
             a.setdefault("grid_size", study.grid_sizes[0])
-        b = {**a, **sides["b"]}
+        const = sides["b"].get("value")
+        if const is not None:
+            if set(sides["b"]) != {"value"} or not isinstance(const, (int, float)) or isinstance(const, bool):
+                raise StudyError(f"{pw}: side b = {{ value = NUMBER }} takes nothing else")
+            b = {"value": float(const)}
+        else:
+            b = {**a, **sides["b"]}
         for s, side in (("a", a), ("b", b)):
+            if "value" in side:
+                continue
             for k in ("condition", "grid_size", "level"):
                 if k not in side:
                     raise StudyError(f"{pw}: side {s} needs {k}")
@@ -503,7 +542,7 @@ def manifest_for(study: Study) -> dict[str, Any]:
         }
         if cell.scripted:
             entry["simulate"] = {"policy": cell.condition, "episodes": study.episodes,
-                                 "preset": study.preset, "env_overrides": study.env_overrides(cell)}
+                                 "preset": study.preset(cell.grid_size), "env_overrides": study.env_overrides(cell)}
         else:
             entry["config"] = study.train_config(cell)
         tasks.append(entry)

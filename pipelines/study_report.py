@@ -116,13 +116,15 @@ def analysis_connection(study: Study, metrics_path: Path) -> duckdb.DuckDBPyConn
                "margin_abs": None if p["margin_abs"] is None else float(p["margin_abs"])}
         for s in ("a", "b"):
             for k in ("condition", "level", "window"):
-                row[f"{s}_{k}"] = str(p[s][k])
-            row[f"{s}_grid_size"] = int(p[s]["grid_size"])
+                row[f"{s}_{k}"] = None if k not in p[s] else str(p[s][k])
+            row[f"{s}_grid_size"] = None if "grid_size" not in p[s] else int(p[s]["grid_size"])
+        row["b_value"] = p["b"].get("value")
         preds.append(row)
     schema = pa.schema([("id", pa.string()), ("claim", pa.string()), ("metric", pa.string()),
                         ("test", pa.string()), ("margin", pa.float64()), ("margin_abs", pa.float64())]
                        + [(f"{s}_{k}", pa.int64() if k == "grid_size" else pa.string())
-                          for s in ("a", "b") for k in ("condition", "level", "window", "grid_size")])
+                          for s in ("a", "b") for k in ("condition", "level", "window", "grid_size")]
+                       + [("b_value", pa.float64())])
     con.register("study_predictions", pa.Table.from_pylist(preds, schema=schema))
     for name in ("_t975", "_t_sf", "_metric_values", "_seed_values"):
         con.execute(_sql(name))
@@ -234,6 +236,8 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 def _side(v: dict[str, Any], s: str) -> str:
+    if s == "b" and v.get("b_value") is not None:
+        return f"the constant {_fmt(v['b_value'])}"
     return f"{v[f'{s}_condition']} g{v[f'{s}_grid_size']} {v[f'{s}_level']} [{v[f'{s}_window']}]"
 
 

@@ -38,7 +38,7 @@ def study_status(study: Study, lake: str) -> tuple[list[str], list[tuple], str]:
     counts: dict[str, int] = {}
     for cell in cells_table(study, manifest):
         rid = cell["run_id"]
-        env = make_config(study.preset, grid_size=cell["grid_size"],
+        env = make_config(study.preset(cell["grid_size"]), grid_size=cell["grid_size"],
                           **study.env_overrides(_as_cell(cell)))
         target = (study.episodes * env.episode_length if cell["scripted"]
                   else study.total_steps[cell["grid_size"]])

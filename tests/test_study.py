@@ -448,3 +448,33 @@ def test_study_killed_with_sigkill_resumes_to_the_uninterrupted_verdicts(tmp):
     assert res.exit_code == 0, res.output
     states = [r["state"] for r in json.loads(res.stdout.splitlines()[0])]
     assert states == ["done"] * 4
+
+
+def test_a_constant_side_is_a_one_sample_test(tmp):
+    a = [0.95, 0.97, 0.99]
+    vals = {("tvt", "late", s): [a[s - 1]] for s in (1, 2, 3)}
+    v = _analyse(tmp, """
+[[predictions]]
+id = "share"
+metric = "hits_per_agent_step"
+test = "greater"
+a = { condition = "tvt" }
+b = { value = 0.9 }
+""", vals)["share"]
+    m = sum(a) / 3
+    sd = math.sqrt(sum((x - m) ** 2 for x in a) / 2)
+    assert v["mean_b"] == pytest.approx(0.9)
+    assert v["diff"] == pytest.approx(m - 0.9)
+    assert v["df"] == 2
+    assert v["ci_low"] == pytest.approx(m - 0.9 - T975[2] * sd / math.sqrt(3))
+    assert v["verdict"] == "supported"
+
+
+def test_a_study_with_a_pending_ecology_checks_but_does_not_run(tmp):
+    p = _write(tmp, HEAD.replace("[factors]", '[ecology]\npending = "the calibration has not finished"\n[factors]')
+               + GOOD_PRED)
+    assert CliRunner().invoke(app, ["study", "check", str(p)]).exit_code == 0
+    res = CliRunner().invoke(app, ["study", "run", str(p), "--lake", str(tmp / "lake")])
+    assert res.exit_code == 2
+    assert "pending (the calibration has not finished)" in res.output
+    assert not (tmp / "lake").exists()

@@ -67,6 +67,8 @@ def run(
         if retries < 0:
             raise KarmicError(f"--retries must be >= 0, got {retries}")
         st = _load(name)
+        if st.pending:
+            raise KarmicError(f"study {st.name} cannot run yet: its ecology is pending ({st.pending})")
         lake_s = _lake(lake)
         be = sw.make_backend(backend, workers=workers, address=address)
         with stm.StudyLock(lake_s, st.name):

@@ -1,6 +1,7 @@
 -- one verdict per prediction of a study: estimate, 95% CI, p-values, Holm-adjusted, supported | contradicted | inconclusive
 -- Inputs: study_seed_values (per-seed values) and study_predictions (the study file's predictions:
--- id, claim, metric, test, margin, margin_abs, a_/b_ condition, grid_size, level, window).
+-- id, claim, metric, test, margin, margin_abs, a_/b_ condition, grid_size, level, window, and
+-- b_value: a constant side b, compared by a one-sample test over a's seeds, df = n_a - 1).
 -- diff = mean(a) - mean(b). Sides of one cell (only the window differs) are paired by seed:
 -- diff and se from the per-seed differences, df = n - 1; otherwise Welch: se = sqrt(sd_a^2/n_a +
 -- sd_b^2/n_b), Welch-Satterthwaite df (floored). 95% CI = diff +- t(0.975, df) se (view t975).
@@ -24,7 +25,9 @@ params as (
 sides as (
     select
         p.*,
-        p.a_condition = p.b_condition and p.a_grid_size = p.b_grid_size and p.a_level = p.b_level as paired
+        coalesce(p.a_condition = p.b_condition and p.a_grid_size = p.b_grid_size and p.a_level = p.b_level,
+            false) as paired,
+        p.b_value is not null as constant
     from study_predictions as p
 ),
 
@@ -66,14 +69,25 @@ est as (
     select
         s.id, s.claim, s.metric, s.test, s.paired, s.margin, s.margin_abs,
         s.a_condition, s.a_grid_size, s.a_level, s.a_window,
-        s.b_condition, s.b_grid_size, s.b_level, s.b_window,
-        a.n_a, a.mean_a, a.sd_a, b.n_b, b.mean_b, b.sd_b, pr.n_pairs,
-        case when s.paired then pr.diff_paired else a.mean_a - b.mean_b end as diff,
+        s.b_condition, s.b_grid_size, s.b_level, s.b_window, s.b_value,
+        s.constant,
+        a.n_a, a.mean_a, a.sd_a,
+        case when s.constant then null else b.n_b end as n_b,
+        case when s.constant then s.b_value else b.mean_b end as mean_b,
+        case when s.constant then 0.0 else b.sd_b end as sd_b,
+        pr.n_pairs,
         case
+            when s.constant then a.mean_a - s.b_value
+            when s.paired then pr.diff_paired
+            else a.mean_a - b.mean_b
+        end as diff,
+        case
+            when s.constant then case when a.n_a >= 2 then a.sd_a / sqrt(a.n_a) end
             when s.paired then case when pr.n_pairs >= 2 then pr.sd_paired / sqrt(pr.n_pairs) end
             when a.n_a >= 2 and b.n_b >= 2 then sqrt(a.sd_a ^ 2 / a.n_a + b.sd_b ^ 2 / b.n_b)
         end as se,
         case
+            when s.constant then case when a.n_a >= 2 then a.n_a - 1 end
             when s.paired then case when pr.n_pairs >= 2 then pr.n_pairs - 1 end
             when a.n_a >= 2 and b.n_b >= 2 and a.sd_a ^ 2 / a.n_a + b.sd_b ^ 2 / b.n_b > 0
                 then floor((a.sd_a ^ 2 / a.n_a + b.sd_b ^ 2 / b.n_b) ^ 2 / (
@@ -81,7 +95,10 @@ est as (
                     + case when b.sd_b > 0 then (b.sd_b ^ 2 / b.n_b) ^ 2 / (b.n_b - 1) else 0 end))
             when a.n_a >= 2 and b.n_b >= 2 then a.n_a + b.n_b - 2
         end as df,
-        case when s.margin is not null then s.margin * abs(b.mean_b) else s.margin_abs end as m
+        case
+            when s.margin is not null then s.margin * abs(case when s.constant then s.b_value else b.mean_b end)
+            else s.margin_abs
+        end as m
     from sides as s
     left join stats_a as a on a.id = s.id
     left join stats_b as b on b.id = s.id
@@ -193,7 +210,7 @@ select
     j.metric,
     j.test,
     j.a_condition, j.a_grid_size, j.a_level, j.a_window,
-    j.b_condition, j.b_grid_size, j.b_level, j.b_window,
+    j.b_condition, j.b_grid_size, j.b_level, j.b_window, j.b_value,
     j.paired,
     j.n_a, j.mean_a, j.sd_a, j.n_b, j.mean_b, j.sd_b,
     j.diff, j.se, j.df, j.ci_low, j.ci_high, j.m as margin,
@@ -205,7 +222,7 @@ select
         else 'inconclusive'
     end as verdict,
     case
-        when j.n_a is null or j.n_b is null then 'no data on one side'
+        when j.n_a is null or (j.n_b is null and not j.constant) then 'no data on one side'
         when j.se is null then 'fewer than 2 seeds with a value on a side'
         when j.ci_supports and not j.p_support_holm < params.alpha then 'the unadjusted CI supports it; Holm does not'
         when j.ci_contradicts and not j.p_contra_holm < params.alpha then 'the unadjusted CI contradicts it; Holm does not'
