@@ -65,6 +65,7 @@ METRICS = {
     "frozen_fraction": "agent-steps spent removed / agent-steps",
     "retribution_ratio": "retribution hits / all hits (pooled over the window)",
     "total_debt": "total ledger debt at episode end, mean over the window's episodes",
+    "semantic_on_target_share": "share of semantic transport value landing where the agent hit its hitter",
 }
 SIDE_KEYS = ("condition", "grid_size", "level", "window", "value")
 DEFAULT_LEVEL = "default"

@@ -70,7 +70,8 @@ def _metrics(values: dict[tuple[str, str, int], list[float]], episodes: int = 11
                          "scripted": cond == "random", "run_id": run, "episode": ep, "global_step": ep * 100,
                          "n_agents": 5, "steps": 20000, "agent_steps": 100_000, "total_return": 0.0, "apples": 0,
                          "zaps_fired": 0, "hits": round(v * 100_000), "predatory_hits": round(v * 100_000),
-                         "retribution_hits": 0, "frozen_steps": 0, "total_debt": 0.0})
+                         "retribution_hits": 0, "frozen_steps": 0, "total_debt": 0.0,
+                         "semantic_amount": 0.0, "semantic_on_target_amount": 0.0})
     return pa.Table.from_pylist(rows)
 
 

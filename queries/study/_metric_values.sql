@@ -1,6 +1,7 @@
 -- (view) study_metric_values: every study metric of every run x episode as (numerator, denominator)
 -- A run's value of a metric over a set of episodes is sum(num) / sum(den): rates per agent-step
--- pool the window's agent-steps; retribution_ratio pools its hits; total_debt averages episodes.
+-- pool the window's agent-steps; retribution_ratio pools its hits; total_debt averages episodes;
+-- semantic_on_target_share pools the semantic transport value of the window's episodes.
 -- frac: the episode's place in its run, global_step / the run's last global_step (0 for a
 -- one-episode run); scripted policies do not learn, so their every episode is in every window.
 create or replace view study_metric_values as
@@ -24,5 +25,6 @@ lateral (
         ('return_per_agent_step', total_return, agent_steps::double),
         ('frozen_fraction', frozen_steps::double, agent_steps::double),
         ('retribution_ratio', retribution_hits::double, hits::double),
-        ('total_debt', total_debt, 1.0)
+        ('total_debt', total_debt, 1.0),
+        ('semantic_on_target_share', semantic_on_target_amount, semantic_amount)
 ) as v(metric, num, den)
