@@ -424,12 +424,31 @@ def test_study_killed_with_sigkill_resumes_to_the_uninterrupted_verdicts(tmp):
     assert p.returncode == 0, out
     assert "already running" not in out
 
+    # a worker killed with SIGKILL: the driver retries the cell, which resumes from its checkpoint
+    worker_killed = tmp / "worker_killed"
+    p = _driver(study, worker_killed)
+    deadline = time.monotonic() + 120
+    victim = None
+    while time.monotonic() < deadline and victim is None:
+        if list((worker_killed / "checkpoints").glob("run_id=*/ckpt-*.pt")):
+            kids = subprocess.run(["pgrep", "-P", str(p.pid), "-f", "spawn_main"], capture_output=True,
+                                  text=True).stdout.split()
+            victim = int(kids[0]) if kids else None
+        time.sleep(0.2)
+    assert victim is not None, "no worker to kill"
+    os.kill(victim, signal.SIGKILL)
+    out, _ = p.communicate(timeout=240)
+    assert p.returncode == 0, out
+    assert "retry" in out
+
     # no episode written twice, none lost, and every event and episode as in the clean study
-    a, b = _episode_rows(clean), _episode_rows(killed)
-    assert a.keys() == b.keys()
-    for rid in a:
-        assert len(set(b[rid])) == len(b[rid]), f"{rid}: an episode written twice"
-        assert a[rid] == b[rid], rid
+    a = _episode_rows(clean)
+    for lake in (killed, worker_killed):
+        b = _episode_rows(lake)
+        assert a.keys() == b.keys()
+        for rid in a:
+            assert len(set(b[rid])) == len(b[rid]), f"{rid}: an episode written twice"
+            assert a[rid] == b[rid], rid
     st = parse_study(study)
     ra = build_report(st, str(clean), tmp / "res_clean", episodes=False)
     rb = build_report(st, str(killed), tmp / "res_killed", episodes=False)
