@@ -288,7 +288,7 @@ def _versions_note(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]], figures: list[Path],
-                    lake_hint: str | None) -> str:
+                    lake_hint: str | None, out_dir: Path) -> str:
     s = res["summary"]
     trained = [r for r in runs if not r["scripted"]]
     secs = sum(float(r["seconds"] or 0) for r in trained)
@@ -327,6 +327,18 @@ def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]
     ]
     for f in figures:
         lines += [f"![{f.stem}]({f.name})", ""]
+    gifs = sorted(out_dir.glob("episode_*.gif"))
+    skipped_path = out_dir / "episodes_skipped.json"
+    skipped = json.loads(skipped_path.read_text()) if skipped_path.is_file() else []
+    if gifs or skipped:
+        lines += ["## Late-training episodes", "",
+                  "The last episode of the lowest seed of each cell, re-simulated from the lake's action "
+                  "log and checked against its stored events (`karmic replay`).", ""]
+        for g in gifs:
+            lines += [f"![{g.stem}]({g.name})", ""]
+        if skipped:
+            lines += ["Not replayable (runs written before the lake kept an action log, or a failed check):", "",
+                      *[f"- {x}" for x in skipped], ""]
     notes = _versions_note(runs)
     if notes:
         lines += ["## Versions", "", "Some runs were produced under versions other than the lock:", "",
@@ -351,11 +363,41 @@ def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]
     return "\n".join(lines)
 
 
+def embed_episodes(study: Study, lake: str, out_dir: Path, max_frames: int = 120) -> list[str]:
+    """A late-training episode of each trained (grid, level, condition), re-simulated from the
+    lake's action log (`karmic replay`) and checked against its events, as a GIF. Runs written
+    before the lake kept actions cannot be replayed: they are skipped and named."""
+    try:
+        from pipelines.replay import render_episode
+    except ImportError:
+        return ["episodes not embedded: this install has no pipelines.replay"]
+    for old in out_dir.glob("episode_*.gif"):
+        old.unlink()
+    con = duckdb.connect()
+    last = con.execute(
+        f"select grid_size, level, condition, arg_min(run_id, seed), arg_min(max_ep, seed) from ("
+        f" select grid_size, level, condition, seed, run_id, max(episode) as max_ep"
+        f" from read_parquet('{_q(str(out_dir / 'metrics.parquet'))}') where not scripted group by all)"
+        f" group by all order by all").fetchall()
+    skipped = []
+    for g, lv, cond, run_id, ep in last:
+        out = out_dir / f"episode_g{g}_{lv}_{cond}.gif"
+        try:
+            render_episode(lake, run_id, int(ep), out, max_frames=max_frames)
+        except Exception as exc:  # noqa: BLE001 (a run without actions, or one that fails its check)
+            out.unlink(missing_ok=True)
+            skipped.append(f"{run_id} episode {ep}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    return skipped
+
+
 def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bool = False,
                  episodes: bool = True) -> dict[str, Any]:
     out_dir = Path(out_dir)
     if not from_results:
         extract_metrics(study, lake, out_dir)
+        if episodes:
+            skipped = embed_episodes(study, lake, out_dir)
+            (out_dir / "episodes_skipped.json").write_text(json.dumps(skipped, indent=1) + "\n")
     elif not (out_dir / "runs.json").is_file():
         raise StudyError(f"no {out_dir / 'runs.json'}: --from-results needs a results folder built from a lake")
     runs = json.loads((out_dir / "runs.json").read_text())
@@ -368,7 +410,7 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
                 "alpha": 0.05, "correction": "holm", "predictions": res["verdicts"]}
     (out_dir / "verdicts.json").write_text(json.dumps(verdicts, indent=1, sort_keys=True) + "\n")
     (out_dir / "cells.json").write_text(json.dumps(res["cells"], indent=1, sort_keys=True) + "\n")
-    (out_dir / "report.md").write_text(render_markdown(study, res, runs, figures, None))
+    (out_dir / "report.md").write_text(render_markdown(study, res, runs, figures, None, out_dir))
     summary = [f"{v['id']}: {v['verdict']} (diff {_fmt(v['diff'])} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}], "
                f"Holm p {_fmt(v['p_support_holm'], 3)})" for v in res["verdicts"]]
     return {"summary": summary, "verdicts": res["verdicts"], "figures": figures}
