@@ -118,6 +118,7 @@ def plot_curves(
     *,
     ylim_zero: bool = True,
     ci: tuple[str, str] = ("ci_low", "ci_high"),
+    sharey: bool = True,
 ) -> Path:
     """Curves against training steps, one panel per grid size, conditions overlaid.
 
@@ -127,7 +128,7 @@ def plot_curves(
     grids = sorted({r["grid_size"] for r in rows}, key=lambda g: (g is None, g))
     n = max(1, len(grids))
     fig, axes = plt.subplots(
-        1, n, figsize=(max(8.0, 5.4 * n + 0.4), 4.6), squeeze=False, sharey=True
+        1, n, figsize=(max(8.0, 5.4 * n + 0.4), 4.6), squeeze=False, sharey=sharey
     )
     if not grids:
         _empty(axes[0][0])
@@ -156,7 +157,8 @@ def plot_curves(
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
         if ylim_zero:
             ax.set_ylim(bottom=0)
-    axes[0][0].set_ylabel(ylabel)
+    for ax in axes[0] if not sharey else axes[0][:1]:
+        ax.set_ylabel(ylabel)
     if handles:
         fig.legend(
             [h for h, _ in handles.values()],
@@ -274,12 +276,21 @@ def plot_scale(
 
 
 def plot_outcomes(rows: Sequence[dict], path: Path, styles: Styles) -> Path:
-    """Social outcomes U, E, S, P late in training (ablation.sql rows), per condition and grid."""
+    """Social outcomes U, E, S, P late in training (ablation.sql rows), per condition and grid.
+
+    Where several grid sizes share the S panel, S is drawn as a share of the episode length
+    (``sustainability_share``): their episodes differ in length (500 steps at 10x10, 1000 at 30x30).
+    """
     metrics = ("efficiency", "equality", "sustainability", "peace")
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=True):
         mine = [r for r in rows if r["metric"] == metric]
         grids = sorted({r["grid_size"] for r in mine}, key=lambda g: (g is None, g))
+        unit = UNITS[metric]
+        if metric == "sustainability" and len(grids) > 1:
+            share = [r for r in rows if r["metric"] == "sustainability_share"]
+            if share:
+                mine, unit = share, "mean step of eating / episode length"
         entries = []
         for g in grids:
             for c in styles.order:
@@ -298,7 +309,7 @@ def plot_outcomes(rows: Sequence[dict], path: Path, styles: Styles) -> Path:
                     )
                 )
         if entries:
-            _point_panel(ax, entries, UNITS[metric])
+            _point_panel(ax, entries, unit)
             if len(grids) > 1:  # one group of conditions per grid size, separated and labelled
                 start = 0
                 for g in grids:

@@ -346,14 +346,16 @@ def collect(
             key,
             title,
             f"{ylabel} at each episode against training steps (episodes binned, mean over seeds, "
-            "95% CI band).",
+            "95% CI band). Debt is a stock, not a count per step: each grid size has its own "
+            "y-axis, since longer episodes (1000 steps at 30x30, 500 at 10x10) carry more hits.",
             {f"queries/{name}.sql wrapped by pipelines/report.py CURVE_SQL": curve_sql or ""},
             note=why,
         )
         if curve_sql is not None:
             rows = timed(name, curve_sql)
             fig.path = plots.plot_curves(
-                rows, "value", ylabel, title + " over training", out / f"{name}.png", styles
+                rows, "value", ylabel, title + " over training", out / f"{name}.png", styles,
+                sharey=False,
             )
         data.figures.append(fig)
 
@@ -394,7 +396,8 @@ def collect(
     fig = Figure(
         "outcomes",
         "Social outcomes U, E, S, P",
-        f"Efficiency, equality, sustainability and peace (Perolat et al. 2017) over the last "
+        "Efficiency (reward per step), equality, sustainability (as a share of the episode "
+        "length where grid sizes meet) and peace (Perolat et al. 2017) over the last "
         f"{late_fraction:.0%} of each run's steps, mean over seeds with 95% CI.",
         {"queries/ablation.sql": ablation_sql},
     )
