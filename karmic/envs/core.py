@@ -46,9 +46,12 @@ def spawn_cells(config: HarvestConfig, walls: np.ndarray) -> np.ndarray:
     """(H, W) bool: where agents spawn at random: the map's 'P' cells with spawn_on_points, else
     every non-wall cell."""
     if config.spawn_on_points:
-        rows = [row[1:-1] for row in SSD_HARVEST_MAP[1:-1]]
-        return np.array([[ch == "P" for ch in row] for row in rows], dtype=np.bool_)
+        return _SSD_SPAWN_POINTS & ~walls
     return ~walls
+
+
+_SSD_SPAWN_POINTS = np.array([[ch == "P" for ch in row[1:-1]] for row in SSD_HARVEST_MAP[1:-1]],
+                             dtype=np.bool_)
 
 
 def build_layout(config: HarvestConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +98,7 @@ class HarvestVecEnv:
         self.num_envs = B = num_envs
         self.n_agents = N = config.n_agents
         self.walls, self.apple_cells = build_layout(config)
-        self.spawn_ok = spawn_cells(config, self.walls)
+        self.spawn_ok = spawn_cells(config, self.walls)  # recomputed from the walls at each reset
         H, W = self.walls.shape
         if int((~self.walls).sum()) < N:
             raise ValueError("invalid HarvestConfig.grid_size: too small for its agents")
@@ -172,6 +175,7 @@ class HarvestVecEnv:
             self.seed(0)
         s = self.state
         self._ne[0] = 0
+        self.spawn_ok = spawn_cells(self.config, self.walls)
         K.reset_kernel(s.rng, self.walls, self.spawn_ok, self.apple_cells, s.apples, s.pos,
                        s.dirs, s.removed, s.t, s.seq, s.stats, self._pairs_array(pairs), self._ev,
                        self._ne)
