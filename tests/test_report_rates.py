@@ -69,3 +69,16 @@ def test_scale_comparison_rates_and_late_hits(tmp_path: Path) -> None:
     assert by["sustainability"]["small_mean"] == by["sustainability"]["big_mean"] == 5
     assert by["sustainability_share"]["small_mean"] == pytest.approx(0.5)
     assert by["sustainability_share"]["big_mean"] == pytest.approx(0.25)
+
+
+def test_cli_rejects_a_bad_min_hits(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from karmic.cli import app
+
+    ledger_run(tmp_path / "lake", "a", 10, steps=10)
+    res = CliRunner().invoke(
+        app, ["report", "--lake", str(tmp_path / "lake"), "--out", str(tmp_path / "o"),
+              "--min-hits", "0"],
+    )
+    assert res.exit_code == 2 and "--min-hits" in res.stderr
