@@ -213,7 +213,8 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=6, loc="best")
-        seeds = len(study.seeds)
+        ns = sorted({r["n_seeds"] for r in rows if r["condition"] in trained and r["n_seeds"]})
+        seeds = "no" if not ns else (f"{ns[0]}" if ns[0] == ns[-1] else f"{ns[0]}-{ns[-1]}")
         note = f" (bins with >= {MIN_RATIO_HITS} hits)" if metric == "retribution_ratio" else ""
         refs = [c for c in study.conditions if c not in trained]
         ref_note = f"; {' and '.join(refs)} policy: dotted" if refs else ""
