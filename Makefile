@@ -5,19 +5,36 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean lock
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+# Installs take the exact versions of the lock (requirements.lock, and requirements-dev.lock with
+# the dev extra), then the project itself without resolving anything again; `make lock` refreshes
+# both locks from pyproject.toml to the newest releases its ranges allow.
+LOCK := requirements.lock
+DEVLOCK := requirements-dev.lock
+LOCKENV := .venv-lock
+COMPILE = $(LOCKENV)/bin/pip-compile -q --upgrade --strip-extras --allow-unsafe --no-emit-find-links \
+	--no-emit-index-url
+
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install -q -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-$(DEVSTAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev]"
+$(DEVSTAMP): pyproject.toml $(DEVLOCK) | $(BIN)/python
+	$(BIN)/pip install -q -r $(DEVLOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP) $@
+
+# pip-tools lives in its own venv so it never changes the versions in .venv
+lock:
+	test -x $(LOCKENV)/bin/pip-compile || ($(PY) -m venv $(LOCKENV) && $(LOCKENV)/bin/pip install -q pip-tools)
+	$(COMPILE) -o $(LOCK) pyproject.toml
+	$(COMPILE) --extra dev -o $(DEVLOCK) pyproject.toml
 
 # The main job on the default lake (./data_lake): a simulated population with the matchmaker,
 # a small ablation of the conditions that run today (10x10, 2 seeds), the ablation table and the
@@ -43,4 +60,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/env_throughput.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(LOCKENV) .pytest_cache

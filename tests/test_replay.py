@@ -184,3 +184,22 @@ def test_render_gif_png_and_cli(sim_lake, tmp_path):
     assert "events equal to the lake" in res.stdout and (tmp_path / "c.gif").is_file()
     res = CliRunner().invoke(app, ["replay", "sim", "--check", "--lake", str(sim_lake)])
     assert res.exit_code == 0 and "3 episodes replayed" in res.stdout
+
+
+def test_versions_compare_with_the_lock(tmp_path):
+    import torch
+
+    from pipelines.lake import versions
+    from pipelines.versions import LOCKS, compare_with_lock, lock_versions
+
+    pins, python = lock_versions()
+    assert pins["torch"].startswith("2.13.0") and python
+    # make installs from the lock, so what runs the tests is what the lock says
+    assert compare_with_lock({**versions(), "torch": torch.__version__}) == []
+    diff = compare_with_lock({"python": "2.7.18", "numpy": "1.0.0", "torch": "2.13.0",
+                              "karmic": "9", "not-locked": "1"})
+    assert diff == ["numpy 1.0.0 (lock " + pins["numpy"] + ")", f"python 2.7.18 (lock {python})"]
+    assert compare_with_lock({"numpy": "1"}, paths=[tmp_path / "none.lock"])[0].startswith("no lock")
+    # the lock is a pip-compile of pyproject.toml that keeps the torch pin
+    text = LOCKS[0].read_text()
+    assert "pip-compile" in text and "torch==2.13.0" in text

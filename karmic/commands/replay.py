@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
                     if mismatch:
                         print(f"mismatch: {mismatch}", file=sys.stderr)
                         raise typer.Exit(1)
-                    print(f"run {run_id}: {n} episodes replayed, every event equal to the lake")
+                    print(f"run {run_id}: {n} episode{'' if n == 1 else 's'} replayed, every event equal to the lake")
                     return
                 if episode is None:
                     raise KarmicError("give an EPISODE to replay, or --check to verify every episode")
