@@ -88,7 +88,11 @@ def simulate(
     write: bool = True,
     flush_episodes: int = 10,
     on_episode: Callable[[SimResult], None] | None = None,
+    log_actions: bool = True,
 ) -> SimResult:
+    """Run ``episodes`` episodes and write them to the lake (``write``); ``log_actions=False``
+    leaves out the actions table (only for measuring what it costs: such a run cannot be
+    replayed)."""
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     overrides = {"max_steps": max_steps} if max_steps is not None else {}
@@ -112,7 +116,10 @@ def simulate(
     res = SimResult(run_id=run_id, ledger=ledger)
     env.record_events = writer is not None  # the writer takes one batch per episode
     N = config.n_agents
-    acts = np.zeros((T, N), np.int8)
+    # the policy's output per step, kept by reference and stacked once per episode: copying it
+    # into an array every step would cost a few percent of a random-policy step (policies return
+    # a new array each step; if one ever reused its buffer the replay check would say so)
+    acts: list = []
     steps_done = 0
     reset_rng, reset_pairs = 0, []
     open_episode = None  # reset but not yet written: an interrupt writes its steps so far
@@ -120,8 +127,11 @@ def simulate(
     def write_actions(ep: int) -> None:
         nonlocal open_episode
         open_episode = None
+        if not log_actions:
+            return
         writer.write_actions(actions_table(run_id, np.array([ep]), np.array([ep * T]),
-                                           acts[None, :steps_done], np.array([reset_rng], np.uint64),
+                                           np.asarray(acts[:steps_done], np.int8).reshape(1, steps_done, N),
+                                           np.array([reset_rng], np.uint64),
                                            [reset_pairs], np.array([env_digest(env.state, 0)])))
 
     try:
@@ -136,10 +146,13 @@ def simulate(
                 pol.reset()
                 base = ep * T
                 steps_done = 0
+                acts, prev = [], None
                 for t in range(T):
                     interrupted.check()
                     a = pol.act(env, obs)
-                    acts[t] = np.asarray(a).reshape(N)
+                    if log_actions:
+                        acts.append(a if a is not prev else np.copy(a))
+                        prev = a
                     obs, _, dones, ev = env.step(a)
                     steps_done = t + 1
                     if len(ev):

@@ -62,6 +62,7 @@ class RunLake:
         self.episodes_written = _max_episode(self.lake / "episodes" / f"run_id={run_id}")
         self.actions_written = _max_episode(self.lake / "actions" / f"run_id={run_id}")
         self._env = None  # set by begin_round: the round's actions are then recorded
+        self.log_actions = True  # False only to measure what the action log costs
 
     # -- run.json ----------------------------------------------------------------------------
     def run_exists(self) -> bool:
@@ -97,7 +98,7 @@ class RunLake:
         from karmic.envs.core import HarvestVecEnv
         from pipelines.replay import seeded_rng
 
-        if not isinstance(env, HarvestVecEnv):
+        if not self.log_actions or not isinstance(env, HarvestVecEnv):
             self._env = None
             return
         B, S = env.num_envs, env.num_envs * env.n_agents
