@@ -129,8 +129,9 @@ def simulate(
         open_episode = None
         if not log_actions:
             return
+        steps = np.concatenate(acts[:steps_done]) if steps_done else np.zeros(0)
         writer.write_actions(actions_table(run_id, np.array([ep]), np.array([ep * T]),
-                                           np.asarray(acts[:steps_done], np.int8).reshape(1, steps_done, N),
+                                           steps.astype(np.int8).reshape(1, steps_done, N),
                                            np.array([reset_rng], np.uint64),
                                            [reset_pairs], np.array([env_digest(env.state, 0)])))
 
