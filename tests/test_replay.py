@@ -106,6 +106,29 @@ def test_every_training_condition_replays_exactly(tmp_path, mode):
         assert pairs, "no rigged reset in this run: pick another seed"
 
 
+def test_resumed_matchmaker_run_replays_without_duplicate_actions(tmp_path):
+    """A round in the lake but not checkpointed is re-run on resume and not written again."""
+    from karmic.training.ppo import resumed_trainer
+    from pipelines.checkpoints import save_checkpoint
+
+    def cfg(run_id, every):
+        c = _tiny("matchmaker")
+        c.run_id, c.checkpoint_every = run_id, every
+        return c
+
+    Trainer(cfg("split", 100), tmp_path).run(stop_after=4)  # rounds 0 and 1, no checkpoint
+    early = Trainer(cfg("early", 1), tmp_path)
+    early.run(stop_after=2)  # the checkpoint after round 0 that a killed process left
+    ck = early.checkpoint_payload()
+    ck["run_id"], ck["train_config"]["run_id"] = "split", "split"
+    save_checkpoint(tmp_path, "split", 2, ck)
+    resumed_trainer("split", tmp_path).run()
+    acts = _read(tmp_path, "actions", "split")
+    keys = list(zip(acts.column("episode").to_pylist(), acts.column("agent").to_pylist(), strict=True))
+    assert len(keys) == len(set(keys)) == 6 * 5
+    assert check_run(tmp_path, "split") == (6, None)
+
+
 def test_tampered_event_is_caught_with_one_line(sim_lake, tmp_path):
     import shutil
 
