@@ -11,22 +11,27 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Installs take the exact versions of the lock (requirements.lock, and requirements-dev.lock with
-# the dev extra), then the project itself without resolving anything again; `make lock` refreshes
-# both locks from pyproject.toml to the newest releases its ranges allow.
+# Installs take the exact files of the lock (requirements.lock, and requirements-dev.lock with the
+# dev extra: versions and sha256 hashes), then the project itself without resolving anything
+# again; `make lock` refreshes both locks from pyproject.toml to the newest releases its ranges
+# allow. The lock is compiled against the package index alone (no local wheel folder from pip's
+# machine config): torch==2.13.0 is then the index's build, the one results/ was produced with,
+# and the hashes keep pip from taking a local build of the same version (2.13.0+cpu) instead,
+# which trains to different numbers.
 LOCK := requirements.lock
 DEVLOCK := requirements-dev.lock
 LOCKENV := .venv-lock
-COMPILE = $(LOCKENV)/bin/pip-compile -q --upgrade --strip-extras --allow-unsafe --no-emit-find-links \
-	--no-emit-index-url
+COMPILE = env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(LOCKENV)/bin/pip-compile -q --upgrade \
+	--strip-extras --allow-unsafe --generate-hashes --no-emit-find-links --no-emit-index-url
 
+# --force-reinstall: an installed build of the same version (2.13.0+cpu) would count as satisfied
 $(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
-	$(BIN)/pip install -q -r $(LOCK)
+	$(BIN)/pip install -q --force-reinstall -r $(LOCK)
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 $(DEVSTAMP): pyproject.toml $(DEVLOCK) | $(BIN)/python
-	$(BIN)/pip install -q -r $(DEVLOCK)
+	$(BIN)/pip install -q --force-reinstall -r $(DEVLOCK)
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP) $@
 

@@ -375,7 +375,7 @@ def render_episode(lake: Path | str, run_id: str, episode: int, out_path: str | 
     the steps left), and a caption with t, apples on the board and the step's social events.
     ``agent="agent_2"`` outlines that agent and adds its egocentric view beside the board.
     Raises :class:`ReplayMismatch` if the replay differs from the lake (nothing is written)."""
-    from karmic.envs.render import annotated_frame, save_frames
+    from karmic.envs.render import annotated_frame, compact_frame, save_frames
 
     out = Path(out_path)
     if out.suffix.lower() not in (".gif", ".mp4", ".png"):
@@ -402,13 +402,13 @@ def render_episode(lake: Path | str, run_id: str, episode: int, out_path: str | 
     env, obs = _make_env(run.config, [x])
     T = x["steps"]
     n_frames = T + 1 if max_frames is None else min(T + 1, max_frames)
-    frames = [annotated_frame(env, 0, env.reset_events, episode=episode, focus=focus, obs=obs,
-                              scale=scale)]
+    frames = [compact_frame(annotated_frame(env, 0, env.reset_events, episode=episode,
+                                            focus=focus, obs=obs, scale=scale))]
     for t in range(T):
         obs, _, _, ev = env.step(x["actions"][t][None])
         if len(frames) < n_frames:
-            frames.append(annotated_frame(env, 0, ev, episode=episode, focus=focus, obs=obs,
-                                          scale=scale))
+            frames.append(compact_frame(annotated_frame(env, 0, ev, episode=episode, focus=focus,
+                                                        obs=obs, scale=scale)))
     rep = _replayed(run, env, [x])[0]
     msg = compare(run, rep, x, _event_slices(run))
     if msg:

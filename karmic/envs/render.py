@@ -78,8 +78,17 @@ def save_gif(frames: list[np.ndarray], path: str, fps: int = 10) -> None:
 
     if not frames:
         raise ValueError("no frames to save")
-    images = [Image.fromarray(f) for f in frames]
+    images = [f if isinstance(f, Image.Image) else Image.fromarray(f) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+
+
+def compact_frame(frame: np.ndarray):
+    """An RGB frame as a palette image (one byte a pixel), so a 1000-step episode's frames fit in
+    memory; the board has a handful of colours, the caption's anti-aliased text a few more."""
+    from PIL import Image
+
+    return Image.fromarray(frame).quantize(colors=128, method=Image.Quantize.FASTOCTREE,
+                                           dither=Image.Dither.NONE)
 
 
 def record_episode(env, path: str, policy=None, seed: int = 0, max_steps: int | None = None,
@@ -234,8 +243,8 @@ def annotated_frame(venv, b: int = 0, events=None, episode: int | None = None,
     return np.asarray(img)
 
 
-def save_frames(frames: list[np.ndarray], path, fps: int = 8) -> None:
-    """``.gif``: animated; ``.mp4``: H.264 through ffmpeg (needs ffmpeg on PATH); ``.png``: a strip
+def save_frames(frames: list, path, fps: int = 8) -> None:
+    """Frames (RGB arrays or PIL images) to ``path``. ``.gif``: animated; ``.mp4``: H.264 through ffmpeg (needs ffmpeg on PATH); ``.png``: a strip
     of 8 evenly spaced frames side by side (for pages that cannot animate)."""
     import shutil
     import subprocess
@@ -247,6 +256,8 @@ def save_frames(frames: list[np.ndarray], path, fps: int = 8) -> None:
     if not frames:
         raise ValueError("no frames to save")
     suffix = path.suffix.lower()
+    if suffix != ".gif":
+        frames = [np.asarray(f.convert("RGB")) if isinstance(f, Image.Image) else f for f in frames]
     if suffix == ".gif":
         save_gif(frames, str(path), fps)
     elif suffix == ".png":
