@@ -16,8 +16,7 @@ $(BIN)/python:
 # again; `make lock` refreshes both locks from pyproject.toml to the newest releases its ranges
 # allow. The lock is compiled against the package index alone (no local wheel folder from pip's
 # machine config): torch==2.13.0 is then the index's build, the one results/ was produced with,
-# and the hashes keep pip from taking a local build of the same version (2.13.0+cpu) instead,
-# which trains to different numbers.
+# and the hashes keep pip from taking a local build of the same version (2.13.0+cpu) instead.
 LOCK := requirements.lock
 DEVLOCK := requirements-dev.lock
 LOCKENV := .venv-lock
