@@ -5,19 +5,40 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean lock
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+# Installs take the exact files of the lock (requirements.lock, and requirements-dev.lock with the
+# dev extra: versions and sha256 hashes), then the project itself without resolving anything
+# again; `make lock` refreshes both locks from pyproject.toml to the newest releases its ranges
+# allow. The lock is compiled against the package index alone (no local wheel folder from pip's
+# machine config): torch==2.13.0 is then the index's build, the one results/ was produced with,
+# and the hashes keep pip from taking a local build of the same version (2.13.0+cpu) instead.
+LOCK := requirements.lock
+DEVLOCK := requirements-dev.lock
+LOCKENV := .venv-lock
+COMPILE = env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(LOCKENV)/bin/pip-compile -q --upgrade \
+	--strip-extras --allow-unsafe --generate-hashes --no-emit-find-links --no-emit-index-url
+
+# --force-reinstall: an installed build of the same version (2.13.0+cpu) would count as satisfied
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install -q --force-reinstall -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-$(DEVSTAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev]"
+$(DEVSTAMP): pyproject.toml $(DEVLOCK) | $(BIN)/python
+	$(BIN)/pip install -q --force-reinstall -r $(DEVLOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP) $@
+
+# pip-tools lives in its own venv so it never changes the versions in .venv
+lock:
+	test -x $(LOCKENV)/bin/pip-compile || ($(PY) -m venv $(LOCKENV) && $(LOCKENV)/bin/pip install -q pip-tools)
+	$(COMPILE) -o $(LOCK) pyproject.toml
+	$(COMPILE) --extra dev -o $(DEVLOCK) pyproject.toml
 
 # The main job in miniature on the default lake (./data_lake): a simulated population with the
 # matchmaker, then studies/demo.toml (baseline, tvt, matchmaker, full and the random policy at
@@ -41,4 +62,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/env_throughput.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(LOCKENV) .pytest_cache

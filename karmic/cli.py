@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "plot",
     "report",
     "verify",
+    "replay",
     "sweep",
     "study",
 )

@@ -1,20 +1,23 @@
 """Reading the lake: DuckDB views, named queries and a polars scan. Imports no torch and no env.
 
-``connect(path, run=None, params=None)`` returns an in-memory DuckDB connection with three views
+``connect(path, run=None, params=None)`` returns an in-memory DuckDB connection with these views
 (``path``: a directory or ``s3://bucket/prefix``, read through s3fs, see ``pipelines.storage``):
 
 - ``events``   over ``<lake>/events/run_id=*/part-*.parquet`` (hive-partitioned, DESIGN.md schema);
 - ``episodes`` over ``<lake>/episodes/run_id=*/part-*.parquet``;
 - ``tvt_transports`` over ``<lake>/tvt_transports/run_id=*/part-*.parquet``: every TVT transport
   (run, update, agent, source episode/t, target episode/t, amount, mode, head);
+- ``actions`` over ``<lake>/actions/run_id=*/part-*.parquet``: one row per (episode, agent) with
+  the agent's action sequence (``actions``, a list of codes 0..7, ``actions[t + 1]`` is step t's)
+  and what rebuilds the episode's reset (``reset_rng``, ``pairs``); ``pipelines.replay`` uses it;
 - ``runs``     one row per ``runs/run_id=<id>/run.json``: run_id, kind, condition, policy,
   grid_size, seed, n_agents, num_envs, status, started_at, finished_at, and the run's
   environment ``config`` as JSON (``json_extract(config, '$.ledger_decay')``);
 - ``ledger_hits`` (derived, from the events alone) every ZAP_HIT with its ledger classification
   ``retribution`` and the pair's signed debt after it (``queries/_ledger_hits.sql``).
 
-A lake without files yet gives empty views with the right columns. ``run="<id>"`` filters all
-three views to that run, so every query file works unchanged with ``karmic query NAME --run ID``.
+A lake without files yet gives empty views with the right columns. ``run="<id>"`` filters
+the views to that run, so every query file works unchanged with ``karmic query NAME --run ID``.
 
 Parameters reach SQL as DuckDB variables: ``params={"by": "episode"}`` runs
 ``SET VARIABLE by = 'episode'`` and a query reads ``getvariable('by')`` (NULL when unset; values
@@ -43,7 +46,13 @@ import duckdb
 import pyarrow as pa
 
 from pipelines import storage
-from pipelines.schema import EPISODES_SCHEMA, EVENTS_SCHEMA, RUNS_COLUMNS, TVT_TRANSPORTS_SCHEMA
+from pipelines.schema import (
+    ACTIONS_SCHEMA,
+    EPISODES_SCHEMA,
+    EVENTS_SCHEMA,
+    RUNS_COLUMNS,
+    TVT_TRANSPORTS_SCHEMA,
+)
 from pipelines.storage import LakePath
 
 
@@ -54,7 +63,8 @@ class LakeError(ValueError):
 ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _DUCK_TYPES = {
     pa.string(): "varchar", pa.int64(): "bigint", pa.int32(): "integer", pa.int16(): "smallint",
-    pa.int8(): "tinyint", pa.bool_(): "boolean", pa.float64(): "double",
+    pa.int8(): "tinyint", pa.bool_(): "boolean", pa.float64(): "double", pa.uint64(): "ubigint",
+    pa.list_(pa.int8()): "tinyint[]", pa.list_(pa.int16()): "smallint[]",
 }
 
 
@@ -108,7 +118,8 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
             check_run: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the lake's views (see the module docstring)."""
     # s3: read through a filesystem holding the lake's listing as of now (pipelines.storage)
-    lake = storage.snapshot(storage.resolve(path), ("runs", "events", "episodes", "tvt_transports"))
+    lake = storage.snapshot(storage.resolve(path), ("runs", "events", "episodes", "tvt_transports",
+                                                            "actions"))
     if not lake.is_dir():
         raise LakeError(f"lake not found: {lake} (create one with `karmic simulate --lake {lake}`)")
     # nothing is ever downloaded at run time: no extension is installed or autoloaded (an s3://
@@ -121,7 +132,7 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
     where = f" where run_id = {_quote(run)}" if run else ""
     try:  # binding the views reads every file's footer: a torn file fails here, named
         for table, schema in (("events", EVENTS_SCHEMA), ("episodes", EPISODES_SCHEMA),
-                              ("tvt_transports", TVT_TRANSPORTS_SCHEMA)):
+                              ("tvt_transports", TVT_TRANSPORTS_SCHEMA), ("actions", ACTIONS_SCHEMA)):
             con.execute(f"create view {table} as select * from ({_table_view(lake, table, schema)}){where}")
     except duckdb.Error as exc:
         raise LakeError(_first_line(exc)) from None

@@ -5,6 +5,7 @@ Layout (DESIGN.md)::
     <lake>/runs/run_id=<id>/run.json
     <lake>/events/run_id=<id>/part-<n>.parquet
     <lake>/episodes/run_id=<id>/part-<n>.parquet
+    <lake>/actions/run_id=<id>/part-<n>.parquet         (every step's joint action: pipelines.replay)
     <lake>/<table>/run_id=<id>/part-<n>.parquet        (write_table: tvt_transports, ...)
 
 ``lake`` is a directory or ``s3://bucket/prefix`` (``pipelines.storage``). In a directory every
@@ -14,8 +15,8 @@ is one PUT (visible whole or not at all). So a reader never sees a torn file and
 loses at most its unflushed buffer. Part numbers continue after the highest one present (by
 listing), so a resumed or repeated run appends and never overwrites.
 
-``LakeWriter(lake, run_id, meta)`` buffers events (an ``EventBatch`` plus ``global_step`` per row)
-and episode rows, and flushes every ``flush_events`` events or ``flush_episodes`` episodes, never
+``LakeWriter(lake, run_id, meta)`` buffers events (an ``EventBatch`` plus ``global_step`` per row),
+action rows and episode rows, and flushes every ``flush_events`` events or ``flush_episodes`` episodes, never
 per event; ``set_status`` rewrites run.json atomically (``running`` -> ``finished`` |
 ``interrupted``); ``close(status)`` flushes and sets the status.
 """
@@ -39,7 +40,7 @@ import pyarrow.parquet as pq
 
 from karmic.events import EVENT_TYPES, NULL, SPAWN, SPAWN_CAUSES, ZAP_HIT, EventBatch
 from pipelines import storage
-from pipelines.schema import EPISODES_SCHEMA, EVENTS_SCHEMA
+from pipelines.schema import ACTIONS_SCHEMA, EPISODES_SCHEMA, EVENTS_SCHEMA
 from pipelines.storage import LakePath
 
 PART_RE = re.compile(r"^part-(\d+)\.parquet$")
@@ -89,15 +90,28 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+# distributions whose version can change what a run produces (the env kernels, the lake, plots);
+# read from the installed metadata, so nothing is imported for it
+RECORDED_DISTRIBUTIONS = ("numba", "llvmlite", "polars", "pettingzoo", "gymnasium", "matplotlib")
+
+
 def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
     import duckdb
 
     import karmic
 
-    return {
+    out = {
         "karmic": karmic.__version__, "python": platform.python_version(),
         "numpy": np.__version__, "pyarrow": pa.__version__, "duckdb": duckdb.__version__,
     }
+    for name in RECORDED_DISTRIBUTIONS:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
 
 
 # --- atomic files (pipelines.storage: local rename, or one PUT on object storage) -------------
@@ -197,6 +211,36 @@ def episodes_table(run_id: str, episode: np.ndarray, global_step: np.ndarray, st
     )
 
 
+def actions_table(run_id: str, episode: np.ndarray, global_step: np.ndarray, actions: np.ndarray,
+                  reset_rng: np.ndarray, pairs: list[list[tuple[int, int]]],
+                  end_digest: np.ndarray) -> pa.Table:
+    """Rows for E episodes x N agents of ``actions`` (E, T, N): each agent's T actions as one list,
+    with the episode's reset RNG state, rigged pairs and final-state digest on each of its rows."""
+    E, T, N = actions.shape
+    rows = E * N
+    # (E, T, N) -> (E, N, T): each row's sequence contiguous, so the list column is a view of it
+    values = pa.array(np.ascontiguousarray(actions.transpose(0, 2, 1), dtype=np.int8).reshape(-1))
+    acts = pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32) * T), values)
+    flat = [np.asarray(p, np.int16).reshape(-1) for p in pairs]
+    poff = np.zeros(E * N + 1, np.int32)
+    poff[1:] = np.cumsum(np.repeat([len(f) for f in flat], N))
+    pvals = np.concatenate([np.tile(f, N) for f in flat]) if rows else np.zeros(0, np.int16)
+    return pa.Table.from_arrays(
+        [
+            pa.array([run_id] * rows, pa.string()),
+            pa.array(np.repeat(np.asarray(episode, np.int64), N)),
+            pa.array(np.repeat(np.asarray(global_step, np.int64), N)),
+            pa.array([f"agent_{i}" for i in range(N)] * E, pa.string()),
+            pa.array(np.full(rows, T, np.int32)),
+            acts,
+            pa.array(np.repeat(np.asarray(reset_rng, np.uint64), N)),
+            pa.ListArray.from_arrays(pa.array(poff), pa.array(pvals.astype(np.int16), pa.int16())),
+            pa.array(np.repeat(np.asarray(end_digest, np.int64), N)),
+        ],
+        schema=ACTIONS_SCHEMA,
+    )
+
+
 # --- the writer ----------------------------------------------------------------------------------
 class LakeWriter:
     """Buffered, append-only writer of one run's events, episodes and run.json."""
@@ -213,6 +257,7 @@ class LakeWriter:
         self._n_ev = 0
         self._ep: list[pa.Table] = []
         self._n_ep = 0
+        self._act: list[pa.Table] = []
         self.events_written = 0
         self.meta: dict[str, Any] = {}
         run_json = self.run_json_path
@@ -248,6 +293,10 @@ class LakeWriter:
         if self._n_ep >= self.flush_episodes:
             self.flush()
 
+    def write_actions(self, table: pa.Table) -> None:
+        """Buffer action rows (``actions_table``); they are flushed with the episode rows."""
+        self._act.append(table)
+
     def _flush_events(self) -> None:
         if not self._ev:
             return
@@ -258,8 +307,12 @@ class LakeWriter:
         self._ev, self._n_ev = [], 0
 
     def flush(self) -> None:
-        """Write what is buffered: events first, then the episode rows that summarise them."""
+        """Write what is buffered: events first, then the actions that produced them, then the
+        episode rows that summarise them."""
         self._flush_events()
+        if self._act:
+            write_table(self.lake, "actions", self.run_id, pa.concat_tables(self._act))
+            self._act = []
         if self._ep:
             write_table(self.lake, "episodes", self.run_id, pa.concat_tables(self._ep))
             self._ep, self._n_ep = [], 0

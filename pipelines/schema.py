@@ -48,6 +48,25 @@ EPISODES_SCHEMA = pa.schema(
     metadata=_META,
 )
 
+# actions/run_id=<id>/part-<n>.parquet: one row per (episode, agent), the agent's whole action
+# sequence as one list (an episode of 1000 steps x 5 agents is 5 rows, not 5000), plus what rebuilds
+# the episode's reset exactly: the env's RNG state just before it and the rigged pairs it was given
+# (the same on each agent row of an episode). pipelines.replay re-simulates from these alone.
+ACTIONS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("episode", pa.int64()),
+        ("global_step", pa.int64()),  # of the episode's first step
+        ("agent", pa.string()),
+        ("steps", pa.int32()),  # steps taken (< max_steps for an interrupted episode)
+        ("actions", pa.list_(pa.int8())),  # one per step, karmic.envs action codes 0..7
+        ("reset_rng", pa.uint64()),  # xorshift state of the env just before the reset
+        ("pairs", pa.list_(pa.int16())),  # rigged (debtor, creditor) pairs, flattened, in order
+        ("end_digest", pa.int64()),  # hash of the env state after the last step (pipelines.replay)
+    ],
+    metadata=_META,
+)
+
 # columns of the `runs` view, built from every runs/run_id=<id>/run.json
 RUNS_COLUMNS = (
     "run_id", "kind", "condition", "policy", "grid_size", "seed", "n_agents", "num_envs",

@@ -6,6 +6,9 @@ One environment (B = 1) by default, so the run's episodes are 0, 1, 2 ... and
 greedy pairs go to the next reset (rigged spawns). Events and episode rows are buffered by
 :class:`pipelines.lake.LakeWriter` and flushed every ``flush_episodes`` episodes; Ctrl-C flushes
 what was simulated and marks the run ``interrupted``.
+
+Every step's joint action goes to the ``actions`` table with what rebuilds each reset (the env's
+RNG state before it, the rigged pairs), so ``pipelines.replay`` can re-simulate any episode.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from karmic.envs.config import make_config
 from karmic.envs.core import HarvestVecEnv
 from karmic.events import APPLE_EATEN, ZAP_FIRED, ZAP_HIT
 from karmic.ledger import Ledger
-from pipelines.lake import LakeWriter, deferred_interrupt, episodes_table
+from pipelines.lake import LakeWriter, actions_table, deferred_interrupt, episodes_table
+from pipelines.replay import env_digest
 
 
 @dataclass
@@ -85,7 +89,11 @@ def simulate(
     write: bool = True,
     flush_episodes: int = 10,
     on_episode: Callable[[SimResult], None] | None = None,
+    log_actions: bool = True,
 ) -> SimResult:
+    """Run ``episodes`` episodes and write them to the lake (``write``); ``log_actions=False``
+    leaves out the actions table (only for measuring what it costs: such a run cannot be
+    replayed)."""
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     overrides = dict(env_overrides or {})  # HarvestConfig fields (a study cell's environment)
@@ -110,16 +118,47 @@ def simulate(
     ledger = Ledger(config.n_agents, config.ledger_decay) if matchmaker else None
     res = SimResult(run_id=run_id, ledger=ledger)
     env.record_events = writer is not None  # the writer takes one batch per episode
+    N = config.n_agents
+    # the policy's output per step, kept by reference and stacked once per episode: copying it
+    # into an array every step would cost a few percent of a random-policy step (policies return
+    # a new array each step; if one ever reused its buffer the replay check would say so)
+    acts: list = []
+    steps_done = 0
+    reset_rng, reset_pairs = 0, []
+    open_episode = None  # reset but not yet written: an interrupt writes its steps so far
+
+    def write_actions(ep: int) -> None:
+        nonlocal open_episode
+        open_episode = None
+        if not log_actions:
+            return
+        steps = np.concatenate(acts[:steps_done]) if steps_done else np.zeros(0)
+        writer.write_actions(actions_table(run_id, np.array([ep]), np.array([ep * T]),
+                                           steps.astype(np.int8).reshape(1, steps_done, N),
+                                           np.array([reset_rng], np.uint64),
+                                           [reset_pairs], np.array([env_digest(env.state, 0)])))
+
     try:
         with deferred_interrupt() as interrupted:
             for ep in range(episodes):
                 pairs = [ledger.pairs()] if ledger is not None else None
-                obs = env.reset(seed=seed if ep == 0 else None, pairs=pairs)
+                if ep == 0:
+                    env.seed(seed)  # what reset(seed=seed) does first; the state is logged below
+                reset_rng, reset_pairs = int(env.state.rng[0]), pairs[0] if pairs else []
+                obs = env.reset(pairs=pairs)
+                open_episode = ep
                 pol.reset()
                 base = ep * T
-                for _ in range(T):
+                steps_done = 0
+                acts, prev = [], None
+                for t in range(T):
                     interrupted.check()
-                    obs, _, dones, ev = env.step(pol.act(env, obs))
+                    a = pol.act(env, obs)
+                    if log_actions:
+                        acts.append(a if a is not prev else np.copy(a))
+                        prev = a
+                    obs, _, dones, ev = env.step(a)
+                    steps_done = t + 1
                     if len(ev):
                         if ledger is not None:
                             ledger.observe(ev)
@@ -134,6 +173,7 @@ def simulate(
                 if writer:
                     ev = env.take_recorded()
                     writer.write_events(ev, base + ev.t.astype(np.int64))
+                    write_actions(ep)
                     writer.write_episodes(episodes_table(
                         run_id, np.array([ep]), np.array([base]), stats, condition, config.grid_size, seed
                     ))
@@ -147,6 +187,8 @@ def simulate(
         if writer:
             ev = env.take_recorded()  # the unfinished episode's events are kept too
             writer.write_events(ev, res.episodes * T + ev.t.astype(np.int64))
+            if open_episode is not None:
+                write_actions(open_episode)
             writer.close("interrupted", episodes_done=res.episodes)
         raise
     except BaseException:

@@ -87,7 +87,7 @@ def sim_pair(s3_server, tmp_path_factory):
 
 def test_simulate_sql_and_query_on_s3_match_a_local_lake(sim_pair):
     s3, local = sim_pair
-    assert sorted({k.split("/")[0] for k in keys(s3)}) == ["episodes", "events", "runs"]
+    assert sorted({k.split("/")[0] for k in keys(s3)}) == ["actions", "episodes", "events", "runs"]
     sql = "select * exclude (run_id) from events order by episode, seq"
     a = rows_json("sql", sql, "--lake", s3)
     assert len(a) > 100 and a == rows_json("sql", sql, "--lake", str(local))
@@ -102,6 +102,10 @@ def test_simulate_sql_and_query_on_s3_match_a_local_lake(sim_pair):
     from karmic.lake import scan_events
 
     assert scan_events(s3).collect().height == len(a)
+    # every episode replays from the s3 lake's action log
+    run_id = json.loads(cli("sql", "select run_id from runs", "--format", "json", "--lake", s3).stdout)[0]["run_id"]
+    res = cli("replay", "--check", run_id, "--lake", s3)
+    assert "2 episodes replayed" in res.stdout
 
 
 def test_ledger_rebuild_and_check_on_s3(sim_pair):

@@ -89,6 +89,12 @@ class NullIO:
     def set_status(self, status) -> None:
         pass
 
+    def begin_round(self, env, seeds, pairs) -> None:
+        pass
+
+    def record_actions(self, t, actions) -> None:
+        pass
+
     def end_round(self, rnd, round_events, stats, max_steps, B, cfg, global_step):
         return EventBatch.concat(round_events)
 

@@ -12,6 +12,9 @@ atomic part files, a directory or an ``s3://`` lake), flushed once per round.
   partitions is read; a re-run round whose episodes are already there is not written again
   (a deterministic re-run produces the same rows), so a run killed after writing a round but
   before its checkpoint resumes without duplicates.
+- Actions (``begin_round`` / ``record_actions``, called by the rollout): every step's joint action
+  of the round, each env's reset RNG state and rigged pairs, written with the round's events as the
+  ``actions`` table (``pipelines.replay`` re-simulates any episode from it).
 - The matchmaker's ledger is the fold of every event of the run in (episode, seq) order with
   decay after each episode: live, round by round (:meth:`fold_round`), and on resume from the
   lake (:meth:`rebuild_ledger`), so both give the same debts as ``karmic ledger``.
@@ -29,7 +32,8 @@ import pyarrow.compute as pc
 
 from karmic.events import EVENT_COLUMNS, EVENT_TYPES, NULL, SPAWN_CAUSES, EventBatch
 from pipelines import storage
-from pipelines.lake import LakeWriter, episodes_table, now_iso, versions
+from pipelines.lake import LakeWriter, actions_table, episodes_table, now_iso, versions
+from pipelines.replay import env_digest
 from pipelines.storage import LakePath
 
 
@@ -56,6 +60,9 @@ class RunLake:
         self.writer = LakeWriter(self.lake, run_id, flush_events=1, flush_episodes=1)
         self.events_written = _max_episode(self.lake / "events" / f"run_id={run_id}")
         self.episodes_written = _max_episode(self.lake / "episodes" / f"run_id={run_id}")
+        self.actions_written = _max_episode(self.lake / "actions" / f"run_id={run_id}")
+        self._env = None  # set by begin_round: the round's actions are then recorded
+        self.log_actions = True  # False only to measure what the action log costs
 
     # -- run.json ----------------------------------------------------------------------------
     def run_exists(self) -> bool:
@@ -85,6 +92,35 @@ class RunLake:
         self.writer.set_status(status)
 
     # -- rounds ------------------------------------------------------------------------------
+    def begin_round(self, env, seeds, pairs) -> None:
+        """After the round's reset: remember what rebuilds it (the RNG state each env's seed gives,
+        the pairs each env got) and start recording actions. Only the Harvest core is replayable."""
+        from karmic.envs.core import HarvestVecEnv
+        from pipelines.replay import seeded_rng
+
+        if not self.log_actions or not isinstance(env, HarvestVecEnv):
+            self._env = None
+            return
+        B, S = env.num_envs, env.num_envs * env.n_agents
+        if self._env is not env:
+            self._acts = np.zeros((env.max_steps, S), np.int8)
+        self._env = env
+        self._rng = np.array([seeded_rng(s) for s in seeds], np.uint64)
+        self._pairs = [list(p) for p in pairs] if pairs else [[] for _ in range(B)]
+
+    def record_actions(self, t: int, actions: np.ndarray) -> None:
+        """Step ``t``'s joint action, (S,) in slot order (env-major)."""
+        if self._env is not None:
+            self._acts[t] = actions
+
+    def _actions_table(self, rnd, max_steps, B) -> pa.Table:
+        env = self._env
+        acts = self._acts[:max_steps].reshape(max_steps, B, self.N).transpose(1, 0, 2)
+        digests = np.array([env_digest(env.state, b) for b in range(B)], np.int64)
+        return actions_table(self.run_id, (rnd * B + np.arange(B)).astype(np.int64),
+                             np.full(B, rnd * max_steps * B, np.int64), acts, self._rng,
+                             self._pairs, digests)
+
     def end_round(self, rnd, round_events, stats, max_steps, B, cfg, global_step) -> EventBatch:
         ev = EventBatch.concat(round_events)
         # episodes of a run are numbered round * B + env; order rows by (episode, seq)
@@ -95,8 +131,12 @@ class RunLake:
         last_episode = rnd * B + B - 1
         if last_episode > self.events_written:
             self.writer.write_events(ev, global_step=gstep)
+        if self._env is not None and last_episode > self.actions_written:
+            self.writer.write_actions(self._actions_table(rnd, max_steps, B))
         if last_episode > self.episodes_written:
             self.writer.write_episodes(self._episode_table(rnd, stats, max_steps, B))
+        self.writer.flush()
+        self._env = None
         return ev
 
     def _episode_table(self, rnd, stats, max_steps, B) -> pa.Table:

@@ -353,10 +353,9 @@ class Trainer:
     # -- rollout -----------------------------------------------------------------------------
     def _reset_round(self) -> np.ndarray:
         pairs = self.ledger.pairs() if self.ledger is not None else None  # one list per env
-        obs = self.env.reset(
-            seed=round_seeds(self.cfg.seed, self.round, self.B),
-            pairs=pairs if pairs and any(pairs) else None,
-        )
+        seeds = round_seeds(self.cfg.seed, self.round, self.B)
+        obs = self.env.reset(seed=seeds, pairs=pairs if pairs and any(pairs) else None)
+        self.io.begin_round(self.env, seeds, pairs)  # the action log (pipelines.replay)
         self.t_in_episode = 0
         self.round_events = [self.env.reset_events]
         return obs
@@ -405,6 +404,7 @@ class Trainer:
             logp_all = torch.log_softmax(logits[0], -1)
             action = torch.multinomial(logp_all.exp(), 1, generator=self.gen)[:, 0]
             self.buf_act[t] = action.numpy()
+            self.io.record_actions(self.t_in_episode, self.buf_act[t])
             self.buf_logp[t] = logp_all.gather(1, action[:, None])[:, 0].numpy()
             self.buf_val[t] = value[0].numpy()
             self.obs, rew, dones, events = self.env.step(action.numpy().reshape(self.B, self.N))
