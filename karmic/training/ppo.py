@@ -83,6 +83,7 @@ class TrainConfig:
     """Everything a run depends on; stored in run.json and in every checkpoint."""
 
     mode: str = "baseline"
+    algo: str = "ppo"  # learner: ppo | drqn (karmic.training.learners)
     grid_size: int = 10
     seed: int = 1
     total_steps: int = 200_000  # env steps (B envs x steps), rounded up to whole rounds
