@@ -96,6 +96,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         mode: str = typer.Option("baseline", "--mode", help="baseline | tvt | matchmaker | full | memory (TVT agent, no transport) | all (the four conditions)"),
+        algo: str = typer.Option("ppo", "--algo", help="Learner: ppo (recurrent PPO) | drqn (recurrent Q-learning, R2D2 style)."),
         grid_size: int = typer.Option(10, "--grid-size", "--grid_size", help="Grid side (10, 20, 30 ...)."),
         seed: int = typer.Option(1, "--seed", help="Run seed (torch, env resets, minibatches)."),
         seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 1,2,3 (overrides --seed)."),
@@ -106,12 +107,13 @@ def register(app: typer.Typer) -> None:
         num_steps: int = typer.Option(100, "--num-steps", help="Rollout length per update."),
         seq_len: int = typer.Option(25, "--seq-len", help="Recurrent sequence length in the update."),
         hidden: int = typer.Option(256, "--hidden", help="LSTM size."),
-        lr: float = typer.Option(3e-4, "--lr"),
+        lr: float = typer.Option(None, "--lr", help="Learning rate [default: ppo 3e-4, drqn 1e-4]."),
         ent_coef: float = typer.Option(0.01, "--ent-coef"),
         vf_coef: float = typer.Option(0.5, "--vf-coef"),
-        max_grad_norm: float = typer.Option(0.5, "--max-grad-norm"),
+        max_grad_norm: float = typer.Option(None, "--max-grad-norm", help="Gradient-norm clip [default: ppo 0.5, drqn 40]."),
         agent_id: bool = typer.Option(False, "--agent-id/--no-agent-id", help="Give the network the agent's identity."),
         keep_shards: int = typer.Option(4, "--keep-shards", help="Trajectory shards kept for replay (K)."),
+        replay_shards: int = typer.Option(None, "--replay-shards", help="drqn: shards the learner samples sequences from [default: 8]."),
         keep_trajectories: bool = typer.Option(False, "--keep-trajectories", help="Keep every shard."),
         checkpoint_every: int = typer.Option(10, "--checkpoint-every", help="Updates between checkpoints."),
         threads: int = typer.Option(0, "--threads", help="Torch threads (0 = all cores)."),
@@ -121,10 +123,10 @@ def register(app: typer.Typer) -> None:
         memory_size: int = typer.Option(1000, "--memory-size", help="TVT memory rows per agent (tvt, full)."),
         tensorboard: bool = typer.Option(False, "--tensorboard", help="Log charts/, losses/, social/ scalars (needs tensorboard)."),
     ) -> None:
-        """Train recurrent PPO agents (one network per run) from trajectories replayed from the lake."""
+        """Train recurrent PPO or DRQN agents (one network per run) from trajectories replayed from the lake."""
         with user_errors():
             from karmic.agents.network import TVTUnavailable, tvt_api
-            from karmic.training.ppo import TrainConfig, Trainer, resumed_trainer
+            from karmic.training.learners import ALGOS, make_config, make_trainer, resumed_trainer
 
             lake_dir = lake_path(lake)
             if tensorboard:
@@ -146,6 +148,10 @@ def register(app: typer.Typer) -> None:
                 print(_summary(info, trainer.cfg))
                 return
 
+            if algo not in ALGOS:
+                raise KarmicError(f"unknown --algo {algo!r}; choose one of {', '.join(ALGOS)}")
+            if replay_shards is not None and algo != "drqn":
+                raise KarmicError("--replay-shards is a drqn option (--algo drqn)")
             if mode not in MODE_CHOICES:
                 raise KarmicError(f"unknown --mode {mode!r}; choose one of {', '.join(MODE_CHOICES)}")
             if grid_size < 5:
@@ -167,18 +173,20 @@ def register(app: typer.Typer) -> None:
             env_overrides = _parse_overrides(overrides)
             for m in [m for m in modes if m not in missing]:
                 for s in _parse_seeds(seed, seeds):
-                    cfg = TrainConfig(
-                        mode=m, grid_size=grid_size, seed=s,
+                    optional = {"lr": lr, "max_grad_norm": max_grad_norm, "replay_shards": replay_shards}
+                    cfg = make_config(
+                        algo, mode=m, grid_size=grid_size, seed=s,
                         total_steps=200_000 if total_steps is None else total_steps,
                         num_envs=num_envs, num_steps=num_steps, seq_len=seq_len, hidden=hidden,
-                        lr=lr, ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm,
+                        ent_coef=ent_coef, vf_coef=vf_coef,
                         agent_id=agent_id, keep_shards=keep_shards,
                         keep_trajectories=keep_trajectories, checkpoint_every=checkpoint_every,
                         threads=threads, preset=preset, env_overrides=env_overrides,
                         tvt_mode=tvt_mode, memory_size=memory_size,
+                        **{k: v for k, v in optional.items() if v is not None},
                     )
                     cfg.validate()
-                    trainer = Trainer(cfg, lake_dir, tensorboard=tensorboard)
+                    trainer = make_trainer(cfg, lake_dir, tensorboard=tensorboard)
                     progress, on_update = _progress(f"{m} g{grid_size} s{s}", trainer.n_updates)
                     trainer.on_update = on_update
                     with progress:

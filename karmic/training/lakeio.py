@@ -76,6 +76,7 @@ class RunLake:
             "run_id": self.run_id,
             "kind": "train",
             "condition": cfg.mode,
+            "algo": getattr(cfg, "algo", "ppo"),
             "grid_size": cfg.grid_size,
             "seed": cfg.seed,
             "n_agents": self.N,
