@@ -286,16 +286,16 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
         if run_status(lake, run_id) == "completed":
             out.update(status="completed", how="already completed", seconds=0.0)
             return out
-        from karmic.training.ppo import TrainConfig, Trainer, resumed_trainer
+        from karmic.training.learners import config_from_dict, make_trainer, resumed_trainer
         from pipelines.checkpoints import list_checkpoints
 
-        cfg = TrainConfig.from_dict(cfg_d)
+        cfg = config_from_dict(cfg_d)  # the learner named by cfg["algo"] (ppo | drqn)
         if list_checkpoints(lake, run_id):
             trainer = resumed_trainer(run_id, lake, total_steps=cfg.total_steps)
             how = f"resumed at update {trainer.update}"
         else:
             how = "restarted" if run_status(lake, run_id) is not None else "started"
-            trainer = Trainer(cfg, lake)
+            trainer = make_trainer(cfg, lake)
         if out["attempt"] < int(payload.get("fail_attempts", 0)):
             def fail_after_first_update(info: dict[str, Any]) -> None:
                 raise InjectedFailure(f"injected by {FAIL_ENV} (attempt {out['attempt'] + 1})")

@@ -198,7 +198,7 @@ def test_drqn_learns_to_beat_random(tmp_path):
     from karmic.envs.core import HarvestVecEnv
 
     cfg = DRQNConfig(grid_size=10, seed=1, num_envs=8, num_steps=50, seq_len=25, hidden=64, latent=32,
-                     total_steps=16_000, lr=1e-3, threads=1, checkpoint_every=10**6, grad_steps=4,
+                     total_steps=8_000, lr=1e-3, threads=1, checkpoint_every=10**6, grad_steps=16,
                      target_period=25, eps_fraction=0.3, env_overrides={"max_steps": 50}, run_id="learn")
     tr = DRQNTrainer(cfg, tmp_path)
     tr.run()
@@ -206,4 +206,5 @@ def test_drqn_learns_to_beat_random(tmp_path):
     rng = np.random.default_rng(0)
     random_return = _mean_return(env, lambda o: rng.integers(0, 8, o.shape[:2]))
     late = float(np.mean(tr.recent_returns[-16:]))  # the last two rounds, epsilon 0.01
+    # measured: random 2.59, late DRQN 5.59 (seed 1; 8k env steps, ~20-35 s on 1 thread)
     assert late > 1.5 * random_return + 0.5, (late, random_return)

@@ -69,10 +69,11 @@ def _split_overrides(items: list[str] | None) -> tuple[dict, dict]:
     """--set KEY=VALUE: TrainConfig fields, then environment config fields."""
     import dataclasses
 
-    from karmic.training.ppo import TrainConfig
+    from karmic.training.learners import ALGOS, config_class
     from pipelines.sweep import TASK_FIELDS
 
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"env_overrides"}
+    # every learner's fields (`--set algo=drqn --set replay_shards=4`)
+    train_fields = {f.name for a in ALGOS for f in dataclasses.fields(config_class(a))} - {"env_overrides"}
     train, env = {}, {}
     for key, value in _parse_overrides(items).items():
         if key in TASK_FIELDS:
@@ -84,11 +85,11 @@ def _split_overrides(items: list[str] | None) -> tuple[dict, dict]:
 def _check_configs(train: dict, modes: list[str], grids: list[int]) -> None:
     """Every task's TrainConfig and env config are valid before anything starts."""
     from karmic.envs.config import make_config
-    from karmic.training.ppo import TrainConfig
+    from karmic.training.learners import config_from_dict
 
     for g in grids:
         for m in modes:
-            cfg = TrainConfig.from_dict({**train, "mode": m, "grid_size": g, "seed": 0})
+            cfg = config_from_dict({**train, "mode": m, "grid_size": g, "seed": 0})
             cfg.validate()
         env = make_config(cfg.preset, grid_size=g, **cfg.env_overrides)
         ms, ns = env.episode_length, cfg.num_steps
