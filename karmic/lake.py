@@ -11,7 +11,8 @@
   the agent's action sequence (``actions``, a list of codes 0..7, ``actions[t + 1]`` is step t's)
   and what rebuilds the episode's reset (``reset_rng``, ``pairs``); ``pipelines.replay`` uses it;
 - ``runs``     one row per ``runs/run_id=<id>/run.json``: run_id, kind, condition, policy,
-  grid_size, seed, n_agents, num_envs, status, started_at, finished_at, and the run's
+  grid_size, seed, n_agents, num_envs, status, started_at, finished_at, algo (a training run's
+  learner, ``ppo`` | ``drqn``; ``ppo`` for training runs from before it was recorded), and the run's
   environment ``config`` as JSON (``json_extract(config, '$.ledger_decay')``);
 - ``ledger_hits`` (derived, from the events alone) every ZAP_HIT with its ledger classification
   ``retribution`` and the pair's signed debt after it (``queries/_ledger_hits.sql``).
@@ -95,7 +96,10 @@ def _runs_table(lake: LakePath) -> pa.Table:
         row["run_id"] = row["run_id"] or p.parent.name.split("=", 1)[1]
         for c in ("grid_size", "seed", "n_agents", "num_envs"):
             row[c] = int(row[c]) if isinstance(row[c], (int, float)) else None
-        for c in ("kind", "condition", "policy", "status", "started_at", "finished_at"):
+        # the learner of a training run; runs written before learners had names are ppo
+        tc = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
+        row["algo"] = row["algo"] or tc.get("algo") or ("ppo" if meta.get("kind") == "train" else None)
+        for c in ("kind", "condition", "policy", "status", "started_at", "finished_at", "algo"):
             row[c] = None if row[c] is None else str(row[c])
         row["config"] = json.dumps(meta.get("config") or {})
         rows.append(row)

@@ -70,7 +70,7 @@ ACTIONS_SCHEMA = pa.schema(
 # columns of the `runs` view, built from every runs/run_id=<id>/run.json
 RUNS_COLUMNS = (
     "run_id", "kind", "condition", "policy", "grid_size", "seed", "n_agents", "num_envs",
-    "status", "started_at", "finished_at",
+    "status", "started_at", "finished_at", "algo",
 )
 
 # tvt_transports/run_id=<id>/part-<n>.parquet: one row per transport (karmic.tvt.harvest)

@@ -1,4 +1,4 @@
--- late-training mean, sd, n seeds, 95% CI of each metric per condition x grid size, and the difference from baseline with its CI
+-- late-training mean, sd, n seeds, 95% CI of each metric per learner x condition x grid size, and the difference from that learner's baseline with its CI
 -- Late training: a run's episodes with global_step >= (1 - late_fraction) * the run's max global_step
 -- (`set variable late_fraction = 0.2` to change it; default 0.1, i.e. the last 10% of steps).
 -- A seed's late value of a metric is its mean over those episodes; retribution_ratio is pooled
@@ -8,6 +8,9 @@
 -- 1000), using the largest tabulated df <= df (conservative). n = 1: sd and CI are null.
 -- Difference from baseline (same grid size and metric): mean - baseline mean, Welch standard error
 -- sqrt(sd^2/n + sd_b^2/n_b) with Welch-Satterthwaite df; null when either side has n < 2.
+-- The learner (algo: ppo | drqn, from runs.algo; ppo when a run does not record one) splits every
+-- group, so the two learners' seeds never pool and each condition is compared with its own learner's
+-- baseline.
 -- Hits are classified by the ledger rule of DESIGN.md (the CTEs of queries/predatory_zaps.sql).
 -- sustainability is the mean step of eating (steps); sustainability_share divides it by the
 -- episode length, the form to compare across grid sizes whose episodes differ in length.
@@ -80,6 +83,10 @@ gini as (
     from ranked
     group by run_id, episode
 ),
+-- the learner of each run (runs.algo); a run without one (older run.json, no run.json) is ppo
+run_algo as (
+    select run_id, any_value(algo) as algo from runs group by run_id
+),
 eaten as (
     select run_id, episode, avg(t)::double as mean_t
     from events
@@ -89,6 +96,7 @@ eaten as (
 per_episode as (
     select
         ep.run_id,
+        coalesce(run_algo.algo, 'ppo') as algo,
         ep.condition,
         ep.grid_size,
         ep.seed,
@@ -105,6 +113,7 @@ per_episode as (
     join gini using (run_id, episode)
     left join hit_counts as hc using (run_id, episode)
     left join eaten using (run_id, episode)
+    left join run_algo using (run_id)
 ),
 late as (
     select per_episode.*
@@ -114,6 +123,7 @@ late as (
 per_run as (
     select
         run_id,
+        algo,
         condition,
         grid_size,
         seed,
@@ -125,10 +135,11 @@ per_run as (
         avg(sustainability_share) as sustainability_share,
         avg(peace) as peace
     from late
-    group by run_id, condition, grid_size, seed
+    group by run_id, algo, condition, grid_size, seed
 ),
 per_seed as (
     select
+        algo,
         condition,
         grid_size,
         seed,
@@ -140,7 +151,7 @@ per_seed as (
         avg(sustainability_share) as sustainability_share,
         avg(peace) as peace
     from per_run
-    group by condition, grid_size, seed
+    group by algo, condition, grid_size, seed
 ),
 long as (
     unpivot per_seed
@@ -150,6 +161,7 @@ long as (
 ),
 stats as (
     select
+        algo,
         condition,
         grid_size,
         metric,
@@ -157,7 +169,7 @@ stats as (
         avg(value) as mean,
         stddev_samp(value) as sd
     from long
-    group by condition, grid_size, metric
+    group by algo, condition, grid_size, metric
 ),
 with_ci as (
     select s.*, s.mean - tq.t * s.sd / sqrt(s.n_seeds) as ci_low, s.mean + tq.t * s.sd / sqrt(s.n_seeds) as ci_high
@@ -166,6 +178,7 @@ with_ci as (
 ),
 welch as (
     select
+        s.algo,
         s.condition,
         s.grid_size,
         s.metric,
@@ -181,7 +194,7 @@ welch as (
             ) end as df
     from stats as s
     join stats as b
-        on b.condition = 'baseline' and b.grid_size = s.grid_size and b.metric = s.metric
+        on b.condition = 'baseline' and b.algo = s.algo and b.grid_size = s.grid_size and b.metric = s.metric
     where s.condition is distinct from 'baseline'
 ),
 diffs as (
@@ -195,6 +208,7 @@ diffs as (
 )
 select
     c.condition,
+    c.algo,
     c.grid_size,
     c.metric,
     c.n_seeds,
@@ -207,10 +221,12 @@ select
     d.diff_ci_low,
     d.diff_ci_high
 from with_ci as c
-left join diffs as d using (condition, grid_size, metric)
+left join diffs as d using (algo, condition, grid_size, metric)
 order by
     c.grid_size,
     c.metric,
+    case c.algo when 'ppo' then 0 else 1 end,
+    c.algo,
     case c.condition
         when 'baseline' then 0 when 'tvt' then 1 when 'matchmaker' then 2 when 'full' then 3 else 4
     end,

@@ -1,5 +1,6 @@
 -- late-training value of each metric per condition at 10x10 against 30x30, with 95% CIs and the 30x30 - 10x10 difference
--- Same late window, per-seed values, CI and Welch rules as ablation.sql (see its header);
+-- Same late window, per-seed values, CI and Welch rules as ablation.sql (see its header), and like it
+-- one row per learner (algo); the two grid sizes are compared within a learner;
 -- `set variable small_grid = 10` / `big_grid = 30` pick the two grid sizes compared.
 -- diff = big mean - small mean; its CI uses Welch's standard error and df, null when a side has n < 2.
 -- Episodes are 500 steps at 10x10 and 1000 at 30x30, so the metrics to compare across sizes are
@@ -77,6 +78,10 @@ gini as (
     from ranked
     group by run_id, episode
 ),
+-- the learner of each run (runs.algo); a run without one (older run.json, no run.json) is ppo
+run_algo as (
+    select run_id, any_value(algo) as algo from runs group by run_id
+),
 eaten as (
     select run_id, episode, avg(t)::double as mean_t
     from events
@@ -86,6 +91,7 @@ eaten as (
 per_episode as (
     select
         ep.run_id,
+        coalesce(run_algo.algo, 'ppo') as algo,
         ep.condition,
         ep.grid_size,
         ep.seed,
@@ -103,6 +109,7 @@ per_episode as (
     join gini using (run_id, episode)
     left join hit_counts as hc using (run_id, episode)
     left join eaten using (run_id, episode)
+    left join run_algo using (run_id)
 ),
 late as (
     select per_episode.*
@@ -112,6 +119,7 @@ late as (
 per_run as (
     select
         run_id,
+        algo,
         condition,
         grid_size,
         seed,
@@ -125,10 +133,11 @@ per_run as (
         avg(sustainability_share) as sustainability_share,
         avg(peace) as peace
     from late
-    group by run_id, condition, grid_size, seed
+    group by run_id, algo, condition, grid_size, seed
 ),
 per_seed as (
     select
+        algo,
         condition,
         grid_size,
         seed,
@@ -142,7 +151,7 @@ per_seed as (
         avg(sustainability_share) as sustainability_share,
         avg(peace) as peace
     from per_run
-    group by condition, grid_size, seed
+    group by algo, condition, grid_size, seed
 ),
 long as (
     unpivot per_seed
@@ -152,6 +161,7 @@ long as (
 ),
 stats as (
     select
+        algo,
         condition,
         grid_size,
         metric,
@@ -159,7 +169,7 @@ stats as (
         avg(value) as mean,
         stddev_samp(value) as sd
     from long
-    group by condition, grid_size, metric
+    group by algo, condition, grid_size, metric
 ),
 with_ci as (
     select s.*, s.mean - tq.t * s.sd / sqrt(s.n_seeds) as ci_low, s.mean + tq.t * s.sd / sqrt(s.n_seeds) as ci_high
@@ -174,6 +184,7 @@ big as (
 ),
 pairs as (
     select
+        coalesce(s.algo, b.algo) as algo,
         coalesce(s.condition, b.condition) as condition,
         coalesce(s.metric, b.metric) as metric,
         s.n_seeds as small_n,
@@ -187,7 +198,8 @@ pairs as (
         b.ci_low as big_ci_low,
         b.ci_high as big_ci_high
     from small as s
-    full join big as b on b.condition is not distinct from s.condition and b.metric = s.metric
+    full join big as b
+        on b.algo = s.algo and b.condition is not distinct from s.condition and b.metric = s.metric
 ),
 welch as (
     select
@@ -204,6 +216,7 @@ welch as (
 )
 select
     w.condition,
+    w.algo,
     w.metric,
     params.small_grid,
     w.small_n,
@@ -223,6 +236,8 @@ cross join params
 left join tq on floor(w.df) >= tq.lo and floor(w.df) < tq.hi
 order by
     w.metric,
+    case w.algo when 'ppo' then 0 else 1 end,
+    w.algo,
     case w.condition
         when 'baseline' then 0 when 'tvt' then 1 when 'matchmaker' then 2 when 'full' then 3 else 4
     end,

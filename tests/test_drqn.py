@@ -208,3 +208,33 @@ def test_drqn_learns_to_beat_random(tmp_path):
     late = float(np.mean(tr.recent_returns[-16:]))  # the last two rounds, epsilon 0.01
     # measured: random 2.59, late DRQN 5.59 (seed 1; 8k env steps, ~20-35 s on 1 thread)
     assert late > 1.5 * random_return + 0.5, (late, random_return)
+
+
+def test_ablation_and_scale_queries_keep_the_learners_apart(tmp_path):
+    """Same condition, grid and seeds under two learners: separate rows, each against its own baseline;
+    a run.json without algo (older runs) counts as ppo."""
+    from test_metrics import connect, ep_rows, run_query, write_run
+
+    eff = {("ppo", "baseline"): 0.2, ("ppo", "tvt"): 0.3, ("drqn", "baseline"): 0.6, ("drqn", "tvt"): 0.9}
+    for (algo, cond), u in eff.items():
+        for seed in (1, 2):
+            rid = f"{algo}-{cond}-{seed}"
+            for g in (10, 30):
+                write_run(tmp_path, f"{rid}-{g}", condition=cond, grid_size=g, seed=seed,
+                          episodes=ep_rows(0, 0, 10, [{"return": (u + 0.01 * seed) * 10}]), events=[])
+                if algo == "drqn":
+                    p = tmp_path / "runs" / f"run_id={rid}-{g}" / "run.json"
+                    meta = json.loads(p.read_text())
+                    p.write_text(json.dumps({**meta, "kind": "train", "train_config": {"algo": "drqn"}}))
+    rows = [r for r in run_query(connect(tmp_path), "ablation")
+            if r["metric"] == "efficiency" and r["grid_size"] == 10]
+    got = {(r["algo"], r["condition"]): r for r in rows}
+    assert set(got) == set(eff)
+    for key, u in eff.items():
+        assert got[key]["n_seeds"] == 2 and got[key]["mean"] == pytest.approx(u + 0.015)
+    assert got[("ppo", "tvt")]["diff"] == pytest.approx(0.1)
+    assert got[("drqn", "tvt")]["diff"] == pytest.approx(0.3)
+    scale = {(r["algo"], r["condition"]): r for r in run_query(connect(tmp_path), "scale_comparison")
+             if r["metric"] == "efficiency"}
+    assert set(scale) == set(eff) and scale[("drqn", "tvt")]["small_n"] == 2
+    assert scale[("drqn", "tvt")]["diff"] == pytest.approx(0.0)
