@@ -238,3 +238,24 @@ def test_ablation_and_scale_queries_keep_the_learners_apart(tmp_path):
              if r["metric"] == "efficiency"}
     assert set(scale) == set(eff) and scale[("drqn", "tvt")]["small_n"] == 2
     assert scale[("drqn", "tvt")]["diff"] == pytest.approx(0.0)
+
+
+def test_semantic_tvt_on_the_td_error_stops_the_punished_action_with_drqn():
+    """The retribution check with the Q-learner at a reduced budget (one seed, 60 updates); the full
+    check is `karmic verify tvt --task retribution --algo drqn`."""
+    from karmic.tvt.retribution import RetributionVerifyConfig, train_retribution_drqn
+
+    torch.set_num_threads(1)
+    cfg = RetributionVerifyConfig(updates=60, num_envs=32)
+    with_tvt = train_retribution_drqn(cfg, 1, use_tvt=True)
+    without = train_retribution_drqn(cfg, 1, use_tvt=False)
+    assert with_tvt["late_rate"] < 0.2 < 0.6 < without["late_rate"], (with_tvt["late_rate"], without["late_rate"])
+    assert with_tvt["moved_into_previous_episode"] > 0
+
+
+def test_verify_tvt_algo_drqn_cli():
+    res = CliRunner().invoke(app, ["verify", "tvt", "--quick", "--task", "retribution", "--algo", "drqn"])
+    assert res.exit_code == 0, res.output
+    assert "delayed retribution (drqn):" in res.output
+    res = CliRunner().invoke(app, ["verify", "tvt", "--quick", "--algo", "drqn"])
+    assert res.exit_code == 2 and "--task retribution" in res.output

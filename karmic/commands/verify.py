@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
     @verify_app.command("tvt")
     def tvt(
         task: str = typer.Option("all", "--task", help="key-to-door | retribution | all."),
+        algo: str = typer.Option("ppo", "--algo", help="Learner: ppo | drqn (drqn: --task retribution)."),
         explore_steps: int = typer.Option(6, "--explore-steps", help="Key-to-door phase 1 length (key room)."),
         distractor_steps: int = typer.Option(30, "--distractor-steps", help="Key-to-door phase 2 length (apples)."),
         door_steps: int = typer.Option(6, "--door-steps", help="Key-to-door phase 3 length (door)."),
@@ -35,6 +36,10 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             if task not in ("all", "key-to-door", "retribution"):
                 raise KarmicError(f"unknown --task {task!r}; choose key-to-door, retribution or all")
+            if algo not in ("ppo", "drqn"):
+                raise KarmicError(f"unknown --algo {algo!r}; choose ppo or drqn")
+            if algo == "drqn" and task != "retribution":
+                raise KarmicError("--algo drqn runs the retribution task only: add --task retribution")
             try:
                 seed_list = [int(s) for s in seeds.split(",") if s.strip()]
             except ValueError:
@@ -87,7 +92,7 @@ def register(app: typer.Typer) -> None:
                 res["key_to_door"] = verify(kd_cfg, seed_list, on_run=on_run, workers=workers)
             if task in ("all", "retribution"):
                 print("delayed retribution ...", file=sys.stderr, flush=True)
-                res["retribution"] = verify_retribution(rt_cfg, seed_list, on_run=on_run)
+                res["retribution"] = verify_retribution(rt_cfg, seed_list, on_run=on_run, algo=algo)
             res["passed"] = all(r["passed"] for r in res.values())
             res["seconds"] = sum(r["seconds"] for k, r in res.items() if isinstance(r, dict))
             if "key_to_door" in res:
@@ -101,7 +106,7 @@ def register(app: typer.Typer) -> None:
                     print(f"  [{'PASS' if c['ok'] else 'FAIL'}] {name}: {c['detail']}")
             if "retribution" in res:
                 rt = res["retribution"]
-                print(f"delayed retribution: {episode_steps}-step episodes, zap X +{rt_task.steal_reward:g} now, "
+                print(f"delayed retribution{' (drqn)' if algo == 'drqn' else ''}: {episode_steps}-step episodes, zap X +{rt_task.steal_reward:g} now, "
                       f"{rt_task.punishment:g} next episode, {rt_cfg.updates} updates x {rt_cfg.num_envs} episodes, "
                       f"seeds {seed_list}")
                 for r in rt["runs"]:

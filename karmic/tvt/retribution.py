@@ -239,13 +239,122 @@ def train_retribution(cfg: RetributionVerifyConfig, seed: int, use_tvt: bool) ->
             "moved_into_previous_episode": float(np.sum(hist["into_prev"])), "curve": hist["rate"]}
 
 
-def verify_retribution(cfg: RetributionVerifyConfig, seeds: list[int], on_run=None) -> dict:
-    """Train with and without semantic TVT on every seed; apply the pass criteria."""
+# --- the same check with a value-based learner (``--algo drqn``) -------------------------------------
+@dataclass
+class RetributionDRQNConfig:
+    """The Q-learner's settings for the retribution check (the task, gamma, alpha, updates, envs,
+    hidden and late window come from RetributionVerifyConfig)."""
+
+    lr: float = 3e-3  # as the PPO check's learner
+    grad_steps: int = 4  # full-batch steps per update over the replayed episodes (PPO: 4 epochs)
+    target_period: int = 8  # gradient steps between target-network copies
+    huber_delta: float = 1.0  # DQN's error clipping
+    max_grad_norm: float = 40.0  # as DRQNConfig
+    eps_start: float = 1.0  # epsilon-greedy schedule, linear over eps_fraction of the updates
+    eps_end: float = 0.05
+    eps_fraction: float = 0.3
+
+
+class RetributionQNet(nn.Module):
+    """obs -> Q (2 actions); the same body as RetributionAgent."""
+
+    def __init__(self, obs_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, N_ACTIONS))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.body(obs)
+
+
+def train_retribution_drqn(cfg: RetributionVerifyConfig, seed: int, use_tvt: bool,
+                           qcfg: RetributionDRQNConfig | None = None) -> dict:
+    """One Q-learning run: epsilon-greedy episodes, the last ``memory_episodes`` replayed each update
+    with one-step double-Q targets (an episode end cuts the bootstrap). With TVT, semantic matching
+    moves ``alpha * delta(t2)`` from a hit by X to the agent's earlier zaps of X, ``delta`` the
+    one-step TD error ``r + gamma max Q(t+1) - max Q(t)`` at the hit; the value stays with the
+    replayed episode's rewards (karmic.training.drqn does the same with shards)."""
+    from karmic.training.drqn import nstep_double_q_targets
+
+    q = qcfg or RetributionDRQNConfig()
+    torch.manual_seed(seed)
+    env = DelayedRetribution(cfg.task, cfg.num_envs, seed)
+    net = RetributionQNet(cfg.task.obs_dim, cfg.hidden)
+    target = RetributionQNet(cfg.task.obs_dim, cfg.hidden).requires_grad_(False)
+    target.load_state_dict(net.state_dict())
+    opt = torch.optim.Adam(net.parameters(), lr=q.lr, eps=1e-5)
+    rng = np.random.default_rng([seed, 3])
+    T, B = cfg.task.episode_steps, cfg.num_envs
+    replay: list[dict] = []
+    hist: dict[str, list[float]] = {"rate": [], "moved": [], "into_prev": []}
+    steps = 0
+    for u in range(cfg.updates):
+        eps = q.eps_start + min(1.0, u / max(1.0, q.eps_fraction * cfg.updates)) * (q.eps_end - q.eps_start)
+        obs_np = env.new_episode()
+        ro = {k: np.zeros((T, B), dt) for k, dt in (("act", np.int64), ("rew", np.float32),
+                                                    ("stole", bool), ("hits", np.int64))}
+        ro["obs"] = np.zeros((T, B, cfg.task.obs_dim), np.float32)
+        ro["episode"] = env.episode
+        with torch.no_grad():
+            for t in range(T):
+                greedy = net(torch.from_numpy(obs_np)).argmax(-1).numpy()
+                a = np.where(rng.random(B) < eps, rng.integers(0, N_ACTIONS, B), greedy)
+                ro["obs"][t], ro["act"][t] = obs_np, a
+                obs_np, ro["rew"][t], ro["stole"][t], ro["hits"][t] = env.step(a)
+        hist["rate"].append(float(env.steals.sum() / max(1, env.tempted.sum())))
+        ro["rew_tr"] = ro["rew"].astype(np.float64)
+        moved = into_prev = 0.0
+        if use_tvt:
+            with torch.no_grad():
+                v = net(torch.from_numpy(ro["obs"])).max(-1).values.numpy()
+            v_next = np.concatenate([v[1:], np.zeros((1, B), np.float32)])  # the episode ends at T
+            delta = ro["rew"] + cfg.gamma * v_next - v
+            prev = replay[-1] if replay else None
+            add_cur, add_prev, moved, into_prev = semantic_for_episode(ro, prev, delta, cfg)
+            ro["rew_tr"] = ro["rew_tr"] + add_cur
+            if prev is not None:
+                prev["rew_tr"] = prev["rew_tr"] + add_prev
+        hist["moved"].append(moved)
+        hist["into_prev"].append(into_prev)
+        replay = (replay + [ro])[-cfg.memory_episodes:]
+        obs = torch.from_numpy(np.concatenate([r["obs"] for r in replay], 1))
+        act = torch.from_numpy(np.concatenate([r["act"] for r in replay], 1))
+        M = obs.shape[1]
+        # one virtual start row after the last step: every episode ends there
+        rew = torch.from_numpy(np.concatenate([np.concatenate([r["rew_tr"] for r in replay], 1),
+                                               np.zeros((1, M))]).astype(np.float32))
+        start = torch.zeros(T + 1, M, dtype=torch.bool)
+        start[0] = start[T] = True
+        for _ in range(q.grad_steps):
+            q_all = net(obs)
+            with torch.no_grad():
+                pad = torch.zeros(1, M, N_ACTIONS)
+                tgt, _ = nstep_double_q_targets(rew, start, torch.cat([q_all.detach(), pad]),
+                                                torch.cat([target(obs), pad]), cfg.gamma, 1)
+            q_a = q_all.gather(-1, act[..., None])[..., 0]
+            loss = nn.functional.huber_loss(q_a, tgt[:T], delta=q.huber_delta)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), q.max_grad_norm)
+            opt.step()
+            steps += 1
+            if steps % q.target_period == 0:
+                target.load_state_dict(net.state_dict())
+    n_late = max(1, int(round(cfg.updates * cfg.late)))
+    return {"seed": seed, "tvt": use_tvt, "algo": "drqn", "late_rate": float(np.mean(hist["rate"][-n_late:])),
+            "first_rate": hist["rate"][0], "moved": float(np.sum(hist["moved"])),
+            "moved_into_previous_episode": float(np.sum(hist["into_prev"])), "curve": hist["rate"]}
+
+
+def verify_retribution(cfg: RetributionVerifyConfig, seeds: list[int], on_run=None, algo: str = "ppo") -> dict:
+    """Train with and without semantic TVT on every seed with ``algo`` (ppo | drqn); apply the
+    pass criteria (the same for both learners)."""
+    if algo not in ("ppo", "drqn"):
+        raise ValueError(f"unknown algo {algo!r}; choose ppo or drqn")
     t0 = time.perf_counter()
     runs = []
     for use_tvt in (True, False):
         for s in seeds:
-            r = train_retribution(cfg, s, use_tvt)
+            r = (train_retribution_drqn if algo == "drqn" else train_retribution)(cfg, s, use_tvt)
             runs.append(r)
             if on_run is not None:
                 on_run(r)
@@ -257,7 +366,7 @@ def verify_retribution(cfg: RetributionVerifyConfig, seeds: list[int], on_run=No
         "no_tvt_rate_high": {"ok": all(r["late_rate"] > RATE_NO_TVT_MIN for r in base),
                              "detail": f"min late zap rate without TVT {min(r['late_rate'] for r in base):.3f} (> {RATE_NO_TVT_MIN})"},
     }
-    return {"task": "delayed_retribution", "episode_steps": cfg.task.episode_steps, "gamma": cfg.gamma,
+    return {"task": "delayed_retribution", "algo": algo, "episode_steps": cfg.task.episode_steps, "gamma": cfg.gamma,
             "updates": cfg.updates, "num_envs": cfg.num_envs, "seeds": seeds,
             "runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs], "checks": checks,
             "passed": all(c["ok"] for c in checks.values()), "seconds": time.perf_counter() - t0}
