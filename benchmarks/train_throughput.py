@@ -7,6 +7,7 @@ round trip (shard write + read back + retention), and the model FLOP/s reached a
 matmul on the same machine.
 
     python benchmarks/train_throughput.py [--grids 10,30] [--conditions baseline] [--updates 10] [--json]
+    python benchmarks/train_throughput.py --algos ppo,drqn [--repeats 2]   # learners side by side
 
 ``--json`` prints, as its last line, a JSON list of records
 ``{"grid_size", "condition", "env_steps_per_s", "lake_share", "model_gflops", "matmul_gflops"}``.
@@ -109,6 +110,46 @@ def bench(grid: int, condition: str, updates: int, num_envs: int, threads: int,
         }
 
 
+def bench_learner(grid: int, algo: str, updates: int, num_envs: int, threads: int) -> dict:
+    """One fresh baseline run of ``algo`` (ppo | drqn, each at its own defaults): env-steps/s over
+    ``updates`` updates after a warm-up one, and the rollout / lake / learn shares."""
+    from karmic.training.learners import make_config, make_trainer
+
+    with tempfile.TemporaryDirectory() as lake:
+        cfg = make_config(algo, grid_size=grid, seed=0, num_envs=num_envs, total_steps=10**9,
+                          checkpoint_every=10**6, threads=threads)
+        marks: list[tuple[float, int, dict]] = []
+        tr = make_trainer(cfg, lake, on_update=lambda i: marks.append(
+            (time.perf_counter(), i["global_step"], dict(i["timing"]))))
+        tr.run(stop_after=updates + 1, at_boundary=False)
+        (t0, s0, tm0), (t1, s1, tm1) = marks[0], marks[-1]
+        timing = {k: tm1[k] - tm0[k] for k in tm1}
+        total = sum(timing.values())
+        return {"grid_size": grid, "algo": algo, "condition": "baseline",
+                "env_steps_per_s": round((s1 - s0) / (t1 - t0), 1),
+                "lake_share": round(timing["lake"] / total, 4),
+                "rollout_share": round(timing["rollout"] / total, 4),
+                "learn_share": round(timing["learn"] / total, 4),
+                "num_envs": num_envs, "updates": updates}
+
+
+def compare_learners(args) -> list[dict]:
+    """``--algos ppo,drqn``: the learners alternately, ``--repeats`` times per grid (the machine's
+    load drifts; alternating puts both under the same drift); one record per run."""
+    records = []
+    for g in [int(x) for x in args.grids.split(",")]:
+        for rep in range(args.repeats):
+            for algo in args.algos.split(","):
+                r = bench_learner(g, algo, args.updates, args.num_envs, args.threads)
+                r["repeat"] = rep
+                records.append(r)
+                print(f"grid {g:>2} {algo:<5} #{rep} {r['env_steps_per_s']:>8.0f} env-steps/s  "
+                      f"lake {100 * r['lake_share']:4.1f}%  rollout {100 * r['rollout_share']:4.1f}%  "
+                      f"learn {100 * r['learn_share']:4.1f}%",
+                      file=sys.stderr if args.json else sys.stdout, flush=True)
+    return records
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grids", default="10,30")
@@ -119,9 +160,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stub-env", action="store_true",
                     help="random observations instead of Harvest: learner + lake cost only")
+    ap.add_argument("--algos", default=None,
+                    help="compare learners instead, e.g. ppo,drqn (baseline condition, records carry algo)")
+    ap.add_argument("--repeats", type=int, default=2, help="with --algos: alternations per grid")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.algos:
+        records = compare_learners(args)
+        if args.json:
+            print(json.dumps(records))
+        return
     records = []
     for g in [int(x) for x in args.grids.split(",")]:
         for c in args.conditions.split(","):
