@@ -333,9 +333,11 @@ def _check_configs(study: Study) -> None:
     import dataclasses
 
     from karmic.envs.config import make_config
-    from karmic.training.ppo import MODES, TrainConfig
+    from karmic.training.learners import ALGOS, config_class, config_from_dict
+    from karmic.training.ppo import MODES
 
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    # any learner's fields: a level with train = {algo = "drqn"} makes the learner a factor
+    names = {f.name for a in ALGOS for f in dataclasses.fields(config_class(a))}
     for key in ("mode", "grid_size", "seed", "run_id", "total_steps", "env_overrides"):
         names.discard(key)
     for src, tr in [("[budget] train", study.train)] + [(f"level {lv.name} train", lv.train) for lv in study.levels]:
@@ -356,7 +358,7 @@ def _check_configs(study: Study) -> None:
         try:
             env = make_config(study.preset(cell.grid_size), grid_size=cell.grid_size, **study.env_overrides(cell))
             if not cell.scripted:
-                cfg = TrainConfig.from_dict({**study.train_config(cell), "mode": "baseline"})
+                cfg = config_from_dict({**study.train_config(cell), "mode": "baseline"})
                 cfg.validate()
                 ms, ns = env.episode_length, cfg.num_steps
                 if ms % ns and ns % ms:

@@ -259,3 +259,38 @@ def test_verify_tvt_algo_drqn_cli():
     assert "delayed retribution (drqn):" in res.output
     res = CliRunner().invoke(app, ["verify", "tvt", "--quick", "--algo", "drqn"])
     assert res.exit_code == 2 and "--task retribution" in res.output
+
+
+def test_a_study_level_can_switch_the_learner(tmp_path):
+    """algo as a study factor: levels with train = {algo = ...}; drqn's own fields are accepted there."""
+    from pipelines.study import StudyError, parse_study
+
+    body = """
+    [study]
+    name = "learners"
+    registered = "2026-12-01"
+    [factors]
+    conditions = ["baseline"]
+    grid_sizes = [10]
+    seeds = [1, 2]
+    [[levels]]
+    name = "ppo"
+    [[levels]]
+    name = "drqn"
+    train = { algo = "drqn", replay_shards = 4 }
+    [budget]
+    total_steps = 1000
+    [windows]
+    late = [0.8, 1.0]
+    """
+    import textwrap
+
+    p = tmp_path / "learners.toml"
+    p.write_text(textwrap.dedent(body))
+    study = parse_study(p)
+    cfgs = {c.level: config_from_dict(study.train_config(c)) for c in study.cells()}
+    assert isinstance(cfgs["drqn"], DRQNConfig) and cfgs["drqn"].replay_shards == 4
+    assert type(cfgs["ppo"]).__name__ == "TrainConfig" and cfgs["ppo"].algo == "ppo"
+    p.write_text(textwrap.dedent(body).replace("replay_shards = 4", "replay_shards = 0"))
+    with pytest.raises(StudyError, match="replay_shards"):
+        parse_study(p)
