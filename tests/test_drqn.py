@@ -168,6 +168,12 @@ def test_replay_samples_only_kept_shards_of_this_run(tmp_path):
     tr._sync_cache = spy
     tr.run()
     assert seen == [[0], [0, 1], [1, 2], [2, 3], [3, 4], [4, 5]]
+    wide = DRQNTrainer(_tiny(run_id="w", total_steps=2 * 20 * 6, replay_shards=4, keep_shards=4), tmp_path)
+    seen.clear()
+    orig = wide._sync_cache
+    wide._sync_cache = spy
+    wide.run()
+    assert seen == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 5]]
     shards = sorted(p.name for p in (tmp_path / "trajectories" / "run_id=k").glob("*.parquet"))
     assert shards == ["shard-000004.parquet", "shard-000005.parquet"]
 
@@ -186,6 +192,9 @@ def test_cli_algo_drqn_records_algo_and_resumes(tmp_path):
     res = CliRunner().invoke(app, ["train", "--resume", run_id, "--total-steps", "80", "--lake", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "steps=80" in res.stdout
+    from karmic.agents import load_policy
+
+    assert load_policy(tmp_path / "checkpoints" / f"run_id={run_id}").greedy  # acts on arg-max Q
     res = CliRunner().invoke(app, ["train", "--algo", "sarsa", "--lake", str(tmp_path)])
     assert res.exit_code == 2 and "sarsa" in res.output
 

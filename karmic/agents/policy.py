@@ -96,4 +96,5 @@ def load_policy(path, seed: int = 0, greedy: bool = False) -> CheckpointPolicy:
         agent = agent_from_checkpoint(ck)
     except Exception as exc:  # foreign or torn file: one clear line
         raise ValueError(f"{p}: not a karmic policy checkpoint ({type(exc).__name__})") from exc
-    return CheckpointPolicy(agent, seed=seed, greedy=greedy)
+    # a Q-learner's head holds Q values, not logits: its policy is the arg-max
+    return CheckpointPolicy(agent, seed=seed, greedy=greedy or ck.get("algo") == "drqn")

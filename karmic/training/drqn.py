@@ -237,9 +237,9 @@ class DRQNTrainer(Trainer):
         from pipelines.trajectories import list_shards, read_shard, shard_update
 
         self.cache[shard.update] = shard
-        want = [shard_update(p) for p in list_shards(self.lake, self.run_id)
-                if shard_update(p) < shard.update][-(self.keep_shards - 1):] if self.keep_shards > 1 else []
         paths = {shard_update(p): p for p in list_shards(self.lake, self.run_id)}
+        earlier = sorted(u for u in paths if u < shard.update)
+        want = earlier[max(0, len(earlier) - (self.keep_shards - 1)):]
         for u in want:
             if u not in self.cache:
                 self.cache[u] = read_shard(paths[u])
