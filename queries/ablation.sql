@@ -166,8 +166,9 @@ stats as (
         grid_size,
         metric,
         count(value) as n_seeds,
-        avg(value) as mean,
-        stddev_samp(value) as sd
+        -- in seed order: a float sum depends on the order rows arrive in, which a join may change
+        avg(value order by seed) as mean,
+        stddev_samp(value order by seed) as sd
     from long
     group by algo, condition, grid_size, metric
 ),
