@@ -95,7 +95,8 @@ def test_learner_reads_reproduce_the_rollout_in_both_precisions(tmp_path, precis
     words, times = memory_bank(hist + [shard], tr.S, tr.agent.tvt.word)
     taus = torch.from_numpy(stream_times(shard))
     valid = window_valid(torch.from_numpy(times)[None].expand(shard.n_rows, -1), taus.T, 30)
-    memory = (torch.from_numpy(words)[torch.from_numpy(shard.rows["slot"].astype(np.int64))], valid)
+    rows = torch.from_numpy(words)[torch.from_numpy(shard.rows["slot"].astype(np.int64))]
+    memory = (rows, valid, torch.nn.functional.normalize(rows, dim=-1))
     with tr.amp():  # gradients on: the learner's path
         logits, _, _, _ = tr.agent(
             torch.from_numpy(shard.obs).transpose(0, 1),
@@ -128,7 +129,7 @@ def test_sparse_read_equals_dense_read_and_its_gradient():
         hh = h.clone().requires_grad_()
         m.zero_grad()
         if grad:
-            r = m.read(hh, mem, valid)
+            r = m.read(hh, mem, valid, unit=torch.nn.functional.normalize(mem, dim=-1))
             assert r.index is not None
         else:  # the dense read, with a graph: the reference value and gradient
             torch.set_grad_enabled(False)

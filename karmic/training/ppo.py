@@ -492,6 +492,8 @@ class Trainer:
         x["tvt_strength"][t] = read.strength[0].numpy()
         if read.weights.shape[-1]:
             w, rows = read.weights[0].topk(self.tvt_k, dim=-1)  # (S, H, k)
+            if read.index is not None:  # a sparse read: weights over the rows it selected
+                rows = read.index[0].gather(-1, rows)
             x["tvt_top_w"][t] = w.numpy()
             x["tvt_top_tau"][t] = torch.gather(ring.time[:, None, :].expand(-1, rows.shape[1], -1), 2, rows).numpy()
         else:
@@ -578,6 +580,7 @@ class Trainer:
             from karmic.tvt.memory import window_valid
 
             bank_words = torch.from_numpy(self.bank[0])
+            bank_unit = nn.functional.normalize(bank_words, dim=-1)
             bank_times = torch.from_numpy(self.bank[1])
             taus = torch.from_numpy(stream_times(shard))
             prev_a_all = torch.from_numpy(shard.extra["tvt_prev_action"].astype(np.int64))
@@ -590,7 +593,7 @@ class Trainer:
                 memory = None
                 if tvt is not None:
                     valid = window_valid(bank_times[None].expand(len(idx), -1), taus[idx].T, cfg.memory_size)
-                    memory = (bank_words[slots_all[idx]], valid)
+                    memory = (bank_words[slots_all[idx]], valid, bank_unit[slots_all[idx]])
                 with self.amp():
                     logits, value, _, z = self.agent(
                         obs[idx].transpose(0, 1),
@@ -670,7 +673,7 @@ class Trainer:
                 (torch.from_numpy(shard.h0)[idx][None], torch.from_numpy(shard.c0)[idx][None]),
                 torch.from_numpy(shard.start.astype(bool))[idx].transpose(0, 1),
                 torch.from_numpy(shard.rows["agent"].astype(np.int64))[idx],
-                memory=(bank_words[slots], valid),
+                memory=(bank_words[slots], valid, nn.functional.normalize(bank_words[slots], dim=-1)),
             )
         logp = torch.log_softmax(logits.transpose(0, 1), -1).gather(
             -1, torch.from_numpy(shard.action.astype(np.int64))[idx][..., None])[..., 0]

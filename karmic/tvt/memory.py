@@ -77,12 +77,15 @@ class TVTMemory(nn.Module):
         a = a * (prev_action >= 0).to(z.dtype)[..., None]  # -1: no previous action
         return torch.tanh(self.embed(torch.cat([z, a, prev_reward.to(z.dtype)[..., None]], -1)))
 
-    def read(self, h: torch.Tensor, mem: torch.Tensor, valid: torch.Tensor) -> Read:
-        """h (T, B, hidden); mem (B, R, word); valid (T, B, R) bool: row j readable at step t.
+    def read(self, h: torch.Tensor, mem: torch.Tensor, valid: torch.Tensor,
+             unit: torch.Tensor | None = None) -> Read:
+        """h (T, B, hidden); mem (B, R, word); valid (T, B, R) bool: row j readable at step t;
+        ``unit``: ``F.normalize(mem, dim=-1)`` where the caller keeps it (the trainer's ring).
 
-        With gradients on (the learner) the read is the same, computed sparsely: the top-k
-        rows are selected without a graph over all R rows, then only those k rows are read with
-        one (``weights`` then holds (T, B, H, k) over the rows in ``index``)."""
+        With ``unit`` given (the trainer's rollout and learner) the same read is computed
+        sparsely: the top-k rows are selected without a graph over all R rows, then only those k
+        rows are read (``weights`` then holds (T, B, H, k) over the rows in ``index``).
+        Otherwise ``weights`` is dense (T, B, H, R)."""
         T, B, _ = h.shape
         R = mem.shape[1]
         keys = F.normalize(self.keys(h).view(T, B, self.heads, self.word), dim=-1)
@@ -90,8 +93,8 @@ class TVTMemory(nn.Module):
         if R == 0:
             z = h.new_zeros(T, B, self.heads, 0)
             return Read(h.new_zeros(T, B, self.read_dim), z, strength)
-        if torch.is_grad_enabled():
-            return self._read_sparse(keys, strength, mem, valid)
+        if unit is not None:
+            return self._read_sparse(keys, strength, mem, valid, unit)
         cos = torch.einsum("tbhd,brd->tbhr", keys, F.normalize(mem, dim=-1))
         logits = (strength[..., None] * cos).masked_fill(~valid[:, :, None, :], float("-inf"))
         k = min(self.top_k, R)
@@ -104,7 +107,7 @@ class TVTMemory(nn.Module):
         vec = torch.einsum("tbhr,brd->tbhd", weights, mem).reshape(T, B, self.read_dim)
         return Read(vec, weights, strength)
 
-    def _read_sparse(self, keys, strength, mem, valid) -> Read:
+    def _read_sparse(self, keys, strength, mem, valid, unit) -> Read:
         """The dense read's value and gradient, without autograd tensors of size R: the rows a
         read attends to get no gradient through their selection, so the selection (the dense
         logits and their top-k) runs without a graph; the graph covers the k rows read. The
@@ -113,7 +116,7 @@ class TVTMemory(nn.Module):
         R = mem.shape[1]
         k = min(self.top_k, R)
         with torch.no_grad():
-            logits = torch.einsum("tbhd,brd->tbhr", keys, F.normalize(mem, dim=-1))
+            logits = torch.einsum("tbhd,brd->tbhr", keys, unit)
             logits.mul_(strength[..., None]).masked_fill_(~valid[:, :, None, :], float("-inf"))
             top, idx = logits.topk(k, dim=-1)
             del logits
