@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from karmic.training.ppo import TrainConfig, Trainer, cpu_bf16_flags, resolve_precision, resumed_trainer
+from karmic.training.ppo import (
+    TrainConfig,
+    Trainer,
+    cpu_bf16_flags,
+    resolve_precision,
+    resumed_trainer,
+)
 from karmic.tvt.harvest import memory_bank, stream_times
 from karmic.tvt.memory import TVTMemory, window_valid
 
