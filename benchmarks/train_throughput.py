@@ -162,7 +162,8 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=6, help="measured updates per run")
     ap.add_argument("--num-envs", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--precision", default="auto",
+                    help="auto | fp32 | bf16, or a list (fp32,bf16): each condition in each, in turn")
     ap.add_argument("--sections", default="main,threads,scaling")
     ap.add_argument("--stub-env", action="store_true",
                     help="random observations instead of Harvest: learner + lake cost only")
@@ -182,16 +183,19 @@ def main() -> None:
         print(_line(r), file=out, flush=True)
         return r
 
+    precisions = args.precision.split(",")
     if "main" in sections:
         for g in [int(x) for x in args.grids.split(",")]:
-            base = None
             for c in args.conditions.split(","):
-                r = run("main", g, c, args.updates, args.num_envs, args.threads, args.stub_env, args.precision)
-                if c == "baseline":
-                    base = r
-                elif base is not None:
-                    r["vs_baseline"] = round(r["env_steps_per_s"] / base["env_steps_per_s"], 3)
-                    print(f"  {c} / baseline at {g}x{g}: {r['vs_baseline']:.2f}x", file=out, flush=True)
+                for prec in precisions:
+                    r = run("main", g, c, args.updates, args.num_envs, args.threads, args.stub_env, prec)
+                    base = [b for b in records if b["section"] == "main" and b["grid_size"] == g
+                            and b["condition"] == "baseline" and b["precision"] == r["precision"]]
+                    if c != "baseline" and base:
+                        r["vs_baseline"] = round(r["env_steps_per_s"] / base[-1]["env_steps_per_s"], 3)
+                        print(f"  {c} / baseline at {g}x{g}, {r['precision']}: {r['vs_baseline']:.2f}x",
+                              file=out, flush=True)
+    args.precision = precisions[-1]
     if "threads" in sections:
         by = {t: run("threads", 10, "baseline", args.updates, args.num_envs, t, False, args.precision)
               for t in (1, 2)}
