@@ -169,3 +169,21 @@ def _dense_with_grad(m, h, mem, valid):
     w = w / w.sum(-1, keepdim=True).clamp(min=1e-12)
     weights = torch.zeros_like(logits).scatter(-1, idx, w)
     return Read(torch.einsum("tbhr,brd->tbhd", weights, mem).reshape(T, B, m.read_dim), weights, strength)
+
+
+def test_cli_precision_flag_is_recorded(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from karmic.cli import app
+
+    res = CliRunner().invoke(app, ["train", "--precision", "fp32", "--total-steps", "40", "--lake", str(tmp_path),
+                                   "--grid-size", "10", "--num-envs", "2", "--num-steps", "20", "--seq-len", "10",
+                                   "--hidden", "32", "--set", "max_steps=20", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    run_id = res.stdout.strip().splitlines()[-1].split("\t")[0]
+    run = json.loads((tmp_path / "runs" / f"run_id={run_id}" / "run.json").read_text())
+    assert run["train_config"]["precision"] == "fp32"
+    res = CliRunner().invoke(app, ["train", "--precision", "fp16", "--lake", str(tmp_path)])
+    assert res.exit_code != 0 and "precision" in res.output
