@@ -19,16 +19,14 @@ $(DEVSTAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP) $@
 
-# The main job on the default lake (./data_lake): a simulated population with the matchmaker,
-# a small ablation of the conditions that run today (10x10, 2 seeds), the ablation table and the
-# report. Takes a few minutes on 2 cores; opens nothing.
-DEMO_STEPS ?= 20000
+# The main job in miniature on the default lake (./data_lake): a simulated population with the
+# matchmaker, then studies/demo.toml (baseline, tvt, matchmaker, full and the random policy at
+# 10x10, 2 seeds, a smoke budget) run and reported with its verdicts. About 4 min on 2 cores.
 demo: $(STAMP)
 	$(BIN)/karmic simulate --policy mixed --episodes 10 --grid-size 10 --matchmaker --seed 1
 	$(BIN)/karmic query zap_counts
-	$(BIN)/karmic train --mode baseline --grid-size 10 --seeds 1,2 --total-steps $(DEMO_STEPS)
-	$(BIN)/karmic train --mode matchmaker --grid-size 10 --seeds 1,2 --total-steps $(DEMO_STEPS)
-	$(BIN)/karmic query ablation
+	$(BIN)/karmic study run demo
+	$(BIN)/karmic study report demo --out reports/demo-study
 	$(BIN)/karmic report --out reports/demo
 
 test: $(DEVSTAMP)

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "report",
     "verify",
     "sweep",
+    "study",
 )
 
 for _name in COMMAND_MODULES:

@@ -25,6 +25,9 @@ NONE_LABEL = "(no condition)"
 
 METRIC_LABELS = {
     "predatory_zaps": "predatory zaps per episode",
+    "predatory_rate": "predatory zaps per 1,000 agent-steps",
+    "sustainability_share": "sustainability (mean step of eating / episode length)",
+    "late_hits": "hits in the late window",
     "retribution_ratio": "retribution hits / all hits",
     "efficiency": "efficiency U (reward per step)",
     "equality": "equality E (1 - Gini of apples)",
@@ -114,16 +117,18 @@ def plot_curves(
     styles: Styles,
     *,
     ylim_zero: bool = True,
+    ci: tuple[str, str] = ("ci_low", "ci_high"),
+    sharey: bool = True,
 ) -> Path:
     """Curves against training steps, one panel per grid size, conditions overlaid.
 
-    Rows with ``seed`` null carry the mean over seeds and its 95% CI (band). A condition with a
-    single seed has no band; its line is that seed's curve.
+    Rows with ``seed`` null carry the mean over seeds and its 95% CI (band, columns ``ci``). A
+    condition with a single seed has no band; its line is that seed's curve.
     """
     grids = sorted({r["grid_size"] for r in rows}, key=lambda g: (g is None, g))
     n = max(1, len(grids))
     fig, axes = plt.subplots(
-        1, n, figsize=(max(8.0, 5.4 * n + 0.4), 4.6), squeeze=False, sharey=True
+        1, n, figsize=(max(8.0, 5.4 * n + 0.4), 4.6), squeeze=False, sharey=sharey
     )
     if not grids:
         _empty(axes[0][0])
@@ -141,8 +146,8 @@ def plot_curves(
             xs = [r["step"] for r in agg]
             n_seeds = max(r["n"] for r in agg)
             (line,) = ax.plot(xs, [_num(r[value]) for r in agg], color=col, ls=ls, lw=2)
-            lo = [_num(r["ci_low"]) for r in agg]
-            hi = [_num(r["ci_high"]) for r in agg]
+            lo = [_num(r[ci[0]]) for r in agg]
+            hi = [_num(r[ci[1]]) for r in agg]
             if any(not math.isnan(v) for v in lo):
                 ax.fill_between(xs, lo, hi, color=col, alpha=0.15, lw=0)
             key = f"{label(c)} ({n_seeds} seed{'s' if n_seeds != 1 else ''})"
@@ -152,7 +157,8 @@ def plot_curves(
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
         if ylim_zero:
             ax.set_ylim(bottom=0)
-    axes[0][0].set_ylabel(ylabel)
+    for ax in axes[0] if not sharey else axes[0][:1]:
+        ax.set_ylabel(ylabel)
     if handles:
         fig.legend(
             [h for h, _ in handles.values()],
@@ -180,8 +186,18 @@ def _point_panel(ax, entries: list[tuple[str, float, float, float, str, str]], y
     ax.set_ylabel(ylabel)
 
 
-def plot_scale(rows: Sequence[dict], path: Path, styles: Styles, metrics: Sequence[str]) -> Path:
-    """Small grid against big grid per condition (scale_comparison.sql rows), one panel per metric."""
+def plot_scale(
+    rows: Sequence[dict],
+    path: Path,
+    styles: Styles,
+    metrics: Sequence[str],
+    *,
+    min_hits: int = 20,
+) -> Path:
+    """Small grid against big grid per condition (scale_comparison.sql rows), one panel per metric.
+
+    The retribution ratio is drawn only where its late window holds at least ``min_hits`` hits
+    (the ``late_hits`` rows) and each point is labelled with that count."""
     ncol = 3 if len(metrics) > 4 else 2
     nrow = math.ceil(len(metrics) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.5 * nrow), squeeze=False)
@@ -189,6 +205,8 @@ def plot_scale(rows: Sequence[dict], path: Path, styles: Styles, metrics: Sequen
     big = next((r["big_grid"] for r in rows), 30)
     for ax, metric in zip(axes.flat, metrics, strict=False):
         mine = {r["condition"]: r for r in rows if r["metric"] == metric}
+        hits = {r["condition"]: r for r in rows if r["metric"] == "late_hits"}
+        gated = metric == "retribution_ratio"
         conds = [c for c in styles.order if c in mine]
         if not conds:
             _empty(ax)
@@ -199,9 +217,20 @@ def plot_scale(rows: Sequence[dict], path: Path, styles: Styles, metrics: Sequen
                 r = mine[c]
                 m = _num(r[f"{side}_mean"])
                 lo, hi = _num(r[f"{side}_ci_low"]), _num(r[f"{side}_ci_high"])
+                n_hits = _num(hits[c][f"{side}_mean"]) if c in hits else math.nan
+                col = styles.color(c)
+                if gated:
+                    if not math.isnan(n_hits):
+                        y = 0.02 if math.isnan(m) or n_hits < min_hits else m
+                        ax.annotate(
+                            f"{n_hits:.0f} hits", (i + offset, y), textcoords="offset points",
+                            xytext=(0, 6), ha="center", va="bottom", fontsize=7, color=col,
+                            rotation=90,
+                        )
+                    if math.isnan(n_hits) or n_hits < min_hits:
+                        continue
                 if math.isnan(m):
                     continue
-                col = styles.color(c)
                 ax.plot(
                     [i + offset],
                     [m],
@@ -216,7 +245,11 @@ def plot_scale(rows: Sequence[dict], path: Path, styles: Styles, metrics: Sequen
         ax.set_xticks(range(len(conds)))
         ax.set_xticklabels([label(c) for c in conds])
         ax.set_xlim(-0.6, len(conds) - 0.4)
-        ax.set_title(METRIC_LABELS.get(metric, metric), fontsize=10)
+        name = METRIC_LABELS.get(metric, metric)
+        if gated:
+            name += f"\n(drawn where a seed has >= {min_hits} late hits on average)"
+            ax.set_ylim(-0.05, 1.05)
+        ax.set_title(name, fontsize=9 if gated else 10)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.set_visible(False)
     handles = [
@@ -243,12 +276,21 @@ def plot_scale(rows: Sequence[dict], path: Path, styles: Styles, metrics: Sequen
 
 
 def plot_outcomes(rows: Sequence[dict], path: Path, styles: Styles) -> Path:
-    """Social outcomes U, E, S, P late in training (ablation.sql rows), per condition and grid."""
+    """Social outcomes U, E, S, P late in training (ablation.sql rows), per condition and grid.
+
+    Where several grid sizes share the S panel, S is drawn as a share of the episode length
+    (``sustainability_share``): their episodes differ in length (500 steps at 10x10, 1000 at 30x30).
+    """
     metrics = ("efficiency", "equality", "sustainability", "peace")
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=True):
         mine = [r for r in rows if r["metric"] == metric]
         grids = sorted({r["grid_size"] for r in mine}, key=lambda g: (g is None, g))
+        unit = UNITS[metric]
+        if metric == "sustainability" and len(grids) > 1:
+            share = [r for r in rows if r["metric"] == "sustainability_share"]
+            if share:
+                mine, unit = share, "mean step of eating / episode length"
         entries = []
         for g in grids:
             for c in styles.order:
@@ -267,7 +309,7 @@ def plot_outcomes(rows: Sequence[dict], path: Path, styles: Styles) -> Path:
                     )
                 )
         if entries:
-            _point_panel(ax, entries, UNITS[metric])
+            _point_panel(ax, entries, unit)
             if len(grids) > 1:  # one group of conditions per grid size, separated and labelled
                 start = 0
                 for g in grids:
@@ -297,6 +339,79 @@ def plot_outcomes(rows: Sequence[dict], path: Path, styles: Styles) -> Path:
         fontsize=11,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_ratio_curves(
+    rows: Sequence[dict], path: Path, styles: Styles, *, title: str = "Retribution ratio"
+) -> Path:
+    """A pooled ratio against training steps (retribution_curve.sql rows), one column per grid size.
+
+    Top: the mean over seeds with its 95% CI, drawn only at bins where at least one seed has
+    ``min_hits`` hits (a gap elsewhere). Bottom: the hits behind each bin (summed over seeds), the
+    threshold as a dashed line, so a reader sees how much evidence each point carries.
+    """
+    grids = sorted({r["grid_size"] for r in rows}, key=lambda g: (g is None, g))
+    n = max(1, len(grids))
+    min_hits = next((r["min_hits"] for r in rows if r.get("min_hits") is not None), 20)
+    fig, axes = plt.subplots(
+        2, n, figsize=(max(8.0, 5.4 * n + 0.4), 6.4), squeeze=False, sharex="col",
+        gridspec_kw={"height_ratios": (2.2, 1)},
+    )
+    if not grids:
+        _empty(axes[0][0])
+        _empty(axes[1][0])
+    handles: dict[str, object] = {}
+    n_cond = max(1, len(styles.order))
+    for col, g in enumerate(grids):
+        top, bottom = axes[0][col], axes[1][col]
+        in_grid = [r for r in rows if r["grid_size"] == g and r["seed"] is None]
+        steps = sorted({_num(r["step"]) for r in in_grid})
+        gap = min((b - a for a, b in zip(steps, steps[1:], strict=False)), default=1.0) or 1.0
+        width = 0.8 * gap / n_cond
+        for i, c in enumerate(styles.order):
+            agg = sorted((r for r in in_grid if r["condition"] == c), key=lambda r: r["step"])
+            if not agg:
+                continue
+            colr, ls, mk = styles.color(c), styles.linestyle(c), styles.marker(c)
+            xs = [_num(r["step"]) for r in agg]
+            ys = [_num(r["retribution_ratio"]) for r in agg]
+            (line,) = top.plot(xs, ys, color=colr, ls=ls, lw=2, marker=mk, ms=4)
+            lo = [_num(r["ci_low"]) for r in agg]
+            hi = [_num(r["ci_high"]) for r in agg]
+            if any(not math.isnan(v) for v in lo):
+                top.fill_between(xs, lo, hi, color=colr, alpha=0.15, lw=0)
+            hits = [_num(r["hits"]) for r in agg]
+            off = (i - (n_cond - 1) / 2) * width
+            bottom.bar(
+                [x + off for x in xs], hits, width=width,
+                color=[matplotlib.colors.to_rgba(colr, 1.0 if r["n"] else 0.3) for r in agg],
+            )
+            handles.setdefault(label(c), (line, label(c)))
+        bottom.axhline(min_hits, color="#333333", ls="--", lw=1)
+        bottom.text(
+            0.0, min_hits, f" {min_hits} hits", va="bottom", ha="left", fontsize=8,
+            color="#333333", transform=bottom.get_yaxis_transform(),
+        )
+        top.set_title(_grid_title(g))
+        top.set_ylim(-0.02, 1.02)
+        bottom.set_xlabel("training steps (environment steps)")
+        bottom.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+    axes[0][0].set_ylabel("retribution hits / all hits")
+    axes[1][0].set_ylabel("hits in bin (all seeds)")
+    if handles:
+        fig.legend(
+            [h for h, _ in handles.values()], [k for _, k in handles.values()],
+            loc="lower center", ncol=min(4, len(handles)), frameon=False,
+        )
+    fig.suptitle(
+        f"{title} over training\nline: mean over seeds of each seed's pooled ratio, band: 95% CI; "
+        f"a point only where a seed has >= {min_hits} hits in the bin (faded bars: no such seed)",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0.05 if handles else 0, 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return path

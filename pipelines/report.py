@@ -8,8 +8,11 @@ tables, the runs' configs and the SQL behind each figure) and its Markdown twin 
 Data flow: open the lake read-only with ``karmic.lake.connect``; optionally restrict it to some
 runs by shadowing the ``events``/``episodes``/``runs`` views with filtered temp views; materialise
 ``episodes`` (small, read by every query) once as a temp table behind a view of the same name.
-Figures 2 and 3 wrap the ledger's own queries (``ledger_debt.sql``, ``retribution_ratio.sql``)
-in ``CURVE_SQL``, which bins them like ``aggression_curve.sql``; the report shows that SQL too.
+Figure 2 wraps the ledger's own query (``ledger_debt.sql``) in ``CURVE_SQL``, which bins it like
+``aggression_curve.sql``; the report shows that SQL too. Where grid sizes meet in a figure the
+counts are rates per agent-step (episodes are 500 steps at 10x10, 1000 at 30x30), and a
+retribution ratio is drawn only from a bin with at least ``min_hits`` hits, with the hits shown
+(``retribution_curve.sql``).
 """
 
 from __future__ import annotations
@@ -24,14 +27,17 @@ from pathlib import Path
 
 QUERY_DIR = Path(__file__).resolve().parents[1] / "queries"
 
+# rates, where 10x10 (500-step episodes) and 30x30 (1000-step episodes) meet in one figure
 SCALE_METRICS = (
-    "predatory_zaps",
+    "predatory_rate",
     "retribution_ratio",
     "efficiency",
     "equality",
-    "sustainability",
+    "sustainability_share",
     "peace",
 )
+# a retribution ratio is drawn only from at least this many hits (`--min-hits`)
+DEFAULT_MIN_HITS = 20
 
 CURVE_SQL = """\
 -- {name} binned by global_step per condition, grid size and seed; the seed-null rows are the
@@ -218,17 +224,20 @@ def open_lake(lake: Path, runs: Sequence[str] | None = None, *, materialize: boo
     return con
 
 
-def _check_params(late_fraction: float, n_bins: int) -> None:
+def _check_params(late_fraction: float, n_bins: int, min_hits: int = DEFAULT_MIN_HITS) -> None:
     if not 0 < late_fraction <= 1:
         raise ReportError(f"--late-fraction must be in (0, 1], got {late_fraction}")
     if n_bins < 1:
         raise ReportError(f"--bins must be >= 1, got {n_bins}")
+    if min_hits < 1:
+        raise ReportError(f"--min-hits must be >= 1, got {min_hits}")
 
 
-def _set_params(con, late_fraction: float, n_bins: int) -> None:
-    _check_params(late_fraction, n_bins)
+def _set_params(con, late_fraction: float, n_bins: int, min_hits: int = DEFAULT_MIN_HITS) -> None:
+    _check_params(late_fraction, n_bins, min_hits)
     con.execute(f"set variable late_fraction = {float(late_fraction)!r}")
     con.execute(f"set variable n_bins = {int(n_bins)}")
+    con.execute(f"set variable min_hits = {int(min_hits)}")
     con.execute("set variable \"by\" = 'episode'")  # retribution_ratio.sql: one row per episode
 
 
@@ -265,16 +274,18 @@ def collect(
     late_fraction: float = 0.1,
     n_bins: int = 20,
     materialize: bool = True,
+    min_hits: int = DEFAULT_MIN_HITS,
 ) -> ReportData:
     """Run the queries, draw the five figures into ``out`` and return everything the report shows."""
     from karmic import plots
 
     t0 = time.perf_counter()
-    _check_params(late_fraction, n_bins)
+    _check_params(late_fraction, n_bins, min_hits)
     con = open_lake(lake, runs, materialize=materialize)
-    _set_params(con, late_fraction, n_bins)
+    _set_params(con, late_fraction, n_bins, min_hits)
     data = ReportData(lake=lake)
-    data.params = {"late_fraction": late_fraction, "n_bins": n_bins, "runs": list(runs or [])}
+    data.params = {"late_fraction": late_fraction, "n_bins": n_bins, "runs": list(runs or []),
+                   "min_hits": min_hits}
     data.timings["load"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
 
@@ -303,22 +314,25 @@ def collect(
     rows = timed("aggression_curve", sql)
     fig = Figure(
         "aggression",
-        "Aggression: predatory zaps per episode",
-        "Predatory zaps (ZAP_HIT classified as predation by the ledger rule) per episode against "
-        "training steps, mean over seeds with a 95% CI band, per grid size.",
+        "Aggression: predatory zaps per 1,000 agent-steps",
+        "Predatory zaps (ZAP_HIT classified as predation by the ledger rule) per 1,000 agent-steps "
+        "(column predatory_rate) against training steps, mean over seeds with a 95% CI band, per "
+        "grid size: a rate, because episodes are 500 steps at 10x10 and 1000 at 30x30 (the SQL "
+        "also returns predatory_zaps per episode).",
         {"queries/aggression_curve.sql": sql},
     )
     fig.path = plots.plot_curves(
         rows,
-        "predatory_zaps",
-        "predatory zaps per episode",
+        "predatory_rate",
+        "predatory zaps per 1,000 agent-steps",
         "Aggression over training",
         out / "aggression_curve.png",
         styles,
+        ci=("rate_ci_low", "rate_ci_high"),
     )
     data.figures.append(fig)
 
-    # (2) debt dynamics and (3) retribution ratio, from the ledger's queries
+    # (2) debt dynamics, from the ledger's query; (3) retribution ratio, pooled per bin
     for name, key, title, ylabel in (
         (
             "ledger_debt",
@@ -326,28 +340,38 @@ def collect(
             "Debt dynamics: total ledger debt",
             "total ledger debt (zap units)",
         ),
-        (
-            "retribution_ratio",
-            "retribution",
-            "Retribution ratio",
-            "retribution hits / all hits",
-        ),
     ):
         curve_sql, why = _ledger_curve_sql(con, name)
         fig = Figure(
             key,
             title,
             f"{ylabel} at each episode against training steps (episodes binned, mean over seeds, "
-            "95% CI band).",
+            "95% CI band). Debt is a stock, not a count per step: each grid size has its own "
+            "y-axis, since longer episodes (1000 steps at 30x30, 500 at 10x10) carry more hits.",
             {f"queries/{name}.sql wrapped by pipelines/report.py CURVE_SQL": curve_sql or ""},
             note=why,
         )
         if curve_sql is not None:
             rows = timed(name, curve_sql)
             fig.path = plots.plot_curves(
-                rows, "value", ylabel, title + " over training", out / f"{name}.png", styles
+                rows, "value", ylabel, title + " over training", out / f"{name}.png", styles,
+                sharey=False,
             )
         data.figures.append(fig)
+
+    sql = load_query("retribution_curve")
+    rows = timed("retribution_curve", sql)
+    fig = Figure(
+        "retribution",
+        "Retribution ratio",
+        f"Retribution hits / all hits, pooled over each bin's episodes per seed, against training "
+        f"steps (mean over seeds, 95% CI band); a point only where a seed has at least "
+        f"{min_hits} hits in the bin (min_hits), the hits per bin (all seeds) below it, faded where "
+        f"no seed reaches {min_hits}.",
+        {"queries/retribution_curve.sql": sql},
+    )
+    fig.path = plots.plot_ratio_curves(rows, out / "retribution_ratio.png", styles)
+    data.figures.append(fig)
 
     # (4) scale comparison and (5) social outcomes, late in training
     scale_sql = load_query("scale_comparison")
@@ -356,10 +380,15 @@ def collect(
         "scale",
         "Scale comparison: 10x10 against 30x30",
         f"Late-training value (last {late_fraction:.0%} of each run's steps) of each metric per "
-        "condition at both grid sizes, mean over seeds with 95% CI.",
+        "condition at both grid sizes, mean over seeds with 95% CI. Counts are rates (predatory "
+        "zaps per 1,000 agent-steps, mean step of eating / episode length), since episodes are "
+        f"500 steps at 10x10 and 1000 at 30x30; the retribution ratio is drawn only with at least "
+        f"{min_hits} late hits (labelled with the count).",
         {"queries/scale_comparison.sql": scale_sql},
     )
-    fig.path = plots.plot_scale(data.scale, out / "scale_comparison.png", styles, SCALE_METRICS)
+    fig.path = plots.plot_scale(
+        data.scale, out / "scale_comparison.png", styles, SCALE_METRICS, min_hits=min_hits
+    )
     data.figures.append(fig)
 
     ablation_sql = load_query("ablation")
@@ -367,7 +396,8 @@ def collect(
     fig = Figure(
         "outcomes",
         "Social outcomes U, E, S, P",
-        f"Efficiency, equality, sustainability and peace (Perolat et al. 2017) over the last "
+        "Efficiency (reward per step), equality, sustainability (as a share of the episode "
+        "length where grid sizes meet) and peace (Perolat et al. 2017) over the last "
         f"{late_fraction:.0%} of each run's steps, mean over seeds with 95% CI.",
         {"queries/ablation.sql": ablation_sql},
     )
@@ -502,8 +532,9 @@ def _params_line(data: ReportData) -> str:
     runs = ", ".join(p.get("runs") or []) or "all"
     return (
         f"Parameters: late training = last {p.get('late_fraction', 0.1):.0%} of each run's steps "
-        f"(late_fraction), {p.get('n_bins', 20)} bins of global_step per curve (n_bins); runs: "
-        f"{runs}. 95% CIs: t over seeds; differences: Welch."
+        f"(late_fraction), {p.get('n_bins', 20)} bins of global_step per curve (n_bins); a "
+        f"retribution ratio from at least {p.get('min_hits', DEFAULT_MIN_HITS)} hits (min_hits); "
+        f"runs: {runs}. 95% CIs: t over seeds; differences: Welch."
     )
 
 
@@ -606,10 +637,13 @@ def make_report(
     late_fraction: float = 0.1,
     n_bins: int = 20,
     title: str | None = None,
+    min_hits: int = DEFAULT_MIN_HITS,
 ) -> Path:
     """Write out/index.html (self-contained) and out/report.md; return the HTML path."""
     out = Path(out)
-    data = collect(lake, out, runs=runs, late_fraction=late_fraction, n_bins=n_bins)
+    data = collect(
+        lake, out, runs=runs, late_fraction=late_fraction, n_bins=n_bins, min_hits=min_hits
+    )
     from pipelines.storage import resolve
 
     title = title or f"Karmic-RL ablation report: {resolve(lake).resolve().name}"

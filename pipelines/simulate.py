@@ -81,15 +81,18 @@ def simulate(
     max_steps: int | None = None,
     preset: str | None = None,
     run_id: str | None = None,
+    env_overrides: dict | None = None,
     write: bool = True,
     flush_episodes: int = 10,
     on_episode: Callable[[SimResult], None] | None = None,
 ) -> SimResult:
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
-    overrides = {"max_steps": max_steps} if max_steps is not None else {}
+    overrides = dict(env_overrides or {})  # HarvestConfig fields (a study cell's environment)
+    if max_steps is not None:
+        overrides["max_steps"] = max_steps
     if preset is None:
-        overrides["grid_size"] = grid_size
+        overrides.setdefault("grid_size", grid_size)
     config = make_config(preset, **overrides)
     pol = resolve_policy(policy, seed)
     env = HarvestVecEnv(config, num_envs=1)

@@ -37,12 +37,14 @@ import json
 import logging
 import os
 import re
+import socket
 import time
+import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.storage import resolve
@@ -80,11 +82,11 @@ def plan(modes: Iterable[str], grid_sizes: Iterable[int], seeds: Iterable[int]) 
 
 
 def new_sweep_id() -> str:
-    return f"sweep-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+    return f"sweep-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def available_cores() -> int:
@@ -181,9 +183,20 @@ def new_manifest(sweep_id: str, tasks: list[Task], train: dict[str, Any], settin
 
 
 def task_config(manifest: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
-    """The TrainConfig (as a dict) of one manifest task: shared fields + the task's own."""
+    """The TrainConfig (as a dict) of one manifest task: shared fields + the task's own (a study's
+    task carries its whole config in ``config``)."""
+    if "config" in entry:
+        return {**entry["config"], "run_id": entry["run_id"], "threads": 1}
     return {**manifest["train"], "mode": entry["mode"], "grid_size": int(entry["grid_size"]),
             "seed": int(entry["seed"]), "run_id": entry["run_id"], "threads": 1}
+
+
+# a trained run ends `completed`, a simulated one `finished` (pipelines.lake.LakeWriter)
+DONE_STATUSES = ("completed", "finished")
+
+
+def is_done(lake: str, run_id: str) -> bool:
+    return run_status(lake, run_id) in DONE_STATUSES
 
 
 # --- one task (runs in a worker) ----------------------------------------------------------------
@@ -203,8 +216,44 @@ def _limit_threads() -> None:
         pass
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the driver dies (even by SIGKILL), so a restarted
+    driver never finds an orphan still writing the run it is about to resume."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
+
+
 def _worker_init() -> None:
+    _die_with_parent()
     _limit_threads()
+
+
+def run_simulate_task(payload: dict[str, Any], out: dict[str, Any]) -> None:
+    """A scripted-policy cell of a study: ``karmic simulate`` with the cell's environment. A
+    simulated run that did not finish is not appended to (its episodes would count twice): the
+    retry simulates again under a new run id, which the driver records."""
+    from pipelines.simulate import simulate
+
+    spec = payload["simulate"]
+    base = re.sub(r"-r\d+$", "", payload["run_id"])
+    run_id, n = payload["run_id"], 1
+    while run_status(payload["lake"], run_id) is not None:
+        if is_done(payload["lake"], run_id):
+            out.update(status="completed", how="already completed", run_id=run_id)
+            return
+        n += 1
+        run_id = f"{base}-r{n}"
+    # the trainer's environment: make_config(preset, grid_size=G, **overrides)
+    env = {"grid_size": int(payload["grid_size"]), **(spec.get("env_overrides") or {})}
+    res = simulate(payload["lake"], episodes=int(spec["episodes"]), policy=spec["policy"],
+                   seed=int(payload["seed"]), preset=spec.get("preset"), env_overrides=env, run_id=run_id)
+    out.update(status="completed", how="simulated", run_id=run_id, global_step=int(res.steps),
+               mean_return=float(sum(res.returns) / max(1, len(res.returns))))
 
 
 def run_task(payload: dict[str, Any]) -> dict[str, Any]:
@@ -216,15 +265,22 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
     without one starts from scratch under the same run id (rounds already in the lake are not
     written twice).
     """
-    import socket
-    import traceback
-
     t0 = time.perf_counter()
     lake = payload["lake"]
+    if "simulate" in payload:
+        out: dict[str, Any] = {"run_id": payload["run_id"], "attempt": payload.get("attempt", 0),
+                               "host": socket.gethostname(), "pid": os.getpid()}
+        try:
+            _limit_threads()
+            run_simulate_task(payload, out)
+        except Exception as exc:
+            out.update(status="failed", error=one_line(exc), traceback=traceback.format_exc())
+        out["seconds"] = time.perf_counter() - t0
+        return out
     cfg_d = payload["config"]
     run_id = cfg_d["run_id"]
-    out: dict[str, Any] = {"run_id": run_id, "attempt": payload.get("attempt", 0),
-                           "host": socket.gethostname(), "pid": os.getpid()}
+    out = {"run_id": run_id, "attempt": payload.get("attempt", 0),
+           "host": socket.gethostname(), "pid": os.getpid()}
     try:
         _limit_threads()
         if run_status(lake, run_id) == "completed":
@@ -400,7 +456,7 @@ def unfinished(manifest: dict[str, Any], lake: str) -> list[dict[str, Any]]:
     """Tasks to run: those whose run is not ``completed`` in the lake (manifest updated)."""
     todo = []
     for e in manifest["tasks"]:
-        if run_status(lake, e["run_id"]) == "completed":
+        if is_done(lake, e["run_id"]):
             e["status"] = "completed"
         else:
             if e["status"] == "completed":  # the lake disagrees: the lake wins
@@ -444,8 +500,12 @@ def run_sweep(
         while pending or inflight:
             while pending and len(inflight) < backend.workers:
                 entry, attempt = pending.popleft()
-                payload = {"lake": str(lake), "config": task_config(manifest, entry),
-                           "attempt": attempt, "fail_attempts": fail.get(entry["key"], 0)}
+                payload = {"lake": str(lake), "attempt": attempt, "fail_attempts": fail.get(entry["key"], 0)}
+                if "simulate" in entry:
+                    payload.update(simulate=entry["simulate"], run_id=entry["run_id"],
+                                   grid_size=entry["grid_size"], seed=entry["seed"])
+                else:
+                    payload["config"] = task_config(manifest, entry)
                 inflight[backend.submit(payload)] = (entry, attempt)
                 entry.update(status="running", started_at=now_iso())
                 entry["attempts"] = int(entry.get("attempts", 0)) + 1
@@ -455,7 +515,7 @@ def run_sweep(
                 entry, attempt = inflight.pop(handle)
                 if isinstance(res, BaseException):
                     res = {"status": "failed", "error": one_line(res), "attempt": attempt}
-                for k in ("host", "how", "seconds", "global_step", "error"):
+                for k in ("host", "how", "seconds", "global_step", "error", "run_id"):
                     if k in res:
                         entry[k] = res[k]
                 entry["finished_at"] = now_iso()

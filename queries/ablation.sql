@@ -9,6 +9,8 @@
 -- Difference from baseline (same grid size and metric): mean - baseline mean, Welch standard error
 -- sqrt(sd^2/n + sd_b^2/n_b) with Welch-Satterthwaite df; null when either side has n < 2.
 -- Hits are classified by the ledger rule of DESIGN.md (the CTEs of queries/predatory_zaps.sql).
+-- sustainability is the mean step of eating (steps); sustainability_share divides it by the
+-- episode length, the form to compare across grid sizes whose episodes differ in length.
 with
 params as (
     select
@@ -97,6 +99,7 @@ per_episode as (
         ep.total_return::double / nullif(ep.steps, 0) as efficiency,
         1.0 - gini.gini as equality,
         eaten.mean_t as sustainability,
+        eaten.mean_t / nullif(ep.steps, 0) as sustainability_share,
         (ep.n_agents * ep.steps - ep.frozen_steps)::double / nullif(ep.steps, 0) as peace
     from ep
     join gini using (run_id, episode)
@@ -119,6 +122,7 @@ per_run as (
         avg(efficiency) as efficiency,
         avg(equality) as equality,
         avg(sustainability) as sustainability,
+        avg(sustainability_share) as sustainability_share,
         avg(peace) as peace
     from late
     group by run_id, condition, grid_size, seed
@@ -133,13 +137,15 @@ per_seed as (
         avg(efficiency) as efficiency,
         avg(equality) as equality,
         avg(sustainability) as sustainability,
+        avg(sustainability_share) as sustainability_share,
         avg(peace) as peace
     from per_run
     group by condition, grid_size, seed
 ),
 long as (
     unpivot per_seed
-    on predatory_zaps, retribution_ratio, efficiency, equality, sustainability, peace
+    on predatory_zaps, retribution_ratio, efficiency, equality, sustainability,
+        sustainability_share, peace
     into name metric value value
 ),
 stats as (

@@ -5,6 +5,9 @@
 -- averaged), n = episodes. Rows with seed null: mean over seeds, sd, n = seeds, and the 95% CI
 -- mean +- t(0.975, n - 1) * sd / sqrt(n) (t table as in ablation.sql; null when n = 1).
 -- Hits are classified by the ledger rule of DESIGN.md (the CTEs of queries/predatory_zaps.sql).
+-- predatory_rate: predatory zaps per 1,000 agent-steps (agent-steps = the episode's steps summed
+-- over its agents), averaged the same way; it is the column to compare across grid sizes, whose
+-- episodes differ in length (500 steps at 10x10, 1000 at 30x30).
 with
 params as (
     select
@@ -45,7 +48,8 @@ ep as (
         any_value(condition) as condition,
         any_value(grid_size) as grid_size,
         any_value(seed) as seed,
-        min(global_step) as global_step
+        min(global_step) as global_step,
+        sum(steps) as agent_steps
     from episodes
     group by run_id, episode
 ),
@@ -62,37 +66,45 @@ per_episode as (
         ep.seed,
         ep.global_step // widths.width as bin,
         widths.width,
-        coalesce(hc.predation, 0)::double as predatory_zaps
+        coalesce(hc.predation, 0)::double as predatory_zaps,
+        1000.0 * coalesce(hc.predation, 0) / nullif(ep.agent_steps, 0) as predatory_rate
     from ep
     join widths using (grid_size)
     left join hit_counts as hc using (run_id, episode)
 ),
 per_run as (
     select run_id, condition, grid_size, seed, bin, any_value(width) as width,
-        count(*) as episodes, avg(predatory_zaps) as predatory_zaps
+        count(*) as episodes, avg(predatory_zaps) as predatory_zaps,
+        avg(predatory_rate) as predatory_rate
     from per_episode
     group by run_id, condition, grid_size, seed, bin
 ),
 per_seed as (
     select condition, grid_size, seed, bin, any_value(width) as width,
-        sum(episodes) as n, avg(predatory_zaps) as predatory_zaps
+        sum(episodes) as n, avg(predatory_zaps) as predatory_zaps,
+        avg(predatory_rate) as predatory_rate
     from per_run
     group by condition, grid_size, seed, bin
 ),
 over_seeds as (
     select condition, grid_size, bin, any_value(width) as width, count(*) as n,
-        avg(predatory_zaps) as predatory_zaps, stddev_samp(predatory_zaps) as sd
+        avg(predatory_zaps) as predatory_zaps, stddev_samp(predatory_zaps) as sd,
+        avg(predatory_rate) as predatory_rate, stddev_samp(predatory_rate) as rate_sd
     from per_seed
     group by condition, grid_size, bin
 )
 select
     condition, grid_size, seed, bin, (bin + 0.5) * width as step, n, predatory_zaps,
-    null::double as sd, null::double as ci_low, null::double as ci_high
+    null::double as sd, null::double as ci_low, null::double as ci_high,
+    predatory_rate, null::double as rate_sd, null::double as rate_ci_low,
+    null::double as rate_ci_high
 from per_seed
 union all
 select
     o.condition, o.grid_size, null, o.bin, (o.bin + 0.5) * o.width, o.n, o.predatory_zaps,
-    o.sd, o.predatory_zaps - tq.t * o.sd / sqrt(o.n), o.predatory_zaps + tq.t * o.sd / sqrt(o.n)
+    o.sd, o.predatory_zaps - tq.t * o.sd / sqrt(o.n), o.predatory_zaps + tq.t * o.sd / sqrt(o.n),
+    o.predatory_rate, o.rate_sd, o.predatory_rate - tq.t * o.rate_sd / sqrt(o.n),
+    o.predatory_rate + tq.t * o.rate_sd / sqrt(o.n)
 from over_seeds as o
 left join tq on o.n - 1 >= tq.lo and o.n - 1 < tq.hi
 order by grid_size, condition, seed nulls first, bin

@@ -2,6 +2,10 @@
 -- Same late window, per-seed values, CI and Welch rules as ablation.sql (see its header);
 -- `set variable small_grid = 10` / `big_grid = 30` pick the two grid sizes compared.
 -- diff = big mean - small mean; its CI uses Welch's standard error and df, null when a side has n < 2.
+-- Episodes are 500 steps at 10x10 and 1000 at 30x30, so the metrics to compare across sizes are
+-- rates: predatory_rate (predatory zaps per 1,000 agent-steps) and sustainability_share (mean step
+-- of eating / episode length); predatory_zaps and sustainability stay per episode and in steps.
+-- late_hits: the hits behind retribution_ratio (all hits in a run's late window, mean over seeds).
 with
 params as (
     select
@@ -87,11 +91,13 @@ per_episode as (
         ep.seed,
         ep.global_step,
         coalesce(hc.predation, 0)::double as predatory_zaps,
+        1000.0 * coalesce(hc.predation, 0) / nullif(ep.n_agents * ep.steps, 0) as predatory_rate,
         coalesce(hc.retribution, 0) as retribution_hits,
         coalesce(hc.predation, 0) + coalesce(hc.retribution, 0) as all_hits,
         ep.total_return::double / nullif(ep.steps, 0) as efficiency,
         1.0 - gini.gini as equality,
         eaten.mean_t as sustainability,
+        eaten.mean_t / nullif(ep.steps, 0) as sustainability_share,
         (ep.n_agents * ep.steps - ep.frozen_steps)::double / nullif(ep.steps, 0) as peace
     from ep
     join gini using (run_id, episode)
@@ -110,10 +116,13 @@ per_run as (
         grid_size,
         seed,
         avg(predatory_zaps) as predatory_zaps,
+        avg(predatory_rate) as predatory_rate,
         sum(retribution_hits)::double / nullif(sum(all_hits), 0) as retribution_ratio,
+        sum(all_hits)::double as late_hits,
         avg(efficiency) as efficiency,
         avg(equality) as equality,
         avg(sustainability) as sustainability,
+        avg(sustainability_share) as sustainability_share,
         avg(peace) as peace
     from late
     group by run_id, condition, grid_size, seed
@@ -124,17 +133,21 @@ per_seed as (
         grid_size,
         seed,
         avg(predatory_zaps) as predatory_zaps,
+        avg(predatory_rate) as predatory_rate,
         avg(retribution_ratio) as retribution_ratio,
+        avg(late_hits) as late_hits,
         avg(efficiency) as efficiency,
         avg(equality) as equality,
         avg(sustainability) as sustainability,
+        avg(sustainability_share) as sustainability_share,
         avg(peace) as peace
     from per_run
     group by condition, grid_size, seed
 ),
 long as (
     unpivot per_seed
-    on predatory_zaps, retribution_ratio, efficiency, equality, sustainability, peace
+    on predatory_zaps, predatory_rate, retribution_ratio, late_hits, efficiency, equality,
+        sustainability, sustainability_share, peace
     into name metric value value
 ),
 stats as (

@@ -59,6 +59,8 @@ def test_tiny_run_writes_events_trajectories_checkpoint(tmp_path, mode):
     np.testing.assert_array_equal(g, ((e // 2) * 20 + t) * 2)
     assert (tmp_path / "trajectories" / f"run_id={run_id}").is_dir()
     assert list((tmp_path / "checkpoints" / f"run_id={run_id}").glob("ckpt-*.pt"))
+    if mode == "memory":  # the TVT agent without transport: it never moves value
+        assert not (tmp_path / "tvt_transports").exists()
     # per (episode, agent), returns in `episodes` follow from the events and the config
     cfg = run["config"]
     ep_l, ag_l = ev.column("episode").to_pylist(), ev.column("agent").to_pylist()

@@ -19,6 +19,9 @@ def register(app: typer.Typer) -> None:
             0.1, "--late-fraction", help="Late training = this last fraction of each run's steps."
         ),
         bins: int = typer.Option(20, "--bins", help="Bins of global_step per curve."),
+        min_hits: int = typer.Option(
+            20, "--min-hits", help="Draw a retribution ratio only from at least this many hits."
+        ),
         lake: str = LAKE_OPTION,
     ) -> None:
         """Aggression, debt, retribution ratio, scale comparison and social outcome plots."""
@@ -26,7 +29,12 @@ def register(app: typer.Typer) -> None:
             from pipelines.report import make_plots
 
             paths = make_plots(
-                lake_path(lake), out, runs=run or None, late_fraction=late_fraction, n_bins=bins
+                lake_path(lake),
+                out,
+                runs=run or None,
+                late_fraction=late_fraction,
+                n_bins=bins,
+                min_hits=min_hits,
             )
             for p in paths:
                 print(p)

@@ -35,6 +35,9 @@ def register(app: typer.Typer) -> None:
             0.1, "--late-fraction", help="Late training = this last fraction of each run's steps."
         ),
         bins: int = typer.Option(20, "--bins", help="Bins of global_step per curve."),
+        min_hits: int = typer.Option(
+            20, "--min-hits", help="Draw a retribution ratio only from at least this many hits."
+        ),
         title: str = typer.Option(None, "--title", help="Report title."),
         lake: str = LAKE_OPTION,
     ) -> None:
@@ -49,5 +52,6 @@ def register(app: typer.Typer) -> None:
                 late_fraction=late_fraction,
                 n_bins=bins,
                 title=title,
+                min_hits=min_hits,
             )
             print(index)

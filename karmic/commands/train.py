@@ -15,7 +15,7 @@ import typer
 
 from karmic.commands._common import LAKE_OPTION, KarmicError, fail, lake_path, user_errors
 
-MODE_CHOICES = ("baseline", "tvt", "matchmaker", "full", "all")
+MODE_CHOICES = ("baseline", "tvt", "matchmaker", "full", "memory", "all")
 ALL_MODES = ("baseline", "tvt", "matchmaker", "full")
 
 
@@ -95,7 +95,7 @@ def _summary(info: dict, cfg) -> str:
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(
-        mode: str = typer.Option("baseline", "--mode", help="baseline | tvt | matchmaker | full | all"),
+        mode: str = typer.Option("baseline", "--mode", help="baseline | tvt | matchmaker | full | memory (TVT agent, no transport) | all (the four conditions)"),
         grid_size: int = typer.Option(10, "--grid-size", "--grid_size", help="Grid side (10, 20, 30 ...)."),
         seed: int = typer.Option(1, "--seed", help="Run seed (torch, env resets, minibatches)."),
         seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 1,2,3 (overrides --seed)."),

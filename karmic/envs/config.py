@@ -24,7 +24,7 @@ DEFAULT_REMOVAL_STEPS = 25
 DEFAULT_HIT_PENALTY = -0.5
 
 # SSD harvest map (sequential_social_dilemma_games, maps.py HARVEST_MAP): '@' wall, 'A' apple,
-# 'P' spawn point (spawn points are treated as free cells here), ' ' empty.
+# 'P' agent spawn point (the only cells agents spawn on when spawn_on_points is set), ' ' empty.
 SSD_HARVEST_MAP = (
     "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@",
     "@ P   P      A    P AAAAA    P  A P  @",
@@ -39,7 +39,7 @@ SSD_HARVEST_MAP = (
     "@A  AAA  A  A  AAA A    AAAA     P   @",
     "@    A A   AAA  A A      A AA   A  P @",
     "@     AAA   A A  AAA      AA   AAA P @",
-    "@ A     A     AAA  A  P          A   @",
+    "@ A    A     AAA  A  P          A    @",
     "@       P     A         P  P P     P @",
     "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@",
 )
@@ -61,6 +61,12 @@ class HarvestConfig:
     beam_length: int = DEFAULT_BEAM_LENGTH
     beam_width: int = 1  # 1 or 3 (SSD's beam is 3 wide)
     removal_steps: int = DEFAULT_REMOVAL_STEPS  # 0: hit agents stay on the board (SSD)
+    # SSD's rules where they differ from Karmic's; the defaults keep Karmic's, the ssd preset sets
+    # them (sequential_social_dilemma_games, map_env.py and harvest.py):
+    spawn_on_points: bool = False  # spawn and respawn only on the map's 'P' cells (spawn_point)
+    zap_after_moves: bool = False  # step order moves, eating, zaps, regrowth (MapEnv.step)
+    beam_sides_beside: bool = False  # side lanes start beside the shooter, 1 shorter (update_map_fire)
+    simultaneous_moves: bool = False  # moves resolved together: chains and cycles move (update_moves)
     apple_reward: float = 1.0
     hit_penalty: float = DEFAULT_HIT_PENALTY
     fire_cost: float = 0.0
@@ -99,6 +105,10 @@ class HarvestConfig:
             bad("beam_width", f"{self.beam_width} is not 1 or 3")
         if self.removal_steps < 0:
             bad("removal_steps", "must be >= 0")
+        if self.spawn_on_points and self.layout != "ssd":
+            bad("spawn_on_points", "needs layout 'ssd' (only its map has 'P' spawn points)")
+        if self.spawn_on_points and self.n_agents > self.n_spawn_points():
+            bad("n_agents", f"{self.n_agents} agents for {self.n_spawn_points()} spawn points")
         if not 0.0 <= self.ledger_decay <= 1.0:
             bad("ledger_decay", f"{self.ledger_decay} is outside [0, 1]")
         free = self.height * self.width - self.n_apple_cells_upper_bound()
@@ -133,6 +143,9 @@ class HarvestConfig:
         disk = sum(1 for j in range(-r, r + 1) for k in range(-r, r + 1) if j * j + k * k <= r * r)
         return min(self.patches * disk, self.grid_size**2 // 2)
 
+    def n_spawn_points(self) -> int:
+        return sum(row.count("P") for row in SSD_HARVEST_MAP) if self.layout == "ssd" else 0
+
     # Serialisation -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -155,9 +168,10 @@ PRESETS: dict[str, dict] = {
     "small": {"grid_size": 10, "max_steps": 500},
     "medium": {"grid_size": 20},
     "big": {"grid_size": 30},
-    # SSD harvest: its map, a 3-wide beam, -50 for being hit and no removal, -1 to fire, its 3x3
-    # neighbourhood; 5 agents (SSD runs 5 too), 1000 steps, 15x15 view in SSD (kept 11 here? no:
-    # SSD's HARVEST_VIEW_SIZE is 7 each side -> 15x15).
+    # SSD harvest: its map and 'P' spawn points, a 3-wide beam whose side lanes start beside the
+    # shooter, -50 for being hit and no removal, -1 to fire, its 3x3 neighbourhood, its step order
+    # and simultaneous moves; 5 agents and 1000 steps as in SSD's runs; a 15x15 view (SSD's
+    # HARVEST_VIEW_SIZE is 7 cells each side).
     "ssd": {
         "layout": "ssd",
         "beam_width": 3,
@@ -167,6 +181,10 @@ PRESETS: dict[str, dict] = {
         "neighbourhood": SSD_NEIGHBOURHOOD,
         "view_size": 15,
         "max_steps": 1000,
+        "spawn_on_points": True,
+        "zap_after_moves": True,
+        "beam_sides_beside": True,
+        "simultaneous_moves": True,
     },
     # The original Karmic README: 10x10 small world, beam 5, removal 25 steps, -0.5 when hit.
     "seed": {"grid_size": 10, "max_steps": 500, "beam_width": 1, "removal_steps": 25},

@@ -42,6 +42,18 @@ def neighbour_kernel(config: HarvestConfig) -> np.ndarray:
     return disk_offsets(config.neighbour_radius)
 
 
+def spawn_cells(config: HarvestConfig, walls: np.ndarray) -> np.ndarray:
+    """(H, W) bool: where agents spawn at random: the map's 'P' cells with spawn_on_points, else
+    every non-wall cell."""
+    if config.spawn_on_points:
+        return _SSD_SPAWN_POINTS & ~walls
+    return ~walls
+
+
+_SSD_SPAWN_POINTS = np.array([[ch == "P" for ch in row[1:-1]] for row in SSD_HARVEST_MAP[1:-1]],
+                             dtype=np.bool_)
+
+
 def build_layout(config: HarvestConfig) -> tuple[np.ndarray, np.ndarray]:
     """(walls, apple_cells) as (H, W) arrays of the interior; outside the interior is wall."""
     if config.layout == "ssd":
@@ -86,6 +98,7 @@ class HarvestVecEnv:
         self.num_envs = B = num_envs
         self.n_agents = N = config.n_agents
         self.walls, self.apple_cells = build_layout(config)
+        self.spawn_ok = spawn_cells(config, self.walls)  # recomputed from the walls at each reset
         H, W = self.walls.shape
         if int((~self.walls).sum()) < N:
             raise ValueError("invalid HarvestConfig.grid_size: too small for its agents")
@@ -93,7 +106,9 @@ class HarvestVecEnv:
         self.obs_shape = (V, V, N_CHANNELS)
         self.max_steps = config.episode_length
         self._params = np.array([config.beam_length, config.removal_steps, config.apple_reward,
-                                 config.hit_penalty, config.fire_cost], dtype=np.float64)
+                                 config.hit_penalty, config.fire_cost, config.zap_after_moves,
+                                 config.beam_sides_beside, config.simultaneous_moves],
+                                dtype=np.float64)
         self._probs = np.asarray(config.regrowth_probs, dtype=np.float64)
         self._nbr = neighbour_kernel(config)
         self._ctx = disk_offsets(APPLE_CONTEXT_RADIUS)
@@ -109,6 +124,8 @@ class HarvestVecEnv:
         self._ev = np.zeros((B * N * (4 + 3), K.N_EVENT_COLS), dtype=np.int64)
         self._ne = np.zeros(1, dtype=np.int64)
         self._hit = np.zeros(N, dtype=np.int64)
+        self._move_tgt = np.zeros((N, 2), dtype=np.int64)
+        self._move_state = np.zeros(N, dtype=np.int64)
         self._obs = np.zeros((B, N, *self.obs_shape), dtype=np.uint8)
         self._rew = np.zeros((B, N), dtype=np.float32)
         self._seeded = False
@@ -158,8 +175,10 @@ class HarvestVecEnv:
             self.seed(0)
         s = self.state
         self._ne[0] = 0
-        K.reset_kernel(s.rng, self.walls, self.apple_cells, s.apples, s.pos, s.dirs, s.removed,
-                       s.t, s.seq, s.stats, self._pairs_array(pairs), self._ev, self._ne)
+        self.spawn_ok = spawn_cells(self.config, self.walls)
+        K.reset_kernel(s.rng, self.walls, self.spawn_ok, self.apple_cells, s.apples, s.pos,
+                       s.dirs, s.removed, s.t, s.seq, s.stats, self._pairs_array(pairs), self._ev,
+                       self._ne)
         self.episode += 1
         self._recorded = [self._ev[: self._ne[0]].copy()] if self.record_events else []
         self.reset_events = self._collect()
@@ -174,9 +193,10 @@ class HarvestVecEnv:
         if int(s.t[0]) >= self.max_steps:
             raise RuntimeError("step() after the episode ended: call reset()")
         self._ne[0] = 0
-        K.step_kernel(s.rng, self.walls, self.apple_cells, s.apples, s.pos, s.dirs, s.removed,
-                      s.t, s.seq, s.stats, a, self._rew, self._params, self._probs, self._nbr,
-                      self._ctx, self._lat, self._ev, self._ne, self._hit)
+        K.step_kernel(s.rng, self.walls, self.spawn_ok, self.apple_cells, s.apples, s.pos, s.dirs,
+                      s.removed, s.t, s.seq, s.stats, a, self._rew, self._params, self._probs,
+                      self._nbr, self._ctx, self._lat, self._ev, self._ne, self._hit,
+                      self._move_tgt, self._move_state)
         if self.record_events and self._ne[0]:
             self._recorded.append(self._ev[: self._ne[0]].copy())
         events = self._collect()

@@ -25,9 +25,15 @@ Dynamics per step (in this order, all from the seed given to ``reset``)
        kernel (disk of radius 2; the ``ssd`` preset uses SSD's 3x3 check), counted on the board
        before this step's growth;
     5. removal timers; respawns.
+    The ``ssd`` preset follows SSD's harvest instead (each rule a config field, off by default):
+    agents spawn only on the map's 'P' cells (``spawn_on_points``); moves, eating, then zaps from
+    the new positions, then regrowth (``zap_after_moves``); a side lane starts on the cell beside
+    the shooter and ends one cell short of the centre lane (``beam_sides_beside``); moves are
+    resolved together, so chains and cycles move and swaps fail (``simultaneous_moves``).
 Events (``infos[agent]["social_events"]``, DESIGN.md's events schema, in this order)
     SPAWN at reset (spawn_cause reset / rigged) and at respawn; ZAP_FIRED per shot; ZAP_HIT per
-    victim with apple_context (an apple within radius 2 of the victim); APPLE_EATEN.
+    victim with apple_context (an apple within radius 2 of the victim); APPLE_EATEN (with
+    ``zap_after_moves``, APPLE_EATEN comes before the shots).
 Rigged spawns
     ``reset(options={"pairs": [(debtor, creditor), ...]})`` spawns each pair on two adjacent free
     cells facing each other (SPAWN spawn_cause rigged, the partner as target); if no such cells
@@ -35,8 +41,9 @@ Rigged spawns
 Episodes
     ``max_steps`` (1000; 500 at 10x10); all agents are truncated together.
 Presets
-    ``small`` 10x10/500 steps, ``medium`` 20x20, ``big`` 30x30, ``ssd`` (SSD map, 3-wide beam, -50
-    when hit, no removal, -1 to fire, 15x15 view), ``seed`` (the original Karmic rules).
+    ``small`` 10x10/500 steps, ``medium`` 20x20, ``big`` 30x30, ``ssd`` (SSD's map and rules above,
+    3-wide beam, -50 when hit, no removal, -1 to fire, 15x15 view), ``seed`` (the original Karmic
+    rules).
 Version history
     v0: first release.
 """

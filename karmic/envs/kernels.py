@@ -83,20 +83,20 @@ def _occupancy(pos, removed, b, n_agents, occ):
 
 
 @njit(cache=True)
-def _random_free_cell(rng, b, walls, occ):
-    # uniform over free cells: count, then pick the k-th
-    h, w = walls.shape
+def _random_free_cell(rng, b, spawn_ok, occ):
+    # uniform over the unoccupied cells agents may spawn on: count, then pick the k-th
+    h, w = spawn_ok.shape
     count = 0
     for y in range(h):
         for x in range(w):
-            if not walls[y, x] and occ[y, x] < 0:
+            if spawn_ok[y, x] and occ[y, x] < 0:
                 count += 1
     if count == 0:
         return -1, -1
     k = _randint(rng, b, count)
     for y in range(h):
         for x in range(w):
-            if not walls[y, x] and occ[y, x] < 0:
+            if spawn_ok[y, x] and occ[y, x] < 0:
                 if k == 0:
                     return x, y
                 k -= 1
@@ -104,8 +104,10 @@ def _random_free_cell(rng, b, walls, occ):
 
 
 @njit(cache=True)
-def reset_kernel(rng, walls, apple_cells, apples, pos, dirs, removed, t, seq, stats, pairs, ev, ne):
-    """Reset every env: apples to their cells, rigged pairs adjacent and facing, others random."""
+def reset_kernel(rng, walls, spawn_ok, apple_cells, apples, pos, dirs, removed, t, seq, stats, pairs,
+                 ev, ne):
+    """Reset every env: apples to their cells, rigged pairs adjacent and facing (on any free
+    cells), the others on random unoccupied ``spawn_ok`` cells."""
     B, N = dirs.shape
     h, w = walls.shape
     occ = np.empty((h, w), dtype=np.int64)
@@ -172,7 +174,7 @@ def reset_kernel(rng, walls, apple_cells, apples, pos, dirs, removed, t, seq, st
         for n in range(N):
             if placed[n]:
                 continue
-            x, y = _random_free_cell(rng, b, walls, occ)
+            x, y = _random_free_cell(rng, b, spawn_ok, occ)
             pos[b, n, 0] = x
             pos[b, n, 1] = y
             dirs[b, n] = _randint(rng, b, 4)
@@ -190,11 +192,208 @@ def reset_kernel(rng, walls, apple_cells, apples, pos, dirs, removed, t, seq, st
 
 
 @njit(cache=True)
-def step_kernel(rng, walls, apple_cells, apples, pos, dirs, removed, t, seq, stats, actions,
-                rewards, params, regrow_probs, nbr_off, ctx_off, beam_lat, ev, ne, hit_buf):
+def _zaps(b, tb, walls, apples, pos, dirs, removed, seq, stats, actions, rewards, beam_length,
+          removal_steps, hit_penalty, fire_cost, sides_beside, ctx_off, beam_lat, ev, ne, hit_buf,
+          occ):
+    """Every shot against the positions in ``occ``; hit agents leave ``occ`` if removal is on."""
+    h, w = walls.shape
+    N = dirs.shape[1]
+    for n in range(N):
+        if removed[b, n] > 0 or actions[b, n] != ZAP:
+            continue
+        d = dirs[b, n]
+        x0 = pos[b, n, 0]
+        y0 = pos[b, n, 1]
+        _emit(ev, ne, b, tb, seq, EV_FIRED, n, -1, x0, y0, -1, -1, d, -1, -1)
+        rewards[b, n] += fire_cost
+        stats[b, n, 3] += 1
+        fx = FWD[d, 0]
+        fy = FWD[d, 1]
+        rx = -fy  # right of facing
+        ry = fx
+        for li in range(beam_lat.shape[0]):
+            lat = beam_lat[li]
+            sx = x0 + rx * lat
+            sy = y0 + ry * lat
+            s_first = 1
+            s_last = beam_length
+            if lat != 0:
+                if sides_beside:
+                    # SSD: a side lane's first cell is the one beside the shooter, and it covers
+                    # beam_length cells, so it ends one cell short of the centre lane
+                    s_first = 0
+                    s_last = beam_length - 1
+                elif sx < 0 or sy < 0 or sx >= w or sy >= h or walls[sy, sx]:
+                    # a side lane starts beside the shooter; it is blocked if that cell is a wall
+                    continue
+            for s in range(s_first, s_last + 1):
+                cx = sx + fx * s
+                cy = sy + fy * s
+                if cx < 0 or cy < 0 or cx >= w or cy >= h or walls[cy, cx]:
+                    break
+                v = occ[cy, cx]
+                if v >= 0 and v != n:
+                    # first agent in the lane is hit; the lane stops there
+                    ctx = 0
+                    for o in range(ctx_off.shape[0]):
+                        ax = cx + ctx_off[o, 0]
+                        ay = cy + ctx_off[o, 1]
+                        if 0 <= ax < w and 0 <= ay < h and apples[b, ay, ax]:
+                            ctx = 1
+                            break
+                    _emit(ev, ne, b, tb, seq, EV_HIT, n, v, x0, y0, cx, cy, d, ctx, -1)
+                    rewards[b, v] += hit_penalty
+                    stats[b, n, 4] += 1
+                    stats[b, v, 5] += 1
+                    hit_buf[v] = 1
+                    break
+    for n in range(N):
+        if hit_buf[n] and removal_steps > 0:
+            removed[b, n] = removal_steps
+            occ[pos[b, n, 1], pos[b, n, 0]] = -1
+
+
+@njit(cache=True)
+def _moves_in_random_order(rng, b, walls, pos, dirs, removed, actions, occ, order):
+    """Moves and turns one agent at a time in a random priority order: a move succeeds if its
+    target is free at the agent's turn."""
+    h, w = walls.shape
+    N = dirs.shape[1]
+    for n in range(N):
+        order[n] = n
+    for i in range(N - 1, 0, -1):  # Fisher-Yates
+        j = _randint(rng, b, i + 1)
+        tmp = order[i]
+        order[i] = order[j]
+        order[j] = tmp
+    for i in range(N):
+        n = order[i]
+        if removed[b, n] > 0:
+            continue
+        a = actions[b, n]
+        if a == TURN_LEFT:
+            dirs[b, n] = (dirs[b, n] + 3) % 4
+        elif a == TURN_RIGHT:
+            dirs[b, n] = (dirs[b, n] + 1) % 4
+        elif FORWARD <= a <= RIGHT:
+            md = (dirs[b, n] + MOVE_TURN[a]) % 4
+            nx = pos[b, n, 0] + FWD[md, 0]
+            ny = pos[b, n, 1] + FWD[md, 1]
+            if 0 <= nx < w and 0 <= ny < h and not walls[ny, nx] and occ[ny, nx] < 0:
+                occ[pos[b, n, 1], pos[b, n, 0]] = -1
+                pos[b, n, 0] = nx
+                pos[b, n, 1] = ny
+                occ[ny, nx] = n
+
+
+@njit(cache=True)
+def _moves_simultaneous(rng, b, walls, pos, dirs, removed, actions, occ, tgt, state):
+    """SSD's move resolution (MapEnv.update_moves): turns apply at once; every no-op or move
+    claims a cell (its own if it stays or walks into a wall); a cell claimed by several goes to
+    one claimant chosen uniformly, the others stay; then a move succeeds iff its target is empty,
+    or is being vacated by an agent that moves in turn (chains), or closes a cycle of moves (all
+    move together). A move into a staying, turning or zapping agent, or a swap, fails."""
+    h, w = walls.shape
+    N = dirs.shape[1]
+    # state: 0 not moving, 1 wants to move to tgt, 2 claims its own cell (no-op or walled move)
+    for n in range(N):
+        state[n] = 0
+        tgt[n, 0] = pos[b, n, 0]
+        tgt[n, 1] = pos[b, n, 1]
+        if removed[b, n] > 0:
+            continue
+        a = actions[b, n]
+        if a == TURN_LEFT:
+            dirs[b, n] = (dirs[b, n] + 3) % 4
+        elif a == TURN_RIGHT:
+            dirs[b, n] = (dirs[b, n] + 1) % 4
+        elif a == NOOP:
+            state[n] = 2
+        elif FORWARD <= a <= RIGHT:
+            md = (dirs[b, n] + MOVE_TURN[a]) % 4
+            nx = pos[b, n, 0] + FWD[md, 0]
+            ny = pos[b, n, 1] + FWD[md, 1]
+            if 0 <= nx < w and 0 <= ny < h and not walls[ny, nx]:
+                tgt[n, 0] = nx
+                tgt[n, 1] = ny
+                state[n] = 1
+            else:
+                state[n] = 2
+    # contested cells: one uniformly chosen claimant keeps its claim
+    for n in range(N):
+        if state[n] != 1:
+            continue
+        count = 0
+        for m in range(N):
+            if state[m] > 0 and tgt[m, 0] == tgt[n, 0] and tgt[m, 1] == tgt[n, 1]:
+                count += 1
+        if count < 2:
+            continue
+        k = _randint(rng, b, count)
+        x = tgt[n, 0]
+        y = tgt[n, 1]
+        for m in range(N):
+            if state[m] > 0 and tgt[m, 0] == x and tgt[m, 1] == y:
+                if k != 0:
+                    state[m] = 0
+                    tgt[m, 0] = pos[b, m, 0]
+                    tgt[m, 1] = pos[b, m, 1]
+                k -= 1
+    for n in range(N):
+        if state[n] == 2:
+            state[n] = 0
+    # each remaining target has one claimant: resolve chains, then cycles
+    pending = 0
+    for n in range(N):
+        pending += state[n]
+    while pending > 0:
+        progress = False
+        for n in range(N):
+            if state[n] != 1:
+                continue
+            x = tgt[n, 0]
+            y = tgt[n, 1]
+            c = occ[y, x]
+            if c < 0:
+                occ[pos[b, n, 1], pos[b, n, 0]] = -1
+                pos[b, n, 0] = x
+                pos[b, n, 1] = y
+                occ[y, x] = n
+                state[n] = 0
+            elif state[c] != 1:
+                state[n] = 0  # into an agent that stays
+            elif tgt[c, 0] == pos[b, n, 0] and tgt[c, 1] == pos[b, n, 1]:
+                state[n] = 0  # a swap
+                state[c] = 0
+            else:
+                continue
+            progress = True
+        pending = 0
+        for n in range(N):
+            pending += state[n]
+        if pending > 0 and not progress:
+            # every pending agent waits on another pending one: they form cycles; all move
+            for n in range(N):
+                if state[n] == 1:
+                    occ[pos[b, n, 1], pos[b, n, 0]] = -1
+            for n in range(N):
+                if state[n] == 1:
+                    pos[b, n, 0] = tgt[n, 0]
+                    pos[b, n, 1] = tgt[n, 1]
+                    occ[tgt[n, 1], tgt[n, 0]] = n
+                    state[n] = 0
+            pending = 0
+
+
+@njit(cache=True)
+def step_kernel(rng, walls, spawn_ok, apple_cells, apples, pos, dirs, removed, t, seq, stats,
+                actions, rewards, params, regrow_probs, nbr_off, ctx_off, beam_lat, ev, ne,
+                hit_buf, move_tgt, move_state):
     """One step of every env. params: beam_length, removal_steps, apple_reward, hit_penalty,
-    fire_cost. Order within a step: zaps (all against pre-move positions), moves (random
-    priority order), eating, regrowth, respawns; events in that order."""
+    fire_cost, zap_after_moves, beam_sides_beside, simultaneous_moves. Order within a step: zaps
+    (all against pre-move positions), moves (random priority order), eating, regrowth, respawns;
+    with zap_after_moves (SSD) moves, eating, zaps (against the new positions), regrowth; events
+    in that order."""
     B, N = dirs.shape
     h, w = walls.shape
     beam_length = int(params[0])
@@ -202,6 +401,9 @@ def step_kernel(rng, walls, apple_cells, apples, pos, dirs, removed, t, seq, sta
     apple_reward = params[2]
     hit_penalty = params[3]
     fire_cost = params[4]
+    zap_after_moves = params[5] != 0.0
+    sides_beside = params[6] != 0.0
+    simultaneous = params[7] != 0.0
     n_probs = regrow_probs.shape[0]
     occ = np.empty((h, w), dtype=np.int64)
     order = np.empty(N, dtype=np.int64)
@@ -211,79 +413,18 @@ def step_kernel(rng, walls, apple_cells, apples, pos, dirs, removed, t, seq, sta
             rewards[b, n] = 0.0
         occ[:, :] = -1
         _occupancy(pos, removed, b, N, occ)
-        # 1. zaps --------------------------------------------------------------------------------
         hit_buf[:] = 0
-        for n in range(N):
-            if removed[b, n] > 0 or actions[b, n] != ZAP:
-                continue
-            d = dirs[b, n]
-            x0 = pos[b, n, 0]
-            y0 = pos[b, n, 1]
-            _emit(ev, ne, b, tb, seq, EV_FIRED, n, -1, x0, y0, -1, -1, d, -1, -1)
-            rewards[b, n] += fire_cost
-            stats[b, n, 3] += 1
-            fx = FWD[d, 0]
-            fy = FWD[d, 1]
-            rx = -fy  # right of facing
-            ry = fx
-            for li in range(beam_lat.shape[0]):
-                lat = beam_lat[li]
-                # a side lane starts beside the shooter; it is blocked if that cell is a wall
-                sx = x0 + rx * lat
-                sy = y0 + ry * lat
-                if lat != 0 and (sx < 0 or sy < 0 or sx >= w or sy >= h or walls[sy, sx]):
-                    continue
-                for s in range(1, beam_length + 1):
-                    cx = sx + fx * s
-                    cy = sy + fy * s
-                    if cx < 0 or cy < 0 or cx >= w or cy >= h or walls[cy, cx]:
-                        break
-                    v = occ[cy, cx]
-                    if v >= 0 and v != n:
-                        # first agent in the lane is hit; the lane stops there
-                        ctx = 0
-                        for o in range(ctx_off.shape[0]):
-                            ax = cx + ctx_off[o, 0]
-                            ay = cy + ctx_off[o, 1]
-                            if 0 <= ax < w and 0 <= ay < h and apples[b, ay, ax]:
-                                ctx = 1
-                                break
-                        _emit(ev, ne, b, tb, seq, EV_HIT, n, v, x0, y0, cx, cy, d, ctx, -1)
-                        rewards[b, v] += hit_penalty
-                        stats[b, n, 4] += 1
-                        stats[b, v, 5] += 1
-                        hit_buf[v] = 1
-                        break
-        for n in range(N):
-            if hit_buf[n] and removal_steps > 0:
-                removed[b, n] = removal_steps
-                occ[pos[b, n, 1], pos[b, n, 0]] = -1
-        # 2. moves and turns, in a random priority order ------------------------------------------
-        for n in range(N):
-            order[n] = n
-        for i in range(N - 1, 0, -1):  # Fisher-Yates
-            j = _randint(rng, b, i + 1)
-            tmp = order[i]
-            order[i] = order[j]
-            order[j] = tmp
-        for i in range(N):
-            n = order[i]
-            if removed[b, n] > 0:
-                continue
-            a = actions[b, n]
-            if a == TURN_LEFT:
-                dirs[b, n] = (dirs[b, n] + 3) % 4
-            elif a == TURN_RIGHT:
-                dirs[b, n] = (dirs[b, n] + 1) % 4
-            elif FORWARD <= a <= RIGHT:
-                md = (dirs[b, n] + MOVE_TURN[a]) % 4
-                nx = pos[b, n, 0] + FWD[md, 0]
-                ny = pos[b, n, 1] + FWD[md, 1]
-                if 0 <= nx < w and 0 <= ny < h and not walls[ny, nx] and occ[ny, nx] < 0:
-                    occ[pos[b, n, 1], pos[b, n, 0]] = -1
-                    pos[b, n, 0] = nx
-                    pos[b, n, 1] = ny
-                    occ[ny, nx] = n
+        # 1. zaps --------------------------------------------------------------------------------
+        if not zap_after_moves:
+            _zaps(b, tb, walls, apples, pos, dirs, removed, seq, stats, actions, rewards,
+                  beam_length, removal_steps, hit_penalty, fire_cost, sides_beside, ctx_off,
+                  beam_lat, ev, ne, hit_buf, occ)
+        # 2. moves and turns -----------------------------------------------------------------------
+        if simultaneous:
+            _moves_simultaneous(rng, b, walls, pos, dirs, removed, actions, occ, move_tgt,
+                                move_state)
+        else:
+            _moves_in_random_order(rng, b, walls, pos, dirs, removed, actions, occ, order)
         # 3. eating ---------------------------------------------------------------------------------
         for n in range(N):
             if removed[b, n] > 0:
@@ -295,6 +436,10 @@ def step_kernel(rng, walls, apple_cells, apples, pos, dirs, removed, t, seq, sta
                 rewards[b, n] += apple_reward
                 stats[b, n, 1] += 1
                 _emit(ev, ne, b, tb, seq, EV_EATEN, n, -1, x, y, -1, -1, dirs[b, n], -1, -1)
+        if zap_after_moves:
+            _zaps(b, tb, walls, apples, pos, dirs, removed, seq, stats, actions, rewards,
+                  beam_length, removal_steps, hit_penalty, fire_cost, sides_beside, ctx_off,
+                  beam_lat, ev, ne, hit_buf, occ)
         # 4. regrowth on empty, unoccupied apple cells (counts from the pre-growth board) ----------
         for y in range(h):
             for x in range(w):
@@ -321,7 +466,7 @@ def step_kernel(rng, walls, apple_cells, apples, pos, dirs, removed, t, seq, sta
                 stats[b, n, 6] += 1  # frozen agent-steps
                 removed[b, n] -= 1
                 if removed[b, n] == 0:
-                    x, y = _random_free_cell(rng, b, walls, occ)
+                    x, y = _random_free_cell(rng, b, spawn_ok, occ)
                     pos[b, n, 0] = x
                     pos[b, n, 1] = y
                     dirs[b, n] = _randint(rng, b, 4)

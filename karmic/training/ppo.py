@@ -73,7 +73,11 @@ MODES: dict[str, tuple[bool, bool]] = {  # mode -> (use_tvt, matchmaker)
     "tvt": (True, False),
     "matchmaker": (False, True),
     "full": (True, True),
+    # the TVT agent (memory, reads, reconstruction loss) with no value transport: Hung et al.'s
+    # RMA, the control that tells an effect of transport from an effect of having a memory
+    "memory": (True, False),
 }
+TRANSPORT_MODES = ("tvt", "full")
 
 
 @dataclass
@@ -727,16 +731,20 @@ class Trainer:
                     from karmic.tvt.harvest import memory_bank, transport_rewards
 
                     hist = self._kept_shards(history, replay)
-                    res = transport_rewards(replay, hist, self.agent, cfg, self.max_steps)
-                    if res.log is not None:
-                        write_table(self.lake, "tvt_transports", self.run_id, res.log)
                     need = math.ceil(cfg.memory_size / cfg.num_steps)
-                    self.bank = memory_bank(hist[-need:] + [replay], self.S, self.agent.tvt.word)
-                    losses = self.learn(replay, res.rewards)
-                    for sh in hist:  # value moved into earlier episodes: replay their shards
-                        if sh.update in res.replay:
-                            losses["replay_pg_loss"] = self.learn_replay(sh, res.replay[sh.update])
-                    self.transported = float(np.abs(pa_column(res.log, "amount")).sum()) if res.log is not None else 0.0
+                    if cfg.mode in TRANSPORT_MODES:
+                        res = transport_rewards(replay, hist, self.agent, cfg, self.max_steps)
+                        if res.log is not None:
+                            write_table(self.lake, "tvt_transports", self.run_id, res.log)
+                        self.bank = memory_bank(hist[-need:] + [replay], self.S, self.agent.tvt.word)
+                        losses = self.learn(replay, res.rewards)
+                        for sh in hist:  # value moved into earlier episodes: replay their shards
+                            if sh.update in res.replay:
+                                losses["replay_pg_loss"] = self.learn_replay(sh, res.replay[sh.update])
+                        self.transported = float(np.abs(pa_column(res.log, "amount")).sum()) if res.log is not None else 0.0
+                    else:  # memory: the same agent and reads, the environment's rewards
+                        self.bank = memory_bank(hist[-need:] + [replay], self.S, self.agent.tvt.word)
+                        losses = self.learn(replay, np.asarray(replay.reward, np.float32))
                 else:
                     rewards = np.asarray(self.transport(replay, history, self.agent, cfg), np.float32)
                     losses = self.learn(replay, rewards)

@@ -1,0 +1,140 @@
+"""``karmic study``: a pre-registered study file, run to a verdict (``pipelines.study``).
+
+``karmic study check NAME|PATH``: parse and check the file, print its plan (nothing runs).
+``karmic study run NAME|PATH [--backend local|ray] [--workers N] [--lake ...]``: every cell as a
+sweep task; a second ``run`` resumes (a completed run is never redone). One driver per study and
+lake: a second ``run`` while one is alive refuses with one line.
+``karmic study status NAME``: every cell, done / running / missing, its steps, and an ETA.
+``karmic study report NAME [--out results/NAME] [--from-results]``: verdicts, figures, metrics.
+Exit 2 on a bad study file or bad input, 1 when a cell finally failed, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from karmic.commands._common import LAKE_OPTION, KarmicError, fail, user_errors
+
+study_app = typer.Typer(help="Pre-registered studies: run, status, report.", no_args_is_help=True)
+
+
+def _load(name: str):
+    from pipelines.study import find_study, parse_study
+
+    return parse_study(find_study(name))
+
+
+def _lake(lake: str | None) -> str:
+    from karmic.commands.sweep import _lake as sweep_lake
+
+    return sweep_lake(lake)
+
+
+@study_app.command("check")
+def check(name: str = typer.Argument(..., help="Study name (studies/NAME.toml) or path.")) -> None:
+    """Check a study file and print its plan; nothing runs."""
+    with user_errors():
+        st = _load(name)
+        cells = st.cells()
+        trained = [c for c in cells if not c.scripted]
+        steps = sum(st.total_steps[c.grid_size] for c in trained)
+        print(f"study {st.name}: {len(cells)} cell(s) ({len(trained)} trained, {len(cells) - len(trained)} "
+              f"scripted), {steps:,} env steps of training, {len(st.predictions)} prediction(s)")
+        for p in st.predictions:
+            print(f"  {p['id']}: {p['metric']} {p['test']} a={p['a']} b={p['b']}")
+
+
+@study_app.command("run")
+def run(
+    name: str = typer.Argument(..., help="Study name (studies/NAME.toml) or path."),
+    backend: str = typer.Option("local", "--backend", help="local (process pool) | ray."),
+    workers: int = typer.Option(None, "--workers", help="Cells at once [default: the cores]."),
+    address: str = typer.Option(None, "--address", help="Ray cluster address; none: a local cluster."),
+    retries: int = typer.Option(2, "--retries", help="Retries of a failed cell (each resumes from its checkpoint)."),
+    lake: str = LAKE_OPTION,
+) -> None:
+    """Run every cell of a study (resumes: completed runs are never redone)."""
+    with user_errors():
+        from karmic.commands.sweep import _Display
+        from pipelines import study as stm
+        from pipelines import sweep as sw
+
+        if workers is not None and workers < 1:
+            raise KarmicError(f"--workers must be >= 1, got {workers}")
+        if retries < 0:
+            raise KarmicError(f"--retries must be >= 0, got {retries}")
+        st = _load(name)
+        if st.pending:
+            raise KarmicError(f"study {st.name} cannot run yet: its ecology is pending ({st.pending})")
+        lake_s = _lake(lake)
+        be = sw.make_backend(backend, workers=workers, address=address)
+        with stm.StudyLock(lake_s, st.name):
+            manifest = stm.sync_manifest(st, lake_s)
+            manifest.setdefault("invocations", []).append(
+                {"backend": backend, "workers": workers, "address": address, "retries": retries,
+                 "pid": os.getpid(), "at": sw.now_iso()})
+            todo = sw.unfinished(manifest, lake_s)
+            print(f"study {st.name}: {len(manifest['tasks'])} cell(s), {len(todo)} to run, lake {lake_s}, "
+                  f"backend {backend}", file=sys.stderr)
+            display = _Display(f"study {st.name}", len(todo))
+            try:
+                with display:
+                    manifest = sw.run_sweep(manifest, lake_s, be, retries=retries, on_event=display.on_event,
+                                            fail=sw.parse_fail_spec(os.environ.get(sw.FAIL_ENV)))
+            except KeyboardInterrupt:
+                print(f"interrupted; continue with: karmic study run {name} --lake {lake_s}", file=sys.stderr)
+                raise typer.Exit(130) from None
+        failed = [e for e in manifest["tasks"] if e["status"] != "completed"]
+        if failed:
+            fail(f"{len(failed)} of {len(manifest['tasks'])} cell(s) failed: "
+                 f"{', '.join(e['key'] for e in failed)} (run again to retry)", code=1)
+        print(f"study {st.name}: all {len(manifest['tasks'])} cell(s) completed; "
+              f"report with: karmic study report {name} --lake {lake_s}")
+
+
+@study_app.command("status")
+def status(
+    name: str = typer.Argument(..., help="Study name or path."),
+    lake: str = LAKE_OPTION,
+    fmt: str = typer.Option("table", "--format", help="table | csv | json."),
+) -> None:
+    """Every cell: done / running / missing, steps so far, and an ETA for the rest."""
+    with user_errors():
+        from karmic.commands._output import print_rows
+        from pipelines.study_status import study_status
+
+        st = _load(name)
+        lake_s = _lake(lake)
+        cols, rows, summary = study_status(st, lake_s)
+        print_rows(cols, rows, title=f"study {st.name}", fmt=fmt)
+        print(summary, file=sys.stderr)
+
+
+@study_app.command("report")
+def report(
+    name: str = typer.Argument(..., help="Study name or path."),
+    lake: str = LAKE_OPTION,
+    out: str = typer.Option(None, "--out", help="Output folder [default: results/NAME]."),
+    from_results: bool = typer.Option(False, "--from-results", help="Rebuild from OUT/metrics.parquet alone (no lake)."),
+    episodes: bool = typer.Option(True, "--episodes/--no-episodes", help="Embed a late episode per condition (needs the lake)."),
+) -> None:
+    """Verdicts (Holm-corrected), figures and metrics.parquet: a report that travels without the lake."""
+    with user_errors():
+        from pathlib import Path
+
+        from pipelines.study_report import build_report
+
+        st = _load(name)
+        out_dir = Path(out) if out else Path("results") / st.name
+        res = build_report(st, None if from_results else _lake(lake), out_dir,
+                           from_results=from_results, episodes=episodes)
+        for line in res["summary"]:
+            print(line)
+        print(f"wrote {out_dir}/report.md, verdicts.json, metrics.parquet", file=sys.stderr)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(study_app, name="study")

@@ -1,0 +1,593 @@
+"""Studies: a pre-registered experiment as a TOML file, planned into cells, run on the sweep engine.
+
+A study file (``studies/<name>.toml``) is data, never code: it is parsed with ``tomllib`` and
+checked field by field before anything trains. Its tables:
+
+- ``[study]``: ``name`` (letters, digits, ``_-.``), ``description``, ``registered`` (the date the
+  predictions were written down).
+- ``[ecology]``: ``preset`` (a ``HarvestConfig`` preset or absent), or ``presets`` (one per
+  grid size, ``{"10" = "karmic-small", "30" = "karmic-big"}``), and ``env`` (environment
+  overrides shared by every cell). ``pending = "why"`` marks an ecology not frozen yet (a study
+  registered before its calibration has finished): ``check`` and ``report`` work, ``run`` refuses.
+- ``[factors]``: ``conditions`` (training modes ``baseline``, ``matchmaker``, ``tvt``, ``full``,
+  ``memory`` where the trainer has it, or a scripted reference policy ``random`` / ``greedy``,
+  which is simulated instead of trained), ``grid_sizes``, ``seeds`` (at least 2: a CI needs them).
+- ``[[levels]]``: named levels of a third factor, each ``env`` and/or ``train`` overrides and an
+  optional ``grid_sizes`` it applies to (default: every grid). No levels: one level ``default``.
+- ``[budget]``: ``total_steps`` (an int, or a table ``{"10" = ..., "30" = ...}`` per grid size),
+  ``train`` (``TrainConfig`` overrides shared by every trained cell) and ``episodes`` (how many
+  episodes a scripted policy plays per seed, default 10).
+- ``[windows]``: named fractions ``[lo, hi]`` of a run's training steps; ``late`` is required.
+  An episode is in a window when ``lo * M <= global_step < hi * M`` (``<= M`` when ``hi = 1``),
+  M the run's last episode's ``global_step``. A scripted policy does not learn: all its
+  episodes are in every window.
+- ``[[predictions]]``: ``id``, ``claim`` (words), ``metric`` (one of :data:`METRICS`), ``test``
+  (``greater``: a > b; ``less``: a < b; ``equivalent``: |a - b| <= margin; ``not_less``:
+  a >= b - margin), sides ``a`` and ``b`` (``condition``, ``grid_size``, ``level``, ``window``;
+  ``b`` takes what it does not name from ``a``), and for ``equivalent`` / ``not_less`` a
+  ``margin`` (a fraction of |mean of b|) or ``margin_abs``. ``b = { value = 0.9 }`` compares
+  side a with a constant instead (a one-sample test over a's seeds).
+
+The plan is every (condition, grid size, level, seed) cell (levels restricted to their grids),
+one sweep task each with the run id ``<study>-<level>-<condition>-g<G>-s<S>``; the sweep
+manifest is ``<lake>/sweeps/sweep_id=study-<name>/sweep.json``. Verdicts are SQL
+(``queries/study/``); this module plans and runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.storage import ObjectPath, resolve
+
+NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+TRAIN_MODES = ("baseline", "matchmaker", "tvt", "full", "memory")
+POLICY_CONDITIONS = ("random", "greedy")  # scripted references: simulated, not trained
+TESTS = ("greater", "less", "equivalent", "not_less")
+MARGIN_TESTS = ("equivalent", "not_less")
+# Every metric is a rate per agent-step (comparable across grid sizes and episode lengths),
+# except the retribution ratio (a share of hits) and total_debt (ledger debt at episode end).
+METRICS = {
+    "hits_per_agent_step": "ZAP_HIT events / agent-steps",
+    "predatory_hits_per_agent_step": "predation hits (ledger rule) / agent-steps",
+    "retribution_hits_per_agent_step": "retribution hits (ledger rule) / agent-steps",
+    "zaps_fired_per_agent_step": "ZAP_FIRED events / agent-steps",
+    "apples_per_agent_step": "APPLE_EATEN events / agent-steps",
+    "return_per_agent_step": "sum of returns / agent-steps",
+    "frozen_fraction": "agent-steps spent removed / agent-steps",
+    "retribution_ratio": "retribution hits / all hits (pooled over the window)",
+    "total_debt": "total ledger debt at episode end, mean over the window's episodes",
+    "semantic_on_target_share": "share of semantic transport value landing where the agent hit its hitter",
+}
+SIDE_KEYS = ("condition", "grid_size", "level", "window", "value")
+DEFAULT_LEVEL = "default"
+STUDIES_DIR = "studies"
+
+
+class StudyError(ValueError):
+    """A study file or a study command that cannot go on: one line for the user."""
+
+
+@dataclass(frozen=True)
+class Level:
+    name: str
+    env: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    grid_sizes: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    condition: str
+    grid_size: int
+    level: str
+    seed: int
+
+    @property
+    def scripted(self) -> bool:
+        return self.condition in POLICY_CONDITIONS
+
+    def run_id(self, study: str) -> str:
+        return f"{study}-{self.level}-{self.condition}-g{self.grid_size}-s{self.seed}"
+
+
+@dataclass
+class Study:
+    name: str
+    path: Path
+    text: str
+    description: str
+    registered: str
+    presets: dict[int, str | None]
+    env: dict[str, Any]
+    conditions: list[str]
+    grid_sizes: list[int]
+    seeds: list[int]
+    levels: list[Level]
+    total_steps: dict[int, int]
+    train: dict[str, Any]
+    episodes: int
+    windows: dict[str, tuple[float, float]]
+    predictions: list[dict[str, Any]]
+    pending: str | None = None
+
+    def preset(self, grid_size: int) -> str | None:
+        return self.presets.get(grid_size)
+
+    @property
+    def sweep_id(self) -> str:
+        return f"study-{self.name}"
+
+    def level(self, name: str) -> Level:
+        return next(lv for lv in self.levels if lv.name == name)
+
+    def cells(self) -> list[Cell]:
+        """Every cell, grids outermost (a study's small grid finishes first), then levels,
+        conditions, seeds."""
+        out = []
+        for g in self.grid_sizes:
+            for lv in self.levels:
+                if lv.grid_sizes is not None and g not in lv.grid_sizes:
+                    continue
+                for c in self.conditions:
+                    for s in self.seeds:
+                        out.append(Cell(c, g, lv.name, s))
+        return out
+
+    def env_overrides(self, cell: Cell) -> dict[str, Any]:
+        return {**self.env, **self.level(cell.level).env}
+
+    def train_config(self, cell: Cell) -> dict[str, Any]:
+        """The TrainConfig (as a dict) of a trained cell."""
+        lv = self.level(cell.level)
+        return {**self.train, **lv.train, "mode": cell.condition, "grid_size": cell.grid_size,
+                "seed": cell.seed, "total_steps": self.total_steps[cell.grid_size],
+                "preset": self.preset(cell.grid_size), "env_overrides": self.env_overrides(cell),
+                "run_id": cell.run_id(self.name)}
+
+
+# --- parsing ------------------------------------------------------------------------------------
+def find_study(name_or_path: str, root: Path | None = None) -> Path:
+    """``ecology`` -> ``studies/ecology.toml`` (from the working directory, then the checkout);
+    a path is taken as it is."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or os.sep in name_or_path:
+        if not p.is_file():
+            raise StudyError(f"no study file {p}")
+        return p
+    if not NAME_RE.fullmatch(name_or_path):
+        raise StudyError(f"invalid study name {name_or_path!r}: use letters, digits, '_', '-', '.'")
+    bases = [root] if root else [Path.cwd(), Path(__file__).resolve().parent.parent]
+    for base in bases:
+        cand = base / STUDIES_DIR / f"{name_or_path}.toml"
+        if cand.is_file():
+            return cand
+    raise StudyError(f"no study {name_or_path!r} (looked for {STUDIES_DIR}/{name_or_path}.toml)")
+
+
+def _table(d: dict, key: str, where: str, required: bool = False) -> dict:
+    v = d.get(key)
+    if v is None:
+        if required:
+            raise StudyError(f"{where}: missing [{key}]")
+        return {}
+    if not isinstance(v, dict):
+        raise StudyError(f"{where}: [{key}] must be a table")
+    return v
+
+
+def _int_list(v: Any, where: str, minimum: int | None = None) -> list[int]:
+    if not isinstance(v, list) or not v or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        raise StudyError(f"{where} must be a non-empty list of integers")
+    if minimum is not None and min(v) < minimum:
+        raise StudyError(f"{where}: every value must be >= {minimum}")
+    if len(set(v)) != len(v):
+        raise StudyError(f"{where} has duplicates")
+    return list(v)
+
+
+def _unknown(d: dict, allowed: tuple[str, ...], where: str) -> None:
+    extra = sorted(set(d) - set(allowed))
+    if extra:
+        raise StudyError(f"{where}: unknown key(s) {', '.join(extra)} (allowed: {', '.join(allowed)})")
+
+
+def parse_study(path: Path) -> Study:
+    """Parse and check a study file; any problem is one StudyError line naming the field."""
+    text = path.read_text()
+    where = str(path)
+    try:
+        d = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyError(f"{where}: not valid TOML ({exc})") from None
+    _unknown(d, ("study", "ecology", "factors", "levels", "budget", "windows", "predictions"), where)
+    st = _table(d, "study", where, required=True)
+    _unknown(st, ("name", "description", "registered"), f"{where} [study]")
+    name = st.get("name")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise StudyError(f"{where}: [study] name must use letters, digits, '_', '-', '.'")
+    eco = _table(d, "ecology", where)
+    _unknown(eco, ("preset", "presets", "env", "pending"), f"{where} [ecology]")
+    fac = _table(d, "factors", where, required=True)
+    _unknown(fac, ("conditions", "grid_sizes", "seeds"), f"{where} [factors]")
+    conditions = fac.get("conditions")
+    if not isinstance(conditions, list) or not conditions or not all(isinstance(c, str) for c in conditions):
+        raise StudyError(f"{where}: [factors] conditions must be a non-empty list of names")
+    for c in conditions:
+        if c not in TRAIN_MODES + POLICY_CONDITIONS:
+            raise StudyError(f"{where}: unknown condition {c!r} (known: {', '.join(TRAIN_MODES + POLICY_CONDITIONS)})")
+    if len(set(conditions)) != len(conditions):
+        raise StudyError(f"{where}: [factors] conditions has duplicates")
+    grids = _int_list(fac.get("grid_sizes"), f"{where}: [factors] grid_sizes", minimum=5)
+    seeds = _int_list(fac.get("seeds"), f"{where}: [factors] seeds", minimum=0)
+    if len(seeds) < 2:
+        raise StudyError(f"{where}: [factors] seeds needs at least 2 seeds (a CI needs them), got {len(seeds)}")
+
+    levels = []
+    raw_levels = d.get("levels", [])
+    if not isinstance(raw_levels, list):
+        raise StudyError(f"{where}: levels must be an array of tables ([[levels]])")
+    for i, lv in enumerate(raw_levels):
+        lw = f"{where}: levels[{i}]"
+        if not isinstance(lv, dict):
+            raise StudyError(f"{lw} must be a table")
+        _unknown(lv, ("name", "env", "train", "grid_sizes", "description"), lw)
+        ln = lv.get("name")
+        if not isinstance(ln, str) or not NAME_RE.fullmatch(ln):
+            raise StudyError(f"{lw}: name must use letters, digits, '_', '-', '.'")
+        lg = lv.get("grid_sizes")
+        lgs = None if lg is None else tuple(_int_list(lg, f"{lw} grid_sizes"))
+        if lgs is not None and not set(lgs) <= set(grids):
+            raise StudyError(f"{lw} ({ln}): grid_sizes {list(lgs)} not all in [factors] grid_sizes")
+        for key in ("env", "train"):
+            if not isinstance(lv.get(key, {}), dict):
+                raise StudyError(f"{lw} ({ln}): {key} must be a table")
+        levels.append(Level(ln, dict(lv.get("env", {})), dict(lv.get("train", {})), lgs))
+    if not levels:
+        levels = [Level(DEFAULT_LEVEL)]
+    if len({lv.name for lv in levels}) != len(levels):
+        raise StudyError(f"{where}: level names must be unique")
+
+    bud = _table(d, "budget", where, required=any(c in TRAIN_MODES for c in conditions))
+    _unknown(bud, ("total_steps", "train", "episodes"), f"{where} [budget]")
+    ts = bud.get("total_steps", 0 if not any(c in TRAIN_MODES for c in conditions) else None)
+    if isinstance(ts, int) and not isinstance(ts, bool):
+        total_steps = {g: ts for g in grids}
+    elif isinstance(ts, dict):
+        try:
+            total_steps = {int(k): v for k, v in ts.items()}
+        except ValueError:
+            raise StudyError(f"{where}: [budget] total_steps keys must be grid sizes") from None
+        missing = [g for g in grids if g not in total_steps]
+        if missing:
+            raise StudyError(f"{where}: [budget] total_steps has no budget for grid size(s) {missing}")
+    else:
+        raise StudyError(f"{where}: [budget] total_steps must be an integer or a table per grid size")
+    if any(not isinstance(v, int) or isinstance(v, bool) or (v < 1 and any(c in TRAIN_MODES for c in conditions))
+           for v in total_steps.values()):
+        raise StudyError(f"{where}: [budget] total_steps must be positive integers")
+    train = bud.get("train", {})
+    if not isinstance(train, dict):
+        raise StudyError(f"{where}: [budget] train must be a table")
+    episodes = bud.get("episodes", 10)
+    if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
+        raise StudyError(f"{where}: [budget] episodes must be a positive integer")
+
+    wins = _table(d, "windows", where, required=True)
+    windows: dict[str, tuple[float, float]] = {}
+    for wn, wv in wins.items():
+        ok = (isinstance(wv, list) and len(wv) == 2 and all(isinstance(x, (int, float)) for x in wv)
+              and 0 <= wv[0] < wv[1] <= 1)
+        if not ok or not NAME_RE.fullmatch(wn):
+            raise StudyError(f"{where}: window {wn!r} must be [lo, hi] with 0 <= lo < hi <= 1")
+        windows[wn] = (float(wv[0]), float(wv[1]))
+    if "late" not in windows:
+        raise StudyError(f"{where}: [windows] needs a 'late' window")
+
+    study = Study(
+        name=name, path=path, text=text, description=str(st.get("description", "")),
+        registered=str(st.get("registered", "")), presets=_presets(eco, grids, where),
+        env=dict(eco.get("env", {})), conditions=list(conditions), grid_sizes=grids, seeds=seeds,
+        levels=levels, total_steps=total_steps, train=dict(train), episodes=episodes,
+        windows=windows, predictions=[], pending=eco.get("pending"),
+    )
+    if study.pending is not None and not isinstance(study.pending, str):
+        raise StudyError(f"{where}: [ecology] pending must be a sentence saying why")
+    _check_configs(study)
+    study.predictions = _parse_predictions(study, d.get("predictions", []), where)
+    return study
+
+
+def _presets(eco: dict, grids: list[int], where: str) -> dict[int, str | None]:
+    if "preset" in eco and "presets" in eco:
+        raise StudyError(f"{where}: [ecology] takes preset or presets, not both")
+    if "presets" in eco:
+        raw = eco["presets"]
+        if not isinstance(raw, dict):
+            raise StudyError(f"{where}: [ecology] presets must be a table of grid size = preset")
+        try:
+            out = {int(k): v for k, v in raw.items()}
+        except ValueError:
+            raise StudyError(f"{where}: [ecology] presets keys must be grid sizes") from None
+        missing = [g for g in grids if g not in out]
+        if missing:
+            raise StudyError(f"{where}: [ecology] presets has no preset for grid size(s) {missing}")
+    else:
+        out = {g: eco.get("preset") for g in grids}
+    for v in out.values():
+        if v is not None and not isinstance(v, str):
+            raise StudyError(f"{where}: [ecology] a preset must be a name")
+    return out
+
+
+def _check_configs(study: Study) -> None:
+    """Every cell's environment and training config is valid (one line naming the level)."""
+    import dataclasses
+
+    from karmic.envs.config import make_config
+    from karmic.training.ppo import MODES, TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key in ("mode", "grid_size", "seed", "run_id", "total_steps", "env_overrides"):
+        names.discard(key)
+    for src, tr in [("[budget] train", study.train)] + [(f"level {lv.name} train", lv.train) for lv in study.levels]:
+        bad = sorted(set(tr) - names)
+        if bad:
+            raise StudyError(f"{study.path}: {src}: unknown training field(s) {', '.join(bad)}"
+                             " (grid_size, seed, mode, total_steps come from the study's factors)")
+    for c in study.conditions:
+        if c in TRAIN_MODES and c not in MODES:
+            raise StudyError(f"{study.path}: condition {c!r} is not a training mode of this trainer"
+                             f" (it has {', '.join(MODES)})")
+    seen = set()
+    for cell in study.cells():
+        key = (cell.grid_size, cell.level, cell.scripted)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            env = make_config(study.preset(cell.grid_size), grid_size=cell.grid_size, **study.env_overrides(cell))
+            if not cell.scripted:
+                cfg = TrainConfig.from_dict({**study.train_config(cell), "mode": "baseline"})
+                cfg.validate()
+                ms, ns = env.episode_length, cfg.num_steps
+                if ms % ns and ns % ms:
+                    raise ValueError(f"num_steps ({ns}) must divide the episode length ({ms}) or be a multiple of it")
+        except (ValueError, TypeError) as exc:
+            raise StudyError(f"{study.path}: level {cell.level} at grid {cell.grid_size}: {exc}") from None
+    if not study.cells():
+        raise StudyError(f"{study.path}: the study has no cells")
+
+
+def _parse_predictions(study: Study, raw: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        raise StudyError(f"{where}: predictions must be an array of tables ([[predictions]])")
+    cells = {(c.condition, c.grid_size, c.level) for c in study.cells()}
+    out, ids = [], set()
+    for i, p in enumerate(raw):
+        pw = f"{where}: predictions[{i}]"
+        if not isinstance(p, dict):
+            raise StudyError(f"{pw} must be a table")
+        _unknown(p, ("id", "claim", "metric", "test", "a", "b", "margin", "margin_abs"), pw)
+        pid = p.get("id")
+        if not isinstance(pid, str) or not NAME_RE.fullmatch(pid) or pid in ids:
+            raise StudyError(f"{pw}: id must be a unique name (letters, digits, '_-.')")
+        ids.add(pid)
+        pw = f"{where}: prediction {pid}"
+        metric = p.get("metric")
+        if metric not in METRICS:
+            raise StudyError(f"{pw}: unknown metric {metric!r} (known: {', '.join(METRICS)})")
+        test = p.get("test")
+        if test not in TESTS:
+            raise StudyError(f"{pw}: unknown test {test!r} (known: {', '.join(TESTS)})")
+        margin, margin_abs = p.get("margin"), p.get("margin_abs")
+        if test in MARGIN_TESTS:
+            if (margin is None) == (margin_abs is None):
+                raise StudyError(f"{pw}: a {test} prediction needs exactly one of margin (fraction of |b|) or margin_abs")
+            m = margin if margin is not None else margin_abs
+            if not isinstance(m, (int, float)) or isinstance(m, bool) or not m > 0 or not math.isfinite(m):
+                raise StudyError(f"{pw}: the margin must be a positive number")
+        elif margin is not None or margin_abs is not None:
+            raise StudyError(f"{pw}: a {test} prediction takes no margin")
+        sides = {}
+        for s in ("a", "b"):
+            sd = p.get(s)
+            if not isinstance(sd, dict):
+                raise StudyError(f"{pw}: side {s} must be a table of {', '.join(SIDE_KEYS)}")
+            _unknown(sd, SIDE_KEYS, f"{pw} side {s}")
+            sides[s] = sd
+        if "value" in sides["a"]:
+            raise StudyError(f"{pw}: side a must be a cell (a constant goes on side b)")
+        a = {"window": "late", **sides["a"]}
+        if len(study.levels) == 1:
+            a.setdefault("level", study.levels[0].name)
+        if len(study.grid_sizes) == 1:
+            a.setdefault("grid_size", study.grid_sizes[0])
+        const = sides["b"].get("value")
+        if const is not None:
+            if set(sides["b"]) != {"value"} or not isinstance(const, (int, float)) or isinstance(const, bool):
+                raise StudyError(f"{pw}: side b = {{ value = NUMBER }} takes nothing else")
+            b = {"value": float(const)}
+        else:
+            b = {**a, **sides["b"]}
+        for s, side in (("a", a), ("b", b)):
+            if "value" in side:
+                continue
+            for k in ("condition", "grid_size", "level"):
+                if k not in side:
+                    raise StudyError(f"{pw}: side {s} needs {k}")
+            if side["window"] not in study.windows:
+                raise StudyError(f"{pw}: side {s}: unknown window {side['window']!r} (known: {', '.join(study.windows)})")
+            if side["condition"] not in study.conditions:
+                raise StudyError(f"{pw}: side {s}: condition {side['condition']!r} is not in the study")
+            if side["grid_size"] not in study.grid_sizes:
+                raise StudyError(f"{pw}: side {s}: grid size {side['grid_size']!r} is not in the study")
+            if side["level"] not in {lv.name for lv in study.levels}:
+                raise StudyError(f"{pw}: side {s}: unknown level {side['level']!r}")
+            if (side["condition"], side["grid_size"], side["level"]) not in cells:
+                raise StudyError(f"{pw}: side {s}: level {side['level']} does not run at grid {side['grid_size']}")
+        if a == b:
+            raise StudyError(f"{pw}: sides a and b are the same cell and window")
+        out.append({"id": pid, "claim": str(p.get("claim", "")), "metric": metric, "test": test,
+                    "margin": margin, "margin_abs": margin_abs, "a": a, "b": b})
+    return out
+
+
+# --- the lock: one driver per study and lake ------------------------------------------------------
+def lock_path(lake: str, study: str):
+    return resolve(lake) / "studies" / f"study={study}" / "driver.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StudyLock:
+    """``<lake>/studies/study=<name>/driver.lock``, created exclusively (O_EXCL locally, a
+    conditional PUT on object storage). A lock left by a driver that died (same host, pid gone)
+    is taken over; a live one makes the second driver refuse."""
+
+    def __init__(self, lake: str, study: str) -> None:
+        self.path = lock_path(lake, study)
+        self.study = study
+        self.held = False
+
+    def _holder(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _create(self, data: bytes) -> None:
+        if isinstance(self.path, ObjectPath):
+            self.path.put(data, exclusive=True)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def acquire(self) -> None:
+        from pipelines.sweep import now_iso
+
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso()}
+        data = json.dumps(me).encode()
+        for _ in range(2):
+            try:
+                self._create(data)
+                self.held = True
+                return
+            except FileExistsError:
+                h = self._holder()
+                stale = h.get("host") == me["host"] and isinstance(h.get("pid"), int) and not _pid_alive(h["pid"])
+                if not stale:
+                    raise StudyError(
+                        f"study {self.study} is already running on this lake (driver pid {h.get('pid')} on "
+                        f"{h.get('host')} since {h.get('since')}); wait for it or stop it") from None
+                self.path.unlink(missing_ok=True)
+        raise StudyError(f"could not take the study lock {self.path}")
+
+    def release(self) -> None:
+        if self.held:
+            if self._holder().get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> StudyLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def holder(lake: str, study: str) -> dict[str, Any] | None:
+    """Who holds the study's lock (and is alive, as far as this host can tell), or None."""
+    lk = StudyLock(lake, study)
+    if not lk.path.is_file():
+        return None
+    h = lk._holder()
+    if h.get("host") == socket.gethostname() and isinstance(h.get("pid"), int) and not _pid_alive(h["pid"]):
+        return None
+    return h
+
+
+# --- plan -> sweep manifest -----------------------------------------------------------------------
+def manifest_for(study: Study) -> dict[str, Any]:
+    """The sweep manifest of the study: one task per cell (the sweep engine runs and resumes it)."""
+    from pipelines.sweep import MANIFEST_VERSION, now_iso
+
+    tasks = []
+    for cell in study.cells():
+        entry: dict[str, Any] = {
+            "key": f"{cell.level}-{cell.condition}-g{cell.grid_size}-s{cell.seed}",
+            "run_id": cell.run_id(study.name), "mode": cell.condition, "grid_size": cell.grid_size,
+            "seed": cell.seed, "level": cell.level, "status": "pending", "attempts": 0,
+        }
+        if cell.scripted:
+            entry["simulate"] = {"policy": cell.condition, "episodes": study.episodes,
+                                 "preset": study.preset(cell.grid_size), "env_overrides": study.env_overrides(cell)}
+        else:
+            entry["config"] = study.train_config(cell)
+        tasks.append(entry)
+    return {"manifest_version": MANIFEST_VERSION, "sweep_id": study.sweep_id, "study": study.name,
+            "status": "pending", "created_at": now_iso(), "train": {}, "tasks": tasks}
+
+
+def sync_manifest(study: Study, lake: str) -> dict[str, Any]:
+    """The stored manifest with the study file's plan: tasks of cells no longer in the study are
+    dropped from the plan (their runs stay in the lake), new cells are added, and a cell whose
+    config changed gets its new config (its run id stays, so a completed run is never redone)."""
+    from pipelines.sweep import read_manifest
+
+    fresh = manifest_for(study)
+    try:
+        old = read_manifest(lake, study.sweep_id)
+    except ValueError:
+        return fresh
+    by_key = {e["key"]: e for e in old.get("tasks", [])}
+    for e in fresh["tasks"]:
+        prev = by_key.get(e["key"])
+        if prev is not None:
+            for k in ("status", "attempts", "host", "how", "seconds", "global_step", "errors",
+                      "started_at", "finished_at"):
+                if k in prev:
+                    e[k] = prev[k]
+            if prev.get("run_id"):
+                e["run_id"] = prev["run_id"]
+                if "config" in e:
+                    e["config"]["run_id"] = prev["run_id"]
+    fresh["created_at"] = old.get("created_at", fresh["created_at"])
+    return fresh
+
+
+def cells_table(study: Study, manifest: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per planned cell: run_id, condition, grid_size, level, seed, scripted."""
+    run_ids = {e["key"]: e["run_id"] for e in (manifest or {}).get("tasks", [])}
+    rows = []
+    for c in study.cells():
+        key = f"{c.level}-{c.condition}-g{c.grid_size}-s{c.seed}"
+        rows.append({"run_id": run_ids.get(key, c.run_id(study.name)), "condition": c.condition,
+                     "grid_size": c.grid_size, "level": c.level, "seed": c.seed, "scripted": c.scripted})
+    return rows
+
+
+__all__ = ["METRICS", "Cell", "Level", "Study", "StudyError", "StudyLock", "cells_table", "find_study",
+           "holder", "lock_path", "manifest_for", "parse_study", "sync_manifest"]

@@ -1,0 +1,420 @@
+"""``karmic study report``: verdicts, cell tables, figures and the metrics that travel.
+
+Two stages, so a report can be rebuilt without the lake:
+
+1. **lake -> metrics** (``queries/study/metrics.sql``): one row per run x episode of the study's
+   runs, every count a metric needs; written to ``results/<study>/metrics.parquet`` with
+   ``runs.json`` (each run's status, steps, wall time, versions).
+2. **metrics -> everything else**: an in-memory DuckDB over metrics.parquet and the study file
+   (``study_windows``, ``study_predictions``) runs ``queries/study/verdicts.sql``, ``cells.sql``
+   and ``curves.sql``; the figures are drawn from those rows. ``--from-results`` runs stage 2
+   alone, so its verdicts.json, report.md and figures equal those built from the lake.
+
+No number in the report is computed in Python: verdicts, CIs and Holm's correction are the SQL's.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.study import METRICS, Study, StudyError, cells_table
+
+RESULTS_FILES = ("metrics.parquet", "runs.json")
+# the figures: metric, title, y label
+FIGURES = (
+    ("predatory_hits_per_agent_step", "Predatory hits per agent-step", "predation hits / agent-step"),
+    ("hits_per_agent_step", "Hits per agent-step", "ZAP_HIT / agent-step"),
+    ("zaps_fired_per_agent_step", "Zaps fired per agent-step", "ZAP_FIRED / agent-step"),
+    ("apples_per_agent_step", "Apples per agent-step", "APPLE_EATEN / agent-step"),
+    ("retribution_ratio", "Retribution ratio", "retribution hits / hits"),
+    ("total_debt", "Total ledger debt at episode end", "debt"),
+)
+MIN_RATIO_HITS = 20  # a retribution ratio resting on fewer hits (all seeds of a bin) is not drawn
+TABLE_METRICS = ("predatory_hits_per_agent_step", "hits_per_agent_step", "zaps_fired_per_agent_step",
+                 "apples_per_agent_step", "retribution_ratio", "total_debt")
+
+
+def _sql(name: str) -> str:
+    from karmic.lake import queries_dir
+
+    return (queries_dir() / "study" / f"{name}.sql").read_text()
+
+
+# --- stage 1: the lake -> metrics.parquet ------------------------------------------------------------
+def study_runs(study: Study, lake: str) -> list[dict[str, Any]]:
+    """The study's cells with the run ids of its manifest (a retried scripted cell's new id)."""
+    from pipelines.sweep import read_manifest
+
+    try:
+        manifest = read_manifest(lake, study.sweep_id)
+    except ValueError:
+        manifest = None
+    return cells_table(study, manifest), manifest
+
+
+def extract_metrics(study: Study, lake: str, out_dir: Path) -> None:
+    from karmic.lake import LakeError, connect, query_sql
+    from pipelines.sweep import DONE_STATUSES
+
+    cells, manifest = study_runs(study, lake)
+    try:
+        con = connect(lake)
+    except LakeError as exc:
+        raise StudyError(str(exc)) from None
+    meta = {r[0]: r[1:] for r in con.execute(
+        "select run_id, status, kind, started_at, finished_at from runs").fetchall()}
+    done = [c for c in cells if meta.get(c["run_id"], (None,))[0] in DONE_STATUSES]
+    if not done:
+        raise StudyError(f"no completed run of study {study.name} in {lake}; run: karmic study run {study.name}")
+    con.register("study_cells", pa.Table.from_pylist(done))
+    con.execute(f"create temp view ledger_debt as {query_sql('ledger_debt').strip().rstrip(';')}")
+    table = con.sql(_sql("metrics")).to_arrow_table()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out_dir / "metrics.parquet", compression="zstd")
+    entries = {e["run_id"]: e for e in (manifest or {}).get("tasks", [])}
+    runs = []
+    for c in cells:
+        rid = c["run_id"]
+        text = _read_run_json(lake, rid)
+        e = entries.get(rid, {})
+        runs.append({
+            **c, "status": meta.get(rid, (None,))[0], "seconds": e.get("seconds"),
+            "global_step": e.get("global_step"), "host": e.get("host"),
+            "versions": (text or {}).get("versions"),
+            "precision": ((text or {}).get("train_config") or {}).get("precision"),
+        })
+    (out_dir / "runs.json").write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
+
+
+def _read_run_json(lake: str, run_id: str) -> dict[str, Any] | None:
+    from pipelines.storage import read_text, resolve
+
+    text = read_text(resolve(lake) / "runs" / f"run_id={run_id}" / "run.json")
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+# --- stage 2: metrics -> verdicts, tables, curves ------------------------------------------------
+def analysis_connection(study: Study, metrics_path: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con.execute(f"create view study_metrics as select * from read_parquet('{_q(str(metrics_path))}')")
+    con.register("study_windows", pa.Table.from_pylist(
+        [{"name": n, "lo": lo, "hi": hi} for n, (lo, hi) in study.windows.items()]))
+    preds = []
+    for p in study.predictions:
+        row = {"id": p["id"], "claim": p["claim"], "metric": p["metric"], "test": p["test"],
+               "margin": None if p["margin"] is None else float(p["margin"]),
+               "margin_abs": None if p["margin_abs"] is None else float(p["margin_abs"])}
+        for s in ("a", "b"):
+            for k in ("condition", "level", "window"):
+                row[f"{s}_{k}"] = None if k not in p[s] else str(p[s][k])
+            row[f"{s}_grid_size"] = None if "grid_size" not in p[s] else int(p[s]["grid_size"])
+        row["b_value"] = p["b"].get("value")
+        preds.append(row)
+    schema = pa.schema([("id", pa.string()), ("claim", pa.string()), ("metric", pa.string()),
+                        ("test", pa.string()), ("margin", pa.float64()), ("margin_abs", pa.float64())]
+                       + [(f"{s}_{k}", pa.int64() if k == "grid_size" else pa.string())
+                          for s in ("a", "b") for k in ("condition", "level", "window", "grid_size")]
+                       + [("b_value", pa.float64())])
+    con.register("study_predictions", pa.Table.from_pylist(preds, schema=schema))
+    for name in ("_t975", "_t_sf", "_metric_values", "_seed_values"):
+        con.execute(_sql(name))
+    return con
+
+
+def _q(s: str) -> str:
+    return s.replace("'", "''")
+
+
+def _rows(con, sql: str) -> list[dict[str, Any]]:
+    cur = con.execute(sql)
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            return None
+        return float(f"{v:.12g}")  # stable text across platforms' last-digit noise
+    return v
+
+
+def analyse(study: Study, out_dir: Path) -> dict[str, Any]:
+    metrics_path = out_dir / "metrics.parquet"
+    if not metrics_path.is_file():
+        raise StudyError(f"no {metrics_path}: build it from the lake first (karmic study report {study.name})")
+    con = analysis_connection(study, metrics_path)
+    verdicts = [{k: _clean(v) for k, v in r.items()} for r in _rows(con, _sql("verdicts"))]
+    cells = [{k: _clean(v) for k, v in r.items()} for r in _rows(con, _sql("cells"))]
+    curves = [{k: _clean(v) for k, v in r.items()} for r in _rows(con, _sql("curves"))]
+    summary = _rows(con, "select count(distinct run_id) as runs, count(*) as episodes, "
+                         "sum(agent_steps) as agent_steps from study_metrics")[0]
+    return {"verdicts": verdicts, "cells": cells, "curves": curves, "summary": summary}
+
+
+# --- figures ----------------------------------------------------------------------------------------
+def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    grids = study.grid_sizes
+    trained = [c for c in study.conditions if c not in ("random", "greedy")]
+    series_keys = [(lv.name, c) for lv in study.levels for c in study.conditions]
+    colours = plt.get_cmap("tab10")
+    for metric, title, ylabel in FIGURES:
+        rows = [r for r in curves if r["metric"] == metric]
+        if not rows:
+            continue
+        fig, axes = plt.subplots(1, len(grids), figsize=(5.2 * len(grids), 3.6), squeeze=False)
+        styles = ("-", "--", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)))
+        for ax, g in zip(axes[0], grids, strict=True):
+            levels_here = [lv.name for lv in study.levels if lv.grid_sizes is None or g in lv.grid_sizes]
+            for lv, cond in series_keys:
+                pts = [r for r in rows if r["grid_size"] == g and r["level"] == lv and r["condition"] == cond]
+                if metric == "retribution_ratio":
+                    pts = [r for r in pts if (r["den_total"] or 0) >= MIN_RATIO_HITS]
+                if not pts:
+                    continue
+                # one level: a colour per condition; several: a colour per level, a line style per condition
+                if len(levels_here) == 1:
+                    colour = colours(study.conditions.index(cond) % 10)
+                    style = "-"
+                    label = cond
+                else:
+                    colour = colours(levels_here.index(lv) % 10)
+                    style = styles[trained.index(cond) % len(styles)] if cond in trained else "-"
+                    label = f"{lv} / {cond}"
+                if cond in trained:
+                    xs = [r["step"] for r in pts]
+                    ys = [r["mean"] for r in pts]
+                    ax.plot(xs, ys, color=colour, ls=style, label=label, lw=1.5)
+                    lo = [r["ci_low"] if r["ci_low"] is not None else r["mean"] for r in pts]
+                    hi = [r["ci_high"] if r["ci_high"] is not None else r["mean"] for r in pts]
+                    ax.fill_between(xs, lo, hi, color=colour, alpha=0.12, lw=0)
+                else:
+                    ax.axhline(pts[0]["mean"], color=colour, ls=":" if cond == "random" else (0, (1, 3)),
+                               lw=1.2 if cond == "random" else 2.0, label=label)
+            ax.set_title(f"{g}x{g}")
+            ax.set_xlabel("env steps")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6, loc="best")
+        ns = sorted({r["n_seeds"] for r in rows if r["condition"] in trained and r["n_seeds"]})
+        seeds = "no" if not ns else (f"{ns[0]}" if ns[0] == ns[-1] else f"{ns[0]}-{ns[-1]}")
+        note = f" (bins with >= {MIN_RATIO_HITS} hits)" if metric == "retribution_ratio" else ""
+        refs = [c for c in study.conditions if c not in trained]
+        ref_note = f"; {' and '.join(refs)} policy: dotted" if refs else ""
+        fig.suptitle(f"{title}{note}: mean over {seeds} seeds, 95% CI band{ref_note}", fontsize=9)
+        fig.tight_layout()
+        p = out_dir / f"fig_{metric}.png"
+        fig.savefig(p, dpi=90, metadata={"Software": None})
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+# --- the report -------------------------------------------------------------------------------------
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _side(v: dict[str, Any], s: str) -> str:
+    if s == "b" and v.get("b_value") is not None:
+        return f"the constant {_fmt(v['b_value'])}"
+    return f"{v[f'{s}_condition']} g{v[f'{s}_grid_size']} {v[f'{s}_level']} [{v[f'{s}_window']}]"
+
+
+def verdict_table(verdicts: list[dict[str, Any]]) -> list[str]:
+    head = ("| prediction | metric | test | a | b | mean a | mean b | diff [95% CI] | margin | p (Holm) | "
+            "verdict | note |")
+    out = [head, "|" + "---|" * 12]
+    for v in verdicts:
+        ci = f"{_fmt(v['diff'])} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]"
+        p = f"{_fmt(v['p_support'], 3)} ({_fmt(v['p_support_holm'], 3)})"
+        out.append(f"| {v['id']} | {v['metric']} | {v['test']} | {_side(v, 'a')} (n={v['n_a'] or 0}) | "
+                   f"{_side(v, 'b')} (n={v['n_b'] or 0}) | {_fmt(v['mean_a'])} | {_fmt(v['mean_b'])} | {ci} | "
+                   f"{_fmt(v['margin'])} | {p} | **{v['verdict']}** | {v['note'] or ''} |")
+    return out
+
+
+def cell_table(cells: list[dict[str, Any]], window: str = "late") -> list[str]:
+    keys = sorted({(c["grid_size"], c["level"], c["condition"]) for c in cells})
+    by = {(c["grid_size"], c["level"], c["condition"], c["metric"]): c for c in cells if c["win"] == window}
+    out = ["| grid | level | condition | seeds | " + " | ".join(TABLE_METRICS) + " |",
+           "|" + "---|" * (4 + len(TABLE_METRICS))]
+    for g, lv, cond in keys:
+        vals, n = [], 0
+        for m in TABLE_METRICS:
+            c = by.get((g, lv, cond, m))
+            if c is None or c["mean"] is None:
+                vals.append("")
+                continue
+            n = max(n, c["n_seeds"] or 0)
+            ci = f" [{_fmt(c['ci_low'], 3)}, {_fmt(c['ci_high'], 3)}]" if c["ci_low"] is not None else ""
+            vals.append(f"{_fmt(c['mean'], 3)}{ci}")
+        out.append(f"| {g} | {lv} | {cond} | {n} | " + " | ".join(vals) + " |")
+    return out
+
+
+def _versions_note(runs: list[dict[str, Any]]) -> list[str]:
+    try:
+        from pipelines.versions import compare_with_lock
+    except ImportError:
+        return []
+    seen, out = set(), []
+    for r in runs:
+        for line in compare_with_lock(r.get("versions") or {}):
+            if line not in seen:
+                seen.add(line)
+                out.append(line)
+    return out
+
+
+def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]], figures: list[Path],
+                    lake_hint: str | None, out_dir: Path) -> str:
+    s = res["summary"]
+    trained = [r for r in runs if not r["scripted"]]
+    secs = sum(float(r["seconds"] or 0) for r in trained)
+    done = sum(1 for r in runs if r["status"] in ("completed", "finished"))
+    budget = ", ".join(f"{g}x{g}: {n:,}" for g, n in study.total_steps.items())
+    lines = [
+        f"# Study `{study.name}`",
+        "",
+        study.description,
+        "",
+        f"Registered {study.registered or '(no date)'}; {done} of {len(runs)} cells completed; "
+        f"{len(study.seeds)} seeds per cell ({', '.join(map(str, study.seeds))}); budget per trained run "
+        f"{budget} env steps; windows: "
+        + ", ".join(f"{n} = [{lo:g}, {hi:g}) of each run's steps" for n, (lo, hi) in study.windows.items())
+        + f". Data: {s['runs']} runs, {s['episodes']:,} episodes, {int(s['agent_steps'] or 0):,} agent-steps. "
+        f"Machine time of the trained cells: {secs / 3600:.2f} h (sum over cells, from the sweep manifest).",
+        "",
+        "## Verdicts",
+        "",
+        "Each prediction's estimate is mean(a) - mean(b) over seeds, with its unadjusted 95% CI; "
+        "`p` is the support test's p-value, Holm-adjusted across the study's "
+        f"{len(res['verdicts'])} predictions in brackets (queries/study/verdicts.sql).",
+        "",
+        *verdict_table(res["verdicts"]),
+        "",
+        "Claims:",
+        "",
+        *[f"- **{v['id']}**: {v['claim']}" for v in res["verdicts"]],
+        "",
+        "## Cells, late window (mean over seeds [95% CI])",
+        "",
+        *cell_table(res["cells"]),
+        "",
+        "## Figures",
+        "",
+    ]
+    for f in figures:
+        lines += [f"![{f.stem}]({f.name})", ""]
+    gifs = sorted(out_dir.glob("episode_*.gif"))
+    skipped_path = out_dir / "episodes_skipped.json"
+    skipped = json.loads(skipped_path.read_text()) if skipped_path.is_file() else []
+    if gifs or skipped:
+        lines += ["## Late-training episodes", "",
+                  "The last episode of the lowest seed of each cell, re-simulated from the lake's action "
+                  "log and checked against its stored events (`karmic replay`).", ""]
+        for g in gifs:
+            lines += [f"![{g.stem}]({g.name})", ""]
+        if skipped:
+            lines += ["Not replayable (runs written before the lake kept an action log, or a failed check):", "",
+                      *[f"- {x}" for x in skipped], ""]
+    notes = _versions_note(runs)
+    if notes:
+        lines += ["## Versions", "", "Some runs were produced under versions other than the lock:", "",
+                  *[f"- {n}" for n in notes], ""]
+    where = f" --lake {shlex.quote(lake_hint)}" if lake_hint else ""
+    lines += [
+        "## Reproduce",
+        "",
+        "```bash",
+        f"karmic study run {study.name}{where}        # trains every missing cell (resumes)",
+        f"karmic study report {study.name}{where}     # this report, from the lake",
+        f"karmic study report {study.name} --from-results   # the same, from results/{study.name}/ alone",
+        "```",
+        "",
+        f"## The study file (`{study.path.name}`)",
+        "",
+        "```toml",
+        study.text.rstrip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def embed_episodes(study: Study, lake: str, out_dir: Path, max_frames: int = 120) -> list[str]:
+    """A late-training episode of each trained (grid, level, condition), re-simulated from the
+    lake's action log (`karmic replay`) and checked against its events, as a GIF. Runs written
+    before the lake kept actions cannot be replayed: they are skipped and named."""
+    try:
+        from pipelines.replay import render_episode
+    except ImportError:
+        return ["episodes not embedded: this install has no pipelines.replay"]
+    for old in out_dir.glob("episode_*.gif"):
+        old.unlink()
+    con = duckdb.connect()
+    last = con.execute(
+        f"select grid_size, level, condition, arg_min(run_id, seed), arg_min(max_ep, seed) from ("
+        f" select grid_size, level, condition, seed, run_id, max(episode) as max_ep"
+        f" from read_parquet('{_q(str(out_dir / 'metrics.parquet'))}') where not scripted group by all)"
+        f" group by all order by all").fetchall()
+    skipped = []
+    for g, lv, cond, run_id, ep in last:
+        out = out_dir / f"episode_g{g}_{lv}_{cond}.gif"
+        try:
+            render_episode(lake, run_id, int(ep), out, max_frames=max_frames)
+        except Exception as exc:  # noqa: BLE001 (a run without actions, or one that fails its check)
+            out.unlink(missing_ok=True)
+            skipped.append(f"{run_id} episode {ep}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    return skipped
+
+
+def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bool = False,
+                 episodes: bool = True) -> dict[str, Any]:
+    out_dir = Path(out_dir)
+    if not from_results:
+        extract_metrics(study, lake, out_dir)
+        if episodes:
+            skipped = embed_episodes(study, lake, out_dir)
+            (out_dir / "episodes_skipped.json").write_text(json.dumps(skipped, indent=1) + "\n")
+    elif not (out_dir / "runs.json").is_file():
+        raise StudyError(f"no {out_dir / 'runs.json'}: --from-results needs a results folder built from a lake")
+    runs = json.loads((out_dir / "runs.json").read_text())
+    res = analyse(study, out_dir)
+    for old in out_dir.glob("fig_*.png"):
+        old.unlink()
+    figures = draw_figures(study, res["curves"], out_dir)
+    verdicts = {"study": study.name, "registered": study.registered, "seeds": study.seeds,
+                "total_steps": {str(k): v for k, v in study.total_steps.items()},
+                "alpha": 0.05, "correction": "holm", "predictions": res["verdicts"]}
+    (out_dir / "verdicts.json").write_text(json.dumps(verdicts, indent=1, sort_keys=True) + "\n")
+    (out_dir / "cells.json").write_text(json.dumps(res["cells"], indent=1, sort_keys=True) + "\n")
+    (out_dir / "report.md").write_text(render_markdown(study, res, runs, figures, None, out_dir))
+    summary = [f"{v['id']}: {v['verdict']} (diff {_fmt(v['diff'])} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}], "
+               f"Holm p {_fmt(v['p_support_holm'], 3)})" for v in res["verdicts"]]
+    return {"summary": summary, "verdicts": res["verdicts"], "figures": figures}
+
+
+__all__ = ["METRICS", "analyse", "build_report", "extract_metrics"]

@@ -1,0 +1,89 @@
+"""``karmic study status``: where every cell of a study stands, read from the lake.
+
+A cell is ``done`` when its run.json says completed (trained) or finished (simulated);
+``running`` when its run has started and the study's driver is alive; ``stopped`` when it has
+started but no driver is (it resumes with the next ``karmic study run``); ``missing`` when no
+run exists yet. Steps come from the run's episodes table (env steps of the episodes written);
+the ETA divides the steps left by the rate of the cells that ran, times the workers in flight.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.storage import read_parquet, resolve
+from pipelines.study import Study, cells_table, holder
+from pipelines.sweep import DONE_STATUSES, read_manifest, run_status
+
+
+def _steps_done(lake: str, run_id: str, episode_length: int) -> int:
+    """Env steps of the episodes the run has written (a trained round = num_envs episodes)."""
+    d = resolve(lake) / "episodes" / f"run_id={run_id}"
+    episodes = set()
+    for p in sorted(d.glob("*.parquet")) if d.is_dir() else []:
+        episodes.update(read_parquet(p, columns=["episode"]).column("episode").to_pylist())
+    return len(episodes) * episode_length
+
+
+def study_status(study: Study, lake: str) -> tuple[list[str], list[tuple], str]:
+    from karmic.envs.config import make_config
+
+    try:
+        manifest = read_manifest(lake, study.sweep_id)
+    except ValueError:
+        manifest = None
+    entries = {e["run_id"]: e for e in (manifest or {}).get("tasks", [])}
+    driver = holder(lake, study.name)
+    rows, left, rate_steps, rate_s = [], 0, 0, 0.0
+    counts: dict[str, int] = {}
+    for cell in cells_table(study, manifest):
+        rid = cell["run_id"]
+        env = make_config(study.preset(cell["grid_size"]), grid_size=cell["grid_size"],
+                          **study.env_overrides(_as_cell(cell)))
+        target = (study.episodes * env.episode_length if cell["scripted"]
+                  else study.total_steps[cell["grid_size"]])
+        st = run_status(lake, rid)
+        if st in DONE_STATUSES:
+            state = "done"
+        elif st is None:
+            state = "missing"
+        else:
+            state = "running" if driver else "stopped"
+        steps = _steps_done(lake, rid, env.episode_length) if st is not None else 0
+        e = entries.get(rid, {})
+        if state == "done" and not cell["scripted"] and e.get("seconds"):
+            rate_steps += steps
+            rate_s += float(e["seconds"])
+        if not cell["scripted"]:
+            left += max(0, target - steps)
+        counts[state] = counts.get(state, 0) + 1
+        rows.append((cell["level"], cell["condition"], cell["grid_size"], cell["seed"], state, steps, target, rid))
+    workers = 1
+    if manifest:
+        inv = manifest.get("invocations") or [{}]
+        workers = int(inv[-1].get("workers") or 0) or _cores()
+    if rate_s > 0 and left:
+        eta_s = left / (rate_steps / rate_s) / workers
+        eta = f"ETA {eta_s / 60:.0f} min at {rate_steps / rate_s:,.0f} env-steps/s per worker x {workers}"
+    elif left:
+        eta = "ETA unknown (no trained cell has finished yet)"
+    else:
+        eta = "nothing left to run"
+    who = f"driver pid {driver.get('pid')} on {driver.get('host')}" if driver else "no driver running"
+    summary = (f"{', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}; {left:,} env steps left; {eta}; {who}")
+    return ["level", "condition", "grid_size", "seed", "state", "steps", "target", "run_id"], rows, summary
+
+
+def _as_cell(row: dict[str, Any]):
+    from pipelines.study import Cell
+
+    return Cell(row["condition"], row["grid_size"], row["level"], row["seed"])
+
+
+def _cores() -> int:
+    from pipelines.sweep import available_cores
+
+    return available_cores()
+
+
+__all__ = ["study_status"]

@@ -1,0 +1,120 @@
+-- study metrics: one row per run x episode of a study's runs, with every count its metrics need
+-- Reads the lake's views (episodes, ledger_hits, ledger_debt) and the study's plan, the table
+-- study_cells(run_id, condition, grid_size, level, seed, scripted) that `karmic study report`
+-- registers. This is what results/<study>/metrics.parquet holds: the verdicts, cell tables and
+-- figures are computed from it alone (queries/study/verdicts.sql, cells.sql, curves.sql).
+-- hits = ZAP_HIT events; predatory / retribution hits by the ledger rule (docs/DESIGN.md);
+-- total_debt = the run's ledger (one per env stream) summed over pairs at the episode's end.
+-- semantic_amount: |value| moved by semantic role matching (tvt_transports, mode 'semantic')
+-- from a hit in this episode; semantic_on_target_amount: the part of it that landed on a step
+-- where the agent had hit the one who hit it (the ZAP_HIT events at both ends say so).
+with
+cells as (
+    select * from study_cells
+),
+
+ep as (
+    select
+        e.run_id,
+        e.episode,
+        min(e.global_step) as global_step,
+        count(*) as n_agents,
+        max(e.steps) as steps,
+        sum(e."return") as total_return,
+        sum(e.apples) as apples,
+        sum(e.zaps_fired) as zaps_fired,
+        sum(e.zaps_hit) as hits,
+        sum(e.frozen_steps) as frozen_steps
+    from episodes as e
+    semi join cells as c on c.run_id = e.run_id
+    group by e.run_id, e.episode
+),
+
+hit_class as (
+    select
+        run_id,
+        episode,
+        count(*) filter (where not retribution) as predatory_hits,
+        count(*) filter (where retribution) as retribution_hits
+    from ledger_hits
+    where run_id in (select run_id from cells)
+    group by run_id, episode
+),
+
+sem as (
+    select
+        row_number() over () as k,
+        run_id, agent, source_episode, source_t, target_episode, target_t, abs(amount) as amount
+    from tvt_transports
+    where mode = 'semantic' and run_id in (select run_id from cells)
+),
+
+zap_hits as (
+    select run_id, episode, t, agent as attacker, target as victim
+    from events
+    where event_type = 'ZAP_HIT' and run_id in (select run_id from cells)
+),
+
+-- who hit the agent at the transport's source step
+sem_hitters as (
+    select s.k, h.attacker as hitter
+    from sem as s
+    join zap_hits as h
+        on h.run_id = s.run_id and h.episode = s.source_episode and h.t = s.source_t and h.victim = s.agent
+),
+
+sem_on_target as (
+    select distinct s.k
+    from sem as s
+    join sem_hitters as sh on sh.k = s.k
+    join zap_hits as h
+        on h.run_id = s.run_id and h.episode = s.target_episode and h.t = s.target_t
+        and h.attacker = s.agent and h.victim = sh.hitter
+),
+
+semantic as (
+    select
+        s.run_id,
+        s.source_episode as episode,
+        sum(s.amount) as semantic_amount,
+        coalesce(sum(s.amount) filter (where o.k is not null), 0.0) as semantic_on_target_amount
+    from sem as s
+    left join sem_on_target as o on o.k = s.k
+    group by s.run_id, s.source_episode
+),
+
+debt as (
+    select run_id, episode, sum(debt) as total_debt
+    from ledger_debt
+    where run_id in (select run_id from cells)
+    group by run_id, episode
+)
+
+select
+    c.level,
+    c.condition,
+    c.grid_size::int as grid_size,
+    c.seed::bigint as seed,
+    c.scripted::boolean as scripted,
+    ep.run_id,
+    ep.episode,
+    ep.global_step,
+    ep.n_agents::int as n_agents,
+    ep.steps::int as steps,
+    (ep.n_agents * ep.steps)::bigint as agent_steps,
+    ep.total_return::double as total_return,
+    ep.apples::bigint as apples,
+    ep.zaps_fired::bigint as zaps_fired,
+    ep.hits::bigint as hits,
+    coalesce(h.predatory_hits, 0)::bigint as predatory_hits,
+    coalesce(h.retribution_hits, 0)::bigint as retribution_hits,
+    ep.frozen_steps::bigint as frozen_steps,
+    coalesce(d.total_debt, 0.0)::double as total_debt,
+    coalesce(sm.semantic_amount, 0.0)::double as semantic_amount,
+    coalesce(sm.semantic_on_target_amount, 0.0)::double as semantic_on_target_amount
+from ep
+join cells as c on c.run_id = ep.run_id
+left join hit_class as h on h.run_id = ep.run_id and h.episode = ep.episode
+left join debt as d on d.run_id = ep.run_id and d.episode = ep.episode
+left join semantic as sm on sm.run_id = ep.run_id and sm.episode = ep.episode
+order by c.grid_size, c.level, c.condition, c.seed, ep.run_id, ep.episode

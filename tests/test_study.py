@@ -1,0 +1,500 @@
+"""Studies: the file format and its errors, verdicts on hand-made metrics (known answers),
+Holm, equivalence margins, pairing, `--from-results`, one driver per lake, and a study killed
+with SIGKILL that resumes to the same verdicts as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from karmic.cli import app
+from karmic.lake import queries_dir
+from pipelines.study import METRICS, StudyError, StudyLock, parse_study
+from pipelines.study_report import analyse, build_report
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# t(0.975, df): the tabulated quantiles the CIs use
+T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 6: 2.4469, 8: 2.3060, 10: 2.2281}
+
+
+def _write(tmp: Path, body: str, name: str = "s") -> Path:
+    p = tmp / f"{name}.toml"
+    p.write_text(textwrap.dedent(body))
+    return p
+
+
+HEAD = """
+[study]
+name = "known"
+registered = "2026-12-01"
+[factors]
+conditions = ["baseline", "tvt", "random"]
+grid_sizes = [10]
+seeds = [1, 2, 3]
+[[levels]]
+name = "x"
+[budget]
+total_steps = 1000
+[windows]
+late = [0.8, 1.0]
+mid = [0.4, 0.6]
+"""
+
+
+def _metrics(values: dict[tuple[str, str, int], list[float]], episodes: int = 11) -> pa.Table:
+    """Hand-made metrics: per (condition, window, seed) the hits per agent-step of every episode
+    in that window (100,000 agent-steps per episode; frac = episode / (episodes - 1))."""
+    rows = []
+    for (cond, _, seed) in {(c, w, s) for (c, w, s) in values}:
+        run = f"known-x-{cond}-g10-s{seed}"
+        for ep in range(episodes):
+            frac = ep / (episodes - 1)
+            win = "late" if frac >= 0.8 else ("mid" if 0.4 <= frac < 0.6 else None)
+            v = values.get((cond, win, seed), [0.0])[0] if win else 0.0
+            rows.append({"level": "x", "condition": cond, "grid_size": 10, "seed": seed,
+                         "scripted": cond == "random", "run_id": run, "episode": ep, "global_step": ep * 100,
+                         "n_agents": 5, "steps": 20000, "agent_steps": 100_000, "total_return": 0.0, "apples": 0,
+                         "zaps_fired": 0, "hits": round(v * 100_000), "predatory_hits": round(v * 100_000),
+                         "retribution_hits": 0, "frozen_steps": 0, "total_debt": 0.0,
+                         "semantic_amount": 0.0, "semantic_on_target_amount": 0.0})
+    return pa.Table.from_pylist(rows)
+
+
+def _analyse(tmp: Path, predictions: str, values: dict) -> dict:
+    study = parse_study(_write(tmp, HEAD + predictions))
+    out = tmp / "res"
+    out.mkdir(exist_ok=True)
+    pq.write_table(_metrics(values), out / "metrics.parquet")
+    return {v["id"]: v for v in analyse(study, out)["verdicts"]}
+
+
+def _welch(a: list[float], b: list[float]) -> tuple[float, float, int]:
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1)
+    se = math.sqrt(va / len(a) + vb / len(b))
+    df = (va / len(a) + vb / len(b)) ** 2 / ((va / len(a)) ** 2 / (len(a) - 1) + (vb / len(b)) ** 2 / (len(b) - 1))
+    return ma - mb, se, math.floor(df)
+
+
+# --- the t tail: known answers ----------------------------------------------------------------------
+def test_t_tail_matches_the_quantile_table():
+    con = duckdb.connect()
+    con.execute((queries_dir() / "study" / "_t_sf.sql").read_text())
+    for df, t in T975.items():
+        assert 2 * con.execute(f"select t_sf({t}, {df})").fetchone()[0] == pytest.approx(0.05, abs=2e-5)
+    assert con.execute("select t_sf(0, 7)").fetchone()[0] == pytest.approx(0.5)
+    assert con.execute("select t_sf(1.0, 1)").fetchone()[0] == pytest.approx(0.25)  # Cauchy: atan(1)/pi
+    assert con.execute("select t_sf(-2.7764, 4)").fetchone()[0] == pytest.approx(0.975, abs=2e-5)
+
+
+def test_metric_names_are_the_sql_views_metrics():
+    sql = (queries_dir() / "study" / "_metric_values.sql").read_text()
+    import re
+
+    assert set(re.findall(r"\('([a-z_]+)',", sql)) == set(METRICS)
+
+
+# --- verdicts on hand-made metrics -------------------------------------------------------------------
+@pytest.fixture
+def tmp(tmp_path):
+    return tmp_path
+
+
+def test_greater_and_less_known_answers(tmp):
+    a = [0.030, 0.032, 0.034]
+    b = [0.010, 0.012, 0.011]
+    vals = {("tvt", "late", s): [a[s - 1]] for s in (1, 2, 3)}
+    vals |= {("baseline", "late", s): [b[s - 1]] for s in (1, 2, 3)}
+    v = _analyse(tmp, """
+[[predictions]]
+id = "up"
+metric = "hits_per_agent_step"
+test = "greater"
+a = { condition = "tvt" }
+b = { condition = "baseline" }
+[[predictions]]
+id = "down"
+metric = "hits_per_agent_step"
+test = "less"
+a = { condition = "tvt" }
+b = { condition = "baseline" }
+""", vals)
+    diff, se, df = _welch(a, b)
+    up = v["up"]
+    assert up["diff"] == pytest.approx(diff)
+    assert up["se"] == pytest.approx(se)
+    assert up["df"] == df
+    assert up["ci_low"] == pytest.approx(diff - T975[df] * se)
+    assert up["ci_high"] == pytest.approx(diff + T975[df] * se)
+    assert up["verdict"] == "supported"
+    assert v["down"]["verdict"] == "contradicted"
+    # the same effect predicted the wrong way round: its support p is large, its contradiction small
+    assert v["down"]["p_support"] > 0.9 and v["down"]["p_contra"] < 0.01
+    # Holm over 2 predictions: the smaller p doubled, the larger one at least that
+    ps = sorted(x["p_support"] for x in v.values())
+    holm = sorted(x["p_support_holm"] for x in v.values())
+    assert holm[0] == pytest.approx(min(1, 2 * ps[0]))
+    assert holm[1] == pytest.approx(max(holm[0], ps[1]))
+
+
+def test_holm_turns_a_marginal_effect_inconclusive(tmp):
+    # p ~ 0.03 unadjusted: supported alone, not once four predictions share the 0.05
+    a = [0.0300, 0.0310, 0.0320]
+    b = [0.0271, 0.0281, 0.0291]
+    vals = {("tvt", "late", s): [a[s - 1]] for s in (1, 2, 3)}
+    vals |= {("baseline", "late", s): [b[s - 1]] for s in (1, 2, 3)}
+    vals |= {("random", "late", s): [0.02] for s in (1, 2, 3)}
+    one = """
+[[predictions]]
+id = "p0"
+metric = "hits_per_agent_step"
+test = "greater"
+a = { condition = "tvt" }
+b = { condition = "baseline" }
+"""
+    alone = _analyse(tmp, one, vals)["p0"]
+    assert 0.01 < alone["p_support"] < 0.05
+    assert alone["verdict"] == "supported"
+    more = one + "".join(f"""
+[[predictions]]
+id = "q{i}"
+metric = "apples_per_agent_step"
+test = "greater"
+a = {{ condition = "tvt" }}
+b = {{ condition = "baseline" }}
+""" for i in range(3))
+    crowded = _analyse(tmp, more, vals)["p0"]
+    assert crowded["p_support"] == pytest.approx(alone["p_support"])
+    assert crowded["p_support_holm"] >= 0.05
+    assert crowded["verdict"] == "inconclusive"
+    assert "Holm does not" in crowded["note"]
+
+
+def test_equivalence_needs_the_whole_ci_inside_the_margin(tmp):
+    base = [0.0200, 0.0202, 0.0198]
+    close = [0.0201, 0.0203, 0.0199]
+    vals = {("baseline", "late", s): [base[s - 1]] for s in (1, 2, 3)}
+    vals |= {("tvt", "late", s): [close[s - 1]] for s in (1, 2, 3)}
+    v = _analyse(tmp, """
+[[predictions]]
+id = "wide"
+metric = "hits_per_agent_step"
+test = "equivalent"
+margin = 0.10
+a = { condition = "tvt" }
+b = { condition = "baseline" }
+[[predictions]]
+id = "narrow"
+metric = "hits_per_agent_step"
+test = "equivalent"
+margin_abs = 0.0001
+a = { condition = "tvt" }
+b = { condition = "baseline" }
+""", vals)
+    wide, narrow = v["wide"], v["narrow"]
+    assert wide["margin"] == pytest.approx(0.1 * 0.02)
+    assert -wide["margin"] < wide["ci_low"] and wide["ci_high"] < wide["margin"]
+    assert wide["verdict"] == "supported"
+    # the CI (about +-0.0004) is wider than a 0.0001 margin: not shown equivalent, not shown different
+    assert narrow["ci_low"] < -narrow["margin"] or narrow["ci_high"] > narrow["margin"]
+    assert narrow["verdict"] == "inconclusive"
+
+
+def test_equivalence_contradicted_when_the_ci_lies_outside_the_margin(tmp):
+    vals = {("baseline", "late", s): [0.020 + 0.0002 * s] for s in (1, 2, 3)}
+    vals |= {("tvt", "late", s): [0.040 + 0.0002 * s] for s in (1, 2, 3)}
+    v = _analyse(tmp, """
+[[predictions]]
+id = "same"
+metric = "hits_per_agent_step"
+test = "equivalent"
+margin = 0.10
+a = { condition = "tvt" }
+b = { condition = "baseline" }
+""", vals)["same"]
+    assert v["ci_low"] > v["margin"]
+    assert v["verdict"] == "contradicted"
+
+
+def test_windows_of_one_cell_are_paired_by_seed(tmp):
+    # late = mid + 0.001 in every seed, seeds far apart: paired, the difference is exact-ish
+    mid = [0.010, 0.030, 0.050]
+    vals = {("baseline", "mid", s): [mid[s - 1]] for s in (1, 2, 3)}
+    vals |= {("baseline", "late", s): [mid[s - 1] + 0.001 + 0.0001 * s] for s in (1, 2, 3)}
+    v = _analyse(tmp, """
+[[predictions]]
+id = "sustained"
+metric = "hits_per_agent_step"
+test = "not_less"
+margin = 0.25
+a = { condition = "baseline" }
+b = { window = "mid" }
+""", vals)["sustained"]
+    assert v["paired"] is True
+    assert v["df"] == 2
+    d = [0.001 + 0.0001 * s for s in (1, 2, 3)]
+    md = sum(d) / 3
+    sd = math.sqrt(sum((x - md) ** 2 for x in d) / 2)
+    assert v["diff"] == pytest.approx(md, abs=1e-9)
+    assert v["se"] == pytest.approx(sd / math.sqrt(3), rel=1e-3)
+    assert v["verdict"] == "supported"
+
+
+def test_a_ratio_without_hits_is_inconclusive_with_a_note(tmp):
+    vals = {("baseline", "late", s): [0.0] for s in (1, 2, 3)}
+    vals |= {("tvt", "late", s): [0.0] for s in (1, 2, 3)}
+    v = _analyse(tmp, """
+[[predictions]]
+id = "ratio"
+metric = "retribution_ratio"
+test = "greater"
+a = { condition = "tvt" }
+b = { condition = "baseline" }
+""", vals)["ratio"]
+    assert v["verdict"] == "inconclusive"
+    assert v["note"] == "no data on one side"
+
+
+def test_scripted_policy_uses_all_its_episodes(tmp):
+    vals = {("baseline", "late", s): [0.02 + 0.001 * s] for s in (1, 2, 3)}
+    vals |= {("random", "late", s): [0.01] for s in (1, 2, 3)}  # only its late episodes have hits
+    v = _analyse(tmp, """
+[[predictions]]
+id = "above"
+metric = "hits_per_agent_step"
+test = "greater"
+a = { condition = "baseline" }
+b = { condition = "random" }
+""", vals)["above"]
+    # random's late episodes (3 of 11: frac 0.8, 0.9, 1) hold its hits; pooled over all 11
+    assert v["mean_b"] == pytest.approx(0.01 * 3 / 11)
+
+
+# --- bad study files: one line, exit 2, before anything trains -----------------------------------------
+GOOD_PRED = """
+[[predictions]]
+id = "p"
+metric = "hits_per_agent_step"
+test = "greater"
+a = { condition = "tvt" }
+b = { condition = "baseline" }
+"""
+
+
+@pytest.mark.parametrize("body,needle", [
+    (HEAD.replace("seeds = [1, 2, 3]", "seeds = [1]") + GOOD_PRED, "at least 2 seeds"),
+    (HEAD + GOOD_PRED.replace("hits_per_agent_step", "hits_per_episode"), "unknown metric"),
+    (HEAD + GOOD_PRED.replace('condition = "tvt"', 'condition = "tvtx"'), "is not in the study"),
+    (HEAD + GOOD_PRED.replace('b = { condition = "baseline" }', 'b = { level = "nope" }'), "unknown level"),
+    (HEAD + GOOD_PRED.replace("greater", "equivalent"), "needs exactly one of margin"),
+    (HEAD + GOOD_PRED.replace('test = "greater"', 'test = "greater"\nmargin = 0.1'), "takes no margin"),
+    (HEAD + GOOD_PRED.replace('b = { condition = "baseline" }', 'b = { window = "never" }'), "unknown window"),
+    (HEAD.replace('"random"]', '"random", "robots"]') + GOOD_PRED, "unknown condition"),
+    (HEAD.replace("[budget]", "[budget]\ntrain = { lr_typo = 1 }") + GOOD_PRED, "unknown training field"),
+    (HEAD.replace('name = "x"', 'name = "x"\nenv = { regrowth_probs = [2.0] }') + GOOD_PRED, "regrowth_probs"),
+    (HEAD + "[[predictions]\n", "not valid TOML"),
+    ("import = 'os'\n" + HEAD + GOOD_PRED, "unknown key"),
+])
+def test_a_bad_study_file_is_one_line_and_exit_2(tmp, body, needle):
+    p = _write(tmp, body)
+    with pytest.raises(StudyError, match=needle):
+        parse_study(p)
+    res = CliRunner().invoke(app, ["study", "check", str(p)])
+    assert res.exit_code == 2
+    assert needle in res.output
+    assert "Traceback" not in res.output
+
+
+def test_the_committed_study_files_parse():
+    for p in sorted((ROOT / "studies").glob("*.toml")):
+        st = parse_study(p)
+        assert st.predictions, p
+        assert st.cells(), p
+
+
+def test_a_second_driver_refuses_while_the_first_is_alive(tmp):
+    lake = str(tmp / "lake")
+    with StudyLock(lake, "known"):
+        with pytest.raises(StudyError, match="already running"):
+            StudyLock(lake, "known").acquire()
+    StudyLock(lake, "known").acquire()  # released: free again
+
+
+def test_a_lock_left_by_a_dead_driver_is_taken_over(tmp):
+    lake = str(tmp / "lake")
+    lk = StudyLock(lake, "known")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lk.path.parent.mkdir(parents=True)
+    import socket
+
+    lk.path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "then"}))
+    lk.acquire()
+    assert json.loads(lk.path.read_text())["pid"] == os.getpid()
+    lk.release()
+    assert not lk.path.exists()
+
+
+# --- end to end: run, kill -9, resume; the same verdicts as an uninterrupted study ------------------------
+E2E = """
+[study]
+name = "e2e"
+registered = "2026-12-01"
+[factors]
+conditions = ["baseline", "random"]
+grid_sizes = [10]
+seeds = [1, 2]
+[[levels]]
+name = "x"
+env = { max_steps = 20 }
+[budget]
+total_steps = 160
+episodes = 2
+train = { num_envs = 2, num_steps = 20, seq_len = 10, hidden = 32, latent = 16, checkpoint_every = 1 }
+[windows]
+late = [0.5, 1.0]
+mid = [0.0, 0.5]
+[[predictions]]
+id = "above-random"
+metric = "zaps_fired_per_agent_step"
+test = "greater"
+a = { condition = "baseline" }
+b = { condition = "random" }
+[[predictions]]
+id = "sustained"
+metric = "apples_per_agent_step"
+test = "not_less"
+margin = 0.5
+a = { condition = "baseline" }
+b = { window = "mid" }
+"""
+
+
+def _driver(study: Path, lake: Path, workers: int = 1) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "karmic.cli", "study", "run", str(study), "--lake", str(lake),
+                             "--workers", str(workers)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _episode_rows(lake: Path) -> dict[str, list[tuple]]:
+    files = str(lake / "episodes" / "run_id=*" / "*.parquet")
+    rows = duckdb.sql(f"select run_id, episode, agent, \"return\", apples, zaps_fired from read_parquet('{files}', "
+                      "hive_partitioning = false) order by all").fetchall()
+    out: dict[str, list[tuple]] = {}
+    for r in rows:
+        out.setdefault(r[0], []).append(r[1:])
+    return out
+
+
+def test_study_killed_with_sigkill_resumes_to_the_uninterrupted_verdicts(tmp):
+    study = _write(tmp, E2E, "e2e")
+    clean, killed = tmp / "clean", tmp / "killed"
+    p = _driver(study, clean, workers=2)
+    out, _ = p.communicate(timeout=240)
+    assert p.returncode == 0, out
+
+    # kill the driver (and with it, by PR_SET_PDEATHSIG, its worker) once a trained run has a checkpoint
+    p = _driver(study, killed)
+    deadline = time.monotonic() + 120
+    ckpts = killed / "checkpoints"
+    while time.monotonic() < deadline and not list(ckpts.glob("run_id=*/ckpt-*.pt")):
+        time.sleep(0.2)
+    assert list(ckpts.glob("run_id=*/ckpt-*.pt")), "no checkpoint appeared"
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    time.sleep(0.5)
+    p = _driver(study, killed)
+    out, _ = p.communicate(timeout=240)
+    assert p.returncode == 0, out
+    assert "already running" not in out
+
+    # a worker killed with SIGKILL: the driver retries the cell, which resumes from its checkpoint
+    worker_killed = tmp / "worker_killed"
+    p = _driver(study, worker_killed)
+    deadline = time.monotonic() + 120
+    victim = None
+    while time.monotonic() < deadline and victim is None:
+        if list((worker_killed / "checkpoints").glob("run_id=*/ckpt-*.pt")):
+            kids = subprocess.run(["pgrep", "-P", str(p.pid), "-f", "spawn_main"], capture_output=True,
+                                  text=True).stdout.split()
+            victim = int(kids[0]) if kids else None
+        time.sleep(0.2)
+    assert victim is not None, "no worker to kill"
+    os.kill(victim, signal.SIGKILL)
+    out, _ = p.communicate(timeout=240)
+    assert p.returncode == 0, out
+    assert "retry" in out
+
+    # no episode written twice, none lost, and every event and episode as in the clean study
+    a = _episode_rows(clean)
+    for lake in (killed, worker_killed):
+        b = _episode_rows(lake)
+        assert a.keys() == b.keys()
+        for rid in a:
+            assert len(set(b[rid])) == len(b[rid]), f"{rid}: an episode written twice"
+            assert a[rid] == b[rid], rid
+    st = parse_study(study)
+    ra = build_report(st, str(clean), tmp / "res_clean", episodes=False)
+    rb = build_report(st, str(killed), tmp / "res_killed", episodes=False)
+    assert ra["verdicts"] == rb["verdicts"]
+
+    # the report travels: rebuilt from results/ alone, byte for byte
+    before = {f.name: f.read_bytes() for f in (tmp / "res_clean").iterdir()}
+    res = CliRunner().invoke(app, ["study", "report", str(study), "--from-results", "--out", str(tmp / "res_clean")])
+    assert res.exit_code == 0, res.output
+    after = {f.name: f.read_bytes() for f in (tmp / "res_clean").iterdir()}
+    assert before.keys() == after.keys()
+    for name in ("verdicts.json", "report.md", "cells.json", "fig_hits_per_agent_step.png"):
+        assert before[name] == after[name], name
+
+    # status reads the lake: every cell done
+    res = CliRunner().invoke(app, ["study", "status", str(study), "--lake", str(killed), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    states = [r["state"] for r in json.loads(res.stdout.splitlines()[0])]
+    assert states == ["done"] * 4
+
+
+def test_a_constant_side_is_a_one_sample_test(tmp):
+    a = [0.95, 0.97, 0.99]
+    vals = {("tvt", "late", s): [a[s - 1]] for s in (1, 2, 3)}
+    v = _analyse(tmp, """
+[[predictions]]
+id = "share"
+metric = "hits_per_agent_step"
+test = "greater"
+a = { condition = "tvt" }
+b = { value = 0.9 }
+""", vals)["share"]
+    m = sum(a) / 3
+    sd = math.sqrt(sum((x - m) ** 2 for x in a) / 2)
+    assert v["mean_b"] == pytest.approx(0.9)
+    assert v["diff"] == pytest.approx(m - 0.9)
+    assert v["df"] == 2
+    assert v["ci_low"] == pytest.approx(m - 0.9 - T975[2] * sd / math.sqrt(3))
+    assert v["verdict"] == "supported"
+
+
+def test_a_study_with_a_pending_ecology_checks_but_does_not_run(tmp):
+    p = _write(tmp, HEAD.replace("[factors]", '[ecology]\npending = "the calibration has not finished"\n[factors]')
+               + GOOD_PRED)
+    assert CliRunner().invoke(app, ["study", "check", str(p)]).exit_code == 0
+    res = CliRunner().invoke(app, ["study", "run", str(p), "--lake", str(tmp / "lake")])
+    assert res.exit_code == 2
+    assert "pending (the calibration has not finished)" in res.output
+    assert not (tmp / "lake").exists()
