@@ -1,22 +1,33 @@
-"""End-to-end training throughput: rollout, lake write, replay, PPO update (issue 5).
+"""End-to-end training throughput: rollout, lake write, replay, PPO update.
 
-For each grid size and condition, trains a fresh run (hidden 256, 5 agents, default config)
-for a few updates on a temporary lake and reports env-steps/s (B envs x steps per wall second,
-everything included, first update excluded as warm-up), the share of time spent on the lake
-round trip (shard write + read back + retention), and the model FLOP/s reached against a large
-matmul on the same machine.
+Trains fresh runs (hidden 256, default config) for a few updates on a temporary lake and reports
+env-steps/s (B envs x steps per wall second, everything included, warm-up updates excluded: one,
+or for TVT enough to fill the memory of earlier shards), the time shares of the rollout, the
+learner and the lake round trip, and the model FLOP/s against a large fp32 and bf16 matmul
+measured in the same script. Sections (all in the default run, a few minutes on 2 cores):
 
-    python benchmarks/train_throughput.py [--grids 10,30] [--conditions baseline] [--updates 10] [--json]
+1. conditions x grids (default baseline, tvt, full at 10 and 30): TVT as a ratio of baseline;
+2. threads: baseline at 1 and 2 torch threads, and a sweep of one 1-thread worker per core
+   against one worker (aggregate env-steps/s);
+3. scaling: baseline env-steps/s at num_envs 8, 16, 32, 64 and at 5 and 10 agents.
+
     python benchmarks/train_throughput.py --algos ppo,drqn [--repeats 2]   # learners side by side
 
-``--json`` prints, as its last line, a JSON list of records
-``{"grid_size", "condition", "env_steps_per_s", "lake_share", "model_gflops", "matmul_gflops"}``.
+    python benchmarks/train_throughput.py [--grids 10,30] [--conditions baseline,tvt,full]
+        [--updates 6] [--precision auto|fp32|bf16] [--sections main,threads,scaling] [--json]
+
+``--json`` prints, as its last line, a JSON list of records ``{"section", "grid_size",
+"condition", "precision", "threads", "num_envs", "n_agents", "env_steps_per_s", "lake_share",
+"rollout_share", "learn_share", "model_gflops", "matmul_gflops", "matmul_bf16_gflops", ...}``
+(sweep records: ``workers``, ``aggregate_env_steps_per_s``, ``efficiency``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing as mp
 import sys
 import tempfile
 import time
@@ -24,9 +35,9 @@ import time
 import torch
 
 
-def matmul_gflops(n: int = 2048, reps: int = 3, trials: int = 7) -> float:
+def matmul_gflops(n: int = 2048, reps: int = 3, trials: int = 5, dtype=torch.float32) -> float:
     """Best of several trials (the machine is shared: the best is the closest to the peak)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = 0.0
     for _ in range(trials):
@@ -76,18 +87,23 @@ class StubEnv:
 
 
 def bench(grid: int, condition: str, updates: int, num_envs: int, threads: int,
-          stub: bool = False) -> dict:
+          stub: bool = False, precision: str = "auto", n_agents: int = 5) -> dict:
     from karmic.training.ppo import TrainConfig, Trainer
 
+    torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as lake:
+        overrides = {} if n_agents == 5 else {"n_agents": n_agents}
         cfg = TrainConfig(mode=condition, grid_size=grid, seed=0, num_envs=num_envs,
-                          total_steps=10**9, checkpoint_every=10**6, threads=threads)
+                          total_steps=10**9, checkpoint_every=10**6, threads=threads,
+                          precision=precision, env_overrides=overrides)
+        # TVT: measure once the learner's memory spans as many earlier shards as it will
+        warm = 1 + (math.ceil(cfg.memory_size / cfg.num_steps) if condition in ("tvt", "full") else 0)
         marks: list[tuple[float, int, dict]] = []
         tr = Trainer(cfg, lake, env=StubEnv(num_envs) if stub else None,
                      on_update=lambda i: marks.append(
                          (time.perf_counter(), i["global_step"], dict(i["timing"]))))
-        tr.run(stop_after=updates + 1, at_boundary=False)
-        (t0, s0, tm0), (t1, s1, tm1) = marks[0], marks[-1]
+        tr.run(stop_after=warm + updates, at_boundary=False)
+        (t0, s0, tm0), (t1, s1, tm1) = marks[warm - 1], marks[-1]
         dt = t1 - t0
         steps = s1 - s0
         timing = {k: tm1[k] - tm0[k] for k in tm1}
@@ -99,6 +115,8 @@ def bench(grid: int, condition: str, updates: int, num_envs: int, threads: int,
         return {
             "grid_size": grid,
             "condition": condition + ("-stub-env" if stub else ""),
+            "precision": cfg.precision,
+            "threads": threads,
             "env_steps_per_s": round(steps / dt, 1),
             "lake_share": round(timing["lake"] / total, 4),
             "rollout_share": round(timing["rollout"] / total, 4),
@@ -106,6 +124,7 @@ def bench(grid: int, condition: str, updates: int, num_envs: int, threads: int,
             "model_gflops": round(flops / dt / 1e9, 2),
             "params": sum(p.numel() for p in tr.agent.parameters()),
             "num_envs": num_envs,
+            "n_agents": tr.N,
             "updates": updates,
         }
 
@@ -150,14 +169,44 @@ def compare_learners(args) -> list[dict]:
     return records
 
 
+def _worker(args, q) -> None:
+    q.put(bench(*args))
+
+
+def sweep(workers: int, grid: int, updates: int, num_envs: int, precision: str) -> dict:
+    """``workers`` baseline runs at once, one process and one torch thread each."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=((grid, "baseline", updates, num_envs, 1, False, precision), q))
+             for _ in range(workers)]
+    for p in procs:
+        p.start()
+    recs = [q.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return {"section": "sweep", "workers": workers, "grid_size": grid, "condition": "baseline",
+            "precision": recs[0]["precision"], "threads": 1, "num_envs": num_envs,
+            "aggregate_env_steps_per_s": round(sum(r["env_steps_per_s"] for r in recs), 1)}
+
+
+def _line(r: dict) -> str:
+    return (f"grid {r['grid_size']:>2} {r['condition']:<10} {r['precision']} t{r['threads']} "
+            f"B{r['num_envs']:<3} N{r['n_agents']:<2} {r['env_steps_per_s']:>8.0f} env-steps/s  "
+            f"lake {100 * r['lake_share']:4.1f}%  rollout {100 * r['rollout_share']:4.1f}%  "
+            f"learn {100 * r['learn_share']:4.1f}%  model {r['model_gflops']:.1f} GFLOP/s "
+            f"(matmul fp32 {r['matmul_gflops']:.0f}, bf16 {r['matmul_bf16_gflops']:.0f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grids", default="10,30")
-    ap.add_argument("--conditions", default="baseline")
-    ap.add_argument("--updates", type=int, default=10,
-                    help="measured updates (10 x 100 steps covers an episode end at 30x30)")
+    ap.add_argument("--conditions", default="baseline,tvt,full")
+    ap.add_argument("--updates", type=int, default=6, help="measured updates per run")
     ap.add_argument("--num-envs", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", default="auto",
+                    help="auto | fp32 | bf16, or a list (fp32,bf16): each condition in each, in turn")
+    ap.add_argument("--sections", default="main,threads,scaling")
     ap.add_argument("--stub-env", action="store_true",
                     help="random observations instead of Harvest: learner + lake cost only")
     ap.add_argument("--algos", default=None,
@@ -171,20 +220,52 @@ def main() -> None:
         if args.json:
             print(json.dumps(records))
         return
+    out = sys.stderr if args.json else sys.stdout
+    sections = set(args.sections.split(","))
     records = []
-    for g in [int(x) for x in args.grids.split(",")]:
-        for c in args.conditions.split(","):
-            peak = matmul_gflops()  # next to each run: the load on the machine drifts
-            r = bench(g, c, args.updates, args.num_envs, args.threads, args.stub_env)
-            r["matmul_gflops"] = round(peak, 1)
-            records.append(r)
-            print(
-                f"grid {g:>2} {c:<10} {r['env_steps_per_s']:>8.0f} env-steps/s  "
-                f"lake {100 * r['lake_share']:4.1f}%  rollout {100 * r['rollout_share']:4.1f}%  "
-                f"learn {100 * r['learn_share']:4.1f}%  model {r['model_gflops']:.1f} GFLOP/s "
-                f"of {peak:.0f} (matmul)",
-                file=sys.stderr if args.json else sys.stdout,
-            )
+
+    def run(section: str, *a, **kw) -> dict:
+        torch.set_num_threads(args.threads)
+        peak = matmul_gflops()  # next to each run: the load on the machine drifts
+        peak16 = matmul_gflops(dtype=torch.bfloat16)
+        r = {"section": section, **bench(*a, **kw)}
+        r["matmul_gflops"], r["matmul_bf16_gflops"] = round(peak, 1), round(peak16, 1)
+        records.append(r)
+        print(_line(r), file=out, flush=True)
+        return r
+
+    precisions = args.precision.split(",")
+    if "main" in sections:
+        for g in [int(x) for x in args.grids.split(",")]:
+            for c in args.conditions.split(","):
+                for prec in precisions:
+                    r = run("main", g, c, args.updates, args.num_envs, args.threads, args.stub_env, prec)
+                    base = [b for b in records if b["section"] == "main" and b["grid_size"] == g
+                            and b["condition"] == "baseline" and b["precision"] == r["precision"]]
+                    if c != "baseline" and base:
+                        r["vs_baseline"] = round(r["env_steps_per_s"] / base[-1]["env_steps_per_s"], 3)
+                        print(f"  {c} / baseline at {g}x{g}, {r['precision']}: {r['vs_baseline']:.2f}x",
+                              file=out, flush=True)
+    args.precision = precisions[-1]
+    if "threads" in sections:
+        by = {t: run("threads", 10, "baseline", args.updates, args.num_envs, t, False, args.precision)
+              for t in (1, 2)}
+        best = max(by, key=lambda t: by[t]["env_steps_per_s"])
+        print(f"  threads: 1 -> {by[1]['env_steps_per_s']:.0f}, 2 -> {by[2]['env_steps_per_s']:.0f} "
+              f"env-steps/s: {best} is faster for one run", file=out, flush=True)
+        one = sweep(1, 10, args.updates, args.num_envs, args.precision)
+        two = sweep(2, 10, args.updates, args.num_envs, args.precision)
+        two["efficiency"] = round(two["aggregate_env_steps_per_s"] / one["aggregate_env_steps_per_s"], 3)
+        records += [one, two]
+        print(f"  sweep, one 1-thread worker per core: 1 worker {one['aggregate_env_steps_per_s']:.0f}, "
+              f"2 workers {two['aggregate_env_steps_per_s']:.0f} env-steps/s in all: "
+              f"{two['efficiency']:.2f}x", file=out, flush=True)
+    if "scaling" in sections:
+        for b in (8, 16, 32, 64):
+            run("num_envs", 10, "baseline", max(2, args.updates // 2), b, args.threads, False, args.precision)
+        for n in (5, 10):
+            run("agents", 10, "baseline", max(2, args.updates // 2), args.num_envs, args.threads, False,
+                args.precision, n_agents=n)
     if args.json:
         print(json.dumps(records))
 

@@ -168,14 +168,15 @@ def _mean_return(env, act, on_reset=None, episodes=4, seed=1000) -> float:
     return float(np.mean(out))
 
 
-def test_baseline_learns_to_beat_random(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_baseline_learns_to_beat_random(tmp_path, precision):
     """10x10, 50-step episodes: a short baseline run harvests clearly more than random play."""
     from karmic.agents import load_policy
     from karmic.envs.config import make_config
     from karmic.envs.core import HarvestVecEnv
 
     cfg = TrainConfig(grid_size=10, seed=1, num_envs=8, num_steps=50, seq_len=25,
-                      total_steps=16_000, hidden=64, latent=32, lr=1e-3, threads=1,
+                      total_steps=16_000, hidden=64, latent=32, lr=1e-3, threads=1, precision=precision,
                       checkpoint_every=10**6, env_overrides={"max_steps": 50}, run_id="learn")
     Trainer(cfg, tmp_path).run()
     env = HarvestVecEnv(make_config(grid_size=10, max_steps=50), num_envs=8)

@@ -122,7 +122,7 @@ def test_learner_memory_reproduces_the_rollout_reads(tmp_path):
     from karmic.tvt.harvest import memory_bank
     from pipelines.trajectories import read_shard, write_shard
 
-    tr = Trainer(_cfg(), tmp_path)
+    tr = Trainer(_cfg(precision="fp32"), tmp_path)  # bf16: tests/test_precision.py
     tr.run(stop_after=3, at_boundary=False)  # memory now spans earlier shards (30 > 20 steps)
     tr.state = tr.agent.initial_state(tr.S)  # as run() does: fresh core, memory kept
     tr.rollout()

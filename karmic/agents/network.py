@@ -19,6 +19,8 @@ Spec (issue 5):
   ``[h_t, memory reads_t]``. ``forward(..., memory=(rows, valid))`` passes the memory
   (``rows (B, R, word)``, ``valid (T, B, R)``); without it the reads are empty (zeros). The last
   read (weights, strengths) is kept in ``agent.last_read`` for the transport.
+- Mixed precision: under ``torch.autocast("cpu", dtype=torch.bfloat16)`` the encoder and the
+  LSTM run in bf16; the returned logits, values, state and ``z``, and the memory reads, are fp32.
 
 Domain code: no file I/O.
 """
@@ -145,6 +147,7 @@ class KarmicAgent(nn.Module):
         h, c = state
         keep0 = (~starts[0]).to(h.dtype).view(1, -1, 1)
         h, c = h * keep0, c * keep0
+        amp = torch.is_autocast_enabled("cpu")
         if x.shape[0] == 1:  # acting: one step, cheaper as two matmuls than the fused layer
             h1, c1 = self._lstm_step(x[0], h[0], c[0])
             out, h, c = h1[None], h1[None], c1[None]
@@ -157,20 +160,37 @@ class KarmicAgent(nn.Module):
                 o, (h, c) = self.lstm(x[t : t + 1], (h * keep, c * keep))
                 outs.append(o)
             out = torch.cat(outs, 0)
+        if not amp:
+            logits, value = self._heads(out, memory)
+            return logits, value, (h, c), z
+        # mixed precision: the encoder and the LSTM ran in bf16; the recurrent state, z, the
+        # memory reads (read strengths are compared with the transport threshold) and the heads
+        # (logits and values feed the losses and the value targets) stay fp32
+        out, h, c = out.float(), h.float(), c.float()
+        with torch.autocast("cpu", enabled=False):
+            logits, value = self._heads(out, memory)
+        return logits, value, (h, c), z.float()
+
+    def _heads(self, out: torch.Tensor, memory):
         if self.tvt is not None:
             if memory is None:  # no memory given: nothing to read
                 memory = (out.new_zeros(out.shape[1], 0, self.tvt.word),
                           torch.zeros(out.shape[0], out.shape[1], 0, dtype=torch.bool))
             self.last_read = self.tvt.read(out, *memory)
             out = torch.cat([out, self.last_read.vec], -1)
-        return self.actor(out), self.critic(out).squeeze(-1), (h, c), z
+        return self.actor(out), self.critic(out).squeeze(-1)
 
     def _lstm_step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
         lstm = self.lstm
-        gates = torch.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, x, lstm.weight_ih_l0.t())
-        gates = gates.addmm_(h, lstm.weight_hh_l0.t()) if not torch.is_grad_enabled() else (
-            gates + h @ lstm.weight_hh_l0.t()
-        )
+        if torch.is_autocast_enabled("cpu"):
+            # bf16 matmuls, fp32 gates and cell state (an in-place addmm_ cannot mix the two)
+            gates = (torch.mm(x, lstm.weight_ih_l0.t()).float() + torch.mm(h, lstm.weight_hh_l0.t()).float()
+                     + (lstm.bias_ih_l0 + lstm.bias_hh_l0))
+        else:
+            gates = torch.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, x, lstm.weight_ih_l0.t())
+            gates = gates.addmm_(h, lstm.weight_hh_l0.t()) if not torch.is_grad_enabled() else (
+                gates + h @ lstm.weight_hh_l0.t()
+            )
         i, f, g, o = gates.chunk(4, 1)  # PyTorch's gate order
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c

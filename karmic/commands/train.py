@@ -117,6 +117,7 @@ def register(app: typer.Typer) -> None:
         keep_trajectories: bool = typer.Option(False, "--keep-trajectories", help="Keep every shard."),
         checkpoint_every: int = typer.Option(10, "--checkpoint-every", help="Updates between checkpoints."),
         threads: int = typer.Option(0, "--threads", help="Torch threads (0 = all cores)."),
+        precision: str = typer.Option("auto", "--precision", help="fp32 | bf16 (bf16 autocast for the network) | auto: bf16 where the CPU has bf16 instructions."),
         preset: str = typer.Option(None, "--preset", help="Env preset (small, medium, big, ssd, seed)."),
         overrides: list[str] = typer.Option(None, "--set", help="Env config override KEY=VALUE (repeatable)."),
         tvt_mode: str = typer.Option("both", "--tvt-mode", help="TVT transport: learned | semantic | both (tvt, full)."),
@@ -168,6 +169,8 @@ def register(app: typer.Typer) -> None:
                 raise KarmicError(tvt_error)
             if missing:
                 print(f"note: skipping {', '.join(missing)}: {tvt_error}", file=sys.stderr)
+            if precision not in ("auto", "fp32", "bf16"):
+                raise KarmicError(f"unknown --precision {precision!r}; choose fp32, bf16 or auto")
             if tvt_mode not in ("learned", "semantic", "both"):
                 raise KarmicError(f"unknown --tvt-mode {tvt_mode!r}; choose learned, semantic or both")
             env_overrides = _parse_overrides(overrides)
@@ -181,7 +184,7 @@ def register(app: typer.Typer) -> None:
                         ent_coef=ent_coef, vf_coef=vf_coef,
                         agent_id=agent_id, keep_shards=keep_shards,
                         keep_trajectories=keep_trajectories, checkpoint_every=checkpoint_every,
-                        threads=threads, preset=preset, env_overrides=env_overrides,
+                        threads=threads, precision=precision, preset=preset, env_overrides=env_overrides,
                         tvt_mode=tvt_mode, memory_size=memory_size,
                         **{k: v for k, v in optional.items() if v is not None},
                     )

@@ -51,8 +51,10 @@ go to env b's reset), ``tvt`` and ``full`` (need ``karmic.tvt``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -109,6 +111,7 @@ class TrainConfig:
     checkpoint_every: int = 10  # updates (taken at the next round boundary)
     keep_checkpoints: int = 3
     threads: int = 0  # torch threads; 0 = all cores
+    precision: str = "auto"  # fp32 | bf16 (autocast for the network) | auto; a run records fp32 or bf16
     preset: str | None = None
     # TVT (modes tvt / full): karmic.tvt
     tvt_mode: str = "both"  # learned | semantic | both
@@ -135,6 +138,8 @@ class TrainConfig:
             raise ValueError(f"memory_size must be >= 1, got {self.memory_size}")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ValueError("gamma must be in (0, 1] and gae_lambda in [0, 1]")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -142,7 +147,41 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
+        d = {"precision": "fp32", **d}  # runs recorded before precision was a field ran fp32
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+_said_precision = False
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's bf16 matrix instructions (avx512_bf16, amx_bf16) from /proc/cpuinfo; where that
+    file is missing, torch's own check (oneDNN's bf16 support)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
+        return [x for x in ("avx512_bf16", "amx_bf16") if x in flags]
+    except OSError:
+        try:
+            return ["mkldnn_bf16"] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else []
+        except (AttributeError, RuntimeError):
+            return []
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> bf16 on CPUs with bf16 instructions (about twice the fp32 matmul rate, and
+    measured faster end to end), fp32 elsewhere; said once per process on stderr."""
+    global _said_precision
+    if precision != "auto":
+        return precision
+    flags = cpu_bf16_flags()
+    chosen = "bf16" if flags else "fp32"
+    if not _said_precision:
+        why = f"this CPU has {', '.join(flags)}" if flags else "this CPU has no bf16 instructions"
+        print(f"precision: {chosen} ({why}; --precision fp32|bf16 to choose)", file=sys.stderr)
+        _said_precision = True
+    return chosen
 
 
 def new_run_id(cfg: TrainConfig) -> str:
@@ -208,6 +247,7 @@ class Trainer:
         io_factory: Callable[..., Any] | None = None,
     ) -> None:
         cfg.validate()
+        cfg.precision = resolve_precision(cfg.precision)
         self.cfg = cfg
         from pipelines.storage import resolve
 
@@ -257,6 +297,8 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed)  # action sampling
         self.rng = np.random.default_rng([cfg.seed, 1])  # minibatch shuffles
         self.agent_ids = torch.arange(self.S) % self.N
+        self.bf16 = cfg.precision == "bf16"
+        self.shard_cache: dict[int, Any] = {}  # update -> the kept shards as read back once
 
         # training counters; a run ends at a round boundary
         steps_per_update = ns * self.B
@@ -351,6 +393,10 @@ class Trainer:
             "resumable": True,
         }
 
+    def amp(self):
+        """The network's precision: bf16 autocast, or nothing (fp32: the code path of old)."""
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+
     # -- rollout -----------------------------------------------------------------------------
     def _reset_round(self) -> np.ndarray:
         pairs = self.ledger.pairs() if self.ledger is not None else None  # one list per env
@@ -395,13 +441,14 @@ class Trainer:
                 self.buf_episode[k] = self.round * self.B + np.repeat(np.arange(self.B), self.N)
                 self.buf_t0[k] = self.t_in_episode
                 self.buf_gstep[k] = self.global_step
-            logits, value, self.state, z = self.agent(
-                torch.from_numpy(flat)[None],
-                self.state,
-                torch.from_numpy(self.starts)[None],
-                self.agent_ids,
-                memory=self.ring.view() if self.ring is not None else None,
-            )
+            with self.amp():
+                logits, value, self.state, z = self.agent(
+                    torch.from_numpy(flat)[None],
+                    self.state,
+                    torch.from_numpy(self.starts)[None],
+                    self.agent_ids,
+                    memory=self.ring.view() if self.ring is not None else None,
+                )
             logp_all = torch.log_softmax(logits[0], -1)
             action = torch.multinomial(logp_all.exp(), 1, generator=self.gen)[:, 0]
             self.buf_act[t] = action.numpy()
@@ -427,13 +474,14 @@ class Trainer:
             self.next_value = np.zeros(self.S, np.float32)
             self.next_start = np.ones(self.S, np.uint8)
         else:
-            _, v, _, _ = self.agent(
-                torch.from_numpy(self.obs.reshape(self.S, *self.obs_shape))[None],
-                self.state,
-                torch.zeros(1, self.S, dtype=torch.bool),
-                self.agent_ids,
-                memory=self.ring.view() if self.ring is not None else None,
-            )
+            with self.amp():
+                _, v, _, _ = self.agent(
+                    torch.from_numpy(self.obs.reshape(self.S, *self.obs_shape))[None],
+                    self.state,
+                    torch.zeros(1, self.S, dtype=torch.bool),
+                    self.agent_ids,
+                    memory=self.ring.view() if self.ring is not None else None,
+                )
             self.next_value = v[0].numpy().copy()
             self.next_start = np.zeros(self.S, np.uint8)
 
@@ -449,6 +497,8 @@ class Trainer:
         x["tvt_strength"][t] = read.strength[0].numpy()
         if read.weights.shape[-1]:
             w, rows = read.weights[0].topk(self.tvt_k, dim=-1)  # (S, H, k)
+            if read.index is not None:  # a sparse read: weights over the rows it selected
+                rows = read.index[0].gather(-1, rows)
             x["tvt_top_w"][t] = w.numpy()
             x["tvt_top_tau"][t] = torch.gather(ring.time[:, None, :].expand(-1, rows.shape[1], -1), 2, rows).numpy()
         else:
@@ -535,6 +585,7 @@ class Trainer:
             from karmic.tvt.memory import window_valid
 
             bank_words = torch.from_numpy(self.bank[0])
+            bank_unit = nn.functional.normalize(bank_words, dim=-1)
             bank_times = torch.from_numpy(self.bank[1])
             taus = torch.from_numpy(stream_times(shard))
             prev_a_all = torch.from_numpy(shard.extra["tvt_prev_action"].astype(np.int64))
@@ -547,14 +598,15 @@ class Trainer:
                 memory = None
                 if tvt is not None:
                     valid = window_valid(bank_times[None].expand(len(idx), -1), taus[idx].T, cfg.memory_size)
-                    memory = (bank_words[slots_all[idx]], valid)
-                logits, value, _, z = self.agent(
-                    obs[idx].transpose(0, 1),
-                    (h0[idx][None], c0[idx][None]),
-                    starts[idx].transpose(0, 1),
-                    ids[idx],
-                    memory=memory,
-                )
+                    memory = (bank_words[slots_all[idx]], valid, bank_unit[slots_all[idx]])
+                with self.amp():
+                    logits, value, _, z = self.agent(
+                        obs[idx].transpose(0, 1),
+                        (h0[idx][None], c0[idx][None]),
+                        starts[idx].transpose(0, 1),
+                        ids[idx],
+                        memory=memory,
+                    )
                 logits = logits.transpose(0, 1)  # (mb, L, A)
                 value = value.transpose(0, 1)
                 logp_all = torch.log_softmax(logits, -1)
@@ -620,13 +672,14 @@ class Trainer:
         taus = torch.from_numpy(stream_times(shard))[idx].T
         valid = window_valid(bank_times[None].expand(len(rows), -1), taus, cfg.memory_size)
         slots = torch.from_numpy(shard.rows["slot"].astype(np.int64))[idx]
-        logits, _, _, _ = self.agent(
-            torch.from_numpy(shard.obs)[idx].transpose(0, 1),
-            (torch.from_numpy(shard.h0)[idx][None], torch.from_numpy(shard.c0)[idx][None]),
-            torch.from_numpy(shard.start.astype(bool))[idx].transpose(0, 1),
-            torch.from_numpy(shard.rows["agent"].astype(np.int64))[idx],
-            memory=(bank_words[slots], valid),
-        )
+        with self.amp():
+            logits, _, _, _ = self.agent(
+                torch.from_numpy(shard.obs)[idx].transpose(0, 1),
+                (torch.from_numpy(shard.h0)[idx][None], torch.from_numpy(shard.c0)[idx][None]),
+                torch.from_numpy(shard.start.astype(bool))[idx].transpose(0, 1),
+                torch.from_numpy(shard.rows["agent"].astype(np.int64))[idx],
+                memory=(bank_words[slots], valid, nn.functional.normalize(bank_words[slots], dim=-1)),
+            )
         logp = torch.log_softmax(logits.transpose(0, 1), -1).gather(
             -1, torch.from_numpy(shard.action.astype(np.int64))[idx][..., None])[..., 0]
         ratio = (logp - torch.from_numpy(shard.logprob)[idx]).exp()
@@ -678,7 +731,7 @@ class Trainer:
                 if self.use_tvt:
                     from karmic.tvt.harvest import memory_bank, transport_rewards
 
-                    hist = [read_shard(p) for p in history]
+                    hist = self._kept_shards(history, replay)
                     need = math.ceil(cfg.memory_size / cfg.num_steps)
                     if cfg.mode in TRANSPORT_MODES:
                         res = transport_rewards(replay, hist, self.agent, cfg, self.max_steps)
@@ -731,6 +784,18 @@ class Trainer:
         finished = self.update >= self.n_updates
         self.io.set_status("completed" if finished else "interrupted")
         return self._info({}, timing, t_start, steps_start)
+
+    def _kept_shards(self, history: list, replay) -> list:
+        """The kept earlier shards, each read back from the lake once (when it was written, or
+        at resume) and held until retention drops it: an update reads only its new shard."""
+        from pipelines.trajectories import read_shard, shard_update
+
+        ups = [shard_update(p) for p in history]
+        hist = [self.shard_cache[u] if u in self.shard_cache else read_shard(p)
+                for u, p in zip(ups, history, strict=True)]
+        self.shard_cache = {u: sh for u, sh in zip(ups, hist, strict=True)}
+        self.shard_cache[replay.update] = replay
+        return hist
 
     def _info(self, losses, timing, t_start, steps_start) -> dict[str, Any]:
         elapsed = time.perf_counter() - t_start

@@ -55,14 +55,16 @@ class MemoryRing:
     def __init__(self, slots: int, size: int, word: int) -> None:
         self.size = size
         self.words = torch.zeros(slots, size, word)
+        self.unit = torch.zeros(slots, size, word)  # the words normalised, kept for the reads
         self.time = torch.full((slots, size), -1, dtype=torch.long)
 
-    def view(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rows (S, size, word), valid (1, S, size)) for a one-step read at the next time."""
-        return self.words, (self.time >= 0)[None]
+    def view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows (S, size, word), valid (1, S, size), unit rows) for a one-step read at the next time."""
+        return self.words, (self.time >= 0)[None], self.unit
 
     def write(self, words: torch.Tensor, tau: int) -> None:
         self.words[:, tau % self.size] = words
+        self.unit[:, tau % self.size] = torch.nn.functional.normalize(words, dim=-1)
         self.time[:, tau % self.size] = tau
 
     def load(self, words: np.ndarray, times: np.ndarray) -> None:

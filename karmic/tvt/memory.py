@@ -43,6 +43,7 @@ class Read:
     vec: torch.Tensor  # (T, B, H * D) concatenated head reads
     weights: torch.Tensor  # (T, B, H, R) attention over the memory rows (0 outside the top-k)
     strength: torch.Tensor  # (T, B, H)
+    index: torch.Tensor | None = None  # sparse reads: (T, B, H, k) rows that ``weights`` covers
 
 
 class TVTMemory(nn.Module):
@@ -76,8 +77,15 @@ class TVTMemory(nn.Module):
         a = a * (prev_action >= 0).to(z.dtype)[..., None]  # -1: no previous action
         return torch.tanh(self.embed(torch.cat([z, a, prev_reward.to(z.dtype)[..., None]], -1)))
 
-    def read(self, h: torch.Tensor, mem: torch.Tensor, valid: torch.Tensor) -> Read:
-        """h (T, B, hidden); mem (B, R, word); valid (T, B, R) bool: row j readable at step t."""
+    def read(self, h: torch.Tensor, mem: torch.Tensor, valid: torch.Tensor,
+             unit: torch.Tensor | None = None) -> Read:
+        """h (T, B, hidden); mem (B, R, word); valid (T, B, R) bool: row j readable at step t;
+        ``unit``: ``F.normalize(mem, dim=-1)`` where the caller keeps it (the trainer's ring).
+
+        With ``unit`` given (the trainer's rollout and learner) the same read is computed
+        sparsely: the top-k rows are selected without a graph over all R rows, then only those k
+        rows are read (``weights`` then holds (T, B, H, k) over the rows in ``index``).
+        Otherwise ``weights`` is dense (T, B, H, R)."""
         T, B, _ = h.shape
         R = mem.shape[1]
         keys = F.normalize(self.keys(h).view(T, B, self.heads, self.word), dim=-1)
@@ -85,6 +93,8 @@ class TVTMemory(nn.Module):
         if R == 0:
             z = h.new_zeros(T, B, self.heads, 0)
             return Read(h.new_zeros(T, B, self.read_dim), z, strength)
+        if unit is not None:
+            return self._read_sparse(keys, strength, mem, valid, unit)
         cos = torch.einsum("tbhd,brd->tbhr", keys, F.normalize(mem, dim=-1))
         logits = (strength[..., None] * cos).masked_fill(~valid[:, :, None, :], float("-inf"))
         k = min(self.top_k, R)
@@ -96,6 +106,29 @@ class TVTMemory(nn.Module):
         weights = torch.zeros_like(logits).scatter(-1, idx, w_top)
         vec = torch.einsum("tbhr,brd->tbhd", weights, mem).reshape(T, B, self.read_dim)
         return Read(vec, weights, strength)
+
+    def _read_sparse(self, keys, strength, mem, valid, unit) -> Read:
+        """The dense read's value and gradient, without autograd tensors of size R: the rows a
+        read attends to get no gradient through their selection, so the selection (the dense
+        logits and their top-k) runs without a graph; the graph covers the k rows read. The
+        gathered dot products sum in another order than the dense einsum (equal to ~1e-7)."""
+        T, B, H, _ = keys.shape
+        R = mem.shape[1]
+        k = min(self.top_k, R)
+        with torch.no_grad():
+            logits = torch.einsum("tbhd,brd->tbhr", keys, unit)
+            logits.mul_(strength[..., None]).masked_fill_(~valid[:, :, None, :], float("-inf"))
+            top, idx = logits.topk(k, dim=-1)
+            del logits
+            ok = torch.isfinite(top)  # a valid row (fewer than k valid: the rest weigh 0)
+        rows = mem[torch.arange(B)[None, :, None, None], idx]  # (T, B, H, k, word)
+        norm = rows.norm(dim=-1).clamp(min=1e-12)  # F.normalize's eps
+        top = strength[..., None] * torch.einsum("tbhd,tbhkd->tbhk", keys, rows) / norm
+        w_top = torch.softmax(top.masked_fill(~ok, float("-inf")).masked_fill(~ok.any(-1, keepdim=True), 0.0), -1)
+        w_top = torch.where(ok, w_top, torch.zeros_like(w_top))
+        w_top = w_top / w_top.sum(-1, keepdim=True).clamp(min=1e-12)
+        vec = torch.einsum("tbhk,tbhkd->tbhd", w_top, rows).reshape(T, B, self.read_dim)
+        return Read(vec, w_top, strength, idx)
 
     def losses(self, words: torch.Tensor, obs_flat: torch.Tensor, prev_action: torch.Tensor,
                prev_reward: torch.Tensor, strength: torch.Tensor, power: int = 1,
