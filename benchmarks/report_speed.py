@@ -1,7 +1,7 @@
 """How long `karmic report` takes on a big lake (issue 7 target: 100 runs, 50M events in <= 30 s).
 
 Generates a synthetic lake with pyarrow in a temporary directory (no simulation: random but
-well-formed events and episodes in the DESIGN.md layout, the four conditions x two grid sizes x
+well-formed events and episodes in the docs/DESIGN.md layout, the four conditions x two grid sizes x
 seeds), runs the `karmic report` command on it in a subprocess (wall time, imports included), and
 deletes the lake. Prints one JSON line.
 

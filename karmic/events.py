@@ -1,7 +1,7 @@
 """Social events as columnar arrays: the one in-memory form shared by the env, ledger and lake.
 
 The environment core emits an :class:`EventBatch` per step (or per reset); the lake writer turns it
-into the Arrow `events` table of DESIGN.md; the ledger folds it. Codes are small integers so the
+into the Arrow `events` table of docs/DESIGN.md; the ledger folds it. Codes are small integers so the
 core can fill preallocated arrays; names are what the lake stores.
 """
 
@@ -81,7 +81,7 @@ class EventBatch:
         return EventBatch(**{k: v[idx] for k, v in self.columns().items()})
 
     def to_dicts(self) -> list[dict]:
-        """Rows as dicts with DESIGN.md's names and None for nulls (the ParallelEnv's infos form)."""
+        """Rows as dicts with docs/DESIGN.md's names and None for nulls (the ParallelEnv's infos form)."""
         out = []
         for i in range(len(self)):
             et = int(self.event_type[i])

@@ -3,7 +3,7 @@
 ``connect(path, run=None, params=None)`` returns an in-memory DuckDB connection with these views
 (``path``: a directory or ``s3://bucket/prefix``, read through s3fs, see ``pipelines.storage``):
 
-- ``events``   over ``<lake>/events/run_id=*/part-*.parquet`` (hive-partitioned, DESIGN.md schema);
+- ``events``   over ``<lake>/events/run_id=*/part-*.parquet`` (hive-partitioned, docs/DESIGN.md schema);
 - ``episodes`` over ``<lake>/episodes/run_id=*/part-*.parquet``;
 - ``tvt_transports`` over ``<lake>/tvt_transports/run_id=*/part-*.parquet``: every TVT transport
   (run, update, agent, source episode/t, target episode/t, amount, mode, head);

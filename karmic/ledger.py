@@ -1,4 +1,4 @@
-"""The debt ledger: one rule (DESIGN.md), folded in Python here and in SQL in ``queries/``.
+"""The debt ledger: one rule (docs/DESIGN.md), folded in Python here and in SQL in ``queries/``.
 
 State ``debt[a][b] >= 0``, "a owes b". Hits are applied in (episode, seq) order. On
 ``ZAP_HIT(attacker=a, victim=b, apple_context=c)``:
@@ -27,7 +27,7 @@ from karmic.events import ZAP_HIT, EventBatch
 
 PREDATION, RETRIBUTION = 0, 1
 CLASSES = ("predation", "retribution")
-APPLE_CONTEXT_WEIGHT = 1.5  # DESIGN.md: a hit in a resource dispute weighs 1.5
+APPLE_CONTEXT_WEIGHT = 1.5  # docs/DESIGN.md: a hit in a resource dispute weighs 1.5
 DEFAULT_DECAY = 0.95
 
 

@@ -63,7 +63,7 @@ def label(condition: str | None) -> str:
 
 
 def condition_order(conditions: Iterable[str | None]) -> list[str | None]:
-    """The four ablation conditions in DESIGN.md order, then any others alphabetically."""
+    """The four ablation conditions in docs/DESIGN.md order, then any others alphabetically."""
     found = set(conditions)
     known = [c for c in CONDITION_ORDER if c in found]
     rest = sorted((c for c in found if c not in CONDITION_ORDER), key=lambda c: label(c))

@@ -1,6 +1,6 @@
 """Writing the lake: append-only, hive-partitioned, immutable Parquet part files.
 
-Layout (DESIGN.md)::
+Layout (docs/DESIGN.md)::
 
     <lake>/runs/run_id=<id>/run.json
     <lake>/events/run_id=<id>/part-<n>.parquet
@@ -153,7 +153,7 @@ def _agent_names(idx: np.ndarray, n: int) -> pa.Array:
 
 
 def events_table(run_id: str, ev: EventBatch, global_step: np.ndarray) -> pa.Table:
-    """An EventBatch (codes) as DESIGN.md's events table (strings, nulls)."""
+    """An EventBatch (codes) as docs/DESIGN.md's events table (strings, nulls)."""
     n = len(ev)
     n_agents = int(max(ev.agent.max(initial=0), ev.target.max(initial=0))) + 1
     is_hit = ev.event_type == ZAP_HIT
@@ -186,7 +186,7 @@ def events_table(run_id: str, ev: EventBatch, global_step: np.ndarray) -> pa.Tab
 
 def episodes_table(run_id: str, episode: np.ndarray, global_step: np.ndarray, stats: dict,
                    condition: str, grid_size: int, seed: int) -> pa.Table:
-    """Rows for E episodes x N agents: ``stats`` maps each DESIGN.md column to (E, N) arrays."""
+    """Rows for E episodes x N agents: ``stats`` maps each docs/DESIGN.md column to (E, N) arrays."""
     ret = np.asarray(stats["return"], np.float64)
     E, N = ret.shape
     rows = E * N

@@ -1,4 +1,4 @@
-"""Arrow schemas of the lake's tables (DESIGN.md), with a schema version in the file metadata."""
+"""Arrow schemas of the lake's tables (docs/DESIGN.md), with a schema version in the file metadata."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ lake's root: a ``pathlib.Path`` for a directory, an :class:`ObjectPath` for ``s3
 look at which one they have:
 
 - :func:`write_atomic(path, write)`: ``write(f)`` fills a binary file. Local: the lake's rule
-  (DESIGN.md), a temporary name the ``*.parquet`` glob does not match, flush, fsync, atomic
+  (docs/DESIGN.md), a temporary name the ``*.parquet`` glob does not match, flush, fsync, atomic
   rename, fsync of the directory. Object storage has no rename and needs none: the bytes go up
   in **one PUT**, and an object is visible whole or not at all. ``exclusive=True`` (append-only
   part files) makes the PUT conditional (``If-None-Match: *``), so a part is never overwritten:

@@ -1,4 +1,4 @@
--- (internal view) every ZAP_HIT classified by the ledger rule of DESIGN.md; karmic.lake.connect
+-- (internal view) every ZAP_HIT classified by the ledger rule of docs/DESIGN.md; karmic.lake.connect
 -- creates it as the view ledger_hits, so every query shares one implementation of the rule
 with recursive
 -- the run's decay and its number of parallel envs (a batched run numbers its episodes

@@ -11,7 +11,7 @@
 -- The learner (algo: ppo | drqn, from runs.algo; ppo when a run does not record one) splits every
 -- group, so the two learners' seeds never pool and each condition is compared with its own learner's
 -- baseline.
--- Hits are classified by the ledger rule of DESIGN.md (the CTEs of queries/predatory_zaps.sql).
+-- Hits are classified by the ledger rule of docs/DESIGN.md (the CTEs of queries/predatory_zaps.sql).
 -- sustainability is the mean step of eating (steps); sustainability_share divides it by the
 -- episode length, the form to compare across grid sizes whose episodes differ in length.
 with

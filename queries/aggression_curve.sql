@@ -4,7 +4,7 @@
 -- Rows with a seed: that seed's mean predatory zaps per episode in the bin (runs repeating a seed
 -- averaged), n = episodes. Rows with seed null: mean over seeds, sd, n = seeds, and the 95% CI
 -- mean +- t(0.975, n - 1) * sd / sqrt(n) (t table as in ablation.sql; null when n = 1).
--- Hits are classified by the ledger rule of DESIGN.md (the CTEs of queries/predatory_zaps.sql).
+-- Hits are classified by the ledger rule of docs/DESIGN.md (the CTEs of queries/predatory_zaps.sql).
 -- predatory_rate: predatory zaps per 1,000 agent-steps (agent-steps = the episode's steps summed
 -- over its agents), averaged the same way; it is the column to compare across grid sizes, whose
 -- episodes differ in length (500 steps at 10x10, 1000 at 30x30).

@@ -1,4 +1,4 @@
--- predation hits (predatory zaps) per run and episode, every episode included (ledger rule of DESIGN.md)
+-- predation hits (predatory zaps) per run and episode, every episode included (ledger rule of docs/DESIGN.md)
 with
 -- hits classified by the ledger rule: the view ledger_hits (queries/_ledger_hits.sql)
 classified as (

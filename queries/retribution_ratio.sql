@@ -1,5 +1,5 @@
 -- hits, retribution hits and retribution_ratio per run (with --by episode: per run and episode)
--- Hits are classified by the ledger rule of DESIGN.md, computed here from the events alone.
+-- Hits are classified by the ledger rule of docs/DESIGN.md, computed here from the events alone.
 with
 -- hits classified by the ledger rule: the view ledger_hits (queries/_ledger_hits.sql)
 classified as (

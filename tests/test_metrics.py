@@ -1,6 +1,6 @@
 """Known-answer tests for the metric queries (efficiency, equality, sustainability, peace).
 
-Each test writes a tiny hand-written lake (DESIGN.md hive layout, Parquet via pyarrow), opens it
+Each test writes a tiny hand-written lake (docs/DESIGN.md hive layout, Parquet via pyarrow), opens it
 through ``karmic.lake.connect`` (or an equivalent DuckDB connection while that does not exist) and
 checks the numbers a person computed by hand.
 """
@@ -53,7 +53,7 @@ EPISODE_FIELDS = [
 
 
 def _schema(kind: str) -> pa.Schema:
-    """The lake's own Arrow schema when pipelines/schema.py provides it, else DESIGN.md's."""
+    """The lake's own Arrow schema when pipelines/schema.py provides it, else docs/DESIGN.md's."""
     try:  # pragma: no cover - depends on the lake engineer's module
         from pipelines import schema as lake_schema
 

@@ -64,7 +64,7 @@ def test_equality_is_one_minus_pairwise_gini(apples: list[int]) -> None:
 def reference_predation(
     hits: list[tuple[int, int, int, bool]], n_ep: int, decay: float
 ) -> list[int]:
-    """DESIGN.md's ledger rule, written out directly: predatory hits per episode."""
+    """docs/DESIGN.md's ledger rule, written out directly: predatory hits per episode."""
     debt: dict[tuple[int, int], float] = {}
     out = [0] * n_ep
     for e in range(n_ep):

@@ -1,6 +1,6 @@
 """Harvest configuration: one frozen dataclass, named presets, validation that names the field.
 
-Every number of the dynamics is a field here. Defaults follow DESIGN.md; the citations say where a
+Every number of the dynamics is a field here. Defaults follow docs/DESIGN.md; the citations say where a
 number comes from.
 """
 
@@ -11,12 +11,12 @@ from dataclasses import asdict, dataclass, fields, replace
 # SSD harvest (Leibo et al. 2017; sequential_social_dilemma_games, harvest.py): regrowth probability
 # of an empty apple cell by the number of apples in its neighbourhood, capped at 3.
 SSD_REGROWTH_PROBS = (0.0, 0.005, 0.02, 0.05)
-# Melting Pot / DESIGN.md: neighbourhood = euclidean disk of radius 2 (j^2 + k^2 <= 4).
+# Melting Pot / docs/DESIGN.md: neighbourhood = euclidean disk of radius 2 (j^2 + k^2 <= 4).
 DEFAULT_NEIGHBOUR_RADIUS = 2
 # SSD's own check is `j**2 + k**2 <= APPLE_RADIUS` with APPLE_RADIUS = 2, i.e. a 3x3 square.
 SSD_NEIGHBOURHOOD = "ssd"
 DISK_NEIGHBOURHOOD = "disk"
-APPLE_CONTEXT_RADIUS = 2  # DESIGN.md: ZAP_HIT.apple_context = any apple within radius 2 of victim
+APPLE_CONTEXT_RADIUS = 2  # docs/DESIGN.md: ZAP_HIT.apple_context = any apple within radius 2 of victim
 
 # Original Karmic seed rules: beam length 5, removal for 25 steps, -0.5 for being hit.
 DEFAULT_BEAM_LENGTH = 5
@@ -49,7 +49,7 @@ SSD_HARVEST_MAP = (
 class HarvestConfig:
     grid_size: int = 20  # interior cells per side; walls lie outside
     n_agents: int = 5
-    max_steps: int | None = None  # None: 1000, or 500 at grid_size <= 10 (DESIGN.md)
+    max_steps: int | None = None  # None: 1000, or 500 at grid_size <= 10 (docs/DESIGN.md)
     view_size: int = 11  # egocentric window, odd
     layout: str = "patches"  # "patches" | "ssd" (the SSD HARVEST_MAP; grid_size is then ignored)
     n_patches: int | None = None  # None: max(2, round(grid_size**2 / 50))
@@ -70,7 +70,7 @@ class HarvestConfig:
     apple_reward: float = 1.0
     hit_penalty: float = DEFAULT_HIT_PENALTY
     fire_cost: float = 0.0
-    ledger_decay: float = 0.95  # the matchmaker's per-episode debt decay (DESIGN.md ledger)
+    ledger_decay: float = 0.95  # the matchmaker's per-episode debt decay (docs/DESIGN.md ledger)
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:

@@ -30,7 +30,7 @@ Dynamics per step (in this order, all from the seed given to ``reset``)
     the new positions, then regrowth (``zap_after_moves``); a side lane starts on the cell beside
     the shooter and ends one cell short of the centre lane (``beam_sides_beside``); moves are
     resolved together, so chains and cycles move and swaps fail (``simultaneous_moves``).
-Events (``infos[agent]["social_events"]``, DESIGN.md's events schema, in this order)
+Events (``infos[agent]["social_events"]``, docs/DESIGN.md's events schema, in this order)
     SPAWN at reset (spawn_cause reset / rigged) and at respawn; ZAP_FIRED per shot; ZAP_HIT per
     victim with apple_context (an apple within radius 2 of the victim); APPLE_EATEN (with
     ``zap_after_moves``, APPLE_EATEN comes before the shots).

@@ -2,7 +2,7 @@
 
 ``RunLake(lake, run_id, cfg, env_config, n_agents)`` is the only place the training loop touches
 the events / episodes / runs tables and the matchmaker's ledgers (``karmic.ledger.VecLedger``).
-It writes them with the lake's own writer, ``pipelines.lake.LakeWriter`` (DESIGN.md schemas,
+It writes them with the lake's own writer, ``pipelines.lake.LakeWriter`` (docs/DESIGN.md schemas,
 atomic part files, a directory or an ``s3://`` lake), flushed once per round.
 
 - A round's events get run episode numbers ``round * B + env`` and
@@ -141,7 +141,7 @@ class RunLake:
         return ev
 
     def _episode_table(self, rnd, stats, max_steps, B) -> pa.Table:
-        """The round's B episodes x N agents (stats: (B, N) arrays), DESIGN.md's episodes table."""
+        """The round's B episodes x N agents (stats: (B, N) arrays), docs/DESIGN.md's episodes table."""
         episode = (rnd * B + np.arange(B)).astype(np.int64)
         global_step = np.full(B, rnd * max_steps * B, np.int64)
         return episodes_table(self.run_id, episode, global_step, stats, self.cfg.mode,
