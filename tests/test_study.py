@@ -463,6 +463,13 @@ def test_study_killed_with_sigkill_resumes_to_the_uninterrupted_verdicts(tmp):
     for name in ("verdicts.json", "report.md", "cells.json", "fig_hits_per_agent_step.png"):
         assert before[name] == after[name], name
 
+    # a late episode of each trained cell, re-simulated from the action log and checked, as a GIF
+    rg = build_report(st, str(clean), tmp / "res_gif", episodes=True)
+    assert rg["verdicts"] == ra["verdicts"]
+    gif = tmp / "res_gif" / "episode_g10_x_baseline.gif"
+    assert gif.is_file() and gif.read_bytes()[:6] == b"GIF89a"
+    assert "episode_g10_x_baseline.gif" in (tmp / "res_gif" / "report.md").read_text()
+
     # status reads the lake: every cell done
     res = CliRunner().invoke(app, ["study", "status", str(study), "--lake", str(killed), "--format", "json"])
     assert res.exit_code == 0, res.output
