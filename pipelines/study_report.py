@@ -244,14 +244,15 @@ def _side(v: dict[str, Any], s: str) -> str:
 
 def verdict_table(verdicts: list[dict[str, Any]]) -> list[str]:
     head = ("| prediction | metric | test | a | b | mean a | mean b | diff [95% CI] | margin | p (Holm) | "
-            "verdict | note |")
-    out = [head, "|" + "---|" * 12]
+            "p against (Holm) | verdict | note |")
+    out = [head, "|" + "---|" * 13]
     for v in verdicts:
         ci = f"{_fmt(v['diff'])} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]"
         p = f"{_fmt(v['p_support'], 3)} ({_fmt(v['p_support_holm'], 3)})"
+        pc = f"{_fmt(v['p_contra'], 3)} ({_fmt(v['p_contra_holm'], 3)})"
         out.append(f"| {v['id']} | {v['metric']} | {v['test']} | {_side(v, 'a')} (n={v['n_a'] or 0}) | "
                    f"{_side(v, 'b')} (n={v['n_b'] or 0}) | {_fmt(v['mean_a'])} | {_fmt(v['mean_b'])} | {ci} | "
-                   f"{_fmt(v['margin'])} | {p} | **{v['verdict']}** | {v['note'] or ''} |")
+                   f"{_fmt(v['margin'])} | {p} | {pc} | **{v['verdict']}** | {v['note'] or ''} |")
     return out
 
 
@@ -310,8 +311,9 @@ def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]
         "## Verdicts",
         "",
         "Each prediction's estimate is mean(a) - mean(b) over seeds, with its unadjusted 95% CI; "
-        "`p` is the support test's p-value, Holm-adjusted across the study's "
-        f"{len(res['verdicts'])} predictions in brackets (queries/study/verdicts.sql).",
+        "`p` is the support test's p-value and `p against` the contradiction test's, each "
+        f"Holm-adjusted across the study's {len(res['verdicts'])} predictions in brackets "
+        "(queries/study/verdicts.sql).",
         "",
         *verdict_table(res["verdicts"]),
         "",
