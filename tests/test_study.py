@@ -505,3 +505,11 @@ def test_a_study_with_a_pending_ecology_checks_but_does_not_run(tmp):
     assert res.exit_code == 2
     assert "pending (the calibration has not finished)" in res.output
     assert not (tmp / "lake").exists()
+
+
+def test_status_of_a_missing_lake_or_a_bad_format_is_one_line(tmp):
+    for args in (["--lake", str(tmp / "nope")], ["--lake", str(tmp), "--format", "xml"]):
+        res = CliRunner().invoke(app, ["study", "status", str(ROOT / "studies" / "demo.toml"), *args])
+        assert res.exit_code == 2, res.output
+        assert "Traceback" not in res.output
+    assert not (tmp / "nope").exists()

@@ -103,11 +103,15 @@ def status(
 ) -> None:
     """Every cell: done / running / missing, steps so far, and an ETA for the rest."""
     with user_errors():
-        from karmic.commands._output import print_rows
+        from karmic.commands._output import FORMATS, print_rows
         from pipelines.study_status import study_status
 
+        if fmt not in FORMATS:
+            raise KarmicError(f"unknown --format {fmt!r}; choose {', '.join(FORMATS)}")
         st = _load(name)
         lake_s = _lake(lake)
+        if "://" not in lake_s and not os.path.isdir(lake_s):
+            raise KarmicError(f"lake not found: {lake_s}")
         cols, rows, summary = study_status(st, lake_s)
         print_rows(cols, rows, title=f"study {st.name}", fmt=fmt)
         print(summary, file=sys.stderr)
