@@ -9,6 +9,8 @@ checked field by field before anything trains. Its tables:
   grid size, ``{"10" = "karmic-small", "30" = "karmic-big"}``), and ``env`` (environment
   overrides shared by every cell). ``pending = "why"`` marks an ecology not frozen yet (a study
   registered before its calibration has finished): ``check`` and ``report`` work, ``run`` refuses.
+  ``pending = {"30" = "why"}`` marks only those grid sizes: ``run`` trains the other grids' cells
+  and ``presets`` need not name the pending ones.
 - ``[factors]``: ``conditions`` (training modes ``baseline``, ``matchmaker``, ``tvt``, ``full``,
   ``memory`` where the trainer has it, or a scripted reference policy ``random`` / ``greedy``,
   which is simulated instead of trained), ``grid_sizes``, ``seeds`` (at least 2: a CI needs them).
@@ -21,6 +23,12 @@ checked field by field before anything trains. Its tables:
   An episode is in a window when ``lo * M <= global_step < hi * M`` (``<= M`` when ``hi = 1``),
   M the run's last episode's ``global_step``. A scripted policy does not learn: all its
   episodes are in every window.
+- ``[decision]`` (optional; a calibration study's pre-registered choice of ecology, evaluated by
+  ``queries/study/decision.sql``): ``metric`` and ``condition`` (whose late rate is ranked),
+  ``above`` (a reference condition whose late rate the level must beat), ``sustained =
+  {window, ratio}`` (late >= ratio x that window) and ``floor = {metric, condition}`` (late
+  ``floor.metric`` above that condition's). Per grid size the chosen level is the highest-rate
+  level that passes all three, else the highest-rate level, reported as not passing.
 - ``[[predictions]]``: ``id``, ``claim`` (words), ``metric`` (one of :data:`METRICS`), ``test``
   (``greater``: a > b; ``less``: a < b; ``equivalent``: |a - b| <= margin; ``not_less``:
   a >= b - margin), sides ``a`` and ``b`` (``condition``, ``grid_size``, ``level``, ``window``;
@@ -117,7 +125,13 @@ class Study:
     episodes: int
     windows: dict[str, tuple[float, float]]
     predictions: list[dict[str, Any]]
-    pending: str | None = None
+    decision: dict[str, Any] | None = None
+    pending: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def runnable_grids(self) -> list[int]:
+        """The grid sizes whose ecology is frozen (``run`` trains only their cells)."""
+        return [g for g in self.grid_sizes if g not in self.pending]
 
     def preset(self, grid_size: int) -> str | None:
         return self.presets.get(grid_size)
@@ -130,15 +144,16 @@ class Study:
         return next(lv for lv in self.levels if lv.name == name)
 
     def cells(self) -> list[Cell]:
-        """Every cell, grids outermost (a study's small grid finishes first), then levels,
-        conditions, seeds."""
+        """Every cell, grids outermost (a study's small grid finishes first), then levels, seeds,
+        conditions: a study stopped part-way has whole replicates (every condition of the first
+        seeds), so its comparisons are paired and balanced."""
         out = []
         for g in self.grid_sizes:
             for lv in self.levels:
                 if lv.grid_sizes is not None and g not in lv.grid_sizes:
                     continue
-                for c in self.conditions:
-                    for s in self.seeds:
+                for s in self.seeds:
+                    for c in self.conditions:
                         out.append(Cell(c, g, lv.name, s))
         return out
 
@@ -208,7 +223,7 @@ def parse_study(path: Path) -> Study:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"{where}: not valid TOML ({exc})") from None
-    _unknown(d, ("study", "ecology", "factors", "levels", "budget", "windows", "predictions"), where)
+    _unknown(d, ("study", "ecology", "factors", "levels", "budget", "windows", "decision", "predictions"), where)
     st = _table(d, "study", where, required=True)
     _unknown(st, ("name", "description", "registered"), f"{where} [study]")
     name = st.get("name")
@@ -292,21 +307,70 @@ def parse_study(path: Path) -> Study:
     if "late" not in windows:
         raise StudyError(f"{where}: [windows] needs a 'late' window")
 
+    pending = _pending(eco.get("pending"), grids, where)
     study = Study(
         name=name, path=path, text=text, description=str(st.get("description", "")),
-        registered=str(st.get("registered", "")), presets=_presets(eco, grids, where),
+        registered=str(st.get("registered", "")), presets=_presets(eco, grids, pending, where),
         env=dict(eco.get("env", {})), conditions=list(conditions), grid_sizes=grids, seeds=seeds,
         levels=levels, total_steps=total_steps, train=dict(train), episodes=episodes,
-        windows=windows, predictions=[], pending=eco.get("pending"),
+        windows=windows, predictions=[], pending=pending,
     )
-    if study.pending is not None and not isinstance(study.pending, str):
-        raise StudyError(f"{where}: [ecology] pending must be a sentence saying why")
     _check_configs(study)
+    study.decision = _parse_decision(study, d.get("decision"), where)
     study.predictions = _parse_predictions(study, d.get("predictions", []), where)
     return study
 
 
-def _presets(eco: dict, grids: list[int], where: str) -> dict[int, str | None]:
+def _parse_decision(study: Study, raw: Any, where: str) -> dict[str, Any] | None:
+    """The ``[decision]`` table as one flat row for ``queries/study/decision.sql``."""
+    if raw is None:
+        return None
+    dw = f"{where} [decision]"
+    if not isinstance(raw, dict):
+        raise StudyError(f"{dw} must be a table")
+    _unknown(raw, ("metric", "condition", "window", "above", "sustained", "floor"), dw)
+    sus, flo = raw.get("sustained"), raw.get("floor")
+    if not isinstance(sus, dict) or not isinstance(flo, dict):
+        raise StudyError(f"{dw} needs sustained = {{ window, ratio }} and floor = {{ metric, condition }}")
+    _unknown(sus, ("window", "ratio"), f"{dw} sustained")
+    _unknown(flo, ("metric", "condition"), f"{dw} floor")
+    row = {"metric": raw.get("metric"), "condition": raw.get("condition"), "window": raw.get("window", "late"),
+           "above": raw.get("above"), "sustained_window": sus.get("window"), "sustained_ratio": sus.get("ratio"),
+           "floor_metric": flo.get("metric"), "floor_condition": flo.get("condition"), "seeds": len(study.seeds)}
+    for k in ("metric", "floor_metric"):
+        if row[k] not in METRICS:
+            raise StudyError(f"{dw}: unknown metric {row[k]!r} (known: {', '.join(METRICS)})")
+    for k in ("condition", "above", "floor_condition"):
+        if row[k] not in study.conditions:
+            raise StudyError(f"{dw}: condition {row[k]!r} is not in the study's conditions")
+    for k in ("window", "sustained_window"):
+        if row[k] not in study.windows:
+            raise StudyError(f"{dw}: unknown window {row[k]!r} (known: {', '.join(study.windows)})")
+    r = row["sustained_ratio"]
+    if not isinstance(r, (int, float)) or isinstance(r, bool) or not 0 < r <= 10:
+        raise StudyError(f"{dw}: sustained ratio must be a positive number")
+    row["sustained_ratio"] = float(r)
+    return row
+
+
+def _pending(raw: Any, grids: list[int], where: str) -> dict[int, str]:
+    """``pending``: a sentence (every grid is pending) or a table of grid size = sentence."""
+    if raw is None:
+        return {}
+    if isinstance(raw, str) and raw.strip():
+        return {g: raw for g in grids}
+    if isinstance(raw, dict) and raw:
+        try:
+            out = {int(k): v for k, v in raw.items()}
+        except ValueError:
+            raise StudyError(f"{where}: [ecology] pending keys must be grid sizes") from None
+        if not set(out) <= set(grids) or not all(isinstance(v, str) and v.strip() for v in out.values()):
+            raise StudyError(f"{where}: [ecology] pending must map grid sizes of [factors] to a sentence saying why")
+        return out
+    raise StudyError(f"{where}: [ecology] pending must be a sentence saying why (or a table of grid size = sentence)")
+
+
+def _presets(eco: dict, grids: list[int], pending: dict[int, str], where: str) -> dict[int, str | None]:
     if "preset" in eco and "presets" in eco:
         raise StudyError(f"{where}: [ecology] takes preset or presets, not both")
     if "presets" in eco:
@@ -317,7 +381,7 @@ def _presets(eco: dict, grids: list[int], where: str) -> dict[int, str | None]:
             out = {int(k): v for k, v in raw.items()}
         except ValueError:
             raise StudyError(f"{where}: [ecology] presets keys must be grid sizes") from None
-        missing = [g for g in grids if g not in out]
+        missing = [g for g in grids if g not in out and g not in pending]
         if missing:
             raise StudyError(f"{where}: [ecology] presets has no preset for grid size(s) {missing}")
     else:
@@ -538,6 +602,8 @@ def manifest_for(study: Study) -> dict[str, Any]:
 
     tasks = []
     for cell in study.cells():
+        if cell.grid_size in study.pending:
+            continue
         entry: dict[str, Any] = {
             "key": f"{cell.level}-{cell.condition}-g{cell.grid_size}-s{cell.seed}",
             "run_id": cell.run_id(study.name), "mode": cell.condition, "grid_size": cell.grid_size,

@@ -128,6 +128,12 @@ def analysis_connection(study: Study, metrics_path: Path) -> duckdb.DuckDBPyConn
     con.register("study_predictions", pa.Table.from_pylist(preds, schema=schema))
     for name in ("_t975", "_t_sf", "_metric_values", "_seed_values"):
         con.execute(_sql(name))
+    if study.decision is not None:
+        con.register("study_decision_rule", pa.Table.from_pylist([study.decision]))
+        con.register("study_levels", pa.Table.from_pylist(
+            [{"grid_size": g, "level": lv} for g, lv in
+             dict.fromkeys((c.grid_size, c.level) for c in study.cells() if c.condition == study.decision["condition"])],
+            schema=pa.schema([("grid_size", pa.int64()), ("level", pa.string())])))
     return con
 
 
@@ -157,9 +163,13 @@ def analyse(study: Study, out_dir: Path) -> dict[str, Any]:
     verdicts = [{k: _clean(v) for k, v in r.items()} for r in _rows(con, _sql("verdicts"))]
     cells = [{k: _clean(v) for k, v in r.items()} for r in _rows(con, _sql("cells"))]
     curves = [{k: _clean(v) for k, v in r.items()} for r in _rows(con, _sql("curves"))]
+    decision = None
+    if study.decision is not None:
+        con.execute(f"create temp view study_cells as {_sql('cells').strip().rstrip(';')}")
+        decision = [{k: _clean(v) for k, v in r.items()} for r in _rows(con, _sql("decision"))]
     summary = _rows(con, "select count(distinct run_id) as runs, count(*) as episodes, "
                          "sum(agent_steps) as agent_steps from study_metrics")[0]
-    return {"verdicts": verdicts, "cells": cells, "curves": curves, "summary": summary}
+    return {"verdicts": verdicts, "cells": cells, "curves": curves, "decision": decision, "summary": summary}
 
 
 # --- figures ----------------------------------------------------------------------------------------
@@ -275,6 +285,34 @@ def cell_table(cells: list[dict[str, Any]], window: str = "late") -> list[str]:
     return out
 
 
+def decision_section(study: Study, rows: list[dict[str, Any]] | None) -> list[str]:
+    """The ``[decision]`` rule's table: per grid size and level, each criterion and the choice."""
+    if rows is None:
+        return []
+    r = study.decision
+    yes = {True: "yes", False: "no", None: "n/a"}
+    lines = [
+        "## Decision",
+        "",
+        f"The study's pre-registered rule (`[decision]`, queries/study/decision.sql): per grid size, the level "
+        f"whose `{r['condition']}` {r['window']} `{r['metric']}` is highest among those where (a) it is above "
+        f"`{r['above']}`'s, (b) it is at least {r['sustained_ratio']:g} x its {r['sustained_window']} window's, "
+        f"(c) its {r['window']} `{r['floor_metric']}` is above `{r['floor_condition']}`'s (point estimates); "
+        "if none passes, the highest-rate level, marked as not passing. `final`: every level of the grid has "
+        f"all {r['seeds']} seeds.",
+        "",
+        "| grid | level | seeds | rate | (a) ref | (b) ref | (c) value / ref | a | b | c | chosen | final |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in rows:
+        lines.append(
+            f"| {d['grid_size']} | {d['level']} | {d['n_seeds']} | {_fmt(d['rate'])} | {_fmt(d['above_rate'])} | "
+            f"{_fmt(d['sustained_ref'])} | {_fmt(d['floor_value'])} / {_fmt(d['floor_ref'])} | {yes[d['above_ok']]} | "
+            f"{yes[d['sustained_ok']]} | {yes[d['floor_ok']]} | {'**chosen**' if d['chosen'] else ''}"
+            f"{' (passes none)' if d['chosen'] and not d['passes'] else ''} | {yes[d['final']]} |")
+    return lines + [""]
+
+
 def _versions_note(runs: list[dict[str, Any]]) -> list[str]:
     try:
         from pipelines.versions import compare_with_lock
@@ -321,6 +359,7 @@ def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]
         "",
         *[f"- **{v['id']}**: {v['claim']}" for v in res["verdicts"]],
         "",
+        *decision_section(study, res.get("decision")),
         "## Cells, late window (mean over seeds [95% CI])",
         "",
         *cell_table(res["cells"]),
@@ -413,6 +452,9 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
                 "alpha": 0.05, "correction": "holm", "predictions": res["verdicts"]}
     (out_dir / "verdicts.json").write_text(json.dumps(verdicts, indent=1, sort_keys=True) + "\n")
     (out_dir / "cells.json").write_text(json.dumps(res["cells"], indent=1, sort_keys=True) + "\n")
+    if res["decision"] is not None:
+        (out_dir / "decision.json").write_text(json.dumps(
+            {"study": study.name, "rule": study.decision, "levels": res["decision"]}, indent=1, sort_keys=True) + "\n")
     (out_dir / "report.md").write_text(render_markdown(study, res, runs, figures, None, out_dir))
     summary = [f"{v['id']}: {v['verdict']} (diff {_fmt(v['diff'])} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}], "
                f"Holm p {_fmt(v['p_support_holm'], 3)})" for v in res["verdicts"]]

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from karmic.cli import app
 from karmic.lake import queries_dir
-from pipelines.study import METRICS, StudyError, StudyLock, parse_study
+from pipelines.study import METRICS, StudyError, StudyLock, manifest_for, parse_study
 from pipelines.study_report import analyse, build_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -507,9 +507,107 @@ def test_a_study_with_a_pending_ecology_checks_but_does_not_run(tmp):
     assert not (tmp / "lake").exists()
 
 
+def test_a_grid_with_a_pending_ecology_is_left_out_of_the_plan_the_others_run(tmp):
+    body = HEAD.replace("grid_sizes = [10]", "grid_sizes = [10, 30]").replace(
+        "[factors]", '[ecology]\npresets = { 10 = "small" }\npending = { 30 = "calibration at 30x30 running" }\n[factors]')
+    st = parse_study(_write(tmp, body + GOOD_PRED.replace('condition = "tvt"', 'condition = "tvt", grid_size = 10')))
+    assert st.runnable_grids == [10]
+    assert st.preset(10) == "small"
+    tasks = manifest_for(st)["tasks"]
+    assert tasks and {t["grid_size"] for t in tasks} == {10}
+    # every condition of seed 1 before any of seed 2: a study stopped part-way has whole replicates
+    assert [(t["seed"], t["mode"]) for t in tasks[:4]] == [(1, "baseline"), (1, "tvt"), (1, "random"), (2, "baseline")]
+    # a pending table must name grids of the study and say why
+    for bad in ('pending = { 20 = "x" }', 'pending = { 30 = "" }', "pending = 3"):
+        with pytest.raises(StudyError, match="pending"):
+            parse_study(_write(tmp, body.replace('pending = { 30 = "calibration at 30x30 running" }', bad) + GOOD_PRED.replace('condition = "tvt"', 'condition = "tvt", grid_size = 10')))
+    # a preset is still required for every grid that is not pending
+    with pytest.raises(StudyError, match="no preset for grid size"):
+        parse_study(_write(tmp, body.replace('pending = { 30 = "calibration at 30x30 running" }', "") + GOOD_PRED.replace('condition = "tvt"', 'condition = "tvt", grid_size = 10')))
+
+
 def test_status_of_a_missing_lake_or_a_bad_format_is_one_line(tmp):
     for args in (["--lake", str(tmp / "nope")], ["--lake", str(tmp), "--format", "xml"]):
         res = CliRunner().invoke(app, ["study", "status", str(ROOT / "studies" / "demo.toml"), *args])
         assert res.exit_code == 2, res.output
         assert "Traceback" not in res.output
     assert not (tmp / "nope").exists()
+
+
+def _decide(cells: list[tuple], levels: list[tuple[int, str]], seeds: int = 3) -> list[dict]:
+    """queries/study/decision.sql over hand-made cells (grid, level, condition, metric, win, mean, n)."""
+    con = duckdb.connect()
+    con.register("study_cells", pa.Table.from_pylist(
+        [dict(zip(("grid_size", "level", "condition", "metric", "win", "mean", "n_seeds"), c, strict=True))
+         for c in cells]))
+    con.register("study_levels", pa.Table.from_pylist([{"grid_size": g, "level": lv} for g, lv in levels]))
+    con.register("study_decision_rule", pa.Table.from_pylist([{
+        "metric": "pred", "condition": "baseline", "window": "late", "above": "random",
+        "sustained_window": "mid", "sustained_ratio": 0.75, "floor_metric": "apples",
+        "floor_condition": "greedy", "seeds": seeds}]))
+    cur = con.execute((queries_dir() / "study" / "decision.sql").read_text())
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def _level(g, lv, late, mid, rand, apples, greedy, n=3):
+    return [(g, lv, "baseline", "pred", "late", late, n), (g, lv, "baseline", "pred", "mid", mid, n),
+            (g, lv, "random", "pred", "late", rand, n), (g, lv, "baseline", "apples", "late", apples, n),
+            (g, lv, "greedy", "apples", "late", greedy, n)]
+
+
+def test_the_decision_rule_picks_the_highest_level_that_passes_all_three_criteria():
+    cells = (_level(10, "fades", 9.0, 20.0, 1.0, 5.0, 1.0)       # highest rate, fails (b): 9 < 0.75 x 20
+             + _level(10, "tame", 0.5, 0.5, 1.0, 5.0, 1.0)       # fails (a): below random
+             + _level(10, "good", 3.0, 3.5, 2.0, 5.0, 1.0)       # passes: 3 > 2, 3 >= 2.625, 5 > 1
+             + _level(10, "good2", 2.5, 2.5, 2.0, 5.0, 1.0)      # passes, lower rate
+             + _level(10, "collapse", 4.0, 4.0, 2.0, 0.5, 1.0))  # fails (c)
+    rows = {r["level"]: r for r in _decide(cells, [(10, lv) for lv in ("fades", "tame", "good", "good2", "collapse")])}
+    assert [lv for lv, r in rows.items() if r["chosen"]] == ["good"]
+    assert rows["fades"]["sustained_ok"] is False and rows["fades"]["above_ok"] is True
+    assert rows["tame"]["above_ok"] is False
+    assert rows["collapse"]["floor_ok"] is False
+    assert rows["good2"]["passes"] is True and rows["good2"]["chosen"] is False
+    assert all(r["final"] for r in rows.values())
+
+
+def test_the_decision_rule_with_no_passing_level_takes_the_highest_rate_and_is_not_final_while_a_level_is_missing():
+    cells = _level(30, "a", 1.0, 5.0, 2.0, 5.0, 1.0) + _level(30, "b", 0.2, 0.2, 2.0, 5.0, 1.0, n=2)
+    rows = {r["level"]: r for r in _decide(cells, [(30, "a"), (30, "b"), (30, "c")])}
+    assert rows["a"]["chosen"] and not rows["a"]["passes"]
+    assert rows["c"]["n_seeds"] == 0 and rows["c"]["rate"] is None and not rows["c"]["chosen"]
+    assert not any(r["final"] for r in rows.values())
+
+
+@pytest.mark.parametrize("table,needle", [
+    ('[decision]\nmetric = "hits_per_episode"\ncondition = "baseline"\nabove = "random"\n'
+     'sustained = { window = "mid", ratio = 0.75 }\nfloor = { metric = "apples_per_agent_step", condition = "random" }',
+     "unknown metric"),
+    ('[decision]\nmetric = "hits_per_agent_step"\ncondition = "baseline"\nabove = "greedy"\n'
+     'sustained = { window = "mid", ratio = 0.75 }\nfloor = { metric = "apples_per_agent_step", condition = "random" }',
+     "not in the study's conditions"),
+    ('[decision]\nmetric = "hits_per_agent_step"\ncondition = "baseline"\nabove = "random"\n'
+     'sustained = { window = "early", ratio = 0.75 }\nfloor = { metric = "apples_per_agent_step", condition = "random" }',
+     "unknown window"),
+    ('[decision]\nmetric = "hits_per_agent_step"\ncondition = "baseline"\nabove = "random"',
+     "needs sustained"),
+])
+def test_a_bad_decision_table_is_one_line(tmp, table, needle):
+    with pytest.raises(StudyError, match=needle):
+        parse_study(_write(tmp, HEAD + table + "\n" + GOOD_PRED))
+
+
+def test_the_frozen_small_world_preset_is_the_level_the_calibration_chose():
+    """karmic-small must be exactly the ecology study's chosen 10x10 level (results/ecology/
+    decision.json, built by queries/study/decision.sql), and the ablation must run on it."""
+    from karmic.envs import make_config
+    from pipelines.study import Cell
+
+    chosen = [r for r in json.loads((ROOT / "results" / "ecology" / "decision.json").read_text())["levels"]
+              if r["grid_size"] == 10 and r["chosen"]]
+    assert [(r["level"], r["passes"], r["final"]) for r in chosen] == [("lean-exclusion", True, True)]
+    eco = parse_study(ROOT / "studies" / "ecology.toml")
+    cell = Cell("baseline", 10, "lean-exclusion", 1)
+    assert make_config("karmic-small") == make_config(eco.preset(10), grid_size=10, **eco.env_overrides(cell))
+    abl = parse_study(ROOT / "studies" / "ablation.toml")
+    assert abl.preset(10) == "karmic-small" and 10 in abl.runnable_grids

@@ -43,6 +43,8 @@ def check(name: str = typer.Argument(..., help="Study name (studies/NAME.toml) o
         steps = sum(st.total_steps[c.grid_size] for c in trained)
         print(f"study {st.name}: {len(cells)} cell(s) ({len(trained)} trained, {len(cells) - len(trained)} "
               f"scripted), {steps:,} env steps of training, {len(st.predictions)} prediction(s)")
+        for g, why in sorted(st.pending.items()):
+            print(f"  grid {g}: ecology pending ({why}); run skips its cells")
         for p in st.predictions:
             print(f"  {p['id']}: {p['metric']} {p['test']} a={p['a']} b={p['b']}")
 
@@ -67,8 +69,11 @@ def run(
         if retries < 0:
             raise KarmicError(f"--retries must be >= 0, got {retries}")
         st = _load(name)
-        if st.pending:
-            raise KarmicError(f"study {st.name} cannot run yet: its ecology is pending ({st.pending})")
+        if not st.runnable_grids:
+            why = "; ".join(sorted(set(st.pending.values())))
+            raise KarmicError(f"study {st.name} cannot run yet: its ecology is pending ({why})")
+        for g, why in sorted(st.pending.items()):
+            print(f"study {st.name}: grid {g} skipped, its ecology is pending ({why})", file=sys.stderr)
         lake_s = _lake(lake)
         be = sw.make_backend(backend, workers=workers, address=address)
         with stm.StudyLock(lake_s, st.name):

@@ -186,6 +186,16 @@ PRESETS: dict[str, dict] = {
         "beam_sides_beside": True,
         "simultaneous_moves": True,
     },
+    # The calibrated small world (studies/ecology.toml, results/ecology/decision.json): the level
+    # its pre-registered rule chose at 10x10 from baseline runs alone: regrowth at half SSD's rates,
+    # a 50-step removal and no victim penalty, so zapping pays only by excluding a rival from the
+    # apples (Leibo et al. 2017; Perolat et al. 2017). The ablation (studies/ablation.toml) runs on it.
+    "karmic-small": {
+        "grid_size": 10,
+        "regrowth_probs": (0.0, 0.0025, 0.01, 0.025),
+        "removal_steps": 50,
+        "hit_penalty": 0.0,
+    },
     # The original Karmic README: 10x10 small world, beam 5, removal 25 steps, -0.5 when hit.
     "seed": {"grid_size": 10, "max_steps": 500, "beam_width": 1, "removal_steps": 25},
 }
