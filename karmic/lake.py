@@ -141,8 +141,7 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
     except duckdb.Error as exc:
         raise LakeError(_first_line(exc)) from None
     con.execute(f"create view runs as select * replace (config::json as config) from _karmic_runs{where}")
-    # every ZAP_HIT classified by the ledger rule (one SQL implementation shared by the queries)
-    con.execute(f"create view ledger_hits as {ledger_hits_sql()}")
+    create_shared_views(con)
     if run and check_run:
         known = run in set(runs.column("run_id").to_pylist())
         if not known:
@@ -217,6 +216,19 @@ def queries_dir() -> Path:
         if cand.is_dir():
             return cand
     raise LakeError("queries/ not found: set KARMIC_QUERIES to the folder of the .sql files")
+
+
+# views every connection gets, in dependency order: the t table, the late-training per-seed
+# metrics of the ablation and their per-cell statistics
+SHARED_VIEWS = ("_t975", "_late_seed_metrics", "_late_cell_stats")
+
+
+def create_shared_views(con: duckdb.DuckDBPyConnection) -> None:
+    """The views the named queries share, over a connection that has ``events``, ``episodes`` and
+    ``runs``: ``ledger_hits`` (every ZAP_HIT classified by the ledger rule) and SHARED_VIEWS."""
+    con.execute(f"create view ledger_hits as {ledger_hits_sql()}")
+    for name in SHARED_VIEWS:
+        con.execute((queries_dir() / f"{name}.sql").read_text())
 
 
 def ledger_hits_sql() -> str:

@@ -126,7 +126,10 @@ def analysis_connection(study: Study, metrics_path: Path) -> duckdb.DuckDBPyConn
                           for s in ("a", "b") for k in ("condition", "level", "window", "grid_size")]
                        + [("b_value", pa.float64())])
     con.register("study_predictions", pa.Table.from_pylist(preds, schema=schema))
-    for name in ("_t975", "_t_sf", "_metric_values", "_seed_values"):
+    from karmic.lake import queries_dir
+
+    con.execute((queries_dir() / "_t975.sql").read_text())  # the t table every query shares
+    for name in ("_t_sf", "_metric_values", "_seed_values"):
         con.execute(_sql(name))
     if study.decision is not None:
         con.register("study_decision_rule", pa.Table.from_pylist([study.decision]))

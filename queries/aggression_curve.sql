@@ -3,7 +3,7 @@
 -- default 20) of width ceil((max global_step + 1) / n_bins); step = the bin's midpoint.
 -- Rows with a seed: that seed's mean predatory zaps per episode in the bin (runs repeating a seed
 -- averaged), n = episodes. Rows with seed null: mean over seeds, sd, n = seeds, and the 95% CI
--- mean +- t(0.975, n - 1) * sd / sqrt(n) (t table as in ablation.sql; null when n = 1).
+-- mean +- t(0.975, n - 1) * sd / sqrt(n) (t from the view t975, queries/_t975.sql; null when n = 1).
 -- Hits are classified by the ledger rule of docs/DESIGN.md (the CTEs of queries/predatory_zaps.sql).
 -- predatory_rate: predatory zaps per 1,000 agent-steps (agent-steps = the episode's steps summed
 -- over its agents), averaged the same way; it is the column to compare across grid sizes, whose
@@ -18,15 +18,8 @@ params as (
         end as n_bins
     from (select try_cast(getvariable('n_bins') as bigint) as b)
 ),
-tq(lo, hi, t) as (
-    values
-        (1, 2, 12.7062), (2, 3, 4.3027), (3, 4, 3.1824), (4, 5, 2.7764), (5, 6, 2.5706),
-        (6, 7, 2.4469), (7, 8, 2.3646), (8, 9, 2.3060), (9, 10, 2.2622), (10, 11, 2.2281),
-        (11, 12, 2.2010), (12, 13, 2.1788), (13, 14, 2.1604), (14, 15, 2.1448), (15, 16, 2.1314),
-        (16, 17, 2.1199), (17, 18, 2.1098), (18, 19, 2.1009), (19, 20, 2.0930), (20, 21, 2.0860),
-        (21, 22, 2.0796), (22, 23, 2.0739), (23, 24, 2.0687), (24, 25, 2.0639), (25, 26, 2.0595),
-        (26, 27, 2.0555), (27, 28, 2.0518), (28, 29, 2.0484), (29, 30, 2.0452), (30, 40, 2.0423),
-        (40, 60, 2.0211), (60, 120, 2.0003), (120, 1000, 1.9799), (1000, 9223372036854775807, 1.9600)
+tq as (
+    select lo, hi, t from t975  -- queries/_t975.sql
 ),
 -- hits classified by the ledger rule: the view ledger_hits (queries/_ledger_hits.sql)
 classified as (

@@ -31,11 +31,11 @@ def _con() -> duckdb.DuckDBPyConnection:
     )
     con.execute(
         "create table runs as select 'r' as run_id, 'baseline' as condition, 10 as grid_size, "
-        "0 as seed, 'finished' as status, 1 as num_envs, '{\"ledger_decay\": 0.95}'::json as config"
+        "0 as seed, 'finished' as status, 1 as num_envs, 'ppo' as algo, '{\"ledger_decay\": 0.95}'::json as config"
     )
-    from karmic.lake import ledger_hits_sql
+    from karmic.lake import create_shared_views
 
-    con.execute(f"create view ledger_hits as {ledger_hits_sql()}")  # as karmic.lake.connect does
+    create_shared_views(con)  # as karmic.lake.connect does
     return con
 
 
