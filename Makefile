@@ -52,6 +52,7 @@ demo: $(STAMP)
 
 test: $(DEVSTAMP)
 	$(BIN)/ruff check karmic pipelines tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -x -m "not slow"
 
 lint: $(DEVSTAMP)

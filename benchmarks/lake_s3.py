@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from lake_throughput import env_events
 
-from pipelines.lake import LakeWriter, events_table, write_table
 from pipelines.simulate import simulate
+from pipelines.writer import LakeWriter, events_table, write_table
 
 
 def start_server() -> tuple[object, str]:

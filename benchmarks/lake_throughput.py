@@ -24,8 +24,8 @@ import numpy as np
 from karmic.envs.config import make_config
 from karmic.envs.core import HarvestVecEnv
 from karmic.events import EventBatch
-from pipelines.lake import LakeWriter, events_table, write_table
 from pipelines.simulate import simulate
+from pipelines.writer import LakeWriter, events_table, write_table
 
 
 def env_events(n_target: int) -> EventBatch:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from karmic.events import CAUSE_RESET, SPAWN, ZAP_FIRED, ZAP_HIT, EventBatch
-from pipelines.lake import LakeWriter, events_table, write_table
-from pipelines.ledger import rebuild
+from pipelines.ledger_rebuild import rebuild
 from pipelines.simulate import simulate
+from pipelines.writer import LakeWriter, events_table, write_table
 
 N = 5
 

@@ -35,13 +35,7 @@ COMMAND_MODULES = (
 )
 
 for _name in COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(f"karmic.commands.{_name}")
-    except ModuleNotFoundError as exc:  # a command not built yet
-        if exc.name != f"karmic.commands.{_name}":
-            raise
-        continue
-    _mod.register(app)
+    importlib.import_module(f"karmic.commands.{_name}").register(app)
 
 
 def main() -> None:  # pragma: no cover

@@ -225,7 +225,12 @@ SHARED_VIEWS = ("_t975", "_late_seed_metrics", "_late_cell_stats")
 
 def create_shared_views(con: duckdb.DuckDBPyConnection) -> None:
     """The views the named queries share, over a connection that has ``events``, ``episodes`` and
-    ``runs``: ``ledger_hits`` (every ZAP_HIT classified by the ledger rule) and SHARED_VIEWS."""
+    ``runs``: ``ledger_hits`` (every ZAP_HIT classified by the ledger rule) and SHARED_VIEWS.
+    ``default_ledger_decay`` (karmic.ledger.DEFAULT_DECAY) is the decay of a run whose config
+    does not record one."""
+    from karmic.ledger import DEFAULT_DECAY
+
+    con.execute(f"set variable default_ledger_decay = {float(DEFAULT_DECAY)!r}")
     con.execute(f"create view ledger_hits as {ledger_hits_sql()}")
     for name in SHARED_VIEWS:
         con.execute((queries_dir() / f"{name}.sql").read_text())

@@ -15,7 +15,7 @@ pairs (``HarvestVecEnv.reset(pairs=...)``, with :class:`karmic.ledger.VecLedger`
 
 from __future__ import annotations
 
-from karmic.ledger import Ledger
+from karmic.ledger import DEFAULT_DECAY, Ledger
 
 
 class KarmicMatchmaker:
@@ -27,7 +27,7 @@ class KarmicMatchmaker:
         self._core = base.core
         n = len(env.possible_agents)
         if decay is None:
-            decay = float(getattr(base.config, "ledger_decay", 0.95))
+            decay = float(getattr(base.config, "ledger_decay", DEFAULT_DECAY))
         self.ledger = ledger if ledger is not None else Ledger(n, decay)
         self._in_episode = False
 

@@ -259,7 +259,7 @@ def _make_env(config, inputs: list[dict]):
 
 
 def _replayed(run: RunLog, env, inputs: list[dict]) -> list[Replayed]:
-    from pipelines.lake import events_table
+    from pipelines.writer import events_table
 
     ev = env.take_recorded()
     eps = np.array([x["episode"] for x in inputs], np.int64)

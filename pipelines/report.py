@@ -1,6 +1,6 @@
 """Figures and the ablation report, every number from the SQL in ``queries/``.
 
-``make_plots(lake, out)`` writes the five PNGs of issue 7; ``make_report(lake, out)`` writes
+``make_plots(lake, out)`` writes the five PNGs (the ablation's figures); ``make_report(lake, out)`` writes
 ``out/index.html`` (one self-contained page: plots embedded as base64 PNG, the ablation and scale
 tables, the runs' configs and the SQL behind each figure) and its Markdown twin ``out/report.md``
 (which links the PNGs next to it).

@@ -4,7 +4,7 @@ One environment (B = 1) by default, so the run's episodes are 0, 1, 2 ... and
 ``global_step = episode * max_steps + t``. With ``matchmaker=True`` a live
 :class:`karmic.ledger.Ledger` folds each step's ZAP_HITs, decays at each episode end, and its
 greedy pairs go to the next reset (rigged spawns). Events and episode rows are buffered by
-:class:`pipelines.lake.LakeWriter` and flushed every ``flush_episodes`` episodes; Ctrl-C flushes
+:class:`pipelines.writer.LakeWriter` and flushed every ``flush_episodes`` episodes; Ctrl-C flushes
 what was simulated and marks the run ``interrupted``.
 
 Every step's joint action goes to the ``actions`` table with what rebuilds each reset (the env's
@@ -25,8 +25,8 @@ from karmic.envs.config import make_config
 from karmic.envs.core import HarvestVecEnv
 from karmic.events import APPLE_EATEN, ZAP_FIRED, ZAP_HIT
 from karmic.ledger import Ledger
-from pipelines.lake import LakeWriter, actions_table, deferred_interrupt, episodes_table
 from pipelines.replay import env_digest
+from pipelines.writer import LakeWriter, actions_table, deferred_interrupt, episodes_table
 
 
 @dataclass

@@ -3,7 +3,8 @@
 A cell is ``done`` when its run.json says completed (trained) or finished (simulated);
 ``running`` when its run has started and the study's driver is alive; ``stopped`` when it has
 started but no driver is (it resumes with the next ``karmic study run``); ``missing`` when no
-run exists yet. Steps come from the run's episodes table (env steps of the episodes written);
+run exists yet; ``pending`` when no run exists and its grid's ecology is pending (``run`` leaves
+it out, and its steps are not in the ETA). Steps come from the run's episodes table (env steps of the episodes written);
 the ETA divides the steps left by the rate of the cells that ran, times the workers in flight.
 """
 
@@ -46,7 +47,7 @@ def study_status(study: Study, lake: str) -> tuple[list[str], list[tuple], str]:
         if st in DONE_STATUSES:
             state = "done"
         elif st is None:
-            state = "missing"
+            state = "pending" if cell["grid_size"] in study.pending else "missing"
         else:
             state = "running" if driver else "stopped"
         steps = _steps_done(lake, rid, env.episode_length) if st is not None else 0
@@ -54,7 +55,7 @@ def study_status(study: Study, lake: str) -> tuple[list[str], list[tuple], str]:
         if state == "done" and not cell["scripted"] and e.get("seconds"):
             rate_steps += steps
             rate_s += float(e["seconds"])
-        if not cell["scripted"]:
+        if not cell["scripted"] and state != "pending":
             left += max(0, target - steps)
         counts[state] = counts.get(state, 0) + 1
         rows.append((cell["level"], cell["condition"], cell["grid_size"], cell["seed"], state, steps, target, rid))

@@ -147,8 +147,8 @@ def read_manifest(lake: str, sweep_id: str) -> dict[str, Any]:
 
 
 def write_manifest(lake: str, manifest: dict[str, Any]) -> None:
-    """Atomically (pipelines.lake.write_json_atomic: rename locally, one PUT on object storage)."""
-    from pipelines.lake import write_json_atomic
+    """Atomically (pipelines.writer.write_json_atomic: rename locally, one PUT on object storage)."""
+    from pipelines.writer import write_json_atomic
 
     manifest["updated_at"] = now_iso()
     write_json_atomic(manifest, manifest_path(lake, manifest["sweep_id"]))
@@ -191,7 +191,7 @@ def task_config(manifest: dict[str, Any], entry: dict[str, Any]) -> dict[str, An
             "seed": int(entry["seed"]), "run_id": entry["run_id"], "threads": 1}
 
 
-# a trained run ends `completed`, a simulated one `finished` (pipelines.lake.LakeWriter)
+# a trained run ends `completed`, a simulated one `finished` (pipelines.writer.LakeWriter)
 DONE_STATUSES = ("completed", "finished")
 
 

@@ -261,3 +261,39 @@ def prune_shards(lake: Path | str, run_id: str, keep: int, upto: int | None = No
     for p in old:
         p.unlink(missing_ok=True)
     return old
+
+
+# --- TVT: the memory bank and the transports log ---------------------------------------------------
+def load_bank(lake: LakePath | str, run_id: str, before_update: int, need: int, slots: int, word: int):
+    """The stored memory words of the last ``need`` shards before ``before_update`` (TVT's memory
+    rebuilt on resume): ``karmic.tvt.harvest.memory_bank`` over those shards."""
+    from karmic.tvt.harvest import memory_bank
+
+    paths = [p for p in list_shards(lake, run_id) if shard_update(p) < before_update]
+    return memory_bank([read_shard(p) for p in paths[-need:]], slots, word)
+
+
+def transports_table(shard, parts, max_steps: int) -> pa.Table:
+    """The lake's ``tvt_transports`` rows of one shard's transports (``TransportResult.parts``:
+    (slot, Transports, mode)); stream times become (episode, t) as in ``karmic.tvt.harvest``."""
+    from pipelines.schema import TVT_TRANSPORTS_SCHEMA
+
+    B, N = shard.num_envs, shard.n_agents
+    src, tgt, amt, head, slot, mode = [], [], [], [], [], []
+    for s, tr, m in parts:
+        src.append(tr.source), tgt.append(tr.target), amt.append(tr.amount), head.append(tr.head)
+        slot.append(np.full(len(tr), s)), mode.append(np.full(len(tr), m))
+    src, tgt, amt, head, slot, mode = (np.concatenate(a) for a in (src, tgt, amt, head, slot, mode))
+    b, n = slot // N, slot % N
+    return pa.table({
+        "run_id": pa.array([shard.run_id] * len(src), pa.string()),
+        "update": pa.array(np.full(len(src), shard.update, np.int32)),
+        "agent": pa.array([f"agent_{i}" for i in n], pa.string()),
+        "source_episode": pa.array((src // max_steps) * B + b, pa.int64()),
+        "source_t": pa.array(src % max_steps, pa.int32()),
+        "target_episode": pa.array((tgt // max_steps) * B + b, pa.int64()),
+        "target_t": pa.array(tgt % max_steps, pa.int32()),
+        "amount": pa.array(amt, pa.float64()),
+        "mode": pa.array(mode.astype(str), pa.string()),
+        "head": pa.array(head, pa.int16()),
+    }, schema=TVT_TRANSPORTS_SCHEMA)

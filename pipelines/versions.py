@@ -1,6 +1,6 @@
 """The lock of exact versions (requirements.lock, requirements-dev.lock) and a run's versions.
 
-Every run.json records the versions it ran under (``pipelines.lake.versions``, plus torch for
+Every run.json records the versions it ran under (``pipelines.writer.versions``, plus torch for
 training). :func:`compare_with_lock` says which of them differ from the lock, so a report can say
 that a result was produced under other versions than a fresh ``make`` installs.
 """

@@ -6,7 +6,7 @@ with recursive
 run_cfg as materialized (
     select
         run_id,
-        coalesce(try_cast(json_extract_string(config, '$.ledger_decay') as double), 0.95) as decay,
+        coalesce(try_cast(json_extract_string(config, '$.ledger_decay') as double), getvariable('default_ledger_decay')) as decay,
         greatest(coalesce(num_envs, 1), 1) as num_envs
     from runs
 ),
@@ -15,7 +15,7 @@ run_cfg as materialized (
 hits as materialized (
     select
         e.run_id,
-        coalesce(c.decay, 0.95) as decay,
+        coalesce(c.decay, getvariable('default_ledger_decay')) as decay,
         e.episode % coalesce(c.num_envs, 1) as stream,
         e.episode // coalesce(c.num_envs, 1) as lep,
         e.episode,

@@ -3,7 +3,7 @@ with
 run_cfg as materialized (
     select
         run_id,
-        coalesce(try_cast(json_extract_string(config, '$.ledger_decay') as double), 0.95) as decay,
+        coalesce(try_cast(json_extract_string(config, '$.ledger_decay') as double), getvariable('default_ledger_decay')) as decay,
         greatest(coalesce(num_envs, 1), 1) as num_envs
     from runs
 ),
@@ -18,7 +18,7 @@ episode_list as (
     select e.run_id, e.episode, min(e.global_step) as global_step,
         e.episode % greatest(coalesce(any_value(c.num_envs), 1), 1) as stream,
         e.episode // greatest(coalesce(any_value(c.num_envs), 1), 1) as lep,
-        coalesce(any_value(c.decay), 0.95) as decay
+        coalesce(any_value(c.decay), getvariable('default_ledger_decay')) as decay
     from events as e
     left join run_cfg as c on c.run_id = e.run_id
     where e.event_type = 'SPAWN' and e.t = 0

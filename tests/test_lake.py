@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from karmic.cli import app
 from karmic.events import EVENT_COLUMNS, EVENT_TYPES, NULL, SPAWN, SPAWN_CAUSES, ZAP_HIT, EventBatch
 from karmic.lake import LakeError, connect, fetch, run_query, scan_events
-from pipelines.lake import LakeWriter, events_table
 from pipelines.simulate import simulate
+from pipelines.writer import LakeWriter, events_table
 
 runner = CliRunner()
 

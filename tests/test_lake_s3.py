@@ -195,7 +195,7 @@ def test_resume_from_s3_reproduces_an_uninterrupted_local_run(s3_lake, tmp_path,
 
 
 def test_second_run_appends_and_parts_are_never_overwritten(s3_lake, monkeypatch):
-    from pipelines import lake as lk
+    from pipelines import writer as lk
     from pipelines.simulate import simulate
 
     simulate(s3_lake, episodes=1, seed=1, run_id="r", flush_episodes=1)

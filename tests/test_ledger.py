@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from karmic.events import CAUSE_RESET, SPAWN, ZAP_HIT, EventBatch
 from karmic.lake import connect, fetch, query_sql, run_query
 from karmic.ledger import PREDATION, RETRIBUTION, Ledger, VecLedger
-from pipelines.lake import LakeWriter
-from pipelines.ledger import check, rebuild
+from pipelines.ledger_rebuild import check, rebuild
 from pipelines.simulate import simulate
+from pipelines.writer import LakeWriter
 
 N = 4
 

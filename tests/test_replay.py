@@ -212,8 +212,8 @@ def test_render_gif_png_and_cli(sim_lake, tmp_path):
 def test_versions_compare_with_the_lock(tmp_path):
     import torch
 
-    from pipelines.lake import versions
     from pipelines.versions import LOCKS, compare_with_lock, lock_versions
+    from pipelines.writer import versions
 
     pins, python = lock_versions()
     assert pins["torch"].startswith("2.13.0") and python

@@ -517,6 +517,13 @@ def test_a_grid_with_a_pending_ecology_is_left_out_of_the_plan_the_others_run(tm
     assert tasks and {t["grid_size"] for t in tasks} == {10}
     # every condition of seed 1 before any of seed 2: a study stopped part-way has whole replicates
     assert [(t["seed"], t["mode"]) for t in tasks[:4]] == [(1, "baseline"), (1, "tvt"), (1, "random"), (2, "baseline")]
+    # status: the pending grid's cells are `pending` and not in the steps left
+    from pipelines.study_status import study_status
+
+    (tmp / "lake").mkdir()
+    _, rows, summary = study_status(st, str(tmp / "lake"))
+    assert {r[4] for r in rows if r[2] == 30} == {"pending"} and {r[4] for r in rows if r[2] == 10} == {"missing"}
+    assert f"{2 * 3 * 1000:,} env steps left" in summary  # baseline and tvt x 3 seeds at grid 10 only
     # a pending table must name grids of the study and say why
     for bad in ('pending = { 20 = "x" }', 'pending = { 30 = "" }', "pending = 3"):
         with pytest.raises(StudyError, match="pending"):

@@ -191,7 +191,7 @@ def test_learned_transport_teaches_the_key_pickup_and_pays_the_pickup_row():
     between chance and learned: the random policy picks up 34%, the agent without transport
     38-45%; value spread over the episode would put under a tenth of it within one step of the
     pickup row."""
-    from karmic.tvt.verify import VerifyConfig, train_key_to_door
+    from karmic.tvt.verify_key_to_door import VerifyConfig, train_key_to_door
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -206,7 +206,7 @@ def test_learned_transport_teaches_the_key_pickup_and_pays_the_pickup_row():
 def test_verify_runs_in_worker_processes_give_the_same_results():
     """--workers only changes where the runs go: each run seeds itself and uses one thread."""
     from karmic.tvt.key_to_door import KeyToDoorConfig
-    from karmic.tvt.verify import VerifyConfig, verify
+    from karmic.tvt.verify_key_to_door import VerifyConfig, verify
 
     cfg = VerifyConfig(task=KeyToDoorConfig(explore_steps=3, distractor_steps=6, door_steps=3), updates=3,
                        num_envs=8)

@@ -1,6 +1,6 @@
 """KarmicAgent: a small CNN over the egocentric window, an LSTM, policy and value heads.
 
-Spec (issue 5):
+Spec:
 - ``KarmicAgent(obs_shape, n_actions=8, use_tvt=False, hidden=256)``; ``obs_shape`` is the
   egocentric window ``(V, V, C)`` (uint8, channels apple / wall / other agent). The network's
   size depends only on ``V``, ``C``, ``hidden`` and ``n_actions``, never on the grid size.
@@ -31,22 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-TVT_MISSING = "the tvt condition needs TVT (issue 6): karmic.tvt.make_tvt_module is not available"
-
-
-class TVTUnavailable(RuntimeError):
-    """Raised when a TVT condition is requested before karmic.tvt provides the module."""
-
-
-def tvt_api():
-    """The karmic.tvt module if it provides the learner hooks, else raise TVTUnavailable."""
-    try:
-        import karmic.tvt as tvt
-    except ImportError as exc:
-        raise TVTUnavailable(TVT_MISSING) from exc
-    if not hasattr(tvt, "make_tvt_module") or not hasattr(tvt, "transport_rewards"):
-        raise TVTUnavailable(TVT_MISSING)
-    return tvt
+from karmic.envs.kernels import N_ACTIONS
 
 
 def _init(layer: nn.Module, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Module:
@@ -66,7 +51,7 @@ class KarmicAgent(nn.Module):
     def __init__(
         self,
         obs_shape: tuple[int, int, int],
-        n_actions: int = 8,
+        n_actions: int = N_ACTIONS,
         use_tvt: bool = False,
         hidden: int = 256,
         latent: int = 64,
@@ -100,7 +85,12 @@ class KarmicAgent(nn.Module):
                 nn.init.constant_(p, 0)
             elif "weight" in name:
                 nn.init.orthogonal_(p, 1.0)
-        self.tvt = tvt_api().make_tvt_module(self) if self.use_tvt else None
+        if self.use_tvt:
+            from karmic.tvt import make_tvt_module
+
+            self.tvt = make_tvt_module(self)
+        else:
+            self.tvt = None
         self.last_read = None
         head_in = self.hidden + (self.tvt.read_dim if self.tvt is not None else 0)
         self.actor = _init(nn.Linear(head_in, self.n_actions), std=0.01)

@@ -47,3 +47,27 @@ def lake_path(lake: str | None) -> Path:
 
 LAKE_OPTION = typer.Option(
     None, "--lake", help="Lake directory or s3://bucket/prefix (default: $KARMIC_LAKE or ./data_lake).")
+
+
+def lake_arg(lake: str | None) -> str:
+    """The lake as a string: a URL is passed through untouched, a path as given."""
+    raw = lake or os.environ.get("KARMIC_LAKE") or DEFAULT_LAKE
+    return raw if "://" in raw else str(lake_path(raw))
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """--set KEY=VALUE (repeatable): ints, floats, true/false, else the string."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise KarmicError(f"--set expects KEY=VALUE, got {item!r}")
+        for conv in (int, float):
+            try:
+                out[key] = conv(raw)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = {"true": True, "false": False}.get(raw.lower(), raw)
+    return out

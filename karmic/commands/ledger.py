@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
             fail(f"--format must be table or json, got {fmt!r}")
         with user_errors():
             from karmic.lake import LakeError
-            from pipelines import ledger as pl
+            from pipelines import ledger_rebuild as pl
 
             try:
                 root = lake_path(lake)

@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from karmic.commands._common import LAKE_OPTION, KarmicError, fail, user_errors
+from karmic.commands._common import LAKE_OPTION, KarmicError, fail, lake_arg, user_errors
 
 study_app = typer.Typer(help="Pre-registered studies: run, status, report.", no_args_is_help=True)
 
@@ -28,9 +28,7 @@ def _load(name: str):
 
 
 def _lake(lake: str | None) -> str:
-    from karmic.commands.sweep import _lake as sweep_lake
-
-    return sweep_lake(lake)
+    return lake_arg(lake)
 
 
 @study_app.command("check")
@@ -60,7 +58,7 @@ def run(
 ) -> None:
     """Run every cell of a study (resumes: completed runs are never redone)."""
     with user_errors():
-        from karmic.commands.sweep import _Display
+        from karmic.commands.sweep import SweepDisplay
         from pipelines import study as stm
         from pipelines import sweep as sw
 
@@ -84,7 +82,7 @@ def run(
             todo = sw.unfinished(manifest, lake_s)
             print(f"study {st.name}: {len(manifest['tasks'])} cell(s), {len(todo)} to run, lake {lake_s}, "
                   f"backend {backend}", file=sys.stderr)
-            display = _Display(f"study {st.name}", len(todo))
+            display = SweepDisplay(f"study {st.name}", len(todo))
             try:
                 with display:
                     manifest = sw.run_sweep(manifest, lake_s, be, retries=retries, on_event=display.on_event,

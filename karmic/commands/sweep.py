@@ -1,4 +1,4 @@
-"""``karmic sweep``: an ablation study, every (condition, grid size, seed) as its own task (issue 8).
+"""``karmic sweep``: an ablation study, every (condition, grid size, seed) as its own task.
 
 ``karmic sweep --modes all|baseline,tvt,... --grid-sizes 10,30 --seeds 1,2,3 --total-steps N
 [--backend local|ray] [--workers K] [--address ADDR] [--retries R] [--lake PATH_OR_URL]
@@ -20,16 +20,17 @@ import sys
 import typer
 
 from karmic.commands._common import (
-    DEFAULT_LAKE,
     LAKE_OPTION,
     KarmicError,
     fail,
-    lake_path,
+    lake_arg,
+    parse_overrides,
     user_errors,
 )
-from karmic.commands.train import ALL_MODES, _parse_overrides
+from karmic.commands.train import ALL_MODES
+from karmic.training.config import TrainConfig
 
-DEFAULT_STEPS = 200_000
+DEFAULT_STEPS = TrainConfig.total_steps
 
 
 def _int_list(flag: str, text: str, minimum: int | None = None) -> list[int]:
@@ -59,12 +60,6 @@ def _modes(text: str) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def _lake(lake: str | None) -> str:
-    """The lake as a string: a URL is passed through untouched, a path as given."""
-    raw = lake or os.environ.get("KARMIC_LAKE") or DEFAULT_LAKE
-    return raw if "://" in raw else str(lake_path(raw))
-
-
 def _split_overrides(items: list[str] | None) -> tuple[dict, dict]:
     """--set KEY=VALUE: TrainConfig fields, then environment config fields."""
     import dataclasses
@@ -75,7 +70,7 @@ def _split_overrides(items: list[str] | None) -> tuple[dict, dict]:
     # every learner's fields (`--set algo=drqn --set replay_shards=4`)
     train_fields = {f.name for a in ALGOS for f in dataclasses.fields(config_class(a))} - {"env_overrides"}
     train, env = {}, {}
-    for key, value in _parse_overrides(items).items():
+    for key, value in parse_overrides(items).items():
         if key in TASK_FIELDS:
             raise KarmicError(f"--set {key}=...: a sweep sets {key} per task (use --modes, --grid-sizes, --seeds)")
         (train if key in train_fields else env)[key] = value
@@ -97,7 +92,7 @@ def _check_configs(train: dict, modes: list[str], grids: list[int]) -> None:
             raise KarmicError(f"num_steps ({ns}) must divide the episode length ({ms}) or be a multiple of it")
 
 
-class _Display:
+class SweepDisplay:
     """One rich progress bar for the sweep (stderr) and one line per finished or failed task."""
 
     def __init__(self, label: str, total: int) -> None:
@@ -194,7 +189,7 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             from pipelines import sweep as sw
 
-            lake_s = _lake(lake)
+            lake_s = lake_arg(lake)
             if retries < 0:
                 raise KarmicError(f"--retries must be >= 0, got {retries}")
             if workers is not None and workers < 1:
@@ -234,7 +229,7 @@ def register(app: typer.Typer) -> None:
                 manifest = sw.new_manifest(
                     sid, sw.plan(mode_list, grids, seed_list), train,
                     {"modes": mode_list, "grid_sizes": grids, "seeds": seed_list, "total_steps": steps,
-                     "set": _parse_overrides(overrides)},
+                     "set": parse_overrides(overrides)},
                 )
             be = sw.make_backend(backend, workers=workers, address=address)
             manifest.setdefault("invocations", []).append(
@@ -243,7 +238,7 @@ def register(app: typer.Typer) -> None:
             todo = [e for e in manifest["tasks"] if sw.run_status(lake_s, e["run_id"]) != "completed"]
             print(f"sweep {sid}: {len(manifest['tasks'])} task(s), {len(todo)} to run, "
                   f"lake {lake_s}, backend {backend}", file=sys.stderr)
-            display = _Display(f"sweep {sid}", len(todo))
+            display = SweepDisplay(f"sweep {sid}", len(todo))
             try:
                 with display:
                     manifest = sw.run_sweep(manifest, lake_s, be, retries=retries,

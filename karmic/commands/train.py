@@ -1,23 +1,27 @@
-"""``karmic train``: recurrent PPO on the batched Harvest env, through the lake (issue 5).
+"""``karmic train``: recurrent PPO on the batched Harvest env, through the lake.
 
 ``karmic train --mode baseline|tvt|matchmaker|full|all --grid-size G --seed S --total-steps N
-[--seeds 1,2,3] [--lake PATH] [--resume RUN_ID]``. ``all`` runs the four conditions in turn; the
-TVT conditions need ``karmic.tvt`` (issue 6) and say so in one line (exit 2) until it exists.
-A rich progress bar on stderr shows env-steps/s, mean return and zaps per episode; one line per
+[--seeds 1,2,3] [--lake PATH] [--resume RUN_ID]``. ``all`` runs the four conditions in turn. A
+rich progress bar on stderr shows env-steps/s, mean return and zaps per episode; one line per
 finished run goes to stdout (run id, condition, grid, seed, env steps, mean return, zaps/episode).
 """
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
-from karmic.commands._common import LAKE_OPTION, KarmicError, fail, lake_path, user_errors
+from karmic.commands._common import (
+    LAKE_OPTION,
+    KarmicError,
+    lake_path,
+    parse_overrides,
+    user_errors,
+)
+from karmic.training.config import MODES, TrainConfig
 
-MODE_CHOICES = ("baseline", "tvt", "matchmaker", "full", "memory", "all")
-ALL_MODES = ("baseline", "tvt", "matchmaker", "full")
-
+ALL_MODES = ("baseline", "tvt", "matchmaker", "full")  # --mode all: the four conditions
+MODE_CHOICES = (*MODES, "all")
+_D = TrainConfig()  # the one source of the defaults below
 
 def _parse_seeds(seed: int, seeds: str | None) -> list[int]:
     if not seeds:
@@ -28,23 +32,6 @@ def _parse_seeds(seed: int, seeds: str | None) -> list[int]:
         raise KarmicError(f"--seeds must be a comma-separated list of integers, got {seeds!r}") from None
     if not out:
         raise KarmicError("--seeds is empty")
-    return out
-
-
-def _parse_overrides(items: list[str] | None) -> dict:
-    out: dict = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise KarmicError(f"--set expects KEY=VALUE, got {item!r}")
-        for conv in (int, float):
-            try:
-                out[key] = conv(raw)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = {"true": True, "false": False}.get(raw.lower(), raw)
     return out
 
 
@@ -95,38 +82,37 @@ def _summary(info: dict, cfg) -> str:
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(
-        mode: str = typer.Option("baseline", "--mode", help="baseline | tvt | matchmaker | full | memory (TVT agent, no transport) | all (the four conditions)"),
-        algo: str = typer.Option("ppo", "--algo", help="Learner: ppo (recurrent PPO) | drqn (recurrent Q-learning, R2D2 style)."),
-        grid_size: int = typer.Option(10, "--grid-size", "--grid_size", help="Grid side (10, 20, 30 ...)."),
-        seed: int = typer.Option(1, "--seed", help="Run seed (torch, env resets, minibatches)."),
+        mode: str = typer.Option(_D.mode, "--mode", help="baseline | tvt | matchmaker | full | memory (TVT agent, no transport) | all (the four conditions)"),
+        algo: str = typer.Option(_D.algo, "--algo", help="Learner: ppo (recurrent PPO) | drqn (recurrent Q-learning, R2D2 style)."),
+        grid_size: int = typer.Option(_D.grid_size, "--grid-size", "--grid_size", help="Grid side (10, 20, 30 ...)."),
+        seed: int = typer.Option(_D.seed, "--seed", help="Run seed (torch, env resets, minibatches)."),
         seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 1,2,3 (overrides --seed)."),
-        total_steps: int = typer.Option(None, "--total-steps", help="Env steps (B envs x steps), rounded up to whole episodes [default: 200000; with --resume: the run's own]."),
+        total_steps: int = typer.Option(None, "--total-steps", help=f"Env steps (B envs x steps), rounded up to whole episodes [default: {_D.total_steps}; with --resume: the run's own]."),
         lake: str = LAKE_OPTION,
         resume_id: str = typer.Option(None, "--resume", help="Continue RUN_ID from its last checkpoint."),
-        num_envs: int = typer.Option(16, "--num-envs", help="Parallel environments B."),
-        num_steps: int = typer.Option(100, "--num-steps", help="Rollout length per update."),
-        seq_len: int = typer.Option(25, "--seq-len", help="Recurrent sequence length in the update."),
-        hidden: int = typer.Option(256, "--hidden", help="LSTM size."),
+        num_envs: int = typer.Option(_D.num_envs, "--num-envs", help="Parallel environments B."),
+        num_steps: int = typer.Option(_D.num_steps, "--num-steps", help="Rollout length per update."),
+        seq_len: int = typer.Option(_D.seq_len, "--seq-len", help="Recurrent sequence length in the update."),
+        hidden: int = typer.Option(_D.hidden, "--hidden", help="LSTM size."),
         lr: float = typer.Option(None, "--lr", help="Learning rate [default: ppo 3e-4, drqn 1e-4]."),
-        ent_coef: float = typer.Option(0.01, "--ent-coef"),
-        vf_coef: float = typer.Option(0.5, "--vf-coef"),
+        ent_coef: float = typer.Option(_D.ent_coef, "--ent-coef"),
+        vf_coef: float = typer.Option(_D.vf_coef, "--vf-coef"),
         max_grad_norm: float = typer.Option(None, "--max-grad-norm", help="Gradient-norm clip [default: ppo 0.5, drqn 40]."),
-        agent_id: bool = typer.Option(False, "--agent-id/--no-agent-id", help="Give the network the agent's identity."),
-        keep_shards: int = typer.Option(4, "--keep-shards", help="Trajectory shards kept for replay (K)."),
+        agent_id: bool = typer.Option(_D.agent_id, "--agent-id/--no-agent-id", help="Give the network the agent's identity."),
+        keep_shards: int = typer.Option(_D.keep_shards, "--keep-shards", help="Trajectory shards kept for replay (K)."),
         replay_shards: int = typer.Option(None, "--replay-shards", help="drqn: shards the learner samples sequences from [default: 8]."),
-        keep_trajectories: bool = typer.Option(False, "--keep-trajectories", help="Keep every shard."),
-        checkpoint_every: int = typer.Option(10, "--checkpoint-every", help="Updates between checkpoints."),
-        threads: int = typer.Option(0, "--threads", help="Torch threads (0 = all cores)."),
-        precision: str = typer.Option("auto", "--precision", help="fp32 | bf16 (bf16 autocast for the network) | auto: bf16 where the CPU has bf16 instructions."),
+        keep_trajectories: bool = typer.Option(_D.keep_trajectories, "--keep-trajectories", help="Keep every shard."),
+        checkpoint_every: int = typer.Option(_D.checkpoint_every, "--checkpoint-every", help="Updates between checkpoints."),
+        threads: int = typer.Option(_D.threads, "--threads", help="Torch threads (0 = all cores)."),
+        precision: str = typer.Option(_D.precision, "--precision", help="fp32 | bf16 (bf16 autocast for the network) | auto: bf16 where the CPU has bf16 instructions."),
         preset: str = typer.Option(None, "--preset", help="Env preset (small, medium, big, ssd, seed)."),
         overrides: list[str] = typer.Option(None, "--set", help="Env config override KEY=VALUE (repeatable)."),
-        tvt_mode: str = typer.Option("both", "--tvt-mode", help="TVT transport: learned | semantic | both (tvt, full)."),
-        memory_size: int = typer.Option(1000, "--memory-size", help="TVT memory rows per agent (tvt, full)."),
+        tvt_mode: str = typer.Option(_D.tvt_mode, "--tvt-mode", help="TVT transport: learned | semantic | both (tvt, full)."),
+        memory_size: int = typer.Option(_D.memory_size, "--memory-size", help="TVT memory rows per agent (tvt, full)."),
         tensorboard: bool = typer.Option(False, "--tensorboard", help="Log charts/, losses/, social/ scalars (needs tensorboard)."),
     ) -> None:
         """Train recurrent PPO or DRQN agents (one network per run) from trajectories replayed from the lake."""
         with user_errors():
-            from karmic.agents.network import TVTUnavailable, tvt_api
             from karmic.training.learners import ALGOS, make_config, make_trainer, resumed_trainer
 
             lake_dir = lake_path(lake)
@@ -136,12 +122,7 @@ def register(app: typer.Typer) -> None:
                 if importlib.util.find_spec("tensorboard") is None:
                     raise KarmicError("--tensorboard needs the tensorboard package: pip install tensorboard")
             if resume_id:
-                try:
-                    trainer = resumed_trainer(
-                        resume_id, lake_dir, total_steps=total_steps, tensorboard=tensorboard
-                    )
-                except TVTUnavailable as exc:
-                    raise KarmicError(str(exc)) from None
+                trainer = resumed_trainer(resume_id, lake_dir, total_steps=total_steps, tensorboard=tensorboard)
                 progress, on_update = _progress(f"{trainer.cfg.mode} (resume)", trainer.n_updates)
                 trainer.on_update = on_update
                 with progress:
@@ -158,28 +139,17 @@ def register(app: typer.Typer) -> None:
             if grid_size < 5:
                 raise KarmicError(f"--grid-size must be >= 5, got {grid_size}")
             modes = list(ALL_MODES) if mode == "all" else [mode]
-            missing: list[str] = []
-            tvt_error = ""
-            try:
-                tvt_api()
-            except TVTUnavailable as exc:
-                tvt_error = str(exc)
-                missing = [m for m in modes if m in ("tvt", "full")]
-            if missing and mode != "all":
-                raise KarmicError(tvt_error)
-            if missing:
-                print(f"note: skipping {', '.join(missing)}: {tvt_error}", file=sys.stderr)
             if precision not in ("auto", "fp32", "bf16"):
                 raise KarmicError(f"unknown --precision {precision!r}; choose fp32, bf16 or auto")
             if tvt_mode not in ("learned", "semantic", "both"):
                 raise KarmicError(f"unknown --tvt-mode {tvt_mode!r}; choose learned, semantic or both")
-            env_overrides = _parse_overrides(overrides)
-            for m in [m for m in modes if m not in missing]:
+            env_overrides = parse_overrides(overrides)
+            for m in modes:
                 for s in _parse_seeds(seed, seeds):
                     optional = {"lr": lr, "max_grad_norm": max_grad_norm, "replay_shards": replay_shards}
                     cfg = make_config(
                         algo, mode=m, grid_size=grid_size, seed=s,
-                        total_steps=200_000 if total_steps is None else total_steps,
+                        total_steps=_D.total_steps if total_steps is None else total_steps,
                         num_envs=num_envs, num_steps=num_steps, seq_len=seq_len, hidden=hidden,
                         ent_coef=ent_coef, vf_coef=vf_coef,
                         agent_id=agent_id, keep_shards=keep_shards,
@@ -195,5 +165,3 @@ def register(app: typer.Typer) -> None:
                     with progress:
                         info = trainer.run()
                     print(_summary(info, cfg), flush=True)
-            if missing:
-                fail(f"{', '.join(missing)} not run: {tvt_error}")

@@ -1,4 +1,4 @@
-"""``karmic verify tvt``: key-to-door (karmic.tvt.verify) and delayed retribution (karmic.tvt.retribution)."""
+"""``karmic verify tvt``: key-to-door (karmic.tvt.verify_key_to_door) and delayed retribution (karmic.tvt.retribution)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
                 verify_retribution,
             )
             from karmic.tvt.transport import min_gap
-            from karmic.tvt.verify import VerifyConfig, verify
+            from karmic.tvt.verify_key_to_door import VerifyConfig, verify
 
             kd_task = KeyToDoorConfig(explore_steps=explore_steps, distractor_steps=distractor_steps,
                                       door_steps=door_steps)

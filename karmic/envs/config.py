@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from karmic.ledger import DEFAULT_DECAY
+
 # SSD harvest (Leibo et al. 2017; sequential_social_dilemma_games, harvest.py): regrowth probability
 # of an empty apple cell by the number of apples in its neighbourhood, capped at 3.
 SSD_REGROWTH_PROBS = (0.0, 0.005, 0.02, 0.05)
@@ -70,7 +72,7 @@ class HarvestConfig:
     apple_reward: float = 1.0
     hit_penalty: float = DEFAULT_HIT_PENALTY
     fire_cost: float = 0.0
-    ledger_decay: float = 0.95  # the matchmaker's per-episode debt decay (docs/DESIGN.md ledger)
+    ledger_decay: float = DEFAULT_DECAY  # the matchmaker's per-episode debt decay (docs/DESIGN.md ledger)
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:

@@ -18,11 +18,10 @@ from karmic.envs.config import (
     SSD_NEIGHBOURHOOD,
     HarvestConfig,
 )
+from karmic.envs.kernels import N_ACTIONS, STAT_NAMES
 from karmic.events import EventBatch
 
-N_ACTIONS = 8
 N_CHANNELS = 3  # apple, wall, other agent
-STAT_NAMES = ("return", "apples", "steps", "zaps_fired", "zaps_hit", "times_hit", "frozen_steps")
 
 
 def disk_offsets(radius: int, include_centre: bool = True) -> np.ndarray:

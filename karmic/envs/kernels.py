@@ -11,15 +11,25 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+# event codes, defined once in karmic/events.py (numba freezes these module globals at compile time)
+from karmic.events import APPLE_EATEN as EV_EATEN
+from karmic.events import CAUSE_RESET as C_RESET
+from karmic.events import CAUSE_RESPAWN as C_RESPAWN
+from karmic.events import CAUSE_RIGGED as C_RIGGED
+from karmic.events import SPAWN as EV_SPAWN
+from karmic.events import ZAP_FIRED as EV_FIRED
+from karmic.events import ZAP_HIT as EV_HIT
+
 # Facing: 0 up, 1 right, 2 down, 3 left; (dx, dy) of "forward" per facing.
 FWD = np.array([[0, -1], [1, 0], [0, 1], [-1, 0]], dtype=np.int64)
 # Move actions relative to facing: 1 forward, 2 backward, 3 step left, 4 step right -> facing offset
 MOVE_TURN = np.array([0, 0, 2, 3, 1], dtype=np.int64)  # index by action (0 unused)
 NOOP, FORWARD, BACKWARD, LEFT, RIGHT, TURN_LEFT, TURN_RIGHT, ZAP = range(8)
+N_ACTIONS = 8
 
-# event codes (karmic/events.py)
-EV_SPAWN, EV_FIRED, EV_HIT, EV_EATEN = 0, 1, 2, 3
-C_RESET, C_RIGGED, C_RESPAWN = 0, 1, 2
+# per-agent episode statistics: the columns of the stats array, by name
+STAT_NAMES = ("return", "apples", "steps", "zaps_fired", "zaps_hit", "times_hit", "frozen_steps")
+S_RETURN, S_APPLES, S_STEPS, S_FIRED, S_HIT, S_TIMES_HIT, S_FROZEN = range(len(STAT_NAMES))
 N_EVENT_COLS = 13  # env, t, seq, type, agent, target, x, y, tx, ty, dir, apple_ctx, cause
 
 
@@ -206,7 +216,7 @@ def _zaps(b, tb, walls, apples, pos, dirs, removed, seq, stats, actions, rewards
         y0 = pos[b, n, 1]
         _emit(ev, ne, b, tb, seq, EV_FIRED, n, -1, x0, y0, -1, -1, d, -1, -1)
         rewards[b, n] += fire_cost
-        stats[b, n, 3] += 1
+        stats[b, n, S_FIRED] += 1
         fx = FWD[d, 0]
         fy = FWD[d, 1]
         rx = -fy  # right of facing
@@ -243,8 +253,8 @@ def _zaps(b, tb, walls, apples, pos, dirs, removed, seq, stats, actions, rewards
                             break
                     _emit(ev, ne, b, tb, seq, EV_HIT, n, v, x0, y0, cx, cy, d, ctx, -1)
                     rewards[b, v] += hit_penalty
-                    stats[b, n, 4] += 1
-                    stats[b, v, 5] += 1
+                    stats[b, n, S_HIT] += 1
+                    stats[b, v, S_TIMES_HIT] += 1
                     hit_buf[v] = 1
                     break
     for n in range(N):
@@ -434,7 +444,7 @@ def step_kernel(rng, walls, spawn_ok, apple_cells, apples, pos, dirs, removed, t
             if apples[b, y, x]:
                 apples[b, y, x] = 0
                 rewards[b, n] += apple_reward
-                stats[b, n, 1] += 1
+                stats[b, n, S_APPLES] += 1
                 _emit(ev, ne, b, tb, seq, EV_EATEN, n, -1, x, y, -1, -1, dirs[b, n], -1, -1)
         if zap_after_moves:
             _zaps(b, tb, walls, apples, pos, dirs, removed, seq, stats, actions, rewards,
@@ -463,7 +473,7 @@ def step_kernel(rng, walls, spawn_ok, apple_cells, apples, pos, dirs, removed, t
             if removed[b, n] > 0:
                 if hit_buf[n]:
                     continue  # removed at the end of this step: it acted, the timer starts next
-                stats[b, n, 6] += 1  # frozen agent-steps
+                stats[b, n, S_FROZEN] += 1
                 removed[b, n] -= 1
                 if removed[b, n] == 0:
                     x, y = _random_free_cell(rng, b, spawn_ok, occ)
@@ -474,8 +484,8 @@ def step_kernel(rng, walls, spawn_ok, apple_cells, apples, pos, dirs, removed, t
                     _emit(ev, ne, b, tb, seq, EV_SPAWN, n, -1, x, y, -1, -1, dirs[b, n], -1,
                           C_RESPAWN)
         for n in range(N):
-            stats[b, n, 0] += rewards[b, n]
-            stats[b, n, 2] += 1  # steps
+            stats[b, n, S_RETURN] += rewards[b, n]
+            stats[b, n, S_STEPS] += 1
         t[b] = tb + 1
 
 

@@ -1,1 +1,1 @@
-"""Training: recurrent PPO from trajectory shards replayed through the lake (issue 5)."""
+"""Training: recurrent PPO from trajectory shards replayed through the lake."""

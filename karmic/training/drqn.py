@@ -47,6 +47,8 @@ import torch
 from torch import nn
 
 from karmic.agents.network import KarmicAgent
+from karmic.envs.kernels import N_ACTIONS
+from karmic.rl import nstep_double_q_targets
 from karmic.training.ppo import TrainConfig, Trainer
 
 
@@ -130,35 +132,6 @@ class QAgent(KarmicAgent):
 
 
 # --- the learning rule (pure functions, tested on hand-made cases) -----------------------------
-def nstep_double_q_targets(
-    rew: torch.Tensor, start: torch.Tensor, q_online: torch.Tensor, q_target: torch.Tensor,
-    gamma: float, n: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """n-step double-Q targets over a window, time-major ``rew, start (W, M)``, ``q (W, M, A)``.
-
-    ``start[j]`` marks j as an episode's first step: the return of t stops at the step before it
-    and does not bootstrap. Returns ``(target (W, M), has_target (W, M) bool)``; a step whose
-    n-step return would need steps beyond the window (episode still running) has no target."""
-    W, M = rew.shape
-    boot = q_target.gather(-1, q_online.argmax(-1, keepdim=True))[..., 0]  # double Q
-    pad = lambda x, v: torch.cat([x, torch.full((n, M), v, dtype=x.dtype)])  # noqa: E731
-    r, s = pad(rew, 0.0), pad(start.to(rew.dtype), 0.0)
-    inside = pad(torch.ones(W, M, dtype=rew.dtype), 0.0)
-    b = pad(boot.to(rew.dtype), 0.0)
-    cont = torch.ones(W, M, dtype=rew.dtype)  # the episode of t still runs at t + k
-    ok = torch.ones(W, M, dtype=torch.bool)
-    target = torch.zeros(W, M, dtype=rew.dtype)
-    for k in range(n + 1):
-        if k > 0:
-            cont = cont * (1.0 - s[k : k + W])
-        ok &= (inside[k : k + W] > 0) | (cont == 0)
-        if k < n:
-            target = target + gamma**k * cont * r[k : k + W]
-        else:
-            target = target + gamma**n * cont * b[n : n + W]
-    return target, ok
-
-
 def train_mask(start: torch.Tensor, burn_in: int, trained: int, mask_after_done: bool) -> torch.Tensor:
     """(W, M) bool: steps ``burn_in .. burn_in + trained - 1`` of the window, minus (if asked) those
     after an episode end inside that range (a start at j > burn_in masks j onwards)."""
@@ -200,7 +173,7 @@ class DRQNTrainer(Trainer):
         super().__init__(cfg, lake, on_update=on_update, tensorboard=tensorboard, resume_from=None,
                          env=env, io_factory=io_factory)
         torch.manual_seed(cfg.seed)
-        self.agent = QAgent(self.obs_shape, n_actions=8, use_tvt=self.use_tvt, hidden=cfg.hidden,
+        self.agent = QAgent(self.obs_shape, n_actions=N_ACTIONS, use_tvt=self.use_tvt, hidden=cfg.hidden,
                             latent=cfg.latent, n_agents=self.N if cfg.agent_id else 0,
                             memory_size=cfg.memory_size)
         self.target = copy.deepcopy(self.agent).requires_grad_(False)

@@ -2,7 +2,7 @@
 
 ``RunLake(lake, run_id, cfg, env_config, n_agents)`` is the only place the training loop touches
 the events / episodes / runs tables and the matchmaker's ledgers (``karmic.ledger.VecLedger``).
-It writes them with the lake's own writer, ``pipelines.lake.LakeWriter`` (docs/DESIGN.md schemas,
+It writes them with the lake's own writer, ``pipelines.writer.LakeWriter`` (docs/DESIGN.md schemas,
 atomic part files, a directory or an ``s3://`` lake), flushed once per round.
 
 - A round's events get run episode numbers ``round * B + env`` and
@@ -32,9 +32,9 @@ import pyarrow.compute as pc
 
 from karmic.events import EVENT_COLUMNS, EVENT_TYPES, NULL, SPAWN_CAUSES, EventBatch
 from pipelines import storage
-from pipelines.lake import LakeWriter, actions_table, episodes_table, now_iso, versions
 from pipelines.replay import env_digest
 from pipelines.storage import LakePath
+from pipelines.writer import LakeWriter, actions_table, episodes_table, now_iso, versions
 
 
 def _max_episode(part_dir: LakePath) -> int:
@@ -151,9 +151,9 @@ class RunLake:
     def new_ledger(self):
         """One ledger per env (karmic.ledger.VecLedger): env b's ledger folds episodes
         b, B + b, 2B + b ... (episode % B == b), as the lake rebuild of a batched run does."""
-        from karmic.ledger import VecLedger
+        from karmic.ledger import DEFAULT_DECAY, VecLedger
 
-        decay = float(getattr(self.env_config, "ledger_decay", 0.95))
+        decay = float(getattr(self.env_config, "ledger_decay", DEFAULT_DECAY))
         return VecLedger(self.cfg.num_envs, self.N, decay=decay)
 
     @staticmethod

@@ -33,32 +33,31 @@ numpy generator, and counters. Resume rebuilds the matchmaker's ledger by foldin
 events from the lake, re-runs any round the lake already holds without writing it twice, and
 reproduces an uninterrupted run exactly (same parameters, same events).
 
-TVT contract (what ``karmic.tvt`` provides for ``tvt`` / ``full``; until then those modes stop
-with "the tvt condition needs TVT (issue 6)"):
+TVT (what ``karmic.tvt`` provides for ``tvt`` / ``full`` / ``memory``):
 
 - ``make_tvt_module(agent) -> nn.Module``, stored as ``agent.tvt`` by ``KarmicAgent(...,
   use_tvt=True)``: trained by the same optimizer, saved in checkpoints with the agent.
-- ``transport_rewards(shard, history, agent, cfg) -> np.ndarray (rows, L) float32``: the
-  shard's rewards plus transported value (``shard.reward``, ``shard.value``, ``shard.obs``,
-  ``shard.episode`` / ``t0`` / ``global_step`` per row; ``agent.encode(obs)`` gives ``z``).
+- ``transport_rewards(shard, history, agent, cfg) -> TransportResult``: the shard's rewards
+  plus transported value, the transports made (written to the lake's ``tvt_transports`` by
+  ``pipelines.trajectories.transports_table``) and the value moved into earlier shards, which
+  the learner replays (``tvt`` / ``full`` only; ``memory`` keeps the environment's rewards).
 - optional ``agent.tvt.auxiliary_loss(agent, batch) -> scalar tensor``, added to the PPO loss
   for every minibatch, with ``batch = {"z": (L, mb, latent), "rows": row indices, "shard"}``.
 
 Conditions: ``baseline`` (no TVT, random spawns), ``matchmaker`` (no TVT, rigged spawns: env b's
 ledger folds env b's episodes, ``episode % B == b``, as ``karmic.ledger.VecLedger``; its pairs
-go to env b's reset), ``tvt`` and ``full`` (need ``karmic.tvt``).
+go to env b's reset), ``tvt`` and ``full`` (TVT; ``full`` with rigged spawns) and ``memory``
+(the TVT agent without transport).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,92 +65,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from karmic.agents.network import KarmicAgent, TVTUnavailable, tvt_api
+from karmic.agents.network import KarmicAgent
+from karmic.envs.kernels import N_ACTIONS
+from karmic.rl import clipped_surrogate, gae
+from karmic.training.config import MODES, TRANSPORT_MODES, TrainConfig
 
-MODES: dict[str, tuple[bool, bool]] = {  # mode -> (use_tvt, matchmaker)
-    "baseline": (False, False),
-    "tvt": (True, False),
-    "matchmaker": (False, True),
-    "full": (True, True),
-    # the TVT agent (memory, reads, reconstruction loss) with no value transport: Hung et al.'s
-    # RMA, the control that tells an effect of transport from an effect of having a memory
-    "memory": (True, False),
-}
-TRANSPORT_MODES = ("tvt", "full")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on; stored in run.json and in every checkpoint."""
-
-    mode: str = "baseline"
-    algo: str = "ppo"  # learner: ppo | drqn (karmic.training.learners)
-    grid_size: int = 10
-    seed: int = 1
-    total_steps: int = 200_000  # env steps (B envs x steps), rounded up to whole rounds
-    num_envs: int = 16
-    num_steps: int = 100  # rollout length per update
-    seq_len: int = 25  # recurrent sequence length for the update
-    lr: float = 3e-4
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_coef: float = 0.2
-    update_epochs: int = 4
-    num_minibatches: int = 4
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    clip_vloss: bool = True
-    norm_adv: bool = True
-    hidden: int = 256
-    latent: int = 64
-    agent_id: bool = False  # identity one-hot as network input
-    keep_shards: int = 4
-    keep_trajectories: bool = False
-    checkpoint_every: int = 10  # updates (taken at the next round boundary)
-    keep_checkpoints: int = 3
-    threads: int = 0  # torch threads; 0 = all cores
-    precision: str = "auto"  # fp32 | bf16 (autocast for the network) | auto; a run records fp32 or bf16
-    preset: str | None = None
-    # TVT (modes tvt / full): karmic.tvt
-    tvt_mode: str = "both"  # learned | semantic | both
-    tvt_alpha: float = 0.9  # Hung et al. 2019, Methods
-    tvt_threshold: float = 2.0  # read-strength threshold of the learned transport
-    memory_size: int = 1000  # memory rows per agent
-    tvt_recon_cost: float = 1.0
-    tvt_read_cost: float = 1.0
-    env_overrides: dict[str, Any] = field(default_factory=dict)
-    run_id: str | None = None
-
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}, all")
-        for name in ("total_steps", "num_envs", "num_steps", "seq_len", "update_epochs",
-                     "num_minibatches", "hidden", "latent", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_steps % self.seq_len:
-            raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of seq_len ({self.seq_len})")
-        if self.tvt_mode not in ("learned", "semantic", "both"):
-            raise ValueError(f"unknown tvt_mode {self.tvt_mode!r}; choose learned, semantic or both")
-        if self.memory_size < 1:
-            raise ValueError(f"memory_size must be >= 1, got {self.memory_size}")
-        if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise ValueError("gamma must be in (0, 1] and gae_lambda in [0, 1]")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        d = {"precision": "fp32", **d}  # runs recorded before precision was a field ran fp32
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
 _said_precision = False
 
 
@@ -194,36 +112,6 @@ def round_seeds(seed: int, rnd: int, num_envs: int) -> list[int]:
     return [int(s) for s in ss.generate_state(num_envs, dtype=np.uint32)]
 
 
-def gae(
-    rewards: np.ndarray,
-    values: np.ndarray,
-    starts: np.ndarray,
-    next_value: np.ndarray,
-    next_start: np.ndarray,
-    gamma: float,
-    lam: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Generalised advantage estimation on time-major (T, S) arrays; returns (advantages, returns).
-
-    ``starts[t]`` marks step t as an episode's first step, so the return at t-1 does not
-    bootstrap through it; ``next_value`` / ``next_start`` describe the step after the last.
-    """
-    T = rewards.shape[0]
-    adv = np.zeros_like(rewards, dtype=np.float32)
-    last = np.zeros(rewards.shape[1], dtype=np.float32)
-    for t in range(T - 1, -1, -1):
-        if t == T - 1:
-            nonterminal = 1.0 - next_start.astype(np.float32)
-            nv = next_value
-        else:
-            nonterminal = 1.0 - starts[t + 1].astype(np.float32)
-            nv = values[t + 1]
-        delta = rewards[t] + gamma * nv * nonterminal - values[t]
-        last = delta + gamma * lam * nonterminal * last
-        adv[t] = last
-    return adv, adv + values
-
-
 def pa_column(table, name: str) -> np.ndarray:
     return table.column(name).to_numpy()
 
@@ -254,8 +142,6 @@ class Trainer:
         self.lake = resolve(lake)  # a directory (Path) or an s3:// prefix (pipelines.storage)
         self.on_update = on_update
         self.use_tvt, self.use_matchmaker = MODES[cfg.mode]
-        if self.use_tvt:
-            tvt_api()  # raises TVTUnavailable with the one-line message
         self.transport = identity_transport
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
@@ -286,7 +172,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.agent = KarmicAgent(
             self.obs_shape,
-            n_actions=8,
+            n_actions=N_ACTIONS,
             use_tvt=self.use_tvt,
             hidden=cfg.hidden,
             latent=cfg.latent,
@@ -372,7 +258,7 @@ class Trainer:
         if self.ledger is not None:
             self.ledger = self.io.rebuild_ledger(episodes_before=self.round * self.B)
         if self.ring is not None:  # the memory is rebuilt from the shards the lake kept
-            from karmic.tvt.harvest import load_bank
+            from pipelines.trajectories import load_bank
 
             need = math.ceil(self.cfg.memory_size / self.cfg.num_steps)
             words, times = load_bank(self.lake, self.run_id, self.update, need, self.S, self.ring.words.shape[2])
@@ -617,9 +503,7 @@ class Trainer:
                 mb_adv = adv_t[idx]
                 if cfg.norm_adv:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                pg_loss = torch.max(
-                    -mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
-                ).mean()
+                pg_loss = clipped_surrogate(mb_adv, ratio, cfg.clip_coef).mean()
                 if cfg.clip_vloss:
                     v_clipped = old_val[idx] + (value - old_val[idx]).clamp(-cfg.clip_coef, cfg.clip_coef)
                     v_loss = 0.5 * torch.max((value - ret_t[idx]) ** 2, (v_clipped - ret_t[idx]) ** 2).mean()
@@ -684,7 +568,7 @@ class Trainer:
             -1, torch.from_numpy(shard.action.astype(np.int64))[idx][..., None])[..., 0]
         ratio = (logp - torch.from_numpy(shard.logprob)[idx]).exp()
         a = torch.from_numpy(adv)[idx]
-        pg = torch.max(-a * ratio, -a * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+        pg = clipped_surrogate(a, ratio, cfg.clip_coef).mean()
         self.optimizer.zero_grad(set_to_none=True)
         pg.backward()
         nn.utils.clip_grad_norm_(self.agent.parameters(), cfg.max_grad_norm)
@@ -696,7 +580,6 @@ class Trainer:
         """Train to ``n_updates``, or stop after ``stop_after`` more updates (tests, benchmarks):
         at the next round boundary (a resumable stop) unless ``at_boundary`` is false."""
         from pipelines.checkpoints import save_checkpoint
-        from pipelines.lake import write_table
         from pipelines.trajectories import (
             list_shards,
             prune_shards,
@@ -704,6 +587,7 @@ class Trainer:
             shard_update,
             write_shard,
         )
+        from pipelines.writer import write_table
 
         cfg = self.cfg
         if self.update == 0 or not self.io.run_exists():
@@ -730,19 +614,21 @@ class Trainer:
                 t2 = time.perf_counter()
                 if self.use_tvt:
                     from karmic.tvt.harvest import memory_bank, transport_rewards
+                    from pipelines.trajectories import transports_table
 
                     hist = self._kept_shards(history, replay)
                     need = math.ceil(cfg.memory_size / cfg.num_steps)
                     if cfg.mode in TRANSPORT_MODES:
-                        res = transport_rewards(replay, hist, self.agent, cfg, self.max_steps)
-                        if res.log is not None:
-                            write_table(self.lake, "tvt_transports", self.run_id, res.log)
+                        res = transport_rewards(replay, hist, self.agent, cfg)
+                        log = transports_table(replay, res.parts, self.max_steps) if res.parts else None
+                        if log is not None:
+                            write_table(self.lake, "tvt_transports", self.run_id, log)
                         self.bank = memory_bank(hist[-need:] + [replay], self.S, self.agent.tvt.word)
                         losses = self.learn(replay, res.rewards)
                         for sh in hist:  # value moved into earlier episodes: replay their shards
                             if sh.update in res.replay:
                                 losses["replay_pg_loss"] = self.learn_replay(sh, res.replay[sh.update])
-                        self.transported = float(np.abs(pa_column(res.log, "amount")).sum()) if res.log is not None else 0.0
+                        self.transported = float(np.abs(pa_column(log, "amount")).sum()) if log is not None else 0.0
                     else:  # memory: the same agent and reads, the environment's rewards
                         self.bank = memory_bank(hist[-need:] + [replay], self.S, self.agent.tvt.word)
                         losses = self.learn(replay, np.asarray(replay.reward, np.float32))
@@ -852,4 +738,4 @@ def resumed_trainer(
     return Trainer(cfg, lake, on_update=on_update, tensorboard=tensorboard, resume_from=ck, env=env)
 
 
-__all__ = ["MODES", "TrainConfig", "Trainer", "TVTUnavailable", "gae", "resume", "train"]
+__all__ = ["MODES", "TrainConfig", "Trainer", "gae", "resume", "train"]

@@ -6,7 +6,7 @@
   losses (:class:`~karmic.tvt.memory.TVTMemory`).
 - :mod:`karmic.tvt.harvest`: the trainer's side (memory ring, role tags, ``transport_rewards``,
   the ``tvt_transports`` lake table).
-- :mod:`karmic.tvt.key_to_door` and :mod:`karmic.tvt.verify`: ``karmic verify tvt``.
+- :mod:`karmic.tvt.key_to_door` and :mod:`karmic.tvt.verify_key_to_door`: ``karmic verify tvt``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def make_tvt_module(agent):
     return make(agent)
 
 
-def transport_rewards(shard, history, agent, cfg, max_steps):
+def transport_rewards(shard, history, agent, cfg):
     from karmic.tvt.harvest import transport_rewards as tr
 
-    return tr(shard, history, agent, cfg, max_steps)
+    return tr(shard, history, agent, cfg)

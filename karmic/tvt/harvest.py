@@ -22,13 +22,12 @@ lake table ``tvt_transports``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 from karmic.events import SPAWN, SPAWN_CAUSES, ZAP_HIT, EventBatch
+from karmic.rl import gae
 from karmic.tvt.memory import READ_HEADS, READ_TOP_K, TVTMemory
 from karmic.tvt.transport import (
     DEFAULT_TOP_K,
@@ -119,32 +118,16 @@ def stream_times(shard) -> np.ndarray:
 @dataclass
 class TransportResult:
     rewards: np.ndarray  # (rows, L) float32: env rewards + transports into this shard
-    log: pa.Table | None = None  # rows for the lake's tvt_transports table
+    parts: list = field(default_factory=list)  # (slot, Transports, mode): the lake's tvt_transports rows
     replay: dict[int, np.ndarray] = field(default_factory=dict)  # earlier update -> (rows, L) added
 
 
-def gae_tm(rew, val, start, next_value, next_start, gamma, lam):
-    """GAE over time-major (T, S) arrays, as the learner computes it."""
-    T = rew.shape[0]
-    adv = np.zeros_like(rew, dtype=np.float32)
-    last = np.zeros(rew.shape[1], np.float32)
-    for t in reversed(range(T)):
-        nv, ns = (next_value, next_start) if t == T - 1 else (val[t + 1], start[t + 1])
-        nonterm = 1.0 - ns.astype(np.float32)
-        delta = rew[t] + gamma * nv * nonterm - val[t]
-        last = delta + gamma * lam * nonterm * last
-        adv[t] = last
-    return adv
-
-
-def transport_rewards(shard, history: list, agent, cfg, max_steps: int) -> TransportResult:
+def transport_rewards(shard, history: list, agent, cfg) -> TransportResult:
     """Learned and/or semantic transports for one shard (``cfg.tvt_mode``); ``history`` holds
-    the earlier shards (or their paths), oldest first."""
-    from pipelines.trajectories import read_shard
-
-    history = [h if hasattr(h, "extra") else read_shard(h) for h in history]  # shards or paths
+    the earlier shards, oldest first. ``parts`` of the result are the transports made, for the
+    lake's ``tvt_transports`` table (``pipelines.trajectories.transports_table``)."""
     tm = shard.time_major
-    S, B, N = shard.slots, shard.num_envs, shard.n_agents
+    S, N = shard.slots, shard.n_agents
     tau = tm(stream_times(shard))  # (T, S)
     rew = tm(shard.reward).astype(np.float64)
     val = tm(shard.value)
@@ -165,7 +148,7 @@ def transport_rewards(shard, history: list, agent, cfg, max_steps: int) -> Trans
         hit_by = tm(x["hit_by"])
         if hit_by.any():
             last = shard.rows["chunk"] == shard.rows["chunk"].max()
-            adv = gae_tm(rew.astype(np.float32), val, tm(shard.start), shard.rows["next_value"][last],
+            adv, _ = gae(rew.astype(np.float32), val, tm(shard.start), shard.rows["next_value"][last],
                          shard.rows["next_start"][last], cfg.gamma, cfg.gae_lambda)
             # aggression rows in memory: the earlier shards still in the lake, then this one
             agg_tau, agg_vic, agg_slot = [], [], []
@@ -206,35 +189,11 @@ def transport_rewards(shard, history: list, agent, cfg, max_steps: int) -> Trans
             htau = sh.time_major(stream_times(sh))[:, s]
             cur = replay.setdefault(sh.update, np.zeros((sh.num_steps, S)))
             cur[:, s], rest = apply_transports(cur[:, s], htau, rest)
-    log = transports_table(shard, parts, B, N, max_steps) if parts else None
     return TransportResult(
         rewards=shard.from_time_major(out.astype(np.float32)),
-        log=log,
+        parts=parts,
         replay={u: r for u, r in replay.items() if r.any()},
     )
-
-
-def transports_table(shard, parts, B: int, N: int, max_steps: int) -> pa.Table:
-    src, tgt, amt, head, slot, mode = [], [], [], [], [], []
-    for s, tr, m in parts:
-        src.append(tr.source), tgt.append(tr.target), amt.append(tr.amount), head.append(tr.head)
-        slot.append(np.full(len(tr), s)), mode.append(np.full(len(tr), m))
-    src, tgt, amt, head, slot, mode = (np.concatenate(a) for a in (src, tgt, amt, head, slot, mode))
-    b, n = slot // N, slot % N
-    from pipelines.schema import TVT_TRANSPORTS_SCHEMA
-
-    return pa.table({
-        "run_id": pa.array([shard.run_id] * len(src), pa.string()),
-        "update": pa.array(np.full(len(src), shard.update, np.int32)),
-        "agent": pa.array([f"agent_{i}" for i in n], pa.string()),
-        "source_episode": pa.array((src // max_steps) * B + b, pa.int64()),
-        "source_t": pa.array(src % max_steps, pa.int32()),
-        "target_episode": pa.array((tgt // max_steps) * B + b, pa.int64()),
-        "target_t": pa.array(tgt % max_steps, pa.int32()),
-        "amount": pa.array(amt, pa.float64()),
-        "mode": pa.array(mode.astype(str), pa.string()),
-        "head": pa.array(head, pa.int16()),
-    }, schema=TVT_TRANSPORTS_SCHEMA)
 
 
 def memory_bank(shards: list, slots: int, word: int) -> tuple[np.ndarray, np.ndarray]:
@@ -246,11 +205,3 @@ def memory_bank(shards: list, slots: int, word: int) -> tuple[np.ndarray, np.nda
     if not words:
         return np.zeros((slots, 0, word), np.float32), np.zeros(0, np.int64)
     return np.concatenate(words, 1), np.concatenate(times)
-
-
-def load_bank(lake: Path | str, run_id: str, before_update: int, need: int, slots: int, word: int):
-    """The stored words of the shards before ``before_update`` (for resume and the learner)."""
-    from pipelines.trajectories import list_shards, read_shard
-
-    paths = [p for p in list_shards(lake, run_id) if int(p.stem.split("-")[1]) < before_update]
-    return memory_bank([read_shard(p) for p in paths[-need:]], slots, word)

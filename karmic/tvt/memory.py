@@ -32,7 +32,7 @@ from torch.nn import functional as F
 READ_HEADS = 2
 READ_TOP_K = 50  # rows a read attends to (softmax over the best 50; the rest get 0)
 TOP_K = READ_TOP_K
-MEMORY_SIZE = 1000  # rows per agent (issue 6 default)
+MEMORY_SIZE = 1000  # rows per agent
 READ_STRENGTH_TOLERANCE = 2.0  # Harvest: = the transport threshold, strengths above it cost
 READ_STRENGTH_COST = 1.0  # linear cost of strength above tolerance (Harvest; key-to-door: see verify.py)
 RECON_COST = 1.0

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from karmic.rl import clipped_surrogate, nstep_double_q_targets
+from karmic.rl import gae_alive as gae
 from karmic.tvt.transport import DEFAULT_ALPHA, apply_transports, semantic_transport
-from karmic.tvt.verify import gae
 
 N_ACTIONS = 2
 ZAP = 1
@@ -99,7 +100,7 @@ class DelayedRetribution:
 
 
 # --- the check: a small actor-critic with and without semantic TVT ---------------------------------
-RATE_TVT_MAX = 0.2  # issue 6: with semantic TVT the rate of the punished action falls below 0.2
+RATE_TVT_MAX = 0.2  # with semantic TVT the rate of the punished action falls below 0.2
 RATE_NO_TVT_MIN = 0.6  # ... and stays above 0.6 without
 
 
@@ -213,7 +214,7 @@ def train_retribution(cfg: RetributionVerifyConfig, seed: int, use_tvt: bool) ->
             logp_all, v = agent(obs)
             logp = logp_all.gather(-1, act[..., None])[..., 0]
             ratio = (logp - old_logp).exp()
-            pg = torch.max(-adv_t * ratio, -adv_t * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+            pg = clipped_surrogate(adv_t, ratio, cfg.clip_coef).mean()
             ent = -(logp_all.exp() * logp_all).sum(-1).mean()
             loss = pg - cfg.ent_coef * ent + cfg.vf_coef * 0.5 * ((v - ret_t) ** 2).mean()
             opt.zero_grad(set_to_none=True)
@@ -228,7 +229,7 @@ def train_retribution(cfg: RetributionVerifyConfig, seed: int, use_tvt: bool) ->
             logp = logp_all.gather(-1, torch.from_numpy(prev["act"][:, rows])[..., None])[..., 0]
             ratio = (logp - torch.from_numpy(prev["logp"][:, rows])).exp()
             a = torch.from_numpy(radv[:, rows])
-            pg = torch.max(-a * ratio, -a * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+            pg = clipped_surrogate(a, ratio, cfg.clip_coef).mean()
             opt.zero_grad(set_to_none=True)
             pg.backward()
             opt.step()
@@ -273,7 +274,6 @@ def train_retribution_drqn(cfg: RetributionVerifyConfig, seed: int, use_tvt: boo
     moves ``alpha * delta(t2)`` from a hit by X to the agent's earlier zaps of X, ``delta`` the
     one-step TD error ``r + gamma max Q(t+1) - max Q(t)`` at the hit; the value stays with the
     replayed episode's rewards (karmic.training.drqn does the same with shards)."""
-    from karmic.training.drqn import nstep_double_q_targets
 
     q = qcfg or RetributionDRQNConfig()
     torch.manual_seed(seed)

@@ -7,7 +7,7 @@ transport of :func:`karmic.tvt.transport.learned_transport` to its rewards befor
 whole episodes (B episodes per update) and ``gamma`` small enough that the door's reward never
 reaches the key through discounting alone.
 
-Pass criteria (issue 6), per phase-length setting:
+Pass criteria, per phase-length setting:
 - TVT picks up the key in >= 80% of late episodes (the last ``late`` fraction of updates) in at
   least 2 of 3 seeds;
 - the agent without TVT stays within 0.15 of the random policy's pickup rate (all seeds);
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from karmic.rl import clipped_surrogate, gae_alive
 from karmic.tvt.key_to_door import N_ACTIONS, KeyToDoor, KeyToDoorConfig, random_pickup_rate
 from karmic.tvt.memory import READ_HEADS, RECON_COST, TVTMemory, window_valid
 from karmic.tvt.transport import (
@@ -202,22 +203,8 @@ def transports(ro: dict[str, np.ndarray], cfg: VerifyConfig) -> tuple[np.ndarray
     return rew, {"transported": total, "near_pickup": near}
 
 
-def gae(rew, val, alive, gamma, lam):
-    T, B = rew.shape
-    adv = np.zeros((T, B), np.float32)
-    last = np.zeros(B, np.float32)
-    for t in reversed(range(T)):
-        nv = val[t + 1] * alive[t + 1] if t + 1 < T else np.zeros(B, np.float32)
-        nonterm = alive[t + 1] if t + 1 < T else np.zeros(B, bool)
-        delta = rew[t] + gamma * nv - val[t]
-        last = delta + gamma * lam * nonterm * last
-        last = last * alive[t]
-        adv[t] = last
-    return adv, adv + val
-
-
 def learn(agent, opt, ro, rewards, cfg: VerifyConfig, rng: np.random.Generator) -> dict[str, float]:
-    adv, ret = gae(rewards, ro["val"], ro["alive"], cfg.gamma, cfg.gae_lambda)
+    adv, ret = gae_alive(rewards, ro["val"], ro["alive"], cfg.gamma, cfg.gae_lambda)
     T, B = rewards.shape
     obs = torch.from_numpy(ro["obs"])
     act = torch.from_numpy(ro["act"])
@@ -250,7 +237,7 @@ def learn(agent, opt, ro, rewards, cfg: VerifyConfig, rng: np.random.Generator) 
             ratio = (logp - old_logp[:, i]).exp()
             a = adv_t[:, i]
             a = (a - (a * m).sum() / m.sum()) / (((a - (a * m).sum() / m.sum()) ** 2 * m).sum() / m.sum()).sqrt().add(1e-8)
-            pg = (torch.max(-a * ratio, -a * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)) * m).sum() / m.sum()
+            pg = (clipped_surrogate(a, ratio, cfg.clip_coef) * m).sum() / m.sum()
             v_loss = 0.5 * (((value - ret_t[:, i]) ** 2) * m).sum() / m.sum()
             ent = (-(logp_all.exp() * logp_all).sum(-1) * m).sum() / m.sum()
             aux = agent.memory.losses(words[m > 0], obs[:, i][m > 0], prev_a[:, i][m > 0],
