@@ -66,9 +66,34 @@ import torch
 from torch import nn
 
 from karmic.agents.network import KarmicAgent
+from karmic.envs.config import make_config
+from karmic.envs.core import HarvestVecEnv
 from karmic.envs.kernels import N_ACTIONS
 from karmic.rl import clipped_surrogate, gae
 from karmic.training.config import MODES, TRANSPORT_MODES, TrainConfig
+from karmic.training.lakeio import RunLake
+from karmic.tvt.harvest import (
+    MemoryRing,
+    extra_shapes,
+    memory_bank,
+    role_tags,
+    stream_times,
+    transport_rewards,
+)
+from karmic.tvt.memory import window_valid
+from pipelines.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from pipelines.storage import resolve
+from pipelines.trajectories import (
+    TrajectoryShard,
+    list_shards,
+    load_bank,
+    prune_shards,
+    read_shard,
+    shard_update,
+    transports_table,
+    write_shard,
+)
+from pipelines.writer import write_table
 
 _said_precision = False
 
@@ -116,11 +141,6 @@ def pa_column(table, name: str) -> np.ndarray:
     return table.column(name).to_numpy()
 
 
-def identity_transport(shard, history, agent, cfg) -> np.ndarray:  # noqa: ARG001
-    """The non-TVT conditions: rewards unchanged."""
-    return shard.reward
-
-
 class Trainer:
     """One training run (see the module docstring). ``run()`` trains to ``total_steps``."""
 
@@ -137,18 +157,13 @@ class Trainer:
         cfg.validate()
         cfg.precision = resolve_precision(cfg.precision)
         self.cfg = cfg
-        from pipelines.storage import resolve
-
         self.lake = resolve(lake)  # a directory (Path) or an s3:// prefix (pipelines.storage)
         self.on_update = on_update
         self.use_tvt, self.use_matchmaker = MODES[cfg.mode]
-        self.transport = identity_transport
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
 
         if env is None:
-            from karmic.envs.config import make_config
-            from karmic.envs.core import HarvestVecEnv
 
             env_config = make_config(cfg.preset, grid_size=cfg.grid_size, **cfg.env_overrides)
             env = HarvestVecEnv(env_config, num_envs=cfg.num_envs)
@@ -200,16 +215,12 @@ class Trainer:
 
         self.ring = None
         if self.use_tvt:
-            from karmic.tvt.harvest import MemoryRing
-
             self.ring = MemoryRing(self.S, cfg.memory_size, self.agent.tvt.word)
             # the learner rebuilds each step's memory from the shards: keep enough of them
             self.keep_shards = max(cfg.keep_shards, math.ceil(cfg.memory_size / ns) + 1)
         else:
             self.keep_shards = cfg.keep_shards
-        if io_factory is None:
-            from karmic.training.lakeio import RunLake as io_factory
-        self.io = io_factory(self.lake, self.run_id, cfg, self.env_config, self.N)
+        self.io = (io_factory or RunLake)(self.lake, self.run_id, cfg, self.env_config, self.N)
         self.ledger = self.io.new_ledger() if self.use_matchmaker else None
         if resume_from is not None:
             self._restore(resume_from)
@@ -237,8 +248,6 @@ class Trainer:
         self.buf_gstep = np.zeros((T // L, S), np.int64)
         self.buf_extra: dict[str, np.ndarray] = {}
         if self.use_tvt:
-            from karmic.tvt.harvest import extra_shapes
-
             tvt = self.agent.tvt
             self.tvt_k = min(3, tvt.top_k)
             for name, (dt, shape) in extra_shapes(tvt.heads, self.tvt_k, tvt.word).items():
@@ -258,8 +267,6 @@ class Trainer:
         if self.ledger is not None:
             self.ledger = self.io.rebuild_ledger(episodes_before=self.round * self.B)
         if self.ring is not None:  # the memory is rebuilt from the shards the lake kept
-            from pipelines.trajectories import load_bank
-
             need = math.ceil(self.cfg.memory_size / self.cfg.num_steps)
             words, times = load_bank(self.lake, self.run_id, self.update, need, self.S, self.ring.words.shape[2])
             self.ring.load(words, times)
@@ -373,8 +380,6 @@ class Trainer:
 
     def _tvt_step(self, t: int, z: torch.Tensor, action: torch.Tensor, rew: np.ndarray, events) -> None:
         """Record this step's read, write the step's word into the memory, tag it from the events."""
-        from karmic.tvt.harvest import role_tags
-
         x, ring, read = self.buf_extra, self.ring, self.agent.last_read
         starts = torch.from_numpy(self.buf_start[t].astype(bool))
         prev_a = torch.where(starts, -1, self.prev_a)
@@ -402,8 +407,6 @@ class Trainer:
         self.prev_a, self.prev_r = action.long(), torch.from_numpy(rew.astype(np.float32))
 
     def make_shard(self):
-        from pipelines.trajectories import TrajectoryShard
-
         tmp = TrajectoryShard(
             run_id=self.run_id, update=self.update, seq_len=self.cfg.seq_len,
             num_envs=self.B, n_agents=self.N, obs=np.zeros((0,)), h0=self.buf_h0, c0=self.buf_c0,
@@ -467,9 +470,6 @@ class Trainer:
                                          ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac")}
         tvt = self.agent.tvt
         if tvt is not None:
-            from karmic.tvt.harvest import stream_times
-            from karmic.tvt.memory import window_valid
-
             bank_words = torch.from_numpy(self.bank[0])
             bank_unit = nn.functional.normalize(bank_words, dim=-1)
             bank_times = torch.from_numpy(self.bank[1])
@@ -535,9 +535,6 @@ class Trainer:
         so the advantage here is the (gamma * lambda)-discounted sum of the added rewards within
         each episode, and values are left alone. Its memory comes from the same bank (rows older
         than the bank are not readable: an approximation the ratio clipping absorbs)."""
-        from karmic.tvt.harvest import stream_times
-        from karmic.tvt.memory import window_valid
-
         cfg = self.cfg
         tm_start = shard.time_major(shard.start)
         T, S = added.shape
@@ -579,16 +576,6 @@ class Trainer:
     def run(self, stop_after: int | None = None, at_boundary: bool = True) -> dict[str, Any]:
         """Train to ``n_updates``, or stop after ``stop_after`` more updates (tests, benchmarks):
         at the next round boundary (a resumable stop) unless ``at_boundary`` is false."""
-        from pipelines.checkpoints import save_checkpoint
-        from pipelines.trajectories import (
-            list_shards,
-            prune_shards,
-            read_shard,
-            shard_update,
-            write_shard,
-        )
-        from pipelines.writer import write_table
-
         cfg = self.cfg
         if self.update == 0 or not self.io.run_exists():
             self.io.start_run(self.n_updates * cfg.num_steps * self.B)
@@ -612,29 +599,7 @@ class Trainer:
                 history = [p for p in list_shards(self.lake, self.run_id)
                            if shard_update(p) < self.update][-max(self.keep_shards - 1, 0):]
                 t2 = time.perf_counter()
-                if self.use_tvt:
-                    from karmic.tvt.harvest import memory_bank, transport_rewards
-                    from pipelines.trajectories import transports_table
-
-                    hist = self._kept_shards(history, replay)
-                    need = math.ceil(cfg.memory_size / cfg.num_steps)
-                    if cfg.mode in TRANSPORT_MODES:
-                        res = transport_rewards(replay, hist, self.agent, cfg)
-                        log = transports_table(replay, res.parts, self.max_steps) if res.parts else None
-                        if log is not None:
-                            write_table(self.lake, "tvt_transports", self.run_id, log)
-                        self.bank = memory_bank(hist[-need:] + [replay], self.S, self.agent.tvt.word)
-                        losses = self.learn(replay, res.rewards)
-                        for sh in hist:  # value moved into earlier episodes: replay their shards
-                            if sh.update in res.replay:
-                                losses["replay_pg_loss"] = self.learn_replay(sh, res.replay[sh.update])
-                        self.transported = float(np.abs(pa_column(log, "amount")).sum()) if log is not None else 0.0
-                    else:  # memory: the same agent and reads, the environment's rewards
-                        self.bank = memory_bank(hist[-need:] + [replay], self.S, self.agent.tvt.word)
-                        losses = self.learn(replay, np.asarray(replay.reward, np.float32))
-                else:
-                    rewards = np.asarray(self.transport(replay, history, self.agent, cfg), np.float32)
-                    losses = self.learn(replay, rewards)
+                losses = self.learn_update(replay, history)
                 t3 = time.perf_counter()
                 if not cfg.keep_trajectories:
                     prune_shards(self.lake, self.run_id, self.keep_shards, upto=self.update)
@@ -671,11 +636,39 @@ class Trainer:
         self.io.set_status("completed" if finished else "interrupted")
         return self._info({}, timing, t_start, steps_start)
 
+    def learn_update(self, replay, history: list) -> dict[str, float]:
+        """The learner's half of an update, on the shard just read back from the lake: PPO on the
+        environment's rewards, or (tvt / full / memory) TVT's seam, :meth:`learn_tvt`."""
+        if self.use_tvt:
+            return self.learn_tvt(replay, history)
+        return self.learn(replay, np.asarray(replay.reward, np.float32))
+
+    def learn_tvt(self, replay, history: list) -> dict[str, float]:
+        """TVT: the memory bank from the kept shards and this one (the reads the learner trains
+        are the rollout's), the transports into this shard's rewards (logged to the lake's
+        ``tvt_transports``), PPO on them, then one replay pass over each earlier shard that
+        received value. ``memory`` trains the same agent on the environment's rewards."""
+        cfg = self.cfg
+        hist = self._kept_shards(history, replay)
+        need = math.ceil(cfg.memory_size / cfg.num_steps)
+        if cfg.mode not in TRANSPORT_MODES:
+            self.bank = memory_bank(hist[-need:] + [replay], self.S, self.agent.tvt.word)
+            return self.learn(replay, np.asarray(replay.reward, np.float32))
+        res = transport_rewards(replay, hist, self.agent, cfg)
+        log = transports_table(replay, res.parts, self.max_steps) if res.parts else None
+        if log is not None:
+            write_table(self.lake, "tvt_transports", self.run_id, log)
+        self.bank = memory_bank(hist[-need:] + [replay], self.S, self.agent.tvt.word)
+        losses = self.learn(replay, res.rewards)
+        for sh in hist:
+            if sh.update in res.replay:
+                losses["replay_pg_loss"] = self.learn_replay(sh, res.replay[sh.update])
+        self.transported = float(np.abs(pa_column(log, "amount")).sum()) if log is not None else 0.0
+        return losses
+
     def _kept_shards(self, history: list, replay) -> list:
         """The kept earlier shards, each read back from the lake once (when it was written, or
         at resume) and held until retention drops it: an update reads only its new shard."""
-        from pipelines.trajectories import read_shard, shard_update
-
         ups = [shard_update(p) for p in history]
         hist = [self.shard_cache[u] if u in self.shard_cache else read_shard(p)
                 for u, p in zip(ups, history, strict=True)]
@@ -729,8 +722,6 @@ def resume(
 def resumed_trainer(
     run_id, lake, on_update=None, total_steps=None, tensorboard=False, env=None
 ) -> Trainer:
-    from pipelines.checkpoints import latest_checkpoint, load_checkpoint
-
     ck = load_checkpoint(latest_checkpoint(lake, run_id))
     cfg = TrainConfig.from_dict(ck["train_config"])
     if total_steps is not None:
