@@ -218,9 +218,10 @@ def queries_dir() -> Path:
     raise LakeError("queries/ not found: set KARMIC_QUERIES to the folder of the .sql files")
 
 
-# views every connection gets, in dependency order: the t table, the late-training per-seed
-# metrics of the ablation and their per-cell statistics
-SHARED_VIEWS = ("_t975", "_late_seed_metrics", "_late_cell_stats")
+# views every connection gets, in dependency order: the t table, the per-episode totals and
+# social quantities (hits by the ledger rule, Gini, eating), the late-training per-seed metrics of
+# the ablation and their per-cell statistics
+SHARED_VIEWS = ("_t975", "_episode_totals", "_episode_social", "_late_seed_metrics", "_late_cell_stats")
 
 
 def create_shared_views(con: duckdb.DuckDBPyConnection) -> None:

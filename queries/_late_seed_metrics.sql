@@ -6,7 +6,7 @@
 -- seeds: runs repeating the same (condition, grid_size, seed) are averaged first, so a rerun is
 -- not counted as new evidence. The learner (algo: ppo | drqn, from runs.algo; ppo when a run does
 -- not record one) splits every row. Hits are classified by the ledger rule of docs/DESIGN.md (the
--- view ledger_hits). predatory_rate: predatory zaps per 1,000 agent-steps; sustainability is the
+-- view ledger_hits, counted per episode by episode_hits). predatory_rate: predatory zaps per 1,000 agent-steps; sustainability is the
 -- mean step of eating (steps), sustainability_share divides it by the episode length (the forms
 -- to compare across grid sizes, whose episodes differ in length). Used by queries/ablation.sql and
 -- queries/scale_comparison.sql, which only aggregate (queries/_late_cell_stats.sql).
@@ -21,64 +21,9 @@ params as (
         end as late_fraction
     from (select try_cast(getvariable('late_fraction') as double) as f)
 ),
--- hits classified by the ledger rule: the view ledger_hits (queries/_ledger_hits.sql)
-classified as (
-    select * from ledger_hits
-),
-hit_counts as (
-    select
-        run_id,
-        episode,
-        count(*) filter (where not retribution) as predation,
-        count(*) filter (where retribution) as retribution
-    from classified
-    group by run_id, episode
-),
-ep as (
-    select
-        run_id,
-        episode,
-        any_value(condition) as condition,
-        any_value(grid_size) as grid_size,
-        any_value(seed) as seed,
-        min(global_step) as global_step,
-        max(steps) as steps,
-        count(*) as n_agents,
-        sum("return") as total_return,
-        sum(frozen_steps) as frozen_steps
-    from episodes
-    group by run_id, episode
-),
-ranked as (
-    select
-        run_id,
-        episode,
-        apples,
-        row_number() over (partition by run_id, episode order by apples) as i,
-        count(*) over (partition by run_id, episode) as n,
-        sum(apples) over (partition by run_id, episode) as total
-    from episodes
-),
-gini as (
-    select
-        run_id,
-        episode,
-        case
-            when max(total) = 0 then 0.0
-            else sum((2 * i - n - 1) * apples)::double / (max(n) * max(total))
-        end as gini
-    from ranked
-    group by run_id, episode
-),
 -- the learner of each run (runs.algo); a run without one (older run.json, no run.json) is ppo
 run_algo as (
     select run_id, any_value(algo) as algo from runs group by run_id
-),
-eaten as (
-    select run_id, episode, avg(t)::double as mean_t
-    from events
-    where event_type = 'APPLE_EATEN'
-    group by run_id, episode
 ),
 per_episode as (
     select
@@ -97,10 +42,10 @@ per_episode as (
         eaten.mean_t as sustainability,
         eaten.mean_t / nullif(ep.steps, 0) as sustainability_share,
         (ep.n_agents * ep.steps - ep.frozen_steps)::double / nullif(ep.steps, 0) as peace
-    from ep
-    join gini using (run_id, episode)
-    left join hit_counts as hc using (run_id, episode)
-    left join eaten using (run_id, episode)
+    from episode_totals as ep
+    join episode_gini as gini using (run_id, episode)
+    left join episode_hits as hc using (run_id, episode)
+    left join episode_eating as eaten using (run_id, episode)
     left join run_algo using (run_id)
 ),
 late as (

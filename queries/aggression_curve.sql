@@ -4,7 +4,7 @@
 -- Rows with a seed: that seed's mean predatory zaps per episode in the bin (runs repeating a seed
 -- averaged), n = episodes. Rows with seed null: mean over seeds, sd, n = seeds, and the 95% CI
 -- mean +- t(0.975, n - 1) * sd / sqrt(n) (t from the view t975, queries/_t975.sql; null when n = 1).
--- Hits are classified by the ledger rule of docs/DESIGN.md (the CTEs of queries/predatory_zaps.sql).
+-- Hits are classified by the ledger rule of docs/DESIGN.md (the view episode_hits).
 -- predatory_rate: predatory zaps per 1,000 agent-steps (agent-steps = the episode's steps summed
 -- over its agents), averaged the same way; it is the column to compare across grid sizes, whose
 -- episodes differ in length (500 steps at 10x10, 1000 at 30x30).
@@ -21,30 +21,11 @@ params as (
 tq as (
     select lo, hi, t from t975  -- queries/_t975.sql
 ),
--- hits classified by the ledger rule: the view ledger_hits (queries/_ledger_hits.sql)
-classified as (
-    select * from ledger_hits
-),
 hit_counts as (
-    select
-        run_id,
-        episode,
-        count(*) filter (where not retribution) as predation,
-        count(*) filter (where retribution) as retribution
-    from classified
-    group by run_id, episode
+    select * from episode_hits  -- queries/_episode_social.sql
 ),
 ep as (
-    select
-        run_id,
-        episode,
-        any_value(condition) as condition,
-        any_value(grid_size) as grid_size,
-        any_value(seed) as seed,
-        min(global_step) as global_step,
-        sum(steps) as agent_steps
-    from episodes
-    group by run_id, episode
+    select run_id, episode, condition, grid_size, seed, global_step, agent_steps from episode_totals
 ),
 widths as (
     select grid_size, greatest(1, ceil((max(global_step) + 1) / params.n_bins))::bigint as width

@@ -38,15 +38,7 @@ hit_counts as (
     group by run_id, episode
 ),
 ep as (
-    select
-        run_id,
-        episode,
-        any_value(condition) as condition,
-        any_value(grid_size) as grid_size,
-        any_value(seed) as seed,
-        min(global_step) as global_step
-    from episodes
-    group by run_id, episode
+    select run_id, episode, condition, grid_size, seed, global_step from episode_totals
 ),
 widths as (
     select grid_size, greatest(1, ceil((max(global_step) + 1) / params.n_bins))::bigint as width
