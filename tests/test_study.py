@@ -604,8 +604,8 @@ def test_a_bad_decision_table_is_one_line(tmp, table, needle):
         parse_study(_write(tmp, HEAD + table + "\n" + GOOD_PRED))
 
 
-def test_the_frozen_small_world_preset_is_the_level_the_calibration_chose():
-    """karmic-small must be exactly the ecology study's chosen 10x10 level (results/ecology/
+def test_the_frozen_presets_are_the_levels_the_calibration_chose():
+    """karmic-small and karmic-big must be exactly the ecology study's chosen levels (results/ecology/
     decision.json, built by queries/study/decision.sql), and the ablation must run on it."""
     from karmic.envs import make_config
     from pipelines.study import Cell
@@ -613,8 +613,13 @@ def test_the_frozen_small_world_preset_is_the_level_the_calibration_chose():
     chosen = [r for r in json.loads((ROOT / "results" / "ecology" / "decision.json").read_text())["levels"]
               if r["grid_size"] == 10 and r["chosen"]]
     assert [(r["level"], r["passes"], r["final"]) for r in chosen] == [("lean-exclusion", True, True)]
+    big = [r for r in json.loads((ROOT / "results" / "ecology" / "decision.json").read_text())["levels"]
+           if r["grid_size"] == 30 and r["chosen"]]
+    assert [(r["level"], r["passes"], r["final"]) for r in big] == [("matched", True, True)]
     eco = parse_study(ROOT / "studies" / "ecology.toml")
-    cell = Cell("baseline", 10, "lean-exclusion", 1)
-    assert make_config("karmic-small") == make_config(eco.preset(10), grid_size=10, **eco.env_overrides(cell))
+    for preset, g, level in (("karmic-small", 10, "lean-exclusion"), ("karmic-big", 30, "matched")):
+        cell = Cell("baseline", g, level, 1)
+        assert make_config(preset) == make_config(eco.preset(g), grid_size=g, **eco.env_overrides(cell))
     abl = parse_study(ROOT / "studies" / "ablation.toml")
-    assert abl.preset(10) == "karmic-small" and 10 in abl.runnable_grids
+    assert (abl.preset(10), abl.preset(30)) == ("karmic-small", "karmic-big")
+    assert abl.runnable_grids == [10, 30]

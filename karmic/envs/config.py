@@ -198,6 +198,11 @@ PRESETS: dict[str, dict] = {
         "removal_steps": 50,
         "hit_penalty": 0.0,
     },
+    # The calibrated big city (studies/ecology.toml, results/ecology/decision.json): the level its
+    # rule chose at 30x30: SSD regrowth on 2 apple patches (13 cells each) for 5 agents, the apple
+    # cells per agent of the 10x10 board, so scale changes space and encounters, not wealth; the
+    # default 18 patches make baseline agents stop zapping altogether.
+    "karmic-big": {"grid_size": 30, "n_patches": 2},
     # The original Karmic README: 10x10 small world, beam 5, removal 25 steps, -0.5 when hit.
     "seed": {"grid_size": 10, "max_steps": 500, "beam_width": 1, "removal_steps": 25},
 }
