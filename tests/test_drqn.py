@@ -152,7 +152,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, mode):
     ea, eb = _events(tmp_path, "whole"), _events(tmp_path, "split")
     assert ea.num_rows > 0 and ea.equals(eb)
     if mode == "full":  # transports logged as for PPO
-        assert (tmp_path / "tvt_transports").is_dir() or whole.transported == 0.0
+        assert (tmp_path / "tvt_transports").is_dir() or whole.tvt.transported == 0.0
 
 
 def test_replay_samples_only_kept_shards_of_this_run(tmp_path):

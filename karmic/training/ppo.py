@@ -9,16 +9,17 @@ One update (CleanRL ``ppo_atari_lstm`` structure, with the recurrent state handl
 2. **Lake**: the rollout is written as a trajectory shard (``pipelines.trajectories``) and read
    back; the learner trains from what it read. Shards older than the last ``keep_shards`` are
    removed unless ``keep_trajectories``.
-3. **Transport hook**: ``transport(shard, history, agent, cfg) -> rewards (rows, L)``: the
-   identity for ``baseline`` / ``matchmaker``; ``karmic.tvt.transport_rewards`` for ``tvt`` /
-   ``full``. ``history`` holds the paths of the kept earlier shards (oldest first; read them
-   with ``pipelines.trajectories.read_shard``).
+3. **TVT** (``tvt`` / ``full`` / ``memory`` only): the one seam, :class:`karmic.training.tvt_run.TVTRun`,
+   which the loop calls at each acting step (the memory read), each rollout step (the read, the
+   word written, the role tags) and each update (the kept earlier shards, the transports into
+   this shard's rewards, the memory bank the learner reads, and the replay passes over earlier
+   shards that received value).
 4. **GAE** (lambda) on the time-major rewards and values, bootstrapped from the value after the
    last step; an episode start at t+1 cuts the return at t.
 5. **PPO**: ``update_epochs`` epochs over minibatches of whole sequences (rows of the shard),
    each run from its stored LSTM state, with the state zeroed at episode starts. Clipped policy
-   and value losses, entropy bonus, global gradient clipping. If the agent has a TVT module with
-   an ``auxiliary_loss(agent, batch)`` method, that loss is added.
+   and value losses, entropy bonus, global gradient clipping; for a TVT agent, the memory's
+   reconstruction and read-strength losses (``TVTRun.learner_memory``).
 
 Episodes: all envs finish together every ``max_steps``; a *round* is one episode of every env.
 Round ``r`` resets env ``b`` with a seed derived from ``(seed, r, b)`` and numbers its episode
@@ -41,8 +42,8 @@ TVT (what ``karmic.tvt`` provides for ``tvt`` / ``full`` / ``memory``):
   plus transported value, the transports made (written to the lake's ``tvt_transports`` by
   ``pipelines.trajectories.transports_table``) and the value moved into earlier shards, which
   the learner replays (``tvt`` / ``full`` only; ``memory`` keeps the environment's rewards).
-- optional ``agent.tvt.auxiliary_loss(agent, batch) -> scalar tensor``, added to the PPO loss
-  for every minibatch, with ``batch = {"z": (L, mb, latent), "rows": row indices, "shard"}``.
+- ``TVTMemory.losses``: reconstruction and read-strength regulariser, added to the PPO loss of
+  every minibatch.
 
 Conditions: ``baseline`` (no TVT, random spawns), ``matchmaker`` (no TVT, rigged spawns: env b's
 ledger folds env b's episodes, ``episode % B == b``, as ``karmic.ledger.VecLedger``; its pairs
@@ -58,6 +59,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,30 +72,19 @@ from karmic.envs.config import make_config
 from karmic.envs.core import HarvestVecEnv
 from karmic.envs.kernels import N_ACTIONS
 from karmic.rl import clipped_surrogate, gae
-from karmic.training.config import MODES, TRANSPORT_MODES, TrainConfig
+from karmic.training.config import MODES, TrainConfig
 from karmic.training.lakeio import RunLake
-from karmic.tvt.harvest import (
-    MemoryRing,
-    extra_shapes,
-    memory_bank,
-    role_tags,
-    stream_times,
-    transport_rewards,
-)
-from karmic.tvt.memory import window_valid
+from karmic.training.tvt_run import TVTRun
 from pipelines.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from pipelines.storage import resolve
 from pipelines.trajectories import (
     TrajectoryShard,
     list_shards,
-    load_bank,
     prune_shards,
     read_shard,
     shard_update,
-    transports_table,
     write_shard,
 )
-from pipelines.writer import write_table
 
 _said_precision = False
 
@@ -137,8 +128,20 @@ def round_seeds(seed: int, rnd: int, num_envs: int) -> list[int]:
     return [int(s) for s in ss.generate_state(num_envs, dtype=np.uint32)]
 
 
-def pa_column(table, name: str) -> np.ndarray:
-    return table.column(name).to_numpy()
+@dataclass
+class RolloutState:
+    """Where the rollout stands between two updates: the envs' last observation, the agents'
+    LSTM state, which slots start an episode at the next step, and the bootstrap of the last
+    rollout (the value after its last step, and whether that step starts an episode)."""
+
+    state: tuple[torch.Tensor, torch.Tensor]
+    starts: np.ndarray
+    obs: np.ndarray | None = None
+    need_reset: bool = True
+    t_in_episode: int = 0
+    round_events: list = field(default_factory=list)  # the round's EventBatches, reset first
+    next_value: np.ndarray | None = None
+    next_start: np.ndarray | None = None
 
 
 class Trainer:
@@ -199,7 +202,6 @@ class Trainer:
         self.rng = np.random.default_rng([cfg.seed, 1])  # minibatch shuffles
         self.agent_ids = torch.arange(self.S) % self.N
         self.bf16 = cfg.precision == "bf16"
-        self.shard_cache: dict[int, Any] = {}  # update -> the kept shards as read back once
 
         # training counters; a run ends at a round boundary
         steps_per_update = ns * self.B
@@ -213,19 +215,17 @@ class Trainer:
         self.run_id = cfg.run_id or new_run_id(cfg)
         cfg.run_id = self.run_id
 
-        self.ring = None
-        if self.use_tvt:
-            self.ring = MemoryRing(self.S, cfg.memory_size, self.agent.tvt.word)
-            # the learner rebuilds each step's memory from the shards: keep enough of them
-            self.keep_shards = max(cfg.keep_shards, math.ceil(cfg.memory_size / ns) + 1)
-        else:
-            self.keep_shards = cfg.keep_shards
+        self.tvt = TVTRun(cfg, self.S, self.agent.tvt) if self.use_tvt else None
+        self.keep_shards = cfg.keep_shards
+        if self.tvt is not None:  # the learner rebuilds each step's memory from the shards
+            self.keep_shards = max(cfg.keep_shards, self.tvt.shards_needed + 1)
         self.io = (io_factory or RunLake)(self.lake, self.run_id, cfg, self.env_config, self.N)
         self.ledger = self.io.new_ledger() if self.use_matchmaker else None
         if resume_from is not None:
             self._restore(resume_from)
         self.tb = self.io.tensorboard() if tensorboard else None
         self._alloc()
+        self.loop = RolloutState(self.agent.initial_state(self.S), np.ones(self.S, dtype=bool))
         self.event_write_time = 0.0
         self.recent_returns: list[float] = []
         self.recent_zaps: list[float] = []
@@ -246,14 +246,7 @@ class Trainer:
         self.buf_episode = np.zeros((T // L, S), np.int64)
         self.buf_t0 = np.zeros((T // L, S), np.int32)
         self.buf_gstep = np.zeros((T // L, S), np.int64)
-        self.buf_extra: dict[str, np.ndarray] = {}
-        if self.use_tvt:
-            tvt = self.agent.tvt
-            self.tvt_k = min(3, tvt.top_k)
-            for name, (dt, shape) in extra_shapes(tvt.heads, self.tvt_k, tvt.word).items():
-                self.buf_extra[name] = np.zeros((T, S, *shape), dt)
-            self.prev_a = torch.full((S,), -1, dtype=torch.long)
-            self.prev_r = torch.zeros(S)
+        self.buf_extra: dict[str, np.ndarray] = self.tvt.buffers(T) if self.tvt is not None else {}
 
     def _restore(self, ck: dict[str, Any]) -> None:
         self.agent.load_state_dict(ck["model"])
@@ -266,10 +259,8 @@ class Trainer:
         self.last_ckpt_update = self.update
         if self.ledger is not None:
             self.ledger = self.io.rebuild_ledger(episodes_before=self.round * self.B)
-        if self.ring is not None:  # the memory is rebuilt from the shards the lake kept
-            need = math.ceil(self.cfg.memory_size / self.cfg.num_steps)
-            words, times = load_bank(self.lake, self.run_id, self.update, need, self.S, self.ring.words.shape[2])
-            self.ring.load(words, times)
+        if self.tvt is not None:  # the memory is rebuilt from the shards the lake kept
+            self.tvt.restore(self.lake, self.run_id, self.update)
 
     def checkpoint_payload(self) -> dict[str, Any]:
         return {
@@ -296,15 +287,15 @@ class Trainer:
         seeds = round_seeds(self.cfg.seed, self.round, self.B)
         obs = self.env.reset(seed=seeds, pairs=pairs if pairs and any(pairs) else None)
         self.io.begin_round(self.env, seeds, pairs)  # the action log (pipelines.replay)
-        self.t_in_episode = 0
-        self.round_events = [self.env.reset_events]
+        self.loop.t_in_episode = 0
+        self.loop.round_events = [self.env.reset_events]
         return obs
 
     def _end_round(self) -> None:
         stats = self.env.episode_stats()
         t0 = time.perf_counter()
         events = self.io.end_round(
-            self.round, self.round_events, stats, self.max_steps, self.B, self.cfg, self.global_step
+            self.round, self.loop.round_events, stats, self.max_steps, self.B, self.cfg, self.global_step
         )
         self.event_write_time += time.perf_counter() - t0
         if self.ledger is not None:
@@ -319,92 +310,67 @@ class Trainer:
     @torch.no_grad()
     def rollout(self) -> None:
         T, L = self.cfg.num_steps, self.cfg.seq_len
+        lp, tvt = self.loop, self.tvt
         for t in range(T):
-            if self.t_in_episode == 0 and self.need_reset:
-                self.obs = self._reset_round()
-                self.need_reset = False
-                self.starts[:] = True
-            flat = self.obs.reshape(self.S, *self.obs_shape)
+            if lp.t_in_episode == 0 and lp.need_reset:
+                lp.obs = self._reset_round()
+                lp.need_reset = False
+                lp.starts[:] = True
+            flat = lp.obs.reshape(self.S, *self.obs_shape)
             self.buf_obs[t] = flat
-            self.buf_start[t] = self.starts
+            self.buf_start[t] = lp.starts
             if t % L == 0:
                 k = t // L
-                self.buf_h0[k] = self.state[0][0].numpy()
-                self.buf_c0[k] = self.state[1][0].numpy()
+                self.buf_h0[k] = lp.state[0][0].numpy()
+                self.buf_c0[k] = lp.state[1][0].numpy()
                 self.buf_episode[k] = self.round * self.B + np.repeat(np.arange(self.B), self.N)
-                self.buf_t0[k] = self.t_in_episode
+                self.buf_t0[k] = lp.t_in_episode
                 self.buf_gstep[k] = self.global_step
             with self.amp():
-                logits, value, self.state, z = self.agent(
+                logits, value, lp.state, z = self.agent(
                     torch.from_numpy(flat)[None],
-                    self.state,
-                    torch.from_numpy(self.starts)[None],
+                    lp.state,
+                    torch.from_numpy(lp.starts)[None],
                     self.agent_ids,
-                    memory=self.ring.view() if self.ring is not None else None,
+                    memory=tvt.acting_memory() if tvt is not None else None,
                 )
             logp_all = torch.log_softmax(logits[0], -1)
             action = torch.multinomial(logp_all.exp(), 1, generator=self.gen)[:, 0]
             self.buf_act[t] = action.numpy()
-            self.io.record_actions(self.t_in_episode, self.buf_act[t])
+            self.io.record_actions(lp.t_in_episode, self.buf_act[t])
             self.buf_logp[t] = logp_all.gather(1, action[:, None])[:, 0].numpy()
             self.buf_val[t] = value[0].numpy()
-            self.obs, rew, dones, events = self.env.step(action.numpy().reshape(self.B, self.N))
+            lp.obs, rew, dones, events = self.env.step(action.numpy().reshape(self.B, self.N))
             self.buf_rew[t] = rew.reshape(self.S)
-            self.round_events.append(events)
-            if self.ring is not None:
-                self._tvt_step(t, z[0], action, rew.reshape(self.S), events)
-            self.starts[:] = False
-            self.t_in_episode += 1
+            lp.round_events.append(events)
+            if tvt is not None:
+                tvt.record_step(self.buf_extra, t, self.agent, z[0], action, rew.reshape(self.S), events,
+                                self.buf_start[t], self.global_step // self.B,
+                                lp.round_events[0] if lp.t_in_episode == 0 else None, self.B, self.N)
+            lp.starts[:] = False
+            lp.t_in_episode += 1
             self.global_step += self.B
             if dones.any():
                 if not dones.all():
                     raise RuntimeError("envs of a batch must finish together")
                 self._end_round()
-                self.t_in_episode = 0
-                self.need_reset = True
+                lp.t_in_episode = 0
+                lp.need_reset = True
         # value after the last step: the next round's first observation if a round just ended
-        if self.need_reset:
-            self.next_value = np.zeros(self.S, np.float32)
-            self.next_start = np.ones(self.S, np.uint8)
+        if lp.need_reset:
+            lp.next_value = np.zeros(self.S, np.float32)
+            lp.next_start = np.ones(self.S, np.uint8)
         else:
             with self.amp():
                 _, v, _, _ = self.agent(
-                    torch.from_numpy(self.obs.reshape(self.S, *self.obs_shape))[None],
-                    self.state,
+                    torch.from_numpy(lp.obs.reshape(self.S, *self.obs_shape))[None],
+                    lp.state,
                     torch.zeros(1, self.S, dtype=torch.bool),
                     self.agent_ids,
-                    memory=self.ring.view() if self.ring is not None else None,
+                    memory=tvt.acting_memory() if tvt is not None else None,
                 )
-            self.next_value = v[0].numpy().copy()
-            self.next_start = np.zeros(self.S, np.uint8)
-
-    def _tvt_step(self, t: int, z: torch.Tensor, action: torch.Tensor, rew: np.ndarray, events) -> None:
-        """Record this step's read, write the step's word into the memory, tag it from the events."""
-        x, ring, read = self.buf_extra, self.ring, self.agent.last_read
-        starts = torch.from_numpy(self.buf_start[t].astype(bool))
-        prev_a = torch.where(starts, -1, self.prev_a)
-        prev_r = torch.where(starts, 0.0, self.prev_r)
-        tau = self.global_step // self.B  # this step's stream time (round * max_steps + t)
-        x["tvt_strength"][t] = read.strength[0].numpy()
-        if read.weights.shape[-1]:
-            w, rows = read.weights[0].topk(self.tvt_k, dim=-1)  # (S, H, k)
-            if read.index is not None:  # a sparse read: weights over the rows it selected
-                rows = read.index[0].gather(-1, rows)
-            x["tvt_top_w"][t] = w.numpy()
-            x["tvt_top_tau"][t] = torch.gather(ring.time[:, None, :].expand(-1, rows.shape[1], -1), 2, rows).numpy()
-        else:
-            x["tvt_top_w"][t] = 0.0
-            x["tvt_top_tau"][t] = -1
-        word = self.agent.tvt.write(z, prev_a, prev_r)
-        ring.write(word, tau)
-        x["tvt_word"][t] = word.numpy()
-        x["tvt_prev_action"][t] = prev_a.numpy()
-        x["tvt_prev_reward"][t] = prev_r.numpy()
-        for k, v in role_tags(events, self.B, self.N).items():
-            x[k][t] = v
-        if self.t_in_episode == 0:  # the reset's rigged spawns tag the episode's first step
-            x["partner"][t] = role_tags(self.round_events[0], self.B, self.N)["partner"]
-        self.prev_a, self.prev_r = action.long(), torch.from_numpy(rew.astype(np.float32))
+            lp.next_value = v[0].numpy().copy()
+            lp.next_start = np.zeros(self.S, np.uint8)
 
     def make_shard(self):
         tmp = TrajectoryShard(
@@ -425,9 +391,9 @@ class Trainer:
             "global_step": self.buf_gstep.reshape(-1),
             # the bootstrap value of sequence k is the value at the first step of sequence k+1
             "next_value": np.concatenate([self.buf_val[self.cfg.seq_len :: self.cfg.seq_len],
-                                          self.next_value[None]]).reshape(-1),
+                                          self.loop.next_value[None]]).reshape(-1),
             "next_start": np.concatenate([self.buf_start[self.cfg.seq_len :: self.cfg.seq_len],
-                                          self.next_start[None]]).reshape(-1),
+                                          self.loop.next_start[None]]).reshape(-1),
         }
         return TrajectoryShard(
             run_id=self.run_id, update=self.update, seq_len=self.cfg.seq_len,
@@ -468,30 +434,18 @@ class Trainer:
         mb_rows = max(1, R // cfg.num_minibatches)
         stats: dict[str, list[float]] = {k: [] for k in
                                          ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac")}
-        tvt = self.agent.tvt
-        if tvt is not None:
-            bank_words = torch.from_numpy(self.bank[0])
-            bank_unit = nn.functional.normalize(bank_words, dim=-1)
-            bank_times = torch.from_numpy(self.bank[1])
-            taus = torch.from_numpy(stream_times(shard))
-            prev_a_all = torch.from_numpy(shard.extra["tvt_prev_action"].astype(np.int64))
-            prev_r_all = torch.from_numpy(shard.extra["tvt_prev_reward"])
-            slots_all = torch.from_numpy(shard.rows["slot"].astype(np.int64))
+        mem = self.tvt.learner_memory(shard) if self.tvt is not None else None
         for _ in range(cfg.update_epochs):
             perm = self.rng.permutation(R)
             for s in range(0, R, mb_rows):
                 idx = torch.from_numpy(perm[s : s + mb_rows])
-                memory = None
-                if tvt is not None:
-                    valid = window_valid(bank_times[None].expand(len(idx), -1), taus[idx].T, cfg.memory_size)
-                    memory = (bank_words[slots_all[idx]], valid, bank_unit[slots_all[idx]])
                 with self.amp():
                     logits, value, _, z = self.agent(
                         obs[idx].transpose(0, 1),
                         (h0[idx][None], c0[idx][None]),
                         starts[idx].transpose(0, 1),
                         ids[idx],
-                        memory=memory,
+                        memory=mem.memory(idx) if mem is not None else None,
                     )
                 logits = logits.transpose(0, 1)  # (mb, L, A)
                 value = value.transpose(0, 1)
@@ -510,12 +464,8 @@ class Trainer:
                 else:
                     v_loss = 0.5 * ((value - ret_t[idx]) ** 2).mean()
                 loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
-                if tvt is not None:
-                    pa_, pr_ = prev_a_all[idx].T, prev_r_all[idx].T
-                    words = tvt.write(z, pa_, pr_)
-                    obs_flat = obs[idx].transpose(0, 1).reshape(*words.shape[:2], -1).float() / 255.0
-                    aux = tvt.losses(words, obs_flat, pa_, pr_, self.agent.last_read.strength)
-                    loss = loss + cfg.tvt_recon_cost * aux["recon"] + cfg.tvt_read_cost * aux["read_reg"]
+                if mem is not None:
+                    loss = mem.add_losses(loss, self.agent, idx, z, obs[idx].transpose(0, 1))
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.agent.parameters(), cfg.max_grad_norm)
@@ -536,30 +486,21 @@ class Trainer:
         each episode, and values are left alone. Its memory comes from the same bank (rows older
         than the bank are not readable: an approximation the ratio clipping absorbs)."""
         cfg = self.cfg
-        tm_start = shard.time_major(shard.start)
-        T, S = added.shape
-        adv_tm = np.zeros((T, S), np.float32)
-        run = np.zeros(S, np.float32)
-        for t in reversed(range(T)):
-            nonterm = 1.0 - (tm_start[t + 1] if t + 1 < T else np.zeros(S)).astype(np.float32)
-            run = added[t] + cfg.gamma * cfg.gae_lambda * nonterm * run
-            adv_tm[t] = run
+        zeros = np.zeros_like(added, np.float32)  # GAE with zero values: the discounted added value
+        adv_tm, _ = gae(added, zeros, shard.time_major(shard.start), zeros[0], zeros[0],
+                        cfg.gamma, cfg.gae_lambda)
         adv = shard.from_time_major(adv_tm)
         rows = np.flatnonzero(np.abs(adv).sum(1) > 0)
         if len(rows) == 0:
             return 0.0
         idx = torch.from_numpy(rows)
-        bank_words, bank_times = torch.from_numpy(self.bank[0]), torch.from_numpy(self.bank[1])
-        taus = torch.from_numpy(stream_times(shard))[idx].T
-        valid = window_valid(bank_times[None].expand(len(rows), -1), taus, cfg.memory_size)
-        slots = torch.from_numpy(shard.rows["slot"].astype(np.int64))[idx]
         with self.amp():
             logits, _, _, _ = self.agent(
                 torch.from_numpy(shard.obs)[idx].transpose(0, 1),
                 (torch.from_numpy(shard.h0)[idx][None], torch.from_numpy(shard.c0)[idx][None]),
                 torch.from_numpy(shard.start.astype(bool))[idx].transpose(0, 1),
                 torch.from_numpy(shard.rows["agent"].astype(np.int64))[idx],
-                memory=(bank_words[slots], valid, nn.functional.normalize(bank_words[slots], dim=-1)),
+                memory=self.tvt.learner_memory(shard).memory(idx),
             )
         logp = torch.log_softmax(logits.transpose(0, 1), -1).gather(
             -1, torch.from_numpy(shard.action.astype(np.int64))[idx][..., None])[..., 0]
@@ -580,10 +521,7 @@ class Trainer:
         if self.update == 0 or not self.io.run_exists():
             self.io.start_run(self.n_updates * cfg.num_steps * self.B)
         self.io.set_status("running")
-        self.state = self.agent.initial_state(self.S)
-        self.starts = np.ones(self.S, dtype=bool)
-        self.need_reset = True
-        self.t_in_episode = 0
+        self.loop = RolloutState(self.agent.initial_state(self.S), np.ones(self.S, dtype=bool))
         timing = {"rollout": 0.0, "lake": 0.0, "learn": 0.0}
         t_start = time.perf_counter()
         steps_start = self.global_step
@@ -611,7 +549,7 @@ class Trainer:
                 timing["learn"] += t3 - t2
                 self.update += 1
                 done_updates += 1
-                if self.need_reset and (
+                if self.loop.need_reset and (
                     self.update - self.last_ckpt_update >= cfg.checkpoint_every
                     or self.update == self.n_updates
                 ):
@@ -624,7 +562,7 @@ class Trainer:
                 if self.on_update is not None:
                     self.on_update(info)
                 if stop_after is not None and done_updates >= stop_after:
-                    if self.need_reset or not at_boundary:
+                    if self.loop.need_reset or not at_boundary:
                         break
         except BaseException:
             self.io.set_status("interrupted")
@@ -638,43 +576,11 @@ class Trainer:
 
     def learn_update(self, replay, history: list) -> dict[str, float]:
         """The learner's half of an update, on the shard just read back from the lake: PPO on the
-        environment's rewards, or (tvt / full / memory) TVT's seam, :meth:`learn_tvt`."""
-        if self.use_tvt:
-            return self.learn_tvt(replay, history)
+        environment's rewards, or, for a TVT agent, TVT's seam (``karmic.training.tvt_run``):
+        the transports, PPO on the new rewards, and the replay passes."""
+        if self.tvt is not None:
+            return self.tvt.learn(self, replay, history)
         return self.learn(replay, np.asarray(replay.reward, np.float32))
-
-    def learn_tvt(self, replay, history: list) -> dict[str, float]:
-        """TVT: the memory bank from the kept shards and this one (the reads the learner trains
-        are the rollout's), the transports into this shard's rewards (logged to the lake's
-        ``tvt_transports``), PPO on them, then one replay pass over each earlier shard that
-        received value. ``memory`` trains the same agent on the environment's rewards."""
-        cfg = self.cfg
-        hist = self._kept_shards(history, replay)
-        need = math.ceil(cfg.memory_size / cfg.num_steps)
-        if cfg.mode not in TRANSPORT_MODES:
-            self.bank = memory_bank(hist[-need:] + [replay], self.S, self.agent.tvt.word)
-            return self.learn(replay, np.asarray(replay.reward, np.float32))
-        res = transport_rewards(replay, hist, self.agent, cfg)
-        log = transports_table(replay, res.parts, self.max_steps) if res.parts else None
-        if log is not None:
-            write_table(self.lake, "tvt_transports", self.run_id, log)
-        self.bank = memory_bank(hist[-need:] + [replay], self.S, self.agent.tvt.word)
-        losses = self.learn(replay, res.rewards)
-        for sh in hist:
-            if sh.update in res.replay:
-                losses["replay_pg_loss"] = self.learn_replay(sh, res.replay[sh.update])
-        self.transported = float(np.abs(pa_column(log, "amount")).sum()) if log is not None else 0.0
-        return losses
-
-    def _kept_shards(self, history: list, replay) -> list:
-        """The kept earlier shards, each read back from the lake once (when it was written, or
-        at resume) and held until retention drops it: an update reads only its new shard."""
-        ups = [shard_update(p) for p in history]
-        hist = [self.shard_cache[u] if u in self.shard_cache else read_shard(p)
-                for u, p in zip(ups, history, strict=True)]
-        self.shard_cache = {u: sh for u, sh in zip(ups, hist, strict=True)}
-        self.shard_cache[replay.update] = replay
-        return hist
 
     def _info(self, losses, timing, t_start, steps_start) -> dict[str, Any]:
         elapsed = time.perf_counter() - t_start

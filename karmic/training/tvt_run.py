@@ -1,0 +1,175 @@
+"""TVT's share of a training run (``tvt``, ``full``, ``memory``): the one seam the trainer calls.
+
+The trainer's loop is the same for every condition; where an agent has a TVT memory, it hands
+these four moments to a :class:`TVTRun`:
+
+- **acting** (:meth:`TVTRun.acting_memory`): the memory the agent reads at the next step, the
+  last ``memory_size`` words of each agent stream (:class:`karmic.tvt.harvest.MemoryRing`);
+- **each rollout step** (:meth:`TVTRun.record_step`): what the step read (strength, the top rows
+  and their stream times), the word it writes, the previous action and reward, and the role tags
+  from the step's events, into the shard's ``extra`` columns;
+- **each update** (:meth:`TVTRun.learn`): the kept earlier shards (each read back from the lake
+  once), the transports into this shard's rewards (``karmic.tvt.transport_rewards``, logged to
+  the lake's ``tvt_transports``), the memory bank the learner reads (rebuilt from the words the
+  shards stored, so the reads it trains are the rollout's), the trainer's learner on the new
+  rewards, and one replay pass over each earlier shard that received value. ``memory`` (Hung et
+  al. 2019's RMA) keeps the environment's rewards;
+- **each minibatch** (:class:`LearnerMemory`): the rows each sequence may read, and the memory's
+  reconstruction and read-strength losses added to the learner's loss.
+
+Resume refills the ring from the shards the lake kept (:meth:`TVTRun.restore`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from karmic.training.config import TRANSPORT_MODES, TrainConfig
+from karmic.tvt.harvest import (
+    MemoryRing,
+    extra_shapes,
+    memory_bank,
+    role_tags,
+    stream_times,
+    transport_rewards,
+)
+from karmic.tvt.memory import window_valid
+from pipelines.trajectories import load_bank, read_shard, shard_update, transports_table
+from pipelines.writer import write_table
+
+TOP_ROWS_KEPT = 3  # rows of each read stored per step (the learned transport's candidates)
+
+
+class LearnerMemory:
+    """The learner's view of the memory bank for one shard: per minibatch of its rows, what each
+    step may read (rows written before it, within ``memory_size``) and the memory's losses."""
+
+    def __init__(self, cfg: TrainConfig, bank: tuple[np.ndarray, np.ndarray], shard) -> None:
+        self.cfg = cfg
+        self.words = torch.from_numpy(bank[0])
+        self.unit = nn.functional.normalize(self.words, dim=-1)
+        self.times = torch.from_numpy(bank[1])
+        self.taus = torch.from_numpy(stream_times(shard))
+        self.prev_a = torch.from_numpy(shard.extra["tvt_prev_action"].astype(np.int64))
+        self.prev_r = torch.from_numpy(shard.extra["tvt_prev_reward"])
+        self.slots = torch.from_numpy(shard.rows["slot"].astype(np.int64))
+
+    def memory(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        valid = window_valid(self.times[None].expand(len(idx), -1), self.taus[idx].T, self.cfg.memory_size)
+        return self.words[self.slots[idx]], valid, self.unit[self.slots[idx]]
+
+    def add_losses(self, loss: torch.Tensor, agent, idx: torch.Tensor, z: torch.Tensor,
+                   obs: torch.Tensor) -> torch.Tensor:
+        """``loss`` plus the weighted reconstruction and read-strength losses of the minibatch
+        (``obs`` its (L, mb, ...) uint8 observations, ``z`` the latents the forward pass made)."""
+        cfg, tvt = self.cfg, agent.tvt
+        pa_, pr_ = self.prev_a[idx].T, self.prev_r[idx].T
+        words = tvt.write(z, pa_, pr_)
+        obs_flat = obs.reshape(*words.shape[:2], -1).float() / 255.0
+        aux = tvt.losses(words, obs_flat, pa_, pr_, agent.last_read.strength)
+        return loss + cfg.tvt_recon_cost * aux["recon"] + cfg.tvt_read_cost * aux["read_reg"]
+
+
+class TVTRun:
+    """The memory, the shard columns and the learner's inputs of one run's TVT agent."""
+
+    def __init__(self, cfg: TrainConfig, slots: int, tvt_module) -> None:
+        self.cfg = cfg
+        self.S = slots
+        self.word = tvt_module.word
+        self.ring = MemoryRing(slots, cfg.memory_size, tvt_module.word)
+        self.k = min(TOP_ROWS_KEPT, tvt_module.top_k)
+        self.shapes = extra_shapes(tvt_module.heads, self.k, tvt_module.word)
+        # earlier shards whose words cover the memory: the learner's bank and the resume refill
+        self.shards_needed = math.ceil(cfg.memory_size / cfg.num_steps)
+        self.prev_a = torch.full((slots,), -1, dtype=torch.long)
+        self.prev_r = torch.zeros(slots)
+        self.shard_cache: dict[int, Any] = {}  # update -> the kept shards as read back once
+        self.bank: tuple[np.ndarray, np.ndarray] | None = None
+        self.transported = 0.0  # |value| moved by the last update's transports
+
+    def restore(self, lake: Path | str, run_id: str, update: int) -> None:
+        """Refill the ring from the words of the shards the lake kept before ``update``."""
+        words, times = load_bank(lake, run_id, update, self.shards_needed, self.S, self.word)
+        self.ring.load(words, times)
+
+    def buffers(self, num_steps: int) -> dict[str, np.ndarray]:
+        """The shard's ``extra`` columns, preallocated time-major (T, S, ...)."""
+        return {name: np.zeros((num_steps, self.S, *shape), dt) for name, (dt, shape) in self.shapes.items()}
+
+    def acting_memory(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.ring.view()
+
+    def record_step(self, x: dict[str, np.ndarray], t: int, agent, z: torch.Tensor, action: torch.Tensor,
+                    rew: np.ndarray, events, starts: np.ndarray, tau: int, reset_events,
+                    B: int, N: int) -> None:
+        """Record step t's read into ``x``, write the step's word into the memory at stream time
+        ``tau``, tag it from the events (``reset_events``: the episode's reset, whose rigged
+        spawns tag its first step, given only there)."""
+        ring, read = self.ring, agent.last_read
+        st = torch.from_numpy(starts.astype(bool))
+        prev_a = torch.where(st, -1, self.prev_a)
+        prev_r = torch.where(st, 0.0, self.prev_r)
+        x["tvt_strength"][t] = read.strength[0].numpy()
+        if read.weights.shape[-1]:
+            w, rows = read.weights[0].topk(self.k, dim=-1)  # (S, H, k)
+            if read.index is not None:  # a sparse read: weights over the rows it selected
+                rows = read.index[0].gather(-1, rows)
+            x["tvt_top_w"][t] = w.numpy()
+            x["tvt_top_tau"][t] = torch.gather(ring.time[:, None, :].expand(-1, rows.shape[1], -1), 2, rows).numpy()
+        else:
+            x["tvt_top_w"][t] = 0.0
+            x["tvt_top_tau"][t] = -1
+        word = agent.tvt.write(z, prev_a, prev_r)
+        ring.write(word, tau)
+        x["tvt_word"][t] = word.numpy()
+        x["tvt_prev_action"][t] = prev_a.numpy()
+        x["tvt_prev_reward"][t] = prev_r.numpy()
+        for k, v in role_tags(events, B, N).items():
+            x[k][t] = v
+        if reset_events is not None:
+            x["partner"][t] = role_tags(reset_events, B, N)["partner"]
+        self.prev_a, self.prev_r = action.long(), torch.from_numpy(rew.astype(np.float32))
+
+    def learn(self, trainer, replay, history: list) -> dict[str, float]:
+        """One update's learning (see the module docstring); ``trainer`` supplies the learner
+        (``learn(shard, rewards)``, ``learn_replay(shard, added)``), the agent and the lake."""
+        cfg = self.cfg
+        hist = self._kept_shards(history, replay)
+        bank_shards = hist[-self.shards_needed:] + [replay]
+        if cfg.mode not in TRANSPORT_MODES:
+            self.bank = memory_bank(bank_shards, self.S, self.word)
+            return trainer.learn(replay, np.asarray(replay.reward, np.float32))
+        res = transport_rewards(replay, hist, trainer.agent, cfg)
+        log = transports_table(replay, res.parts, trainer.max_steps) if res.parts else None
+        if log is not None:
+            write_table(trainer.lake, "tvt_transports", trainer.run_id, log)
+        self.bank = memory_bank(bank_shards, self.S, self.word)
+        losses = trainer.learn(replay, res.rewards)
+        for sh in hist:
+            if sh.update in res.replay:
+                losses["replay_pg_loss"] = trainer.learn_replay(sh, res.replay[sh.update])
+        self.transported = float(np.abs(log.column("amount").to_numpy()).sum()) if log is not None else 0.0
+        return losses
+
+    def learner_memory(self, shard) -> LearnerMemory:
+        return LearnerMemory(self.cfg, self.bank, shard)
+
+    def _kept_shards(self, history: list, replay) -> list:
+        """The kept earlier shards, each read back from the lake once (when it was written, or
+        at resume) and held until retention drops it: an update reads only its new shard."""
+        ups = [shard_update(p) for p in history]
+        hist = [self.shard_cache[u] if u in self.shard_cache else read_shard(p)
+                for u, p in zip(ups, history, strict=True)]
+        self.shard_cache = {u: sh for u, sh in zip(ups, hist, strict=True)}
+        self.shard_cache[replay.update] = replay
+        return hist
+
+
+__all__ = ["TOP_ROWS_KEPT", "LearnerMemory", "TVTRun"]
