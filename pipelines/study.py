@@ -38,8 +38,16 @@ checked field by field before anything trains. Its tables:
 
 The plan is every (condition, grid size, level, seed) cell (levels restricted to their grids),
 one sweep task each with the run id ``<study>-<level>-<condition>-g<G>-s<S>``; the sweep
-manifest is ``<lake>/sweeps/sweep_id=study-<name>/sweep.json``. Verdicts are SQL
-(``queries/study/``); this module plans and runs.
+manifest is ``<lake>/sweeps/sweep_id=study-<name>/sweep.json``. A cell's **plan** is what its
+task runs: the TrainConfig dict of a trained cell, the ``simulate`` dict of a scripted one.
+Verdicts are SQL (``queries/study/``); this module plans and runs.
+
+**Carrying** (lakes that do not outlive a machine; only the committed ``results/<name>/``
+does): a run completed in ``results/<name>/runs.json`` (with its rows in metrics.parquet)
+whose recorded ``plan`` equals the study's plan for that cell today is *carried*: ``run
+--carry`` marks its task ``carried`` instead of training it, and ``report`` keeps its rows when
+the lake at hand has not completed the cell. Equal plans, not equal run ids, decide, so a
+changed study file never mixes a stale run in.
 """
 
 from __future__ import annotations
@@ -103,8 +111,13 @@ class Cell:
     def scripted(self) -> bool:
         return self.condition in POLICY_CONDITIONS
 
+    @property
+    def key(self) -> str:
+        """The cell's sweep task key (its run id without the study's name)."""
+        return f"{self.level}-{self.condition}-g{self.grid_size}-s{self.seed}"
+
     def run_id(self, study: str) -> str:
-        return f"{study}-{self.level}-{self.condition}-g{self.grid_size}-s{self.seed}"
+        return f"{study}-{self.key}"
 
 
 @dataclass
@@ -596,6 +609,14 @@ def holder(lake: str, study: str) -> dict[str, Any] | None:
 
 
 # --- plan -> sweep manifest -----------------------------------------------------------------------
+def cell_plan(study: Study, cell: Cell) -> dict[str, Any]:
+    """What the cell's task runs: its TrainConfig dict (trained) or ``simulate`` dict (scripted)."""
+    if cell.scripted:
+        return {"policy": cell.condition, "episodes": study.episodes,
+                "preset": study.preset(cell.grid_size), "env_overrides": study.env_overrides(cell)}
+    return study.train_config(cell)
+
+
 def manifest_for(study: Study) -> dict[str, Any]:
     """The sweep manifest of the study: one task per cell (the sweep engine runs and resumes it)."""
     from pipelines.sweep import MANIFEST_VERSION, now_iso
@@ -605,15 +626,11 @@ def manifest_for(study: Study) -> dict[str, Any]:
         if cell.grid_size in study.pending:
             continue
         entry: dict[str, Any] = {
-            "key": f"{cell.level}-{cell.condition}-g{cell.grid_size}-s{cell.seed}",
+            "key": cell.key,
             "run_id": cell.run_id(study.name), "mode": cell.condition, "grid_size": cell.grid_size,
             "seed": cell.seed, "level": cell.level, "status": "pending", "attempts": 0,
         }
-        if cell.scripted:
-            entry["simulate"] = {"policy": cell.condition, "episodes": study.episodes,
-                                 "preset": study.preset(cell.grid_size), "env_overrides": study.env_overrides(cell)}
-        else:
-            entry["config"] = study.train_config(cell)
+        entry["simulate" if cell.scripted else "config"] = cell_plan(study, cell)
         tasks.append(entry)
     return {"manifest_version": MANIFEST_VERSION, "sweep_id": study.sweep_id, "study": study.name,
             "status": "pending", "created_at": now_iso(), "train": {}, "tasks": tasks}
@@ -622,8 +639,10 @@ def manifest_for(study: Study) -> dict[str, Any]:
 def sync_manifest(study: Study, lake: str) -> dict[str, Any]:
     """The stored manifest with the study file's plan: tasks of cells no longer in the study are
     dropped from the plan (their runs stay in the lake), new cells are added, and a cell whose
-    config changed gets its new config (its run id stays, so a completed run is never redone)."""
-    from pipelines.sweep import read_manifest
+    config changed gets its new config (its run id stays, so a completed run is never redone).
+    A completed task keeps, as ``plan``, the config it ran with, so the report records what the
+    run was, not what the study file says now. ``carried`` is decided per ``run``: it is not kept."""
+    from pipelines.sweep import CARRIED, is_done, read_manifest
 
     fresh = manifest_for(study)
     try:
@@ -638,12 +657,24 @@ def sync_manifest(study: Study, lake: str) -> dict[str, Any]:
                       "started_at", "finished_at"):
                 if k in prev:
                     e[k] = prev[k]
+            if e["status"] == CARRIED:
+                e["status"] = "pending"
             if prev.get("run_id"):
                 e["run_id"] = prev["run_id"]
                 if "config" in e:
                     e["config"]["run_id"] = prev["run_id"]
+            if is_done(lake, e["run_id"]):
+                e["plan"] = task_plan(prev)
     fresh["created_at"] = old.get("created_at", fresh["created_at"])
     return fresh
+
+
+def task_plan(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The plan a manifest task ran with (``plan``) or will run (``config`` / ``simulate``)."""
+    for k in ("plan", "config", "simulate"):
+        if entry.get(k) is not None:
+            return entry[k]
+    return None
 
 
 def cells_table(study: Study, manifest: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -651,11 +682,108 @@ def cells_table(study: Study, manifest: dict[str, Any] | None = None) -> list[di
     run_ids = {e["key"]: e["run_id"] for e in (manifest or {}).get("tasks", [])}
     rows = []
     for c in study.cells():
-        key = f"{c.level}-{c.condition}-g{c.grid_size}-s{c.seed}"
-        rows.append({"run_id": run_ids.get(key, c.run_id(study.name)), "condition": c.condition,
+        rows.append({"run_id": run_ids.get(c.key, c.run_id(study.name)), "condition": c.condition,
                      "grid_size": c.grid_size, "level": c.level, "seed": c.seed, "scripted": c.scripted})
     return rows
 
 
-__all__ = ["METRICS", "Cell", "Level", "Study", "StudyError", "StudyLock", "cells_table", "find_study",
-           "holder", "lock_path", "manifest_for", "parse_study", "sync_manifest"]
+def row_key(row: dict[str, Any]) -> str:
+    """The cell key of a cells_table / runs.json row."""
+    return f"{row['level']}-{row['condition']}-g{row['grid_size']}-s{row['seed']}"
+
+
+# --- carrying completed cells across lakes -----------------------------------------------------------
+def _canonical(plan: Any) -> str:
+    # JSON text: a plan read back from runs.json compares equal to the one the study builds
+    return json.dumps(plan, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class Carry:
+    """The runs a results folder can carry into this study: ``runs`` by cell key (their runs.json
+    entries); ``stale``, the completed runs there whose plan is not the study's any more;
+    ``unplanned``, those whose entry records no plan."""
+
+    source: Path
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stale: list[str] = field(default_factory=list)
+    unplanned: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def describe(self, study: str, in_lake: int = 0) -> str:
+        """One line; ``in_lake``: how many of ``runs`` the lake at hand has completed itself."""
+        if self.note:
+            return f"study {study}: nothing carried from {self.source} ({self.note})"
+        why = []
+        if self.stale:
+            why.append(f"{len(self.stale)} completed there under another plan")
+        if self.unplanned:
+            why.append(f"{len(self.unplanned)} completed there with no plan in runs.json (report them again"
+                       " from a lake that has them)")
+        if in_lake:
+            why.append(f"{in_lake} completed in this lake too")
+        rest = f"; not carried: {', '.join(why)}" if why else ""
+        return (f"study {study}: {len(self.runs) - in_lake} cell(s) carried from {self.source} "
+                f"(completed there under this study's plan){rest}")
+
+
+def carried_runs(study: Study, results_dir: Path) -> Carry:
+    """The completed runs of ``results_dir`` (``runs.json`` + ``metrics.parquet``) that the study
+    can carry: the cell is in the study, the run's status is done, its recorded plan equals the
+    cell's plan today, and metrics.parquet has its rows. The caller drops those its lake has."""
+    from pipelines.sweep import DONE_STATUSES
+
+    results_dir = Path(results_dir)
+    out = Carry(results_dir)
+    runs_path, metrics_path = results_dir / "runs.json", results_dir / "metrics.parquet"
+    if not runs_path.is_file() or not metrics_path.is_file():
+        out.note = f"no {runs_path.name} and {metrics_path.name} there"
+        return out
+    try:
+        old = json.loads(runs_path.read_text())
+        if not isinstance(old, list):
+            raise ValueError("not a list of runs")
+    except ValueError as exc:
+        raise StudyError(f"unreadable {runs_path}: {exc}") from None
+    import pyarrow.parquet as pq
+
+    with_rows = set(pq.read_table(metrics_path, columns=["run_id"]).column("run_id").to_pylist())
+    plans = {c.key: _canonical(cell_plan(study, c)) for c in study.cells() if c.grid_size not in study.pending}
+    for r in old:
+        if not isinstance(r, dict) or r.get("status") not in DONE_STATUSES or r.get("run_id") not in with_rows:
+            continue
+        try:
+            key = row_key(r)
+        except KeyError:
+            continue
+        if key not in plans:
+            continue
+        if r.get("plan") is None:
+            out.unplanned.append(r["run_id"])
+        elif _canonical(r["plan"]) != plans[key]:
+            out.stale.append(r["run_id"])
+        else:
+            out.runs[key] = r
+    if not (out.runs or out.stale or out.unplanned):
+        out.note = f"no completed run of study {study.name} in {runs_path.name}"
+    return out
+
+
+def mark_carried(manifest: dict[str, Any], carry: Carry, lake: str) -> list[dict[str, Any]]:
+    """Mark ``carried`` the manifest tasks whose cell ``carry`` holds and the lake has not
+    completed (the lake's own completed run wins); the sweep engine skips them."""
+    from pipelines.sweep import CARRIED, is_done
+
+    marked = []
+    for e in manifest["tasks"]:
+        r = carry.runs.get(e["key"])
+        if r is None or is_done(lake, e["run_id"]):
+            continue
+        e.update(status=CARRIED, carried_from=str(carry.source), carried_run_id=r["run_id"])
+        marked.append(e)
+    return marked
+
+
+__all__ = ["METRICS", "Carry", "Cell", "Level", "Study", "StudyError", "StudyLock", "carried_runs", "cell_plan",
+           "cells_table", "find_study", "holder", "lock_path", "manifest_for", "mark_carried", "parse_study",
+           "row_key", "sync_manifest", "task_plan"]

@@ -4,7 +4,11 @@ Two stages, so a report can be rebuilt without the lake:
 
 1. **lake -> metrics** (``queries/study/metrics.sql``): one row per run x episode of the study's
    runs, every count a metric needs; written to ``results/<study>/metrics.parquet`` with
-   ``runs.json`` (each run's status, steps, wall time, versions).
+   ``runs.json`` (each run's status, steps, wall time, versions and ``plan``). Runs that the
+   folder already holds, completed under the study's plan of today, and that this lake has not
+   completed are **carried**: their rows and entries stay (``"carried": true``), so a study
+   whose lakes do not outlive a machine accumulates its cells in the committed folder
+   (``pipelines.study.carried_runs``).
 2. **metrics -> everything else**: an in-memory DuckDB over metrics.parquet and the study file
    (``study_windows``, ``study_predictions``) runs ``queries/study/verdicts.sql``, ``cells.sql``
    and ``curves.sql``; the figures are drawn from those rows. ``--from-results`` runs stage 2
@@ -22,11 +26,23 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.study import METRICS, Study, StudyError, cells_table
+from pipelines.study import (
+    METRICS,
+    Study,
+    StudyError,
+    carried_runs,
+    cell_plan,
+    cells_table,
+    row_key,
+    task_plan,
+)
 
 RESULTS_FILES = ("metrics.parquet", "runs.json")
+# metrics.sql's order (a total order: one row per run x episode); the merged table is sorted again
+METRICS_ORDER = ("grid_size", "level", "condition", "seed", "run_id", "episode")
 # the figures: metric, title, y label
 FIGURES = (
     ("predatory_hits_per_agent_step", "Predatory hits per agent-step", "predation hits / agent-step"),
@@ -59,8 +75,10 @@ def study_runs(study: Study, lake: str) -> list[dict[str, Any]]:
     return cells_table(study, manifest), manifest
 
 
-def extract_metrics(study: Study, lake: str, out_dir: Path) -> None:
+def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
+    """Stage 1 into ``out_dir``; returns the run ids carried from what ``out_dir`` held."""
     from karmic.lake import LakeError, connect, query_sql
+    from pipelines.study import Cell
     from pipelines.sweep import DONE_STATUSES
 
     cells, manifest = study_runs(study, lake)
@@ -71,26 +89,52 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> None:
     meta = {r[0]: r[1:] for r in con.execute(
         "select run_id, status, kind, started_at, finished_at from runs").fetchall()}
     done = [c for c in cells if meta.get(c["run_id"], (None,))[0] in DONE_STATUSES]
-    if not done:
+    done_keys = {row_key(c) for c in done}
+    carry = carried_runs(study, out_dir)
+    carried = {k: r for k, r in carry.runs.items() if k not in done_keys}
+    if not done and not carried:
         raise StudyError(f"no completed run of study {study.name} in {lake}; run: karmic study run {study.name}")
-    con.register("study_cells", pa.Table.from_pylist(done))
-    con.execute(f"create temp view ledger_debt as {query_sql('ledger_debt').strip().rstrip(';')}")
-    table = con.sql(_sql("metrics")).to_arrow_table()
+    parts = []
+    if done:
+        con.register("study_cells", pa.Table.from_pylist(done))
+        con.execute(f"create temp view ledger_debt as {query_sql('ledger_debt').strip().rstrip(';')}")
+        parts.append(con.sql(_sql("metrics")).to_arrow_table())
+    if carried:
+        old = pq.read_table(out_dir / "metrics.parquet")
+        if parts and not old.schema.equals(parts[0].schema):
+            raise StudyError(
+                f"cannot carry {len(carried)} run(s): {out_dir / 'metrics.parquet'} has other columns than "
+                f"queries/study/metrics.sql makes now; report into another --out, or rebuild it from a lake")
+        keep = pa.array(sorted(r["run_id"] for r in carried.values()))
+        parts.append(old.filter(pc.is_in(old.column("run_id"), value_set=keep)))
+    table = pa.concat_tables(parts).sort_by([(k, "ascending") for k in METRICS_ORDER]).combine_chunks()
     out_dir.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out_dir / "metrics.parquet", compression="zstd")
     entries = {e["run_id"]: e for e in (manifest or {}).get("tasks", [])}
     runs = []
     for c in cells:
+        key = row_key(c)
+        if key in carried:
+            runs.append({**carried[key], "carried": True})
+            continue
         rid = c["run_id"]
         text = _read_run_json(lake, rid)
-        e = entries.get(rid, {})
+        e = entries.get(rid)
+        status = meta.get(rid, (None,))[0]
+        # a completed run the manifest does not know: what it ran with is not known either
+        plan = (task_plan(e) if e is not None else
+                None if status in DONE_STATUSES else
+                cell_plan(study, Cell(c["condition"], c["grid_size"], c["level"], c["seed"])))
+        e = e or {}
         runs.append({
-            **c, "status": meta.get(rid, (None,))[0], "seconds": e.get("seconds"),
+            **c, "status": status, "seconds": e.get("seconds"),
             "global_step": e.get("global_step"), "host": e.get("host"),
             "versions": (text or {}).get("versions"),
             "precision": ((text or {}).get("train_config") or {}).get("precision"),
+            "plan": plan, "carried": False,
         })
     (out_dir / "runs.json").write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
+    return sorted(r["run_id"] for r in carried.values())
 
 
 def _read_run_json(lake: str, run_id: str) -> dict[str, Any] | None:
@@ -336,13 +380,15 @@ def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]
     trained = [r for r in runs if not r["scripted"]]
     secs = sum(float(r["seconds"] or 0) for r in trained)
     done = sum(1 for r in runs if r["status"] in ("completed", "finished"))
+    n_carried = sum(1 for r in runs if r.get("carried"))
+    carried = (f" ({n_carried} carried from earlier lakes: `carried` in runs.json)" if n_carried else "")
     budget = ", ".join(f"{g}x{g}: {n:,}" for g, n in study.total_steps.items())
     lines = [
         f"# Study `{study.name}`",
         "",
         study.description,
         "",
-        f"Registered {study.registered or '(no date)'}; {done} of {len(runs)} cells completed; "
+        f"Registered {study.registered or '(no date)'}; {done} of {len(runs)} cells completed{carried}; "
         f"{len(study.seeds)} seeds per cell ({', '.join(map(str, study.seeds))}); budget per trained run "
         f"{budget} env steps; windows: "
         + ", ".join(f"{n} = [{lo:g}, {hi:g}) of each run's steps" for n, (lo, hi) in study.windows.items())
@@ -408,25 +454,33 @@ def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]
     return "\n".join(lines)
 
 
-def embed_episodes(study: Study, lake: str, out_dir: Path, max_frames: int = 120) -> list[str]:
+def embed_episodes(study: Study, lake: str, out_dir: Path, max_frames: int = 120,
+                   carried: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """A late-training episode of each trained (grid, level, condition), re-simulated from the
     lake's action log (`karmic replay`) and checked against its events, as a GIF. Runs written
-    before the lake kept actions cannot be replayed: they are skipped and named."""
+    before the lake kept actions cannot be replayed: they are skipped and named. A ``carried``
+    run is not in this lake: its GIF, made from the lake it ran in, is kept as it is."""
     try:
         from pipelines.replay import render_episode
     except ImportError:
         return ["episodes not embedded: this install has no pipelines.replay"]
-    for old in out_dir.glob("episode_*.gif"):
-        old.unlink()
     con = duckdb.connect()
     last = con.execute(
         f"select grid_size, level, condition, arg_min(run_id, seed), arg_min(max_ep, seed) from ("
         f" select grid_size, level, condition, seed, run_id, max(episode) as max_ep"
         f" from read_parquet('{_q(str(out_dir / 'metrics.parquet'))}') where not scripted group by all)"
         f" group by all order by all").fetchall()
+    wanted = {out_dir / f"episode_g{g}_{lv}_{cond}.gif" for g, lv, cond, _, _ in last}
+    for old in out_dir.glob("episode_*.gif"):
+        if old not in wanted:
+            old.unlink()
     skipped = []
     for g, lv, cond, run_id, ep in last:
         out = out_dir / f"episode_g{g}_{lv}_{cond}.gif"
+        if run_id in carried:
+            if not out.is_file():
+                skipped.append(f"{run_id} episode {ep}: carried from an earlier lake, which made no GIF of it")
+            continue
         try:
             render_episode(lake, run_id, int(ep), out, max_frames=max_frames)
         except Exception as exc:  # noqa: BLE001 (a run without actions, or one that fails its check)
@@ -438,10 +492,11 @@ def embed_episodes(study: Study, lake: str, out_dir: Path, max_frames: int = 120
 def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bool = False,
                  episodes: bool = True) -> dict[str, Any]:
     out_dir = Path(out_dir)
+    carried: list[str] = []
     if not from_results:
-        extract_metrics(study, lake, out_dir)
+        carried = extract_metrics(study, lake, out_dir)
         if episodes:
-            skipped = embed_episodes(study, lake, out_dir)
+            skipped = embed_episodes(study, lake, out_dir, carried=set(carried))
             (out_dir / "episodes_skipped.json").write_text(json.dumps(skipped, indent=1) + "\n")
     elif not (out_dir / "runs.json").is_file():
         raise StudyError(f"no {out_dir / 'runs.json'}: --from-results needs a results folder built from a lake")
@@ -461,7 +516,7 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
     (out_dir / "report.md").write_text(render_markdown(study, res, runs, figures, None, out_dir))
     summary = [f"{v['id']}: {v['verdict']} (diff {_fmt(v['diff'])} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}], "
                f"Holm p {_fmt(v['p_support_holm'], 3)})" for v in res["verdicts"]]
-    return {"summary": summary, "verdicts": res["verdicts"], "figures": figures}
+    return {"summary": summary, "verdicts": res["verdicts"], "figures": figures, "carried": carried}
 
 
 __all__ = ["METRICS", "analyse", "build_report", "extract_metrics"]

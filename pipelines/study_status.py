@@ -4,8 +4,11 @@ A cell is ``done`` when its run.json says completed (trained) or finished (simul
 ``running`` when its run has started and the study's driver is alive; ``stopped`` when it has
 started but no driver is (it resumes with the next ``karmic study run``); ``missing`` when no
 run exists yet; ``pending`` when no run exists and its grid's ecology is pending (``run`` leaves
-it out, and its steps are not in the ETA). Steps come from the run's episodes table (env steps of the episodes written);
-the ETA divides the steps left by the rate of the cells that ran, times the workers in flight.
+it out, and its steps are not in the ETA); ``carried`` when the lake has not completed it but a
+results folder has (the study's driver marked it so in the manifest: ``run --carry``, or
+``status --carry`` finds it there now); its steps are that run's and not in the ETA. Steps come
+from the run's episodes table (env steps of the episodes written); the ETA divides the steps
+left by the rate of the cells that ran, times the workers in flight.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.storage import read_parquet, resolve
-from pipelines.study import Study, cells_table, holder
-from pipelines.sweep import DONE_STATUSES, read_manifest, run_status
+from pipelines.study import Carry, Study, cells_table, holder, row_key
+from pipelines.sweep import CARRIED, DONE_STATUSES, read_manifest, run_status
 
 
 def _steps_done(lake: str, run_id: str, episode_length: int) -> int:
@@ -26,7 +29,8 @@ def _steps_done(lake: str, run_id: str, episode_length: int) -> int:
     return len(episodes) * episode_length
 
 
-def study_status(study: Study, lake: str) -> tuple[list[str], list[tuple], str]:
+def study_status(study: Study, lake: str, carry: Carry | None = None) -> tuple[list[str], list[tuple], str]:
+    """``carry``: a results folder's carried runs (``carried_runs``), shown as ``carried``."""
     from karmic.envs.config import make_config
 
     try:
@@ -37,8 +41,11 @@ def study_status(study: Study, lake: str) -> tuple[list[str], list[tuple], str]:
     driver = holder(lake, study.name)
     rows, left, rate_steps, rate_s = [], 0, 0, 0.0
     counts: dict[str, int] = {}
+    sources: set[str] = set()
     for cell in cells_table(study, manifest):
         rid = cell["run_id"]
+        e = entries.get(rid, {})
+        carried = carry.runs.get(row_key(cell)) if carry is not None else None
         env = make_config(study.preset(cell["grid_size"]), grid_size=cell["grid_size"],
                           **study.env_overrides(_as_cell(cell)))
         target = (study.episodes * env.episode_length if cell["scripted"]
@@ -46,16 +53,20 @@ def study_status(study: Study, lake: str) -> tuple[list[str], list[tuple], str]:
         st = run_status(lake, rid)
         if st in DONE_STATUSES:
             state = "done"
+        elif carried is not None or e.get("status") == CARRIED:
+            state = "carried"
+            sources.add(str(carry.source) if carried is not None else e.get("carried_from", "?"))
         elif st is None:
             state = "pending" if cell["grid_size"] in study.pending else "missing"
         else:
             state = "running" if driver else "stopped"
         steps = _steps_done(lake, rid, env.episode_length) if st is not None else 0
-        e = entries.get(rid, {})
+        if state == "carried":
+            steps = int((carried or {}).get("global_step") or e.get("global_step") or target)
         if state == "done" and not cell["scripted"] and e.get("seconds"):
             rate_steps += steps
             rate_s += float(e["seconds"])
-        if not cell["scripted"] and state != "pending":
+        if not cell["scripted"] and state not in ("pending", "carried"):
             left += max(0, target - steps)
         counts[state] = counts.get(state, 0) + 1
         rows.append((cell["level"], cell["condition"], cell["grid_size"], cell["seed"], state, steps, target, rid))
@@ -71,7 +82,9 @@ def study_status(study: Study, lake: str) -> tuple[list[str], list[tuple], str]:
     else:
         eta = "nothing left to run"
     who = f"driver pid {driver.get('pid')} on {driver.get('host')}" if driver else "no driver running"
-    summary = (f"{', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}; {left:,} env steps left; {eta}; {who}")
+    whence = f"; carried from {', '.join(sorted(sources))}" if sources else ""
+    summary = (f"{', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}{whence}; {left:,} env steps left; "
+               f"{eta}; {who}")
     return ["level", "condition", "grid_size", "seed", "state", "steps", "target", "run_id"], rows, summary
 
 

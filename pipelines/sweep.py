@@ -16,9 +16,10 @@ writers ever share a file. Tasks run on a backend:
 every start, retry, success and failure through a callback; the other tasks go on.
 
 The manifest ``<lake>/sweeps/sweep_id=<id>/sweep.json`` holds the sweep's settings and every
-task's status (``pending``, ``running``, ``completed``, ``failed``, ``interrupted``), attempts,
-host, time and last error. Only the driver writes it, atomically, after every change, so a killed
-driver leaves a readable manifest. ``--resume`` reruns the tasks whose run is not ``completed``
+task's status (``pending``, ``running``, ``completed``, ``failed``, ``interrupted``, or
+``carried``: a study's cell whose completed run is in a results folder, not in this lake, which is
+neither run nor counted as missing), attempts, host, time and last error. Only the driver writes
+it, atomically, after every change, so a killed driver leaves a readable manifest. ``--resume`` reruns the tasks whose run is not ``completed``
 in its own run.json (the lake, not the manifest, decides what is done).
 
 The lake is passed through as a string (a path, or an ``s3://`` URL: ``pipelines.storage``);
@@ -193,6 +194,9 @@ def task_config(manifest: dict[str, Any], entry: dict[str, Any]) -> dict[str, An
 
 # a trained run ends `completed`, a simulated one `finished` (pipelines.writer.LakeWriter)
 DONE_STATUSES = ("completed", "finished")
+# a manifest task whose completed run lives in a results folder (pipelines.study.mark_carried)
+CARRIED = "carried"
+TASK_DONE = ("completed", CARRIED)
 
 
 def is_done(lake: str, run_id: str) -> bool:
@@ -453,11 +457,14 @@ def make_backend(name: str, workers: int | None = None, address: str | None = No
 
 # --- the driver -----------------------------------------------------------------------------------
 def unfinished(manifest: dict[str, Any], lake: str) -> list[dict[str, Any]]:
-    """Tasks to run: those whose run is not ``completed`` in the lake (manifest updated)."""
+    """Tasks to run: those whose run is not ``completed`` in the lake (manifest updated), less
+    the ``carried`` ones."""
     todo = []
     for e in manifest["tasks"]:
         if is_done(lake, e["run_id"]):
             e["status"] = "completed"
+        elif e["status"] == CARRIED:
+            continue
         else:
             if e["status"] == "completed":  # the lake disagrees: the lake wins
                 e["status"] = "pending"
@@ -479,8 +486,8 @@ def run_sweep(
     ``on_event(kind, entry, result)``: kind is ``start``, ``retry``, ``completed`` or ``failed``
     (``entry`` is the manifest task, ``result`` what :func:`run_task` returned, or {} on start).
     Returns the manifest, written after every change; its ``status`` is ``completed`` when every
-    task is, else ``failed``. KeyboardInterrupt marks the running tasks ``interrupted`` and
-    propagates.
+    task is (or is ``carried``), else ``failed``. KeyboardInterrupt marks the running tasks
+    ``interrupted`` and propagates.
     """
     fail = fail or {}
     emit = on_event or (lambda kind, entry, res: None)
@@ -545,7 +552,7 @@ def run_sweep(
             backend.close(cancel=True)
         raise
     backend.close()
-    done = all(e["status"] == "completed" for e in manifest["tasks"])
+    done = all(e["status"] in TASK_DONE for e in manifest["tasks"])
     manifest["status"] = "completed" if done else "failed"
     manifest["last_run"]["finished_at"] = now_iso()
     write_manifest(lake, manifest)
@@ -553,7 +560,7 @@ def run_sweep(
 
 
 __all__ = [
-    "FAIL_ENV", "LocalBackend", "RayBackend", "Task", "make_backend", "manifest_path", "new_manifest",
-    "new_sweep_id", "parse_fail_spec", "plan", "read_manifest", "run_status", "run_sweep",
+    "CARRIED", "FAIL_ENV", "TASK_DONE", "LocalBackend", "RayBackend", "Task", "make_backend", "manifest_path",
+    "new_manifest", "new_sweep_id", "parse_fail_spec", "plan", "read_manifest", "run_status", "run_sweep",
     "run_task", "task_config", "unfinished", "write_manifest",
 ]

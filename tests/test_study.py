@@ -1,6 +1,7 @@
 """Studies: the file format and its errors, verdicts on hand-made metrics (known answers),
-Holm, equivalence margins, pairing, `--from-results`, one driver per lake, and a study killed
-with SIGKILL that resumes to the same verdicts as an uninterrupted one.
+Holm, equivalence margins, pairing, `--from-results`, one driver per lake, a study killed
+with SIGKILL that resumes to the same verdicts as an uninterrupted one, and a study run across
+lakes that do not survive (`--carry`) to the same metrics and verdicts as one lake.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from typer.testing import CliRunner
 
 from karmic.cli import app
 from karmic.lake import queries_dir
-from pipelines.study import METRICS, StudyError, StudyLock, manifest_for, parse_study
+from pipelines.study import (
+    METRICS,
+    StudyError,
+    StudyLock,
+    carried_runs,
+    manifest_for,
+    mark_carried,
+    parse_study,
+    sync_manifest,
+)
 from pipelines.study_report import analyse, build_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -386,10 +396,22 @@ b = { window = "mid" }
 """
 
 
-def _driver(study: Path, lake: Path, workers: int = 1) -> subprocess.Popen:
+def _driver(study: Path, lake: Path, workers: int = 1, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "karmic.cli", "study", "run", str(study), "--lake", str(lake),
-                             "--workers", str(workers)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                             "--workers", str(workers), *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env=None if env is None else {**os.environ, **env})
+
+
+@pytest.fixture(scope="module")
+def e2e_clean(tmp_path_factory) -> tuple[Path, Path]:
+    """The E2E study run once, uninterrupted, on one lake: (study file, lake); read, never written."""
+    tmp = tmp_path_factory.mktemp("e2e_clean")
+    study = _write(tmp, E2E, "e2e")
+    p = _driver(study, tmp / "clean", workers=2)
+    out, _ = p.communicate(timeout=240)
+    assert p.returncode == 0, out
+    return study, tmp / "clean"
 
 
 def _episode_rows(lake: Path) -> dict[str, list[tuple]]:
@@ -402,12 +424,9 @@ def _episode_rows(lake: Path) -> dict[str, list[tuple]]:
     return out
 
 
-def test_study_killed_with_sigkill_resumes_to_the_uninterrupted_verdicts(tmp):
-    study = _write(tmp, E2E, "e2e")
-    clean, killed = tmp / "clean", tmp / "killed"
-    p = _driver(study, clean, workers=2)
-    out, _ = p.communicate(timeout=240)
-    assert p.returncode == 0, out
+def test_study_killed_with_sigkill_resumes_to_the_uninterrupted_verdicts(tmp, e2e_clean):
+    study, clean = e2e_clean
+    killed = tmp / "killed"
 
     # kill the driver (and with it, by PR_SET_PDEATHSIG, its worker) once a trained run has a checkpoint
     p = _driver(study, killed)
@@ -475,6 +494,106 @@ def test_study_killed_with_sigkill_resumes_to_the_uninterrupted_verdicts(tmp):
     assert res.exit_code == 0, res.output
     states = [r["state"] for r in json.loads(res.stdout.splitlines()[0])]
     assert states == ["done"] * 4
+
+
+# --- across lakes that do not survive: completed cells carried in results/ (`--carry`) --------------------
+def _status(study: Path, lake: Path, *args: str) -> dict[str, str]:
+    res = CliRunner().invoke(app, ["study", "status", str(study), "--lake", str(lake), "--format", "json", *args])
+    assert res.exit_code == 0, res.output
+    return {r["run_id"]: r["state"] for r in json.loads(res.stdout.splitlines()[0])}
+
+
+def test_a_study_across_two_lakes_carries_its_completed_cells_to_the_one_lake_results(tmp, e2e_clean):
+    clean_study, clean = e2e_clean
+    study = _write(tmp, E2E, "e2e")
+    st = parse_study(study)
+    res, lake_a, lake_b = tmp / "results" / "e2e", tmp / "lake_a", tmp / "lake_b"
+    late = "e2e-x-baseline-g10-s2"
+
+    # session 1: one cell does not finish (its first attempt fails after one update, no retry)
+    p = _driver(study, lake_a, 1, "--retries", "0", env={"KARMIC_SWEEP_FAIL": "x-baseline-g10-s2:9"})
+    out, _ = p.communicate(timeout=240)
+    assert p.returncode == 1, out
+    ra = build_report(st, str(lake_a), res, episodes=True)
+    assert ra["carried"] == []
+    runs = {r["run_id"]: r for r in json.loads((res / "runs.json").read_text())}
+    assert runs[late]["status"] not in ("completed", "finished")
+    assert all(r["plan"] and r["carried"] is False for r in runs.values())
+    assert runs["e2e-x-baseline-g10-s1"]["plan"]["total_steps"] == 160
+    assert runs["e2e-x-random-g10-s1"]["plan"]["policy"] == "random"
+    gif = res / "episode_g10_x_baseline.gif"
+    gif_bytes = gif.read_bytes()
+
+    # session 2, a fresh lake: only the unfinished cell trains; status says where the others are
+    lake_b.mkdir()
+    assert set(_status(study, lake_b, "--carry", "--results", str(res)).values()) == {"carried", "missing"}
+    p = _driver(study, lake_b, 1, "--carry", "--results", str(res))
+    out, _ = p.communicate(timeout=240)
+    assert p.returncode == 0, out
+    assert f"3 cell(s) carried from {res}" in out
+    assert [d.name for d in (lake_b / "runs").iterdir()] == [f"run_id={late}"]
+    states = _status(study, lake_b)  # the manifest marks them: no --carry needed to see it
+    assert states.pop(late) == "done" and set(states.values()) == {"carried"}
+    # the next run without --carry plans them again: carrying is decided per run
+    assert {e["status"] for e in sync_manifest(st, str(lake_b))["tasks"] if e["run_id"] != late} == {"pending"}
+
+    # the report from lake B keeps lake A's rows: the union, as one uninterrupted lake makes it
+    rb = build_report(st, str(lake_b), res, episodes=True)
+    assert rb["carried"] == sorted(set(runs) - {late})
+    merged = {r["run_id"]: r for r in json.loads((res / "runs.json").read_text())}
+    assert {rid for rid, r in merged.items() if r["carried"]} == set(rb["carried"])
+    assert all(merged[rid]["seconds"] == runs[rid]["seconds"] for rid in rb["carried"])
+    assert gif.read_bytes() == gif_bytes  # made from lake A, which is gone: kept as it was
+    rc = build_report(parse_study(clean_study), str(clean), tmp / "res_clean", episodes=False)
+    assert rb["verdicts"] == rc["verdicts"]
+    assert pq.read_table(res / "metrics.parquet").equals(pq.read_table(tmp / "res_clean" / "metrics.parquet"))
+
+    # the merged folder travels: --from-results rebuilds the same verdicts and report
+    before = {n: (res / n).read_bytes() for n in ("verdicts.json", "report.md", "cells.json")}
+    r = CliRunner().invoke(app, ["study", "report", str(study), "--from-results", "--out", str(res)])
+    assert r.exit_code == 0, r.output
+    assert before == {n: (res / n).read_bytes() for n in before}
+    assert "3 carried from earlier lakes" in before["report.md"].decode()
+
+    # lake A again: its own completed runs come from it; lake B's run is carried the other way
+    again = build_report(st, str(lake_a), res, episodes=False)
+    assert again["carried"] == [late] and again["verdicts"] == rc["verdicts"]
+    assert pq.read_table(res / "metrics.parquet").equals(pq.read_table(tmp / "res_clean" / "metrics.parquet"))
+
+    # a changed study file: no row of another plan is carried in, only the lake's own runs stay
+    changed = parse_study(_write(tmp, E2E.replace("max_steps = 20", "max_steps = 40"), "e2e"))
+    build_report(changed, str(lake_b), res, episodes=False)
+    assert set(pq.read_table(res / "metrics.parquet").column("run_id").to_pylist()) == {late}
+
+
+def test_a_changed_study_file_carries_no_cell_of_another_plan(tmp, e2e_clean):
+    study, clean = e2e_clean
+    st = parse_study(study)
+    res = tmp / "res"
+    build_report(st, str(clean), res, episodes=False)
+    assert len(carried_runs(st, res).runs) == 4
+    empty = tmp / "empty"
+    empty.mkdir()
+
+    # a new budget: the trained cells' plans change, the scripted cells' do not
+    budget = _write(tmp, E2E.replace("total_steps = 160", "total_steps = 200"), "budget")
+    c = carried_runs(parse_study(budget), res)
+    assert sorted(c.runs) == ["x-random-g10-s1", "x-random-g10-s2"]
+    assert sorted(c.stale) == ["e2e-x-baseline-g10-s1", "e2e-x-baseline-g10-s2"]
+    # a new ecology: nothing carries, in the driver's manifest or in status
+    eco = _write(tmp, E2E.replace("max_steps = 20", "max_steps = 40"), "eco")
+    c = carried_runs(parse_study(eco), res)
+    assert not c.runs and len(c.stale) == 4
+    assert mark_carried(sync_manifest(parse_study(eco), str(empty)), c, str(empty)) == []
+    r = CliRunner().invoke(app, ["study", "status", str(eco), "--lake", str(empty), "--carry", "--results", str(res)])
+    assert r.exit_code == 0, r.output
+    assert "0 cell(s) carried" in r.output and "4 completed there under another plan" in r.output
+    assert "carried," not in r.output.splitlines()[-1]
+
+    # a completed run keeps the plan it ran with in the manifest, while its task gets the new one
+    m = sync_manifest(parse_study(budget), str(clean))
+    base = next(e for e in m["tasks"] if e["key"] == "x-baseline-g10-s1")
+    assert (base["plan"]["total_steps"], base["config"]["total_steps"]) == (160, 200)
 
 
 def test_a_constant_side_is_a_one_sample_test(tmp):

@@ -1,11 +1,14 @@
 """``karmic study``: a pre-registered study file, run to a verdict (``pipelines.study``).
 
 ``karmic study check NAME|PATH``: parse and check the file, print its plan (nothing runs).
-``karmic study run NAME|PATH [--backend local|ray] [--workers N] [--lake ...]``: every cell as a
-sweep task; a second ``run`` resumes (a completed run is never redone). One driver per study and
-lake: a second ``run`` while one is alive refuses with one line.
-``karmic study status NAME``: every cell, done / running / missing, its steps, and an ETA.
-``karmic study report NAME [--out results/NAME] [--from-results]``: verdicts, figures, metrics.
+``karmic study run NAME|PATH [--backend local|ray] [--workers N] [--lake ...] [--carry]``: every
+cell as a sweep task; a second ``run`` resumes (a completed run is never redone). One driver per
+study and lake: a second ``run`` while one is alive refuses with one line. ``--carry`` leaves out
+the cells completed in ``--results DIR`` (default results/NAME) under the same plan.
+``karmic study status NAME [--carry]``: every cell, done / carried / running / missing, its steps,
+and an ETA.
+``karmic study report NAME [--out results/NAME] [--from-results]``: verdicts, figures, metrics
+(completed runs already in OUT that this lake lacks are carried).
 Exit 2 on a bad study file or bad input, 1 when a cell finally failed, 130 on Ctrl-C.
 """
 
@@ -29,6 +32,16 @@ def _load(name: str):
 
 def _lake(lake: str | None) -> str:
     return lake_arg(lake)
+
+
+def _results(results: str | None, study: str):
+    from pathlib import Path
+
+    return Path(results) if results else Path("results") / study
+
+
+CARRY_OPTION = typer.Option(False, "--carry", help="Leave out the cells completed in RESULTS under the same plan.")
+RESULTS_OPTION = typer.Option(None, "--results", help="The results folder --carry reads (default: results/NAME).")
 
 
 @study_app.command("check")
@@ -55,6 +68,8 @@ def run(
     address: str = typer.Option(None, "--address", help="Ray cluster address; none: a local cluster."),
     retries: int = typer.Option(2, "--retries", help="Retries of a failed cell (each resumes from its checkpoint)."),
     lake: str = LAKE_OPTION,
+    carry: bool = CARRY_OPTION,
+    results: str = RESULTS_OPTION,
 ) -> None:
     """Run every cell of a study (resumes: completed runs are never redone)."""
     with user_errors():
@@ -78,24 +93,34 @@ def run(
             manifest = stm.sync_manifest(st, lake_s)
             manifest.setdefault("invocations", []).append(
                 {"backend": backend, "workers": workers, "address": address, "retries": retries,
+                 "carry": str(_results(results, st.name)) if carry else None,
                  "pid": os.getpid(), "at": sw.now_iso()})
+            n_carried = 0
+            if carry:
+                found = stm.carried_runs(st, _results(results, st.name))
+                n_carried = len(stm.mark_carried(manifest, found, lake_s))
+                print(found.describe(st.name, in_lake=len(found.runs) - n_carried), file=sys.stderr)
             todo = sw.unfinished(manifest, lake_s)
-            print(f"study {st.name}: {len(manifest['tasks'])} cell(s), {len(todo)} to run, lake {lake_s}, "
-                  f"backend {backend}", file=sys.stderr)
+            print(f"study {st.name}: {len(manifest['tasks'])} cell(s), {len(todo)} to run"
+                  f"{f', {n_carried} carried' if n_carried else ''}, lake {lake_s}, backend {backend}",
+                  file=sys.stderr)
             display = SweepDisplay(f"study {st.name}", len(todo))
             try:
                 with display:
                     manifest = sw.run_sweep(manifest, lake_s, be, retries=retries, on_event=display.on_event,
                                             fail=sw.parse_fail_spec(os.environ.get(sw.FAIL_ENV)))
             except KeyboardInterrupt:
-                print(f"interrupted; continue with: karmic study run {name} --lake {lake_s}", file=sys.stderr)
+                again = f" --carry --results {_results(results, st.name)}" if carry else ""
+                print(f"interrupted; continue with: karmic study run {name} --lake {lake_s}{again}", file=sys.stderr)
                 raise typer.Exit(130) from None
-        failed = [e for e in manifest["tasks"] if e["status"] != "completed"]
+        failed = [e for e in manifest["tasks"] if e["status"] not in sw.TASK_DONE]
         if failed:
             fail(f"{len(failed)} of {len(manifest['tasks'])} cell(s) failed: "
                  f"{', '.join(e['key'] for e in failed)} (run again to retry)", code=1)
-        print(f"study {st.name}: all {len(manifest['tasks'])} cell(s) completed; "
-              f"report with: karmic study report {name} --lake {lake_s}")
+        out = f" --out {_results(results, st.name)}" if carry and results else ""
+        print(f"study {st.name}: all {len(manifest['tasks'])} cell(s) completed"
+              f"{f' ({n_carried} carried)' if n_carried else ''}; "
+              f"report with: karmic study report {name} --lake {lake_s}{out}")
 
 
 @study_app.command("status")
@@ -103,8 +128,10 @@ def status(
     name: str = typer.Argument(..., help="Study name or path."),
     lake: str = LAKE_OPTION,
     fmt: str = typer.Option("table", "--format", help="table | csv | json."),
+    carry: bool = typer.Option(False, "--carry", help="Also show as carried the cells RESULTS can carry."),
+    results: str = RESULTS_OPTION,
 ) -> None:
-    """Every cell: done / running / missing, steps so far, and an ETA for the rest."""
+    """Every cell: done / carried / running / missing, steps so far, and an ETA for the rest."""
     with user_errors():
         from karmic.commands._output import FORMATS, print_rows
         from pipelines.study_status import study_status
@@ -115,7 +142,13 @@ def status(
         lake_s = _lake(lake)
         if "://" not in lake_s and not os.path.isdir(lake_s):
             raise KarmicError(f"lake not found: {lake_s}")
-        cols, rows, summary = study_status(st, lake_s)
+        from pipelines.study import carried_runs
+
+        found = carried_runs(st, _results(results, st.name)) if carry else None
+        cols, rows, summary = study_status(st, lake_s, carry=found)
+        if found is not None:
+            in_lake = sum(1 for r in rows if r[4] == "done" and f"{r[0]}-{r[1]}-g{r[2]}-s{r[3]}" in found.runs)
+            print(found.describe(st.name, in_lake=in_lake), file=sys.stderr)
         print_rows(cols, rows, title=f"study {st.name}", fmt=fmt)
         print(summary, file=sys.stderr)
 
@@ -140,6 +173,9 @@ def report(
                            from_results=from_results, episodes=episodes)
         for line in res["summary"]:
             print(line)
+        if res["carried"]:
+            print(f"kept {len(res['carried'])} carried run(s) already in {out_dir} (completed under this plan; "
+                  "not in this lake)", file=sys.stderr)
         print(f"wrote {out_dir}/report.md, verdicts.json, metrics.parquet", file=sys.stderr)
 
 
