@@ -742,3 +742,31 @@ def test_the_frozen_presets_are_the_levels_the_calibration_chose():
     abl = parse_study(ROOT / "studies" / "ablation.toml")
     assert (abl.preset(10), abl.preset(30)) == ("karmic-small", "karmic-big")
     assert abl.runnable_grids == [10, 30]
+
+
+def _close(a, b, rel: float = 1e-9) -> bool:
+    """JSON values equal, floats to ``rel`` (DuckDB's parallel sums may differ in the last bits)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=rel, abs_tol=1e-15)
+    return a == b
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "results").iterdir()
+                                        if (p / "metrics.parquet").is_file() and (p / "runs.json").is_file()))
+def test_the_committed_results_rebuild_from_themselves(tmp_path, name):
+    """What results/<study>/ holds is what today's code makes of its metrics.parquet alone (the
+    `--from-results` path a fresh clone takes): same verdicts, cells and decision."""
+    import shutil
+
+    out = tmp_path / name
+    shutil.copytree(ROOT / "results" / name, out)
+    study = parse_study(ROOT / "studies" / f"{name}.toml")
+    build_report(study, None, out, from_results=True)
+    for f in ("verdicts.json", "cells.json", "decision.json"):
+        if (ROOT / "results" / name / f).is_file():
+            want = json.loads((ROOT / "results" / name / f).read_text())
+            assert _close(json.loads((out / f).read_text()), want), f"results/{name}/{f} differs"
