@@ -183,6 +183,7 @@ def test_verify_quick_runs_both_tasks_and_prints_json_last():
     assert out["passed"] == (kd["passed"] and rt["passed"])
 
 
+@pytest.mark.slow  # ~3.5 min on one core: `make test-slow`
 def test_learned_transport_teaches_the_key_pickup_and_pays_the_pickup_row():
     """Key-to-door at a reduced budget (one seed, 500 updates, TVT arm only): the science, not
     only the machinery; the full check (3 seeds, both arms, 800 updates) is `karmic verify tvt`.
