@@ -1,7 +1,7 @@
 -- study metrics: one row per run x episode of a study's runs, with every count its metrics need
--- Reads the lake's views (episodes, ledger_hits, ledger_debt) and the study's plan, the table
--- study_cells(run_id, condition, grid_size, level, seed, scripted) that `karmic study report`
--- registers. This is what results/<study>/metrics.parquet holds: the verdicts, cell tables and
+-- Reads the lake's views (episode_totals, episode_hits, ledger_debt, tvt_transports, events) and
+-- the study's plan, the table study_cells(run_id, condition, grid_size, level, seed, scripted)
+-- that `karmic study report` registers. This is what results/<study>/metrics.parquet holds: the verdicts, cell tables and
 -- figures are computed from it alone (queries/study/verdicts.sql, cells.sql, curves.sql).
 -- hits = ZAP_HIT events; predatory / retribution hits by the ledger rule (docs/DESIGN.md);
 -- total_debt = the run's ledger (one per env stream) summed over pairs at the episode's end.
@@ -15,30 +15,16 @@ cells as (
 
 ep as (
     select
-        e.run_id,
-        e.episode,
-        min(e.global_step) as global_step,
-        count(*) as n_agents,
-        max(e.steps) as steps,
-        sum(e."return") as total_return,
-        sum(e.apples) as apples,
-        sum(e.zaps_fired) as zaps_fired,
-        sum(e.zaps_hit) as hits,
-        sum(e.frozen_steps) as frozen_steps
-    from episodes as e
+        e.run_id, e.episode, e.global_step, e.n_agents, e.steps, e.total_return, e.apples,
+        e.zaps_fired, e.hits, e.frozen_steps
+    from episode_totals as e
     semi join cells as c on c.run_id = e.run_id
-    group by e.run_id, e.episode
 ),
 
 hit_class as (
-    select
-        run_id,
-        episode,
-        count(*) filter (where not retribution) as predatory_hits,
-        count(*) filter (where retribution) as retribution_hits
-    from ledger_hits
+    select run_id, episode, predation as predatory_hits, retribution as retribution_hits
+    from episode_hits
     where run_id in (select run_id from cells)
-    group by run_id, episode
 ),
 
 sem as (
