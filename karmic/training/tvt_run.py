@@ -50,11 +50,9 @@ class LearnerMemory:
     """The learner's view of the memory bank for one shard: per minibatch of its rows, what each
     step may read (rows written before it, within ``memory_size``) and the memory's losses."""
 
-    def __init__(self, cfg: TrainConfig, bank: tuple[np.ndarray, np.ndarray], shard) -> None:
+    def __init__(self, cfg: TrainConfig, bank: tuple[torch.Tensor, torch.Tensor, torch.Tensor], shard) -> None:
         self.cfg = cfg
-        self.words = torch.from_numpy(bank[0])
-        self.unit = nn.functional.normalize(self.words, dim=-1)
-        self.times = torch.from_numpy(bank[1])
+        self.words, self.unit, self.times = bank  # (S, R, word), normalised, (R,): one per update
         self.taus = torch.from_numpy(stream_times(shard))
         self.prev_a = torch.from_numpy(shard.extra["tvt_prev_action"].astype(np.int64))
         self.prev_r = torch.from_numpy(shard.extra["tvt_prev_reward"])
@@ -62,7 +60,8 @@ class LearnerMemory:
 
     def memory(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         valid = window_valid(self.times[None].expand(len(idx), -1), self.taus[idx].T, self.cfg.memory_size)
-        return self.words[self.slots[idx]], valid, self.unit[self.slots[idx]]
+        slots = self.slots[idx]
+        return self.words.index_select(0, slots), valid, self.unit.index_select(0, slots)
 
     def add_losses(self, loss: torch.Tensor, agent, idx: torch.Tensor, z: torch.Tensor,
                    obs: torch.Tensor) -> torch.Tensor:
@@ -91,7 +90,7 @@ class TVTRun:
         self.prev_a = torch.full((slots,), -1, dtype=torch.long)
         self.prev_r = torch.zeros(slots)
         self.shard_cache: dict[int, Any] = {}  # update -> the kept shards as read back once
-        self.bank: tuple[np.ndarray, np.ndarray] | None = None
+        self.bank: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # words, unit, times
         self.transported = 0.0  # |value| moved by the last update's transports
 
     def restore(self, lake: Path | str, run_id: str, update: int) -> None:
@@ -144,19 +143,25 @@ class TVTRun:
         hist = self._kept_shards(history, replay)
         bank_shards = hist[-self.shards_needed:] + [replay]
         if cfg.mode not in TRANSPORT_MODES:
-            self.bank = memory_bank(bank_shards, self.S, self.word)
+            self.bank = self._bank(bank_shards)
             return trainer.learn(replay, np.asarray(replay.reward, np.float32))
         res = transport_rewards(replay, hist, trainer.agent, cfg)
         log = transports_table(replay, res.parts, trainer.max_steps) if res.parts else None
         if log is not None:
             write_table(trainer.lake, "tvt_transports", trainer.run_id, log)
-        self.bank = memory_bank(bank_shards, self.S, self.word)
+        self.bank = self._bank(bank_shards)
         losses = trainer.learn(replay, res.rewards)
         for sh in hist:
             if sh.update in res.replay:
                 losses["replay_pg_loss"] = trainer.learn_replay(sh, res.replay[sh.update])
         self.transported = float(np.abs(log.column("amount").to_numpy()).sum()) if log is not None else 0.0
         return losses
+
+    def _bank(self, shards: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The update's memory bank, normalised once for the learner and every replay pass."""
+        words, times = memory_bank(shards, self.S, self.word)
+        w = torch.from_numpy(words)
+        return w, nn.functional.normalize(w, dim=-1), torch.from_numpy(times)
 
     def learner_memory(self, shard) -> LearnerMemory:
         return LearnerMemory(self.cfg, self.bank, shard)
