@@ -33,6 +33,10 @@ METRIC_LABELS = {
     "equality": "equality E (1 - Gini of apples)",
     "sustainability": "sustainability S (mean step of eating, steps)",
     "peace": "peace P (agents on the board)",
+    "predatory_hits_per_agent_step": "predatory hits per agent-step",
+    "zaps_fired_per_agent_step": "zaps fired per agent-step",
+    "apples_per_agent_step": "apples eaten per agent-step",
+    "total_debt": "total ledger debt at episode end",
 }
 SYMBOLS = {"efficiency": "U", "equality": "E", "sustainability": "S", "peace": "P"}
 UNITS = {
@@ -193,11 +197,13 @@ def plot_scale(
     metrics: Sequence[str],
     *,
     min_hits: int = 20,
+    note: str = "",
 ) -> Path:
     """Small grid against big grid per condition (scale_comparison.sql rows), one panel per metric.
 
     The retribution ratio is drawn only where its late window holds at least ``min_hits`` hits
-    (the ``late_hits`` rows) and each point is labelled with that count."""
+    (the ``late_hits`` rows) and each point is labelled with that count. ``note`` ends the title
+    (a study says there how many seeds and steps are behind the points)."""
     ncol = 3 if len(metrics) > 4 else 2
     nrow = math.ceil(len(metrics) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.5 * nrow), squeeze=False)
@@ -266,7 +272,7 @@ def plot_scale(
     ]
     fig.suptitle(
         f"Scale comparison, late training: {small}x{small} vs {big}x{big} grid\n"
-        "mean over seeds, whiskers: 95% CI" + "".join(f"; {m}" for m in missing),
+        "mean over seeds, whiskers: 95% CI" + "".join(f"; {m}" for m in missing) + (f"\n{note}" if note else ""),
         fontsize=11,
     )
     fig.tight_layout(rect=(0, 0.05, 1, 1))

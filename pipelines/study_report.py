@@ -284,6 +284,42 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
     return paths
 
 
+SCALE_METRICS = ("predatory_hits_per_agent_step", "zaps_fired_per_agent_step", "apples_per_agent_step",
+                 "total_debt")
+
+
+def draw_scale_figure(study: Study, cells: list[dict[str, Any]], out_dir: Path) -> Path | None:
+    """``fig_scale.png``: each condition's late-window mean [95% CI] at the smallest and the
+    largest grid, one panel per metric (karmic.plots.plot_scale). Only for a study with two or
+    more grids and one level per grid, where the two points differ by grid alone; None otherwise."""
+    from karmic import plots
+
+    grids = sorted(study.grid_sizes)
+    late = [c for c in cells if c["win"] == "late" and c["metric"] in SCALE_METRICS]
+    if len(grids) < 2 or any(len({c["level"] for c in late if c["grid_size"] == g}) > 1 for g in grids):
+        return None
+    small, big = grids[0], grids[-1]
+    by = {(c["grid_size"], c["condition"], c["metric"]): c for c in late}
+    rows = []
+    for cond in study.conditions:
+        for metric in SCALE_METRICS:
+            row = {"condition": cond, "metric": metric, "small_grid": small, "big_grid": big}
+            for side, g in (("small", small), ("big", big)):
+                c = by.get((g, cond, metric), {})
+                for k in ("mean", "ci_low", "ci_high"):
+                    row[f"{side}_{k}"] = c.get(k)
+            if row["small_mean"] is not None or row["big_mean"] is not None:
+                rows.append(row)
+    if not rows:
+        return None
+    seeds = sorted({c["n_seeds"] for c in late if c.get("n_seeds")})
+    n = "no" if not seeds else (f"{seeds[0]}" if seeds[0] == seeds[-1] else f"{seeds[0]}-{seeds[-1]}")
+    steps = ", ".join(f"{g}x{g}: {study.total_steps[g]:,}" for g in (small, big) if g in study.total_steps)
+    note = f"{n} seeds per point; env steps per run {steps}; late = the study's late window"
+    return plots.plot_scale(rows, out_dir / "fig_scale.png", plots.Styles(study.conditions),
+                            SCALE_METRICS, note=note)
+
+
 # --- the report -------------------------------------------------------------------------------------
 def _fmt(v: Any, digits: int = 4) -> str:
     if v is None:
@@ -505,6 +541,9 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
     for old in out_dir.glob("fig_*.png"):
         old.unlink()
     figures = draw_figures(study, res["curves"], out_dir)
+    scale = draw_scale_figure(study, res["cells"], out_dir)
+    if scale is not None:
+        figures.append(scale)
     verdicts = {"study": study.name, "registered": study.registered, "seeds": study.seeds,
                 "total_steps": {str(k): v for k, v in study.total_steps.items()},
                 "alpha": 0.05, "correction": "holm", "predictions": res["verdicts"]}

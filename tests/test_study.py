@@ -770,3 +770,21 @@ def test_the_committed_results_rebuild_from_themselves(tmp_path, name):
         if (ROOT / "results" / name / f).is_file():
             want = json.loads((ROOT / "results" / name / f).read_text())
             assert _close(json.loads((out / f).read_text()), want), f"results/{name}/{f} differs"
+
+
+def test_the_scale_figure_needs_two_grids_and_one_level_per_grid(tmp_path):
+    """fig_scale.png: late means [CI] per condition at the small and the big grid; not drawn where
+    the two points would differ by more than the grid (several levels) or where there is one grid."""
+    from pipelines.study_report import SCALE_METRICS, draw_scale_figure
+
+    def cells(levels):
+        return [{"grid_size": g, "level": lv, "condition": c, "metric": m, "win": "late", "mean": 0.1 * (i + 1),
+                 "ci_low": 0.05, "ci_high": 0.5, "n_seeds": 5}
+                for g in (10, 30) for lv in levels for i, c in enumerate(("baseline", "tvt")) for m in SCALE_METRICS]
+
+    ablation = parse_study(ROOT / "studies" / "ablation.toml")
+    p = draw_scale_figure(ablation, cells(["default"]), tmp_path)
+    assert p == tmp_path / "fig_scale.png" and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert draw_scale_figure(ablation, cells(["default", "lean"]), tmp_path / "x") is None
+    assert draw_scale_figure(ablation, [], tmp_path / "x") is None
+    assert draw_scale_figure(parse_study(ROOT / "studies" / "precision.toml"), cells(["fp32"]), tmp_path / "x") is None
