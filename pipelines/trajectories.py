@@ -250,14 +250,18 @@ def shard_update(path: Path | str) -> int:
     return int(Path(str(path)).stem.split("-")[1])
 
 
-def prune_shards(lake: Path | str, run_id: str, keep: int, upto: int | None = None) -> list[LakePath]:
+def prune_shards(lake: Path | str, run_id: str, keep: int, upto: int | None = None,
+                 keep_from: int | None = None) -> list[LakePath]:
     """Remove all but the last ``keep`` shards (of those with update <= ``upto``, if given:
-    a resumed run may find newer shards left by the interrupted one, rewritten as it goes on);
+    a resumed run may find newer shards left by the interrupted one, rewritten as it goes on),
+    never one with update >= ``keep_from`` (what a resume from the last checkpoint reads);
     returns the removed paths."""
     shards = list_shards(lake, run_id)
     if upto is not None:
         shards = [p for p in shards if shard_update(p) <= upto]
     old = shards[: max(0, len(shards) - max(keep, 0))]
+    if keep_from is not None:
+        old = [p for p in old if shard_update(p) < keep_from]
     for p in old:
         p.unlink(missing_ok=True)
     return old
@@ -269,8 +273,16 @@ def load_bank(lake: LakePath | str, run_id: str, before_update: int, need: int, 
     rebuilt on resume): ``karmic.tvt.harvest.memory_bank`` over those shards."""
     from karmic.tvt.harvest import memory_bank
 
-    paths = [p for p in list_shards(lake, run_id) if shard_update(p) < before_update]
-    return memory_bank([read_shard(p) for p in paths[-need:]], slots, word)
+    paths = [p for p in list_shards(lake, run_id) if shard_update(p) < before_update][-need:]
+    want = list(range(max(0, before_update - need), before_update))
+    have = [shard_update(p) for p in paths]
+    if have != want:
+        gone = sorted(set(want) - set(have))
+        raise ValueError(
+            f"cannot resume run {run_id} at update {before_update}: its TVT memory is the words of "
+            f"shards {want[0]}-{want[-1]}, and shard {', '.join(map(str, gone))} is not in the lake "
+            "(pruned or lost); start the run anew")
+    return memory_bank([read_shard(p) for p in paths], slots, word)
 
 
 def transports_table(shard, parts, max_steps: int) -> pa.Table:

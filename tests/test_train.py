@@ -198,3 +198,32 @@ def test_cli_resume_extends_a_finished_run(tmp_path):
     assert res.exit_code == 0, res.output
     assert "steps=80" in res.stdout
     assert sorted(set(_read(tmp_path, "episodes", run_id).column("episode").to_pylist())) == [0, 1, 2, 3]
+
+
+def test_a_tvt_run_killed_updates_after_its_checkpoint_resumes_exactly(tmp_path):
+    """Killed 3 updates past its last checkpoint: the shards its memory needs at that checkpoint
+    are still in the lake (retention keeps them), and the resumed run is the uninterrupted one,
+    events and parameters, although it re-runs rounds the lake already holds."""
+    kw = dict(total_steps=2 * 20 * 10, checkpoint_every=4, memory_size=60)  # memory: 3 shards
+    full = Trainer(_tiny_cfg("full", run_id="whole", **kw), tmp_path)
+    full.run()
+    part = Trainer(_tiny_cfg("full", run_id="split", **kw), tmp_path)
+    part.run(stop_after=7)  # checkpoint at update 4, shards written up to update 6
+    resumed = resumed_trainer("split", tmp_path)
+    assert resumed.update == 4
+    resumed.run()
+    pa_, pb = _params(full.agent), _params(resumed.agent)
+    for k in pa_:
+        torch.testing.assert_close(pa_[k], pb[k], rtol=0, atol=0)
+    ea, eb = _events_sorted(tmp_path, "whole"), _events_sorted(tmp_path, "split")
+    assert ea.num_rows > 0 and ea.equals(eb)
+
+
+def test_a_tvt_resume_whose_memory_shards_are_gone_says_so(tmp_path):
+    from pipelines.trajectories import list_shards
+
+    kw = dict(total_steps=2 * 20 * 10, checkpoint_every=4, memory_size=60)
+    Trainer(_tiny_cfg("full", run_id="split", **kw), tmp_path).run(stop_after=5)
+    [p for p in list_shards(tmp_path, "split") if p.stem.endswith("000002")][0].unlink()
+    with pytest.raises(ValueError, match=r"cannot resume run split.*shard 2"):
+        resumed_trainer("split", tmp_path)

@@ -262,6 +262,12 @@ class Trainer:
         if self.tvt is not None:  # the memory is rebuilt from the shards the lake kept
             self.tvt.restore(self.lake, self.run_id, self.update)
 
+    def resume_needs_from(self) -> int | None:
+        """The oldest shard a resume from the last checkpoint reads (TVT refills its memory from
+        the shards before it); retention keeps every shard from there on, however many updates
+        past the checkpoint the run gets before it is killed. None: a resume reads no shard."""
+        return self.last_ckpt_update - self.tvt.shards_needed if self.tvt is not None else None
+
     def checkpoint_payload(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -540,7 +546,8 @@ class Trainer:
                 losses = self.learn_update(replay, history)
                 t3 = time.perf_counter()
                 if not cfg.keep_trajectories:
-                    prune_shards(self.lake, self.run_id, self.keep_shards, upto=self.update)
+                    prune_shards(self.lake, self.run_id, self.keep_shards, upto=self.update,
+                                 keep_from=self.resume_needs_from())
                 t4 = time.perf_counter()
                 # events / episodes writes happen inside the rollout: count them as lake time
                 ev_t, self.event_write_time = self.event_write_time, 0.0
