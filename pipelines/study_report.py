@@ -220,6 +220,12 @@ def analyse(study: Study, out_dir: Path) -> dict[str, Any]:
 
 
 # --- figures ----------------------------------------------------------------------------------------
+def _seed_span(counts) -> str:
+    """Seeds per point for a figure's title: "5", "3-4", or "no"."""
+    ns = sorted({n for n in counts if n})
+    return "no" if not ns else (f"{ns[0]}" if ns[0] == ns[-1] else f"{ns[0]}-{ns[-1]}")
+
+
 def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -270,8 +276,7 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=6, loc="best")
-        ns = sorted({r["n_seeds"] for r in rows if r["condition"] in trained and r["n_seeds"]})
-        seeds = "no" if not ns else (f"{ns[0]}" if ns[0] == ns[-1] else f"{ns[0]}-{ns[-1]}")
+        seeds = _seed_span(r["n_seeds"] for r in rows if r["condition"] in trained)
         note = f" (bins with >= {MIN_RATIO_HITS} hits)" if metric == "retribution_ratio" else ""
         refs = [c for c in study.conditions if c not in trained]
         ref_note = f"; {' and '.join(refs)} policy: dotted" if refs else ""
@@ -312,8 +317,7 @@ def draw_scale_figure(study: Study, cells: list[dict[str, Any]], out_dir: Path) 
                 rows.append(row)
     if not rows:
         return None
-    seeds = sorted({c["n_seeds"] for c in late if c.get("n_seeds")})
-    n = "no" if not seeds else (f"{seeds[0]}" if seeds[0] == seeds[-1] else f"{seeds[0]}-{seeds[-1]}")
+    n = _seed_span(c.get("n_seeds") for c in late)
     steps = ", ".join(f"{g}x{g}: {study.total_steps[g]:,}" for g in (small, big) if g in study.total_steps)
     note = f"{n} seeds per point; env steps per run {steps}; late = the study's late window"
     return plots.plot_scale(rows, out_dir / "fig_scale.png", plots.Styles(study.conditions),
