@@ -7,8 +7,9 @@ palette, colour-blind safe; line styles keep them apart in greyscale too).
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -46,20 +47,29 @@ UNITS = {
     "peace": "agents on the board",
 }
 
-plt.rcParams.update(
-    {
-        "figure.dpi": 100,
-        "savefig.dpi": 110,
-        "font.size": 10,
-        "axes.titlesize": 11,
-        "axes.labelsize": 10,
-        "legend.fontsize": 9,
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "axes.grid": True,
-        "grid.alpha": 0.3,
-    }
-)
+# The house style, applied inside each plot function (not to matplotlib's global state on import,
+# which would make other figures of the same process depend on whether this module was imported).
+STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 110,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+
+
+def _styled(fn: Callable[..., Path]) -> Callable[..., Path]:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs) -> Path:
+        with plt.rc_context(STYLE):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def label(condition: str | None) -> str:
@@ -112,6 +122,7 @@ def _empty(ax, text: str = "no data") -> None:
     ax.set_yticks([])
 
 
+@_styled
 def plot_curves(
     rows: Sequence[dict],
     value: str,
@@ -190,6 +201,7 @@ def _point_panel(ax, entries: list[tuple[str, float, float, float, str, str]], y
     ax.set_ylabel(ylabel)
 
 
+@_styled
 def plot_scale(
     rows: Sequence[dict],
     path: Path,
@@ -281,6 +293,7 @@ def plot_scale(
     return path
 
 
+@_styled
 def plot_outcomes(rows: Sequence[dict], path: Path, styles: Styles) -> Path:
     """Social outcomes U, E, S, P late in training (ablation.sql rows), per condition and grid.
 
@@ -350,6 +363,7 @@ def plot_outcomes(rows: Sequence[dict], path: Path, styles: Styles) -> Path:
     return path
 
 
+@_styled
 def plot_ratio_curves(
     rows: Sequence[dict], path: Path, styles: Styles, *, title: str = "Retribution ratio"
 ) -> Path:
