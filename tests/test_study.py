@@ -788,3 +788,35 @@ def test_the_scale_figure_needs_two_grids_and_one_level_per_grid(tmp_path):
     assert draw_scale_figure(ablation, cells(["default", "lean"]), tmp_path / "x") is None
     assert draw_scale_figure(ablation, [], tmp_path / "x") is None
     assert draw_scale_figure(parse_study(ROOT / "studies" / "precision.toml"), cells(["fp32"]), tmp_path / "x") is None
+
+
+def test_holm_counts_the_predictions_that_have_no_data_yet(tmp):
+    # the family is the pre-registered one: a prediction whose cells are missing (an interim
+    # report) is inconclusive and still takes its share of the 0.05, so interim verdicts are
+    # never more generous than the complete study's
+    a = [0.0300, 0.0310, 0.0320]
+    b = [0.0271, 0.0281, 0.0291]
+    vals = {("tvt", "late", s): [a[s - 1]] for s in (1, 2, 3)}
+    vals |= {("baseline", "late", s): [b[s - 1]] for s in (1, 2, 3)}
+    vals |= {("random", "late", 1): [0.02]}  # one seed: no CI, no p-value
+    body = """
+[[predictions]]
+id = "p0"
+metric = "hits_per_agent_step"
+test = "greater"
+a = { condition = "tvt" }
+b = { condition = "baseline" }
+""" + "".join(f"""
+[[predictions]]
+id = "q{i}"
+metric = "hits_per_agent_step"
+test = "greater"
+a = {{ condition = "random" }}
+b = {{ condition = "baseline" }}
+""" for i in range(3))
+    v = _analyse(tmp, body, vals)
+    assert all(v[f"q{i}"]["p_support"] is None for i in range(3))
+    assert all(v[f"q{i}"]["verdict"] == "inconclusive" for i in range(3))
+    assert 0.01 < v["p0"]["p_support"] < 0.05
+    assert v["p0"]["p_support_holm"] == pytest.approx(min(1.0, 4 * v["p0"]["p_support"]))
+    assert v["p0"]["verdict"] == "inconclusive"

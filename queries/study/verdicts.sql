@@ -154,12 +154,15 @@ pvals as (
     from tests as t
 ),
 
--- Holm: the i-th smallest of m p-values is scaled by (m - i + 1), capped at 1, then made
--- monotone (a running maximum), so no adjusted p is below one ranked before it
+-- Holm: the i-th smallest p-value is scaled by (m - i + 1), capped at 1, then made monotone (a
+-- running maximum), so no adjusted p is below one ranked before it. m is every prediction of the
+-- study, with or without a p-value: one whose cells are missing (an interim report) or have too
+-- few seeds keeps its share of alpha, so a partial study is never judged more leniently than
+-- the complete one
 ranked_s as (
     select
         id,
-        least(1.0, (count(*) over () - row_number() over (order by p_support, id) + 1) * p_support) as scaled,
+        least(1.0, ((select count(*) from pvals) - row_number() over (order by p_support, id) + 1) * p_support) as scaled,
         row_number() over (order by p_support, id) as i
     from pvals
     where p_support is not null
@@ -172,7 +175,7 @@ holm_s as (
 ranked_c as (
     select
         id,
-        least(1.0, (count(*) over () - row_number() over (order by p_contra, id) + 1) * p_contra) as scaled,
+        least(1.0, ((select count(*) from pvals) - row_number() over (order by p_contra, id) + 1) * p_contra) as scaled,
         row_number() over (order by p_contra, id) as i
     from pvals
     where p_contra is not null
