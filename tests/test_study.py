@@ -163,32 +163,35 @@ b = { condition = "baseline" }
     assert holm[1] == pytest.approx(max(holm[0], ps[1]))
 
 
-def test_holm_turns_a_marginal_effect_inconclusive(tmp):
-    # p ~ 0.03 unadjusted: supported alone, not once four predictions share the 0.05
+def _greater(pid: str, metric: str, a: str, b: str) -> str:
+    """One `greater` prediction of condition a over condition b, as study-file TOML."""
+    return f"""
+[[predictions]]
+id = "{pid}"
+metric = "{metric}"
+test = "greater"
+a = {{ condition = "{a}" }}
+b = {{ condition = "{b}" }}
+"""
+
+
+def _marginal_values(random_seeds: tuple[int, ...]) -> dict:
+    """tvt above baseline at p ~ 0.03 unadjusted (3 seeds each), random at 0.02."""
     a = [0.0300, 0.0310, 0.0320]
     b = [0.0271, 0.0281, 0.0291]
     vals = {("tvt", "late", s): [a[s - 1]] for s in (1, 2, 3)}
     vals |= {("baseline", "late", s): [b[s - 1]] for s in (1, 2, 3)}
-    vals |= {("random", "late", s): [0.02] for s in (1, 2, 3)}
-    one = """
-[[predictions]]
-id = "p0"
-metric = "hits_per_agent_step"
-test = "greater"
-a = { condition = "tvt" }
-b = { condition = "baseline" }
-"""
+    return vals | {("random", "late", s): [0.02] for s in random_seeds}
+
+
+def test_holm_turns_a_marginal_effect_inconclusive(tmp):
+    # p ~ 0.03 unadjusted: supported alone, not once four predictions share the 0.05
+    vals = _marginal_values((1, 2, 3))
+    one = _greater("p0", "hits_per_agent_step", "tvt", "baseline")
     alone = _analyse(tmp, one, vals)["p0"]
     assert 0.01 < alone["p_support"] < 0.05
     assert alone["verdict"] == "supported"
-    more = one + "".join(f"""
-[[predictions]]
-id = "q{i}"
-metric = "apples_per_agent_step"
-test = "greater"
-a = {{ condition = "tvt" }}
-b = {{ condition = "baseline" }}
-""" for i in range(3))
+    more = one + "".join(_greater(f"q{i}", "apples_per_agent_step", "tvt", "baseline") for i in range(3))
     crowded = _analyse(tmp, more, vals)["p0"]
     assert crowded["p_support"] == pytest.approx(alone["p_support"])
     assert crowded["p_support_holm"] >= 0.05
@@ -794,26 +797,9 @@ def test_holm_counts_the_predictions_that_have_no_data_yet(tmp):
     # the family is the pre-registered one: a prediction whose cells are missing (an interim
     # report) is inconclusive and still takes its share of the 0.05, so interim verdicts are
     # never more generous than the complete study's
-    a = [0.0300, 0.0310, 0.0320]
-    b = [0.0271, 0.0281, 0.0291]
-    vals = {("tvt", "late", s): [a[s - 1]] for s in (1, 2, 3)}
-    vals |= {("baseline", "late", s): [b[s - 1]] for s in (1, 2, 3)}
-    vals |= {("random", "late", 1): [0.02]}  # one seed: no CI, no p-value
-    body = """
-[[predictions]]
-id = "p0"
-metric = "hits_per_agent_step"
-test = "greater"
-a = { condition = "tvt" }
-b = { condition = "baseline" }
-""" + "".join(f"""
-[[predictions]]
-id = "q{i}"
-metric = "hits_per_agent_step"
-test = "greater"
-a = {{ condition = "random" }}
-b = {{ condition = "baseline" }}
-""" for i in range(3))
+    vals = _marginal_values((1,))  # random has one seed: no CI, no p-value
+    body = _greater("p0", "hits_per_agent_step", "tvt", "baseline") + "".join(
+        _greater(f"q{i}", "hits_per_agent_step", "random", "baseline") for i in range(3))
     v = _analyse(tmp, body, vals)
     assert all(v[f"q{i}"]["p_support"] is None for i in range(3))
     assert all(v[f"q{i}"]["verdict"] == "inconclusive" for i in range(3))
