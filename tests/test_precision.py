@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from karmic.training.ppo import (
+    BF16_MIN_SPEEDUP,
     TrainConfig,
     Trainer,
-    cpu_bf16_flags,
+    bf16_matmul_speedup,
+    choose_precision,
     resolve_precision,
     resumed_trainer,
 )
@@ -43,11 +45,40 @@ def _events(lake, run_id):
     return t.sort_by([("episode", "ascending"), ("seq", "ascending")])
 
 
-def test_auto_precision_follows_the_cpu_and_is_recorded(tmp_path):
+def test_auto_picks_bf16_only_where_it_has_the_instructions_and_they_measure_faster():
+    calls = []
+
+    def speedup(s):
+        return lambda: calls.append(s) or s
+
+    assert choose_precision([], speedup(3.0))[0] == "fp32" and calls == []  # no probe without flags
+    assert choose_precision(["avx512_bf16"], speedup(3.0))[0] == "bf16"  # the EPYC: ~3x
+    chosen, why = choose_precision(["avx512_bf16"], speedup(0.5))  # the Xeon: ~0.5x
+    assert chosen == "fp32" and "0.50x" in why and "avx512_bf16" in why
+    assert choose_precision(["amx_bf16"], speedup(BF16_MIN_SPEEDUP))[0] == "bf16"
+    assert choose_precision(["amx_bf16"], speedup(BF16_MIN_SPEEDUP - 0.01))[0] == "fp32"
+    assert bf16_matmul_speedup(m=64, k=32, n=64, trials=2, reps=1) > 0
+
+
+def test_auto_is_decided_and_said_once_per_process(monkeypatch, capsys):
+    import karmic.training.ppo as ppo
+
+    probes = []
+    monkeypatch.setattr(ppo, "_auto_precision", None)
+    monkeypatch.setattr(ppo, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    monkeypatch.setattr(ppo, "bf16_matmul_speedup", lambda: probes.append(1) or 2.0)
+    assert [resolve_precision("auto") for _ in range(3)] == ["bf16"] * 3
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    assert len(probes) == 1
+    err = capsys.readouterr().err
+    assert err.count("precision: bf16") == 1 and "2.00x" in err
+
+
+def test_auto_precision_is_recorded(tmp_path):
     import json
 
-    want = "bf16" if cpu_bf16_flags() else "fp32"
-    assert resolve_precision("auto") == want and resolve_precision("fp32") == "fp32"
+    want = resolve_precision("auto")
+    assert want in ("fp32", "bf16") and resolve_precision("fp32") == "fp32"
     tr = Trainer(_cfg(run_id="auto", total_steps=40), tmp_path)
     tr.run()
     run = json.loads((tmp_path / "runs" / "run_id=auto" / "run.json").read_text())

@@ -81,7 +81,8 @@ class TrainConfig:
     threads: int = 0
     """Torch threads; 0 = all cores."""
     precision: str = "auto"
-    """fp32 | bf16 (autocast for the network) | auto; a run records fp32 or bf16."""
+    """fp32 | bf16 (autocast for the network) | auto (bf16 where it measures faster:
+    ``karmic.training.ppo.choose_precision``); a run records fp32 or bf16."""
     preset: str | None = None
     """HarvestConfig preset (karmic.envs.PRESETS), or None for the defaults."""
     tvt_mode: str = "both"

@@ -86,7 +86,14 @@ from pipelines.trajectories import (
     write_shard,
 )
 
-_said_precision = False
+_auto_precision: tuple[str, str] | None = None  # (choice, why): measured once per process
+
+# `auto` picks bf16 only where its matmuls measure at least this much faster than fp32. The bf16
+# flags alone do not say it: on the AMD EPYC these runs were first measured on, bf16 matmuls ran
+# about 3x the fp32 rate (and training 1.4x faster); on an Intel Xeon with the same avx512_bf16
+# flag, 0.5x (and a learner minibatch 1.3-1.4x slower). The margin keeps a machine's load from
+# flipping a close call; the two cases seen are far from it.
+BF16_MIN_SPEEDUP = 1.25
 
 
 def cpu_bf16_flags() -> list[str]:
@@ -103,19 +110,46 @@ def cpu_bf16_flags() -> list[str]:
             return []
 
 
+def bf16_matmul_speedup(m: int = 1024, k: int = 256, n: int = 1024, trials: int = 5, reps: int = 3) -> float:
+    """bf16 / fp32 rate of a matmul of the learner's LSTM shape (its largest op), best of
+    ``trials`` each (the best is the least disturbed by other load); about 0.1-0.2 s."""
+    def rate(dtype: torch.dtype) -> float:
+        a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+        a @ b
+        best = float("inf")
+        for _ in range(trials):
+            t = time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            best = min(best, time.perf_counter() - t)
+        return 1.0 / max(best, 1e-9)
+
+    return rate(torch.bfloat16) / rate(torch.float32)
+
+
+def choose_precision(flags: list[str], speedup: Callable[[], float]) -> tuple[str, str]:
+    """``auto``'s rule: fp32 without bf16 instructions; with them, bf16 only if its matmuls measure
+    at least ``BF16_MIN_SPEEDUP`` times the fp32 rate. Returns (precision, why)."""
+    if not flags:
+        return "fp32", "this CPU has no bf16 instructions"
+    s = speedup()
+    chosen = "bf16" if s >= BF16_MIN_SPEEDUP else "fp32"
+    return chosen, (f"this CPU has {', '.join(flags)}; its bf16 matmuls measured {s:.2f}x the fp32 rate, "
+                    f"bf16 needs {BF16_MIN_SPEEDUP}x")
+
+
 def resolve_precision(precision: str) -> str:
-    """``auto`` -> bf16 on CPUs with bf16 instructions (about twice the fp32 matmul rate, and
-    measured faster end to end), fp32 elsewhere; said once per process on stderr."""
-    global _said_precision
+    """``auto`` -> the faster precision on this CPU (``choose_precision``: bf16 where it has bf16
+    instructions and they measure faster, else fp32), decided and said once per process on
+    stderr. The run records what was chosen, so a resume keeps it."""
+    global _auto_precision
     if precision != "auto":
         return precision
-    flags = cpu_bf16_flags()
-    chosen = "bf16" if flags else "fp32"
-    if not _said_precision:
-        why = f"this CPU has {', '.join(flags)}" if flags else "this CPU has no bf16 instructions"
-        print(f"precision: {chosen} ({why}; --precision fp32|bf16 to choose)", file=sys.stderr)
-        _said_precision = True
-    return chosen
+    if _auto_precision is None:
+        _auto_precision = choose_precision(cpu_bf16_flags(), bf16_matmul_speedup)
+        print(f"precision: {_auto_precision[0]} ({_auto_precision[1]}; --precision fp32|bf16 to choose)",
+              file=sys.stderr)
+    return _auto_precision[0]
 
 
 def new_run_id(cfg: TrainConfig) -> str:
