@@ -10,6 +10,7 @@ bf16 autocast (each the mean of 10 reps, 3 rounds alternated), then the probe ``
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import time
 
@@ -64,6 +65,7 @@ def minibatch_ms(threads: int, rounds: int = 3, reps: int = 10) -> dict[str, lis
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     print(f"bf16 instructions: {', '.join(cpu_bf16_flags()) or 'none'}")
     for threads in (1, 2):
         ms = minibatch_ms(threads)

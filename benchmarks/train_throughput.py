@@ -34,18 +34,12 @@ import time
 
 import torch
 
+from karmic.training.ppo import matmul_rate
+
 
 def matmul_gflops(n: int = 2048, reps: int = 3, trials: int = 5, dtype=torch.float32) -> float:
-    """Best of several trials (the machine is shared: the best is the closest to the peak)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = 0.0
-    for _ in range(trials):
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t) / 1e9)
-    return best
+    """A large square matmul's GFLOP/s, best of several trials (the closest to the peak)."""
+    return matmul_rate(n, n, n, dtype, trials, reps) / 1e9
 
 
 class StubEnv:

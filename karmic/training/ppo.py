@@ -110,21 +110,24 @@ def cpu_bf16_flags() -> list[str]:
             return []
 
 
-def bf16_matmul_speedup(m: int = 1024, k: int = 256, n: int = 1024, trials: int = 5, reps: int = 3) -> float:
-    """bf16 / fp32 rate of a matmul of the learner's LSTM shape (its largest op), best of
-    ``trials`` each (the best is the least disturbed by other load); about 0.1-0.2 s."""
-    def rate(dtype: torch.dtype) -> float:
-        a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-        a @ b
-        best = float("inf")
-        for _ in range(trials):
-            t = time.perf_counter()
-            for _ in range(reps):
-                a @ b
-            best = min(best, time.perf_counter() - t)
-        return 1.0 / max(best, 1e-9)
+def matmul_rate(m: int, k: int, n: int, dtype: torch.dtype = torch.float32, trials: int = 5,
+                reps: int = 3) -> float:
+    """FLOP/s of an (m, k) @ (k, n) matmul in ``dtype``: the best of ``trials`` timings of ``reps``
+    products (on a shared machine the best is the least disturbed by other load)."""
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(trials):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * m * k * n * reps / max(best, 1e-9)
 
-    return rate(torch.bfloat16) / rate(torch.float32)
+
+def bf16_matmul_speedup(m: int = 1024, k: int = 256, n: int = 1024, trials: int = 5, reps: int = 3) -> float:
+    """bf16 / fp32 rate of a matmul of the learner's LSTM shape (its largest op); about 0.1-0.2 s."""
+    return matmul_rate(m, k, n, torch.bfloat16, trials, reps) / matmul_rate(m, k, n, torch.float32, trials, reps)
 
 
 def choose_precision(flags: list[str], speedup: Callable[[], float]) -> tuple[str, str]:
