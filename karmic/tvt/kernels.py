@@ -1,0 +1,161 @@
+"""numba kernels of the memory's sparse read: the top-k selection and the gathered products.
+
+A read attends to the ``top_k`` best of about a thousand rows, for every step, agent and head of a
+learner minibatch (25 x 80 x 2 queries over 1,100 rows). ``torch.topk`` on that shape runs at
+about 14 us a query on one core of an AMD EPYC, and gathering the k rows of every query into one
+(T, B, H, k, word) tensor before the products writes 25 MB per minibatch. These kernels select
+with one pass over each query's logits and a short one over its candidates (the k-th largest of
+16-row block maxima bounds the k-th largest logit and leaves about 90 of 1,100 rows), and take the
+products from the bank in place (``benchmarks/tvt_read.py``: about 4x ``torch.topk``).
+
+- ``topk_valid(logits, valid, idx, val, k)``: per query, the rows of the k largest valid logits
+  (the same set as ``torch.topk`` where the values differ; of tied values, the lower rows), in
+  ascending row order, with their logits; a query with fewer than k valid rows fills the rest
+  with value -inf and row 0.
+- ``gather_dot(x, idx, out, table)``: ``out[q, j] = x[q] . table[b(q), idx[q, j]]``.
+- ``gather_sum(w, idx, out, table)``: ``out[q] = sum_j w[q, j] * table[b(q), idx[q, j]]``.
+  Each is the other's gradient, so the two make the read's autograd (``karmic.tvt.memory``).
+
+Queries are laid out (T, B, H) as the read's tensors are; ``b(q)`` is the query's B index. The
+kernels run on the calling thread: split over two threads they measured no faster in training,
+where torch's own OpenMP threads still hold the other core after each op.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+BLOCK = 16  # rows per block of the selection's bound
+
+
+@njit(cache=True)
+def _kth_largest(vals, n, k):  # pragma: no cover - compiled
+    """The k-th largest (1-based, 1 <= k <= n) of the finite ``vals[:n]``, by bisection on the
+    value: each step is one count over ``vals`` (which vectorises), and it stops once exactly k
+    values lie at or above the cut, or the cut cannot move (then the k-th largest is tied)."""
+    lo, hi = vals[0], vals[0]
+    for i in range(1, n):
+        lo = min(lo, vals[i])
+        hi = max(hi, vals[i])
+    # invariant: at least k values >= lo, fewer than k values >= hi (or hi is the maximum)
+    while True:
+        mid = lo + (hi - lo) * np.float32(0.5)
+        if mid <= lo or mid >= hi:
+            break
+        c = 0
+        for i in range(n):
+            c += vals[i] >= mid
+        if c >= k:
+            lo = mid
+            if c == k:
+                break
+        else:
+            hi = mid
+    c = 0  # the k-th largest is the least value at or above lo
+    if n == k:
+        return lo
+    best = np.float32(np.inf)
+    for i in range(n):
+        if vals[i] >= lo and vals[i] < best:
+            best = vals[i]
+    return best
+
+
+@njit(cache=True)
+def topk_valid(logits, valid, idx, val, k):  # pragma: no cover - compiled
+    T, B, H, R = logits.shape
+    nb = (R + BLOCK - 1) // BLOCK
+    bmax = np.empty(nb, np.float32)
+    live = np.empty(nb, np.float32)
+    cand_v = np.empty(R, np.float32)
+    cand_i = np.empty(R, np.int64)
+    neg = np.float32(-np.inf)
+    for t in range(T):
+        for b in range(B):
+            ok = valid[t, b]
+            for h in range(H):
+                row = logits[t, b, h]
+                out_i = idx[t, b, h]
+                out_v = val[t, b, h]
+                # a bound on the k-th largest: the k-th largest of the block maxima (k blocks
+                # have a row at least that large); fewer than k blocks with a valid row: no bound
+                nbv = 0
+                for blk in range(nb):
+                    m = neg
+                    for j in range(blk * BLOCK, min(R, (blk + 1) * BLOCK)):
+                        m = max(m, row[j] if ok[j] else neg)
+                    bmax[blk] = m
+                    live[nbv] = m
+                    nbv += m > neg
+                theta = _kth_largest(live, nbv, k) if nbv >= k else neg
+                n = 0
+                for blk in range(nb):
+                    if bmax[blk] >= theta and bmax[blk] > neg:
+                        for j in range(blk * BLOCK, min(R, (blk + 1) * BLOCK)):
+                            cand_v[n] = row[j]
+                            cand_i[n] = j
+                            n += ok[j] and row[j] >= theta
+                # the k-th largest candidate; rows above it, then ties from the lowest row
+                tau, ties = neg, 0
+                if n > k:
+                    tau = _kth_largest(cand_v, n, k)
+                    ties = k
+                    for c in range(n):
+                        ties -= cand_v[c] > tau
+                o = 0
+                for c in range(n):
+                    x = cand_v[c]
+                    if x > tau or (x == tau and ties > 0):
+                        if x == tau:
+                            ties -= 1
+                        out_v[o] = x
+                        out_i[o] = cand_i[c]
+                        o += 1
+                for c in range(o, k):
+                    out_v[c] = neg
+                    out_i[c] = 0
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def gather_dot(x, idx, out, table):  # pragma: no cover - compiled
+    T, B, H, K = idx.shape
+    D = x.shape[-1]
+    for t in range(T):
+        for b in range(B):
+            tb = table[b]
+            for h in range(H):
+                xv = x[t, b, h]
+                iv = idx[t, b, h]
+                ov = out[t, b, h]
+                for i in range(K):
+                    r = tb[iv[i]]
+                    s = np.float32(0.0)
+                    for d in range(D):
+                        s += xv[d] * r[d]
+                    ov[i] = s
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def gather_sum(w, idx, out, table):  # pragma: no cover - compiled
+    T, B, H, K = idx.shape
+    D = table.shape[-1]
+    for t in range(T):
+        for b in range(B):
+            tb = table[b]
+            for h in range(H):
+                wv = w[t, b, h]
+                iv = idx[t, b, h]
+                ov = out[t, b, h]
+                for d in range(D):
+                    ov[d] = 0.0
+                for i in range(K):
+                    c = wv[i]
+                    if c != 0.0:
+                        r = tb[iv[i]]
+                        for d in range(D):
+                            ov[d] += c * r[d]
+
+
+__all__ = ["gather_dot", "gather_sum", "topk_valid"]
