@@ -26,7 +26,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-
 BLOCK = 16  # rows per block of the selection's bound
 
 
