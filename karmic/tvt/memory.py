@@ -127,11 +127,11 @@ class TVTMemory(nn.Module):
             kernels.topk_valid(cos.numpy(), valid.contiguous().numpy(), idx.numpy(), top_cos.numpy(), k)
             del cos
             ok = torch.isfinite(top_cos)  # a valid row (fewer than k valid: the rest weigh 0)
-        top = strength[..., None] * _GatherDot.apply(keys, unit, idx)
+        top = strength[..., None] * _Gathered.apply(keys, unit, idx, "dot")
         w_top = torch.softmax(top.masked_fill(~ok, float("-inf")).masked_fill(~ok.any(-1, keepdim=True), 0.0), -1)
         w_top = torch.where(ok, w_top, torch.zeros_like(w_top))
         w_top = w_top / w_top.sum(-1, keepdim=True).clamp(min=1e-12)
-        vec = _GatherSum.apply(w_top, mem, idx).reshape(T, B, self.read_dim)
+        vec = _Gathered.apply(w_top, mem, idx, "sum").reshape(T, B, self.read_dim)
         return Read(vec, w_top, strength, idx)
 
     def losses(self, words: torch.Tensor, obs_flat: torch.Tensor, prev_action: torch.Tensor,
@@ -148,42 +148,30 @@ class TVTMemory(nn.Module):
         return {"recon": rec_obs + rec_act + rec_rew, "read_reg": reg}
 
 
-class _GatherDot(torch.autograd.Function):
-    """``out[t, b, h, j] = x[t, b, h] . table[b, idx[t, b, h, j]]``; the gradient flows to ``x``."""
+class _Gathered(torch.autograd.Function):
+    """The k rows' products, taken from ``table`` in place (``karmic.tvt.kernels``), with the
+    gradient to ``x``: ``dot`` gives ``out[t, b, h, j] = x[t, b, h] . table[b, idx[t, b, h, j]]``,
+    ``sum`` gives ``out[t, b, h] = sum_j x[t, b, h, j] * table[b, idx[t, b, h, j]]``; each one's
+    gradient is the other."""
+
+    KERNELS = {"dot": (kernels.gather_dot, kernels.gather_sum), "sum": (kernels.gather_sum, kernels.gather_dot)}
 
     @staticmethod
-    def forward(ctx, x, table, idx):
-        x = x.contiguous()
-        out = x.new_empty(idx.shape)
-        kernels.gather_dot(x.detach().numpy(), idx.numpy(), out.numpy(), table.numpy())
-        ctx.save_for_backward(table, idx)
+    def _run(kernel, x, table, idx):
+        out = x.new_empty(idx.shape if kernel is kernels.gather_dot else (*idx.shape[:3], table.shape[-1]))
+        kernel(x.detach().contiguous().numpy(), idx.numpy(), out.numpy(), table.numpy())
         return out
+
+    @staticmethod
+    def forward(ctx, x, table, idx, kind):
+        ctx.save_for_backward(table, idx)
+        ctx.kind = kind
+        return _Gathered._run(_Gathered.KERNELS[kind][0], x, table, idx)
 
     @staticmethod
     def backward(ctx, g):
         table, idx = ctx.saved_tensors
-        gx = g.new_empty(*idx.shape[:3], table.shape[-1])
-        kernels.gather_sum(g.contiguous().numpy(), idx.numpy(), gx.numpy(), table.numpy())
-        return gx, None, None
-
-
-class _GatherSum(torch.autograd.Function):
-    """``out[t, b, h] = sum_j w[t, b, h, j] * table[b, idx[t, b, h, j]]``; the gradient flows to ``w``."""
-
-    @staticmethod
-    def forward(ctx, w, table, idx):
-        w = w.contiguous()
-        out = w.new_empty(*idx.shape[:3], table.shape[-1])
-        kernels.gather_sum(w.detach().numpy(), idx.numpy(), out.numpy(), table.numpy())
-        ctx.save_for_backward(table, idx)
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        table, idx = ctx.saved_tensors
-        gw = g.new_empty(idx.shape)
-        kernels.gather_dot(g.contiguous().numpy(), idx.numpy(), gw.numpy(), table.numpy())
-        return gw, None, None
+        return _Gathered._run(_Gathered.KERNELS[ctx.kind][1], g, table, idx), None, None, None
 
 
 def window_valid(row_time: torch.Tensor, step_time: torch.Tensor, memory_size: int) -> torch.Tensor:
