@@ -53,9 +53,15 @@ def torch_sparse_read(m: TVTMemory, h, mem, valid, unit):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated")
+    ap.add_argument("--rounds", type=int, default=8, help="alternations per thread count (>= 1)")
     args = ap.parse_args()
+    try:
+        threads = [int(x) for x in args.threads.split(",")]
+    except ValueError:
+        ap.error(f"--threads must be comma-separated integers, got {args.threads!r}")
+    if args.rounds < 1 or min(threads) < 1:
+        ap.error("--rounds and every --threads value must be >= 1")
     torch.manual_seed(0)
     m = TVTMemory(HID, 64, 8, 363, word=WORD)
     mem = torch.tanh(torch.randn(B, R, WORD))
@@ -83,7 +89,7 @@ def main() -> None:
     val = np.empty((T, B, 2, 50), np.float32)
     sel = {"torch.topk": lambda: cos.masked_fill(~valid[:, :, None], float("-inf")).topk(50, dim=-1),
            "topk_valid": lambda: kernels.topk_valid(cos.numpy(), valid.numpy(), idx, val, 50)}
-    for th in (int(x) for x in args.threads.split(",")):
+    for th in threads:
         torch.set_num_threads(th)
         times: dict[str, list[float]] = {k: [] for k in ("dense", "torch", "kernels", *sel)}
         for _ in range(args.rounds):

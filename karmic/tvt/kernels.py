@@ -2,11 +2,11 @@
 
 A read attends to the ``top_k`` best of about a thousand rows, for every step, agent and head of a
 learner minibatch (25 x 80 x 2 queries over 1,100 rows). ``torch.topk`` on that shape runs at
-about 14 us a query on one core of an AMD EPYC, and gathering the k rows of every query into one
+14-17 us a query on one core of an AMD EPYC, and gathering the k rows of every query into one
 (T, B, H, k, word) tensor before the products writes 25 MB per minibatch. These kernels select
 with one pass over each query's logits and a short one over its candidates (the k-th largest of
 16-row block maxima bounds the k-th largest logit and leaves about 90 of 1,100 rows), and take the
-products from the bank in place (``benchmarks/tvt_read.py``: about 4x ``torch.topk``).
+products from the bank in place (``benchmarks/tvt_read.py``: the selection 2-3.5x ``torch.topk``).
 
 - ``topk_valid(logits, valid, idx, val, k)``: per query, the rows of the k largest valid logits
   (the same set as ``torch.topk`` where the values differ; of tied values, the lower rows), in
@@ -38,6 +38,8 @@ def _kth_largest(vals, n, k):  # pragma: no cover - compiled
     for i in range(1, n):
         lo = min(lo, vals[i])
         hi = max(hi, vals[i])
+    if n == k:
+        return lo
     # invariant: at least k values >= lo, fewer than k values >= hi (or hi is the maximum)
     while True:
         mid = lo + (hi - lo) * np.float32(0.5)
@@ -52,9 +54,7 @@ def _kth_largest(vals, n, k):  # pragma: no cover - compiled
                 break
         else:
             hi = mid
-    c = 0  # the k-th largest is the least value at or above lo
-    if n == k:
-        return lo
+    # the k-th largest is the least value at or above lo
     best = np.float32(np.inf)
     for i in range(n):
         if vals[i] >= lo and vals[i] < best:
