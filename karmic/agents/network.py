@@ -116,7 +116,16 @@ class KarmicAgent(nn.Module):
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         """obs (..., V, V, C) uint8 -> z (..., latent)."""
         lead = obs.shape[:-3]
-        x = obs.reshape(-1, *self.obs_shape).permute(0, 3, 1, 2).float()
+        x = obs.reshape(-1, *self.obs_shape).permute(0, 3, 1, 2)
+        if torch.is_autocast_enabled("cpu"):
+            # straight to bf16 (exact for uint8) in plain NCHW: oneDNN's bf16 convolutions and
+            # their backward run about 1.3x faster on it than on the channels-last view of the
+            # (V, V, C) observations. Only the order of the weight gradients' sums can differ
+            # (measured: baseline runs identical, tvt parameters within 1e-5 relative after a
+            # few updates). fp32 keeps the view, so its golden runs are untouched.
+            x = x.contiguous().to(torch.bfloat16)
+        else:
+            x = x.float()
         return self.encoder(x).reshape(*lead, self.latent)
 
     def forward(
@@ -173,8 +182,12 @@ class KarmicAgent(nn.Module):
     def _lstm_step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
         lstm = self.lstm
         if torch.is_autocast_enabled("cpu"):
-            # bf16 matmuls, fp32 gates and cell state (an in-place addmm_ cannot mix the two)
-            gates = (torch.mm(x, lstm.weight_ih_l0.t()).float() + torch.mm(h, lstm.weight_hh_l0.t()).float()
+            # bf16 matmuls, fp32 gates and cell state (an in-place addmm_ cannot mix the two).
+            # linear, not mm(x, w.t()): autocast casts the weight itself, a leaf, which it can
+            # cache across the steps of a rollout (Trainer.acting_scope); a transposed view it
+            # would cast anew, and slowly, at every step.
+            linear = nn.functional.linear
+            gates = (linear(x, lstm.weight_ih_l0).float() + linear(h, lstm.weight_hh_l0).float()
                      + (lstm.bias_ih_l0 + lstm.bias_hh_l0))
         else:
             gates = torch.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, x, lstm.weight_ih_l0.t())

@@ -324,6 +324,13 @@ class Trainer:
         """The network's precision: bf16 autocast, or nothing (fp32: the code path of old)."""
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
+    def acting_scope(self):
+        """Around a whole rollout: autocast keeps its bf16 copies of the weights until the
+        outermost autocast region exits, so this (disabled) outer region lets the per-step
+        ``amp()`` regions cast each weight once per rollout instead of once per step. Sound
+        only where the weights do not change inside it: no optimizer step in a rollout."""
+        return torch.autocast("cpu", enabled=False) if self.bf16 else contextlib.nullcontext()
+
     # -- rollout -----------------------------------------------------------------------------
     def _reset_round(self) -> np.ndarray:
         pairs = self.ledger.pairs() if self.ledger is not None else None  # one list per env
@@ -352,6 +359,10 @@ class Trainer:
 
     @torch.no_grad()
     def rollout(self) -> None:
+        with self.acting_scope():
+            self._rollout()
+
+    def _rollout(self) -> None:
         T, L = self.cfg.num_steps, self.cfg.seq_len
         lp, tvt = self.loop, self.tvt
         for t in range(T):
