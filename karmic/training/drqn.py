@@ -177,7 +177,7 @@ class DRQNTrainer(Trainer):
                             latent=cfg.latent, n_agents=self.N if cfg.agent_id else 0,
                             memory_size=cfg.memory_size)
         self.target = copy.deepcopy(self.agent).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
         self.keep_shards = max(self.keep_shards, cfg.replay_shards)
         self.grad_step = 0
         self.cache: dict[int, Any] = {}  # update -> TrajectoryShard, the kept shards
