@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from pipelines.study import (
     sync_manifest,
 )
 from pipelines.study_report import analyse, build_report
+from pipelines.sweep import is_done
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -418,12 +420,16 @@ def e2e_clean(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _episode_rows(lake: Path) -> dict[str, list[tuple]]:
+    """Each cell's episodes, from its finished run: a scripted cell killed mid-simulation is
+    simulated again under ``<run id>-rN`` (its partial run stays in the lake, never appended to),
+    so the cell is keyed by the run id without that suffix."""
     files = str(lake / "episodes" / "run_id=*" / "*.parquet")
     rows = duckdb.sql(f"select run_id, episode, agent, \"return\", apples, zaps_fired from read_parquet('{files}', "
                       "hive_partitioning = false) order by all").fetchall()
     out: dict[str, list[tuple]] = {}
     for r in rows:
-        out.setdefault(r[0], []).append(r[1:])
+        if is_done(str(lake), r[0]):
+            out.setdefault(re.sub(r"-r\d+$", "", r[0]), []).append(r[1:])
     return out
 
 
