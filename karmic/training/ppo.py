@@ -234,8 +234,8 @@ class Trainer:
             n_agents=self.N if cfg.agent_id else 0,
             memory_size=cfg.memory_size,
         )
-        # fused: one kernel over all parameters, 0.3 ms a step against 0.8-1.8 ms for the per-tensor
-        # loop (benchmarks/train_throughput.py's learner share); the same update up to rounding
+        # fused: one kernel over all parameters, 0.2-0.3 ms a step against 0.65-1.1 ms for the
+        # per-tensor loop (benchmarks/adam_step.py); the same update up to the last bit
         self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=cfg.lr, eps=1e-5, fused=True)
         self.gen = torch.Generator().manual_seed(cfg.seed)  # action sampling
         self.rng = np.random.default_rng([cfg.seed, 1])  # minibatch shuffles
