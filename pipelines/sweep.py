@@ -237,6 +237,11 @@ def _worker_init() -> None:
     _limit_threads()
 
 
+def cell_run_id(run_id: str) -> str:
+    """The run id of a cell's first attempt: a retried simulation runs as ``<that id>-rN``."""
+    return re.sub(r"-r\d+$", "", run_id)
+
+
 def run_simulate_task(payload: dict[str, Any], out: dict[str, Any]) -> None:
     """A scripted-policy cell of a study: ``karmic simulate`` with the cell's environment. A
     simulated run that did not finish is not appended to (its episodes would count twice): the
@@ -244,7 +249,7 @@ def run_simulate_task(payload: dict[str, Any], out: dict[str, Any]) -> None:
     from pipelines.simulate import simulate
 
     spec = payload["simulate"]
-    base = re.sub(r"-r\d+$", "", payload["run_id"])
+    base = cell_run_id(payload["run_id"])
     run_id, n = payload["run_id"], 1
     while run_status(payload["lake"], run_id) is not None:
         if is_done(payload["lake"], run_id):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from pipelines.study import (
     sync_manifest,
 )
 from pipelines.study_report import analyse, build_report
-from pipelines.sweep import is_done
+from pipelines.sweep import cell_run_id, is_done
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -426,10 +425,11 @@ def _episode_rows(lake: Path) -> dict[str, list[tuple]]:
     files = str(lake / "episodes" / "run_id=*" / "*.parquet")
     rows = duckdb.sql(f"select run_id, episode, agent, \"return\", apples, zaps_fired from read_parquet('{files}', "
                       "hive_partitioning = false) order by all").fetchall()
+    done = {rid: is_done(str(lake), rid) for rid in {r[0] for r in rows}}
     out: dict[str, list[tuple]] = {}
     for r in rows:
-        if is_done(str(lake), r[0]):
-            out.setdefault(re.sub(r"-r\d+$", "", r[0]), []).append(r[1:])
+        if done[r[0]]:
+            out.setdefault(cell_run_id(r[0]), []).append(r[1:])
     return out
 
 
