@@ -9,22 +9,32 @@ measured in the same script. Sections (all in the default run, a few minutes on 
 1. conditions x grids (default baseline, tvt, full at 10 and 30): TVT as a ratio of baseline;
 2. threads: baseline at 1 and 2 torch threads, and a sweep of one 1-thread worker per core
    against one worker (aggregate env-steps/s);
-3. scaling: baseline env-steps/s at num_envs 8, 16, 32, 64 and at 5 and 10 agents.
+3. scaling: baseline env-steps/s at num_envs 8, 16, 32, 64 and at 5 and 10 agents;
+4. ``tvt-parts`` (not in the default run): where TVT's time goes, per update, at each grid:
+   ``baseline``, ``memory`` (the TVT agent's memory, reads and losses, no transports), ``tvt``, and
+   ``tvt`` with the memory read stubbed out (``--stub-read``: no selection, no weighted sum; the
+   keys and strengths still run), each split into the rollout, the PPO epochs, the replay passes
+   over earlier shards and the lake. The stubbed run is a diagnostic, not a method: with reads of
+   zero, its learned transports and so its replay passes differ (their count is printed).
 
     python benchmarks/train_throughput.py --algos ppo,drqn [--repeats 2]   # learners side by side
 
     python benchmarks/train_throughput.py [--grids 10,30] [--conditions baseline,tvt,full]
         [--updates 6] [--precision auto|fp32|bf16] [--sections main,threads,scaling] [--json]
 
+    python benchmarks/train_throughput.py --sections tvt-parts [--grids 10,30] [--updates 4]
+
 ``--json`` prints, as its last line, a JSON list of records ``{"section", "grid_size",
 "condition", "precision", "threads", "num_envs", "n_agents", "env_steps_per_s", "lake_share",
 "rollout_share", "learn_share", "model_gflops", "matmul_gflops", "matmul_bf16_gflops", ...}``
-(sweep records: ``workers``, ``aggregate_env_steps_per_s``, ``efficiency``).
+(sweep records: ``workers``, ``aggregate_env_steps_per_s``, ``efficiency``; ``tvt-parts`` records
+add ``s_per_update`` with ``rollout``, ``ppo``, ``replay``, ``lake`` and ``replay_passes``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -80,24 +90,59 @@ class StubEnv:
                                "frozen_steps", "steps")}
 
 
+@contextlib.contextmanager
+def stubbed_read():
+    """TVT's memory read replaced by zeros of its shapes (``--stub-read``): the keys and strengths
+    still run, the selection over the memory rows and the weighted sum do not."""
+    from karmic.tvt.memory import Read, TVTMemory
+
+    def read(self, h, mem, valid, unit=None):
+        T, B, _ = h.shape
+        k = min(self.top_k, mem.shape[1])
+        self.keys(h)
+        strength = torch.nn.functional.softplus(self.strengths(h))
+        return Read(h.new_zeros(T, B, self.read_dim), h.new_zeros(T, B, self.heads, k), strength,
+                    torch.zeros(T, B, self.heads, k, dtype=torch.int64))
+
+    orig = TVTMemory.read
+    TVTMemory.read = read
+    try:
+        yield
+    finally:
+        TVTMemory.read = orig
+
+
 def bench(grid: int, condition: str, updates: int, num_envs: int, threads: int,
-          stub: bool = False, precision: str = "auto", n_agents: int = 5) -> dict:
+          stub: bool = False, precision: str = "auto", n_agents: int = 5, stub_read: bool = False) -> dict:
+    from karmic.training.config import MODES
     from karmic.training.ppo import TrainConfig, Trainer
 
     torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory() as lake:
+    with tempfile.TemporaryDirectory() as lake, (stubbed_read() if stub_read else contextlib.nullcontext()):
         overrides = {} if n_agents == 5 else {"n_agents": n_agents}
         cfg = TrainConfig(mode=condition, grid_size=grid, seed=0, num_envs=num_envs,
                           total_steps=10**9, checkpoint_every=10**6, threads=threads,
                           precision=precision, env_overrides=overrides)
         # TVT: measure once the learner's memory spans as many earlier shards as it will
-        warm = 1 + (math.ceil(cfg.memory_size / cfg.num_steps) if condition in ("tvt", "full") else 0)
-        marks: list[tuple[float, int, dict]] = []
+        warm = 1 + (math.ceil(cfg.memory_size / cfg.num_steps) if MODES[condition][0] else 0)
+        marks: list[tuple[float, int, dict, float, int]] = []
+        replay = [0.0, 0]  # seconds in the replay passes, passes
+
         tr = Trainer(cfg, lake, env=StubEnv(num_envs) if stub else None,
                      on_update=lambda i: marks.append(
-                         (time.perf_counter(), i["global_step"], dict(i["timing"]))))
+                         (time.perf_counter(), i["global_step"], dict(i["timing"]), *replay)))
+        learn_replay = tr.learn_replay
+
+        def timed_replay(shard, added):
+            t = time.perf_counter()
+            out = learn_replay(shard, added)
+            replay[0] += time.perf_counter() - t
+            replay[1] += 1
+            return out
+
+        tr.learn_replay = timed_replay  # TVTRun.learn calls the trainer's attribute
         tr.run(stop_after=warm + updates, at_boundary=False)
-        (t0, s0, tm0), (t1, s1, tm1) = marks[warm - 1], marks[-1]
+        (t0, s0, tm0, r0, n0), (t1, s1, tm1, r1, n1) = marks[warm - 1], marks[-1]
         dt = t1 - t0
         steps = s1 - s0
         timing = {k: tm1[k] - tm0[k] for k in tm1}
@@ -106,9 +151,10 @@ def bench(grid: int, condition: str, updates: int, num_envs: int, threads: int,
         f = tr.agent.flops_per_step()
         # rollout: one forward per agent-step; learning: epochs x (forward + backward ~ 3 forwards)
         flops = agent_steps * f * (1 + 3 * cfg.update_epochs)
+        n = len(marks) - warm
         return {
             "grid_size": grid,
-            "condition": condition + ("-stub-env" if stub else ""),
+            "condition": condition + ("-stub-env" if stub else "") + ("-stub-read" if stub_read else ""),
             "precision": cfg.precision,
             "threads": threads,
             "env_steps_per_s": round(steps / dt, 1),
@@ -120,6 +166,11 @@ def bench(grid: int, condition: str, updates: int, num_envs: int, threads: int,
             "num_envs": num_envs,
             "n_agents": tr.N,
             "updates": updates,
+            "s_per_update": {"rollout": round(timing["rollout"] / n, 4),
+                             "ppo": round((timing["learn"] - (r1 - r0)) / n, 4),
+                             "replay": round((r1 - r0) / n, 4), "lake": round(timing["lake"] / n, 4),
+                             "total": round(dt / n, 4)},
+            "replay_passes": round((n1 - n0) / n, 2),
         }
 
 
@@ -216,6 +267,9 @@ def main() -> None:
         return
     out = sys.stderr if args.json else sys.stdout
     sections = set(args.sections.split(","))
+    unknown = sections - {"main", "threads", "scaling", "tvt-parts"}
+    if unknown:
+        ap.error(f"unknown --sections {', '.join(sorted(unknown))}; choose from main, threads, scaling, tvt-parts")
     records = []
 
     def run(section: str, *a, **kw) -> dict:
@@ -260,8 +314,30 @@ def main() -> None:
         for n in (5, 10):
             run("agents", 10, "baseline", max(2, args.updates // 2), args.num_envs, args.threads, False,
                 args.precision, n_agents=n)
+    if "tvt-parts" in sections:
+        tvt_parts(args, records, run, out)
     if args.json:
         print(json.dumps(records))
+
+
+def tvt_parts(args, records: list, run, out) -> None:
+    """The ``tvt-parts`` section: per-update seconds of baseline, memory, tvt and tvt without
+    its read, and what each step from one to the next adds."""
+    prec = args.precision
+    for g in [int(x) for x in args.grids.split(",")]:
+        rows = {}
+        for name, cond, sr in (("baseline", "baseline", False), ("memory", "memory", False),
+                               ("tvt", "tvt", False), ("tvt-stub-read", "tvt", True)):
+            r = run("tvt-parts", g, cond, args.updates, args.num_envs, args.threads, False, prec, stub_read=sr)
+            rows[name] = r
+        print(f"  where TVT's time goes at {g}x{g}, {rows['tvt']['precision']}, seconds per update "
+              f"({args.num_envs} envs x 100 steps, {args.updates} updates each):", file=out)
+        for name, r in rows.items():
+            p = r["s_per_update"]
+            print(f"    {name:<14} total {p['total']:.3f}  rollout {p['rollout']:.3f}  ppo {p['ppo']:.3f}  "
+                  f"replay {p['replay']:.3f} ({r['replay_passes']:.1f} passes)  lake {p['lake']:.3f}  "
+                  f"= {r['env_steps_per_s'] / rows['baseline']['env_steps_per_s']:.2f}x baseline",
+                  file=out, flush=True)
 
 
 if __name__ == "__main__":

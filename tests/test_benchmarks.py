@@ -1,0 +1,44 @@
+"""The training benchmark's diagnostics: the stubbed TVT read (``--sections tvt-parts``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from train_throughput import stubbed_read  # noqa: E402
+
+from karmic.training.ppo import TrainConfig, Trainer  # noqa: E402
+from karmic.tvt.memory import TVTMemory, window_valid  # noqa: E402
+
+
+def _read_inputs(T=3, B=2, R=60):
+    torch.manual_seed(0)
+    mem = torch.tanh(torch.randn(B, R, 32))
+    valid = window_valid(torch.arange(R)[None].expand(B, -1), (torch.arange(T) + R)[:, None].expand(-1, B), R)
+    return torch.randn(T, B, 64), mem, valid, torch.nn.functional.normalize(mem, dim=-1)
+
+
+def test_stubbed_read_keeps_the_shapes_and_strengths_and_is_undone():
+    m = TVTMemory(64, 16, 8, 27, word=32, top_k=50)
+    h, mem, valid, unit = _read_inputs()
+    real = m.read(h, mem, valid, unit)
+    with stubbed_read():
+        stub = m.read(h, mem, valid, unit)
+    assert stub.vec.shape == real.vec.shape and not stub.vec.any()
+    assert stub.weights.shape == real.weights.shape and stub.index.shape == real.index.shape
+    assert torch.equal(stub.strength, real.strength)  # the strengths still run
+    again = m.read(h, mem, valid, unit)  # the real read is back
+    assert torch.equal(again.vec, real.vec) and again.vec.abs().sum() > 0
+
+
+def test_a_tvt_run_trains_with_the_read_stubbed(tmp_path):
+    cfg = TrainConfig(mode="tvt", grid_size=10, seed=0, num_envs=2, total_steps=10**6,
+                      checkpoint_every=10**6, threads=1, precision="fp32", memory_size=150)
+    with stubbed_read():
+        tr = Trainer(cfg, tmp_path)
+        tr.run(stop_after=3, at_boundary=False)
+    assert tr.update == 3
+    assert TVTMemory.read.__name__ == "read" and TVTMemory.read.__module__ == "karmic.tvt.memory"
