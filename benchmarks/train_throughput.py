@@ -12,7 +12,7 @@ measured in the same script. Sections (all in the default run, a few minutes on 
 3. scaling: baseline env-steps/s at num_envs 8, 16, 32, 64 and at 5 and 10 agents;
 4. ``tvt-parts`` (not in the default run): where TVT's time goes, per update, at each grid:
    ``baseline``, ``memory`` (the TVT agent's memory, reads and losses, no transports), ``tvt``, and
-   ``tvt`` with the memory read stubbed out (``--stub-read``: no selection, no weighted sum; the
+   ``tvt`` with the memory read stubbed out (``tvt-stub-read``: no selection, no weighted sum; the
    keys and strengths still run), each split into the rollout, the PPO epochs, the replay passes
    over earlier shards and the lake. The stubbed run is a diagnostic, not a method: with reads of
    zero, its learned transports and so its replay passes differ (their count is printed).
@@ -28,7 +28,8 @@ measured in the same script. Sections (all in the default run, a few minutes on 
 "condition", "precision", "threads", "num_envs", "n_agents", "env_steps_per_s", "lake_share",
 "rollout_share", "learn_share", "model_gflops", "matmul_gflops", "matmul_bf16_gflops", ...}``
 (sweep records: ``workers``, ``aggregate_env_steps_per_s``, ``efficiency``; ``tvt-parts`` records
-add ``s_per_update`` with ``rollout``, ``ppo``, ``replay``, ``lake`` and ``replay_passes``).
+add ``s_per_update`` with ``rollout``, ``ppo`` (the learner less its replay passes: the PPO epochs
+and, for ``tvt``, the transports), ``replay``, ``lake`` and ``total``, and ``replay_passes``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import time
 
 import torch
 
+from karmic.training.config import MODES, PRECISIONS
 from karmic.training.ppo import matmul_rate
 
 
@@ -92,7 +94,7 @@ class StubEnv:
 
 @contextlib.contextmanager
 def stubbed_read():
-    """TVT's memory read replaced by zeros of its shapes (``--stub-read``): the keys and strengths
+    """TVT's memory read replaced by zeros of its shapes (``tvt-parts``): the keys and strengths
     still run, the selection over the memory rows and the weighted sum do not."""
     from karmic.tvt.memory import Read, TVTMemory
 
@@ -114,7 +116,6 @@ def stubbed_read():
 
 def bench(grid: int, condition: str, updates: int, num_envs: int, threads: int,
           stub: bool = False, precision: str = "auto", n_agents: int = 5, stub_read: bool = False) -> dict:
-    from karmic.training.config import MODES
     from karmic.training.ppo import TrainConfig, Trainer
 
     torch.set_num_threads(threads)
@@ -259,6 +260,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="with --algos: alternations per grid")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    try:
+        [int(g) for g in args.grids.split(",")]
+    except ValueError:
+        ap.error(f"--grids takes integers like 10,30, got {args.grids!r}")
+    if min(args.updates, args.num_envs, args.threads, args.repeats) < 1:
+        ap.error("--updates, --num-envs, --threads and --repeats must be >= 1")
     torch.set_num_threads(args.threads)
     if args.algos:
         records = compare_learners(args)
@@ -270,6 +277,12 @@ def main() -> None:
     unknown = sections - {"main", "threads", "scaling", "tvt-parts"}
     if unknown:
         ap.error(f"unknown --sections {', '.join(sorted(unknown))}; choose from main, threads, scaling, tvt-parts")
+    bad = set(args.conditions.split(",")) - set(MODES)
+    if bad:
+        ap.error(f"unknown --conditions {', '.join(sorted(bad))}; choose from {', '.join(MODES)}")
+    bad = set(args.precision.split(",")) - set(PRECISIONS)
+    if bad:
+        ap.error(f"unknown --precision {', '.join(sorted(bad))}; choose from {', '.join(PRECISIONS)}")
     records = []
 
     def run(section: str, *a, **kw) -> dict:
@@ -315,14 +328,14 @@ def main() -> None:
             run("agents", 10, "baseline", max(2, args.updates // 2), args.num_envs, args.threads, False,
                 args.precision, n_agents=n)
     if "tvt-parts" in sections:
-        tvt_parts(args, records, run, out)
+        tvt_parts(args, run, out)
     if args.json:
         print(json.dumps(records))
 
 
-def tvt_parts(args, records: list, run, out) -> None:
+def tvt_parts(args, run, out) -> None:
     """The ``tvt-parts`` section: per-update seconds of baseline, memory, tvt and tvt without
-    its read, and what each step from one to the next adds."""
+    its read, each part of an update and the run's speed as a ratio of baseline's."""
     prec = args.precision
     for g in [int(x) for x in args.grids.split(",")]:
         rows = {}

@@ -42,3 +42,13 @@ def test_a_tvt_run_trains_with_the_read_stubbed(tmp_path):
         tr.run(stop_after=3, at_boundary=False)
     assert tr.update == 3
     assert TVTMemory.read.__name__ == "read" and TVTMemory.read.__module__ == "karmic.tvt.memory"
+
+
+def test_bad_options_are_one_line_and_exit_2():
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+    for args in (["--sections", "nope"], ["--precision", "fp16"], ["--updates", "0"], ["--grids", "x"]):
+        p = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2, (args, p.stderr)
+        assert "Traceback" not in p.stderr and p.stderr.strip().splitlines()[-1].startswith("train_throughput.py: error:")
