@@ -198,3 +198,41 @@ def test_gae_lambda_one_is_monte_carlo(T, S, gamma, seed):
     nxt = np.concatenate([v[1:], nv[None]])
     nonterm = 1 - np.concatenate([starts[1:], ns[None]]).astype(np.float32)
     np.testing.assert_allclose(adv0, r + gamma * nxt * nonterm - v, rtol=1e-5, atol=1e-5)
+
+
+def test_prepared_observations_encode_to_the_same_bits():
+    """The learner converts a shard's observations once (prepare_obs); each minibatch's gather of
+    them must encode exactly as the uint8 rows did, in bf16; in fp32 nothing is converted."""
+    torch.manual_seed(0)
+    agent = KarmicAgent(OBS, hidden=32)
+    obs = _obs(6, 5)  # (R, L, V, V, C), as a shard holds them
+    assert agent.prepare_obs(obs) is obs
+    idx = torch.tensor([4, 0, 2])
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        ready = agent.prepare_obs(obs)
+        assert ready.dtype == torch.bfloat16 and ready.shape == (6, 5, OBS[2], OBS[0], OBS[1])
+        want = agent.encode(obs[idx].transpose(0, 1))
+        got = agent.encode(ready.index_select(0, idx).transpose(0, 1))
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_lstm_cell_step_is_the_per_gate_rule_bit_for_bit(amp):
+    """_lstm_step's batched activations give exactly the textbook per-chunk cell."""
+    torch.manual_seed(1)
+    agent = KarmicAgent(OBS, hidden=64)
+    lstm = agent.lstm
+    x, h, c = torch.randn(80, agent.latent), torch.randn(80, 64), torch.randn(80, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp), torch.no_grad():
+        h1, c1 = agent._lstm_step(x, h, c)
+        lin = torch.nn.functional.linear
+        if amp:
+            gates = (lin(x, lstm.weight_ih_l0).float() + lin(h, lstm.weight_hh_l0).float()
+                     + (lstm.bias_ih_l0 + lstm.bias_hh_l0))
+        else:
+            gates = torch.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, x, lstm.weight_ih_l0.t())
+            gates = gates.addmm_(h, lstm.weight_hh_l0.t())
+    i, f, g, o = gates.chunk(4, 1)
+    c_want = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    assert torch.equal(c1, c_want)
+    assert torch.equal(h1, torch.sigmoid(o) * torch.tanh(c_want))

@@ -113,19 +113,32 @@ class KarmicAgent(nn.Module):
         z = torch.zeros(1, batch, self.hidden)
         return z, z.clone()
 
+    def prepare_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs (..., V, V, C) uint8 -> what ``encode`` / ``forward`` take as a ready input.
+
+        Under bf16 autocast: bf16 (exact for uint8) in plain NCHW, ``(..., C, V, V)``, so a learner
+        converts a shard's observations once per update and each minibatch only gathers its rows
+        (1.4 ms once against 0.7 ms per minibatch, 16 minibatches). In fp32 the uint8 observations
+        are returned as they are (``encode`` converts them on the fly, as before)."""
+        if not torch.is_autocast_enabled("cpu"):
+            return obs
+        lead = obs.dim() - 3
+        return obs.permute(*range(lead), lead + 2, lead, lead + 1).to(torch.bfloat16).contiguous()
+
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs (..., V, V, C) uint8 -> z (..., latent)."""
+        """obs (..., V, V, C) uint8, or ``prepare_obs``'s (..., C, V, V) -> z (..., latent)."""
         lead = obs.shape[:-3]
-        x = obs.reshape(-1, *self.obs_shape).permute(0, 3, 1, 2)
-        if torch.is_autocast_enabled("cpu"):
+        if obs.dtype != torch.uint8:
+            x = obs.reshape(-1, *obs.shape[-3:])
+        elif torch.is_autocast_enabled("cpu"):
             # straight to bf16 (exact for uint8) in plain NCHW: oneDNN's bf16 convolutions and
             # their backward run about 1.3x faster on it than on the channels-last view of the
             # (V, V, C) observations. Only the order of the weight gradients' sums can differ
             # (measured: baseline runs identical, tvt parameters within 1e-5 relative after a
             # few updates). fp32 keeps the view, so its golden runs are untouched.
-            x = x.contiguous().to(torch.bfloat16)
+            x = obs.reshape(-1, *self.obs_shape).permute(0, 3, 1, 2).contiguous().to(torch.bfloat16)
         else:
-            x = x.float()
+            x = obs.reshape(-1, *self.obs_shape).permute(0, 3, 1, 2).float()
         return self.encoder(x).reshape(*lead, self.latent)
 
     def forward(
@@ -194,9 +207,16 @@ class KarmicAgent(nn.Module):
             gates = gates.addmm_(h, lstm.weight_hh_l0.t()) if not torch.is_grad_enabled() else (
                 gates + h @ lstm.weight_hh_l0.t()
             )
-        i, f, g, o = gates.chunk(4, 1)  # PyTorch's gate order
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
+        # PyTorch's gate order i, f, g, o. One sigmoid over all four blocks (the g block's is not
+        # used) and tanh on a contiguous copy of g: fewer, faster calls than one per chunk view
+        # (torch's fp32 tanh takes 80 us on a strided 80 x 256 view, 40-55 us contiguous). Both
+        # are elementwise: with hidden a multiple of the vector width (16 floats) the bits are
+        # those of the per-chunk calls (tested); otherwise a row's tail may round differently.
+        n = self.hidden
+        act = torch.sigmoid(gates)
+        g = torch.tanh(gates[:, 2 * n : 3 * n].contiguous())
+        c = act[:, n : 2 * n] * c + act[:, :n] * g
+        return act[:, 3 * n :] * torch.tanh(c), c
 
     def flops_per_step(self) -> int:
         """Multiply-adds x 2 of one forward step for one agent (conv, linear, LSTM, heads)."""

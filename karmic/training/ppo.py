@@ -491,13 +491,15 @@ class Trainer:
         stats: dict[str, list[float]] = {k: [] for k in
                                          ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac")}
         mem = self.tvt.learner_memory(shard) if self.tvt is not None else None
+        with self.amp():  # the encoder's input, converted once for all minibatches
+            obs_in = self.agent.prepare_obs(obs)
         for _ in range(cfg.update_epochs):
             perm = self.rng.permutation(R)
             for s in range(0, R, mb_rows):
                 idx = torch.from_numpy(perm[s : s + mb_rows])
                 with self.amp():
                     logits, value, _, z = self.agent(
-                        obs[idx].transpose(0, 1),
+                        obs_in.index_select(0, idx).transpose(0, 1),
                         (h0[idx][None], c0[idx][None]),
                         starts[idx].transpose(0, 1),
                         ids[idx],
