@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("tests", "throughput", "scaling", "study")
 
 
 def record(out: Path, section: str, data) -> None:
@@ -169,6 +170,10 @@ def main() -> None:
     ap.add_argument("--study-full", action="store_true")
     ap.add_argument("--workers", type=int, default=None, help="study cells at once [default: the cores]")
     args = ap.parse_args()
+    bad = [s for s in args.sections.split(",") if s not in SECTIONS]
+    if bad or args.updates < 1 or args.study_minutes <= 0 or (args.workers is not None and args.workers < 1):
+        ap.error(f"unknown section {bad[0]!r}; choose from {', '.join(SECTIONS)}" if bad
+                 else "--updates, --study-minutes and --workers must be positive")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(ROOT))
@@ -188,10 +193,8 @@ def main() -> None:
             data = throughput(args)
         elif s == "scaling":
             data = scaling(args)
-        elif s == "study":
-            data = study(args, out)
         else:
-            raise SystemExit(f"unknown section {s!r}")
+            data = study(args, out)
         data["section_s"] = round(time.perf_counter() - t, 1)
         record(out, s, data)
 
