@@ -1,5 +1,6 @@
 """MkDocs hooks (mkdocs.yml `hooks:`): the pages generated from the repository at build time.
 
+- `index.md`: the front page, README.md with its links made the site's (one text, no drift).
 - `cli.md`: the CLI reference, from the typer app's command tree (karmic/clidoc.py).
 - `results/index.md` and `results/<study>/index.md`: one page per committed study, its
   `results/<study>/report.md` as written by `karmic study report`, with its figures and episode
@@ -12,6 +13,7 @@ Nothing is written into the work tree and nothing is downloaded: the files are v
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mkdocs.structure.files import File
@@ -50,6 +52,21 @@ def results_index() -> str:
     return "\n".join(lines) + "\n"
 
 
+def study_page(name: str) -> str:
+    """The study's report.md; a READING.md beside it (a later correction of how to read the
+    report, which itself stays as computed) goes first, under the report's title."""
+    folder = RESULTS / name
+    report = (folder / "report.md").read_text()
+    reading = folder / "READING.md"
+    if not reading.exists():
+        return report
+    title, _, rest = report.partition("\n")
+    note = reading.read_text().strip()
+    if note.startswith("# "):
+        note = "#" + note
+    return f"{title}\n\n{note}\n\n## The report as computed\n{rest}"
+
+
 def on_config(config):
     # fill the nav's Results section with every study found
     for item in config["nav"] or []:
@@ -60,16 +77,26 @@ def on_config(config):
     return config
 
 
+def home_page() -> str:
+    """The site's front page: README.md with its links turned into the site's."""
+    text = (ROOT / "README.md").read_text()
+    text = re.sub(r"\]\(docs/", "](", text)
+    text = re.sub(r"\]\(results/(\w+)/(report|READING)\.md\)", r"](results/\1/index.md)", text)
+    text = text.replace("the site's CLI reference", "the [CLI reference](cli.md)")
+    return text.replace("| CLI reference |", "| [CLI reference](cli.md) |").replace(
+        "| results |", "| [results](results/index.md) |")
+
+
 def on_files(files, config):
     from karmic.cli import app
     from karmic.clidoc import cli_markdown
 
+    files.append(File.generated(config, "index.md", content=home_page()))
     files.append(File.generated(config, "cli.md", content=cli_markdown(app)))
     files.append(File.generated(config, "results/index.md", content=results_index()))
     for name in studies():
         folder = RESULTS / name
-        files.append(File.generated(config, f"results/{name}/index.md",
-                                    content=(folder / "report.md").read_text()))
+        files.append(File.generated(config, f"results/{name}/index.md", content=study_page(name)))
         for asset in sorted(folder.iterdir()):
             if asset.suffix.lower() in ASSETS:
                 files.append(File.generated(config, f"results/{name}/{asset.name}",
