@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
         total_steps: int = typer.Option(None, "--total-steps", help=f"Env steps (B envs x steps), rounded up to whole episodes [default: {_D.total_steps}; with --resume: the run's own]."),
         lake: str = LAKE_OPTION,
         resume_id: str = typer.Option(None, "--resume", help="Continue RUN_ID from its last checkpoint."),
-        num_envs: int = typer.Option(_D.num_envs, "--num-envs", help="Parallel environments B."),
+        num_envs: int = typer.Option(None, "--num-envs", help="Parallel environments B [default: the device's: cpu 16, cuda 256 (docs/devices.md)]."),
         num_steps: int = typer.Option(_D.num_steps, "--num-steps", help="Rollout length per update."),
         seq_len: int = typer.Option(_D.seq_len, "--seq-len", help="Recurrent sequence length in the update."),
         hidden: int = typer.Option(_D.hidden, "--hidden", help="LSTM size."),
@@ -104,7 +104,8 @@ def register(app: typer.Typer) -> None:
         keep_trajectories: bool = typer.Option(_D.keep_trajectories, "--keep-trajectories", help="Keep every shard."),
         checkpoint_every: int = typer.Option(_D.checkpoint_every, "--checkpoint-every", help="Updates between checkpoints."),
         threads: int = typer.Option(_D.threads, "--threads", help="Torch threads (0 = all cores)."),
-        precision: str = typer.Option(_D.precision, "--precision", help="fp32 | bf16 (bf16 autocast for the network) | auto: bf16 where the CPU has bf16 instructions and its bf16 matmuls measure faster."),
+        precision: str = typer.Option(_D.precision, "--precision", help="fp32 | bf16 (bf16 autocast for the network) | auto: on the CPU bf16 where it has bf16 instructions and its bf16 matmuls measure faster; on CUDA fp32 (docs/devices.md)."),
+        device: str = typer.Option("auto", "--device", help="auto (cuda where torch sees a GPU, else cpu) | cpu | cuda | cuda:N: where the network acts and learns (the env stays on the CPU). Recorded in run.json; --resume keeps the run's own."),
         preset: str = typer.Option(None, "--preset", help="Env preset (small, medium, big, ssd, seed, karmic-small, karmic-big: the calibrated ecologies)."),
         overrides: list[str] = typer.Option(None, "--set", help="Env config override KEY=VALUE (repeatable)."),
         tvt_mode: str = typer.Option(_D.tvt_mode, "--tvt-mode", help="TVT transport: learned | semantic | both (tvt, full)."),
@@ -113,8 +114,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train recurrent PPO or DRQN agents (one network per run) from trajectories replayed from the lake."""
         with user_errors():
+            from karmic.training.device import check_name, device_defaults, resolve_device
             from karmic.training.learners import ALGOS, make_config, make_trainer, resumed_trainer
 
+            check_name(device)
             lake_dir = lake_path(lake)
             if tensorboard:
                 import importlib.util
@@ -122,7 +125,8 @@ def register(app: typer.Typer) -> None:
                 if importlib.util.find_spec("tensorboard") is None:
                     raise KarmicError("--tensorboard needs the tensorboard package: pip install tensorboard")
             if resume_id:
-                trainer = resumed_trainer(resume_id, lake_dir, total_steps=total_steps, tensorboard=tensorboard)
+                trainer = resumed_trainer(resume_id, lake_dir, total_steps=total_steps, tensorboard=tensorboard,
+                                          device=device)
                 progress, on_update = _progress(f"{trainer.cfg.mode} (resume)", trainer.n_updates)
                 trainer.on_update = on_update
                 with progress:
@@ -144,6 +148,10 @@ def register(app: typer.Typer) -> None:
             if tvt_mode not in ("learned", "semantic", "both"):
                 raise KarmicError(f"unknown --tvt-mode {tvt_mode!r}; choose learned, semantic or both")
             env_overrides = parse_overrides(overrides)
+            # drqn's learner is the CPU's; ppo's device is resolved once, before the first run
+            device = "cpu" if algo == "drqn" and device == "auto" else resolve_device(device)
+            if num_envs is None:
+                num_envs = device_defaults(device)["num_envs"]
             for m in modes:
                 for s in _parse_seeds(seed, seeds):
                     optional = {"lr": lr, "max_grad_norm": max_grad_norm, "replay_shards": replay_shards}
@@ -154,7 +162,7 @@ def register(app: typer.Typer) -> None:
                         ent_coef=ent_coef, vf_coef=vf_coef,
                         agent_id=agent_id, keep_shards=keep_shards,
                         keep_trajectories=keep_trajectories, checkpoint_every=checkpoint_every,
-                        threads=threads, precision=precision, preset=preset, env_overrides=env_overrides,
+                        threads=threads, precision=precision, device=device, preset=preset, env_overrides=env_overrides,
                         tvt_mode=tvt_mode, memory_size=memory_size,
                         **{k: v for k, v in optional.items() if v is not None},
                     )

@@ -8,6 +8,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from karmic.training.device import check_name
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 MODES: dict[str, tuple[bool, bool]] = {  # mode -> (use_tvt, matchmaker)
@@ -83,6 +85,11 @@ class TrainConfig:
     precision: str = "auto"
     """fp32 | bf16 (autocast for the network) | auto (bf16 where it measures faster:
     ``karmic.training.ppo.choose_precision``); a run records fp32 or bf16."""
+    device: str = "cpu"
+    """Where the network acts and learns: cpu | cuda | cuda:N | auto (cuda where torch sees a GPU;
+    ``karmic.training.device``). The env steps on the CPU whatever this says. A run records the
+    device it resolved to; the CLI's default is auto, this class's cpu (library calls and tests
+    stay on the CPU)."""
     preset: str | None = None
     """HarvestConfig preset (karmic.envs.PRESETS), or None for the defaults."""
     tvt_mode: str = "both"
@@ -119,6 +126,7 @@ class TrainConfig:
             raise ValueError("gamma must be in (0, 1] and gae_lambda in [0, 1]")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}")
+        check_name(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -170,6 +170,10 @@ class DRQNTrainer(Trainer):
 
     def __init__(self, cfg: DRQNConfig, lake, on_update=None, tensorboard=False,
                  resume_from: dict[str, Any] | None = None, env=None, io_factory=None) -> None:
+        # the learner's tensors are the CPU's (issue 37 moved PPO's acting and learning only)
+        cfg.device = "cpu" if cfg.device == "auto" else cfg.device
+        if cfg.device != "cpu":
+            raise ValueError(f"drqn runs on the CPU only, not {cfg.device}: use --device cpu (or --algo ppo)")
         super().__init__(cfg, lake, on_update=on_update, tensorboard=tensorboard, resume_from=None,
                          env=env, io_factory=io_factory)
         torch.manual_seed(cfg.seed)
