@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
         keep_trajectories: bool = typer.Option(_D.keep_trajectories, "--keep-trajectories", help="Keep every shard."),
         checkpoint_every: int = typer.Option(_D.checkpoint_every, "--checkpoint-every", help="Updates between checkpoints."),
         threads: int = typer.Option(_D.threads, "--threads", help="Torch threads (0 = all cores)."),
-        precision: str = typer.Option(_D.precision, "--precision", help="fp32 | bf16 (bf16 autocast for the network) | auto: bf16 where the CPU has bf16 instructions and its bf16 matmuls measure faster."),
+        precision: str = typer.Option(_D.precision, "--precision", help="fp32 (the default: the same on every machine) | bf16 (autocast for the network, an opt-in) | auto: measure once, bf16 where its matmuls run >= 1.25x fp32's; run.json records the precision used and why."),
         preset: str = typer.Option(None, "--preset", help="Env preset (small, medium, big, ssd, seed, karmic-small, karmic-big: the calibrated ecologies)."),
         overrides: list[str] = typer.Option(None, "--set", help="Env config override KEY=VALUE (repeatable)."),
         tvt_mode: str = typer.Option(_D.tvt_mode, "--tvt-mode", help="TVT transport: learned | semantic | both (tvt, full)."),

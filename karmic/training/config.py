@@ -80,9 +80,10 @@ class TrainConfig:
     """Checkpoints kept per run."""
     threads: int = 0
     """Torch threads; 0 = all cores."""
-    precision: str = "auto"
-    """fp32 | bf16 (autocast for the network) | auto (bf16 where it measures faster:
-    ``karmic.training.ppo.choose_precision``); a run records fp32 or bf16."""
+    precision: str = "fp32"
+    """fp32 | bf16 (autocast for the network; an opt-in) | auto (measure once: bf16 where its
+    matmuls are >= 1.25x fp32's). The default is fp32 so two runs of one command train alike on
+    any machine; a run records the precision it used and why (run.json), a resume keeps it."""
     preset: str | None = None
     """HarvestConfig preset (karmic.envs.PRESETS), or None for the defaults."""
     tvt_mode: str = "both"

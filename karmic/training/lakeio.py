@@ -84,6 +84,7 @@ class RunLake:
             "total_steps": int(total_steps),
             "config": self.env_config.to_dict(),
             "train_config": cfg.to_dict(),
+            "precision": getattr(self, "precision_note", None),
             "started_at": now_iso(),
             "versions": {**versions(), "torch": torch.__version__},
         }
