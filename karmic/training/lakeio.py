@@ -87,6 +87,7 @@ class RunLake:
             "precision": getattr(self, "precision_note", None),
             "started_at": now_iso(),
             "versions": {**versions(), "torch": torch.__version__},
+            **getattr(self, "extra_meta", {}),  # the command line and --config file (karmic train)
         }
         self.writer.set_status("created")
 
