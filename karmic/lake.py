@@ -228,10 +228,15 @@ def create_shared_views(con: duckdb.DuckDBPyConnection) -> None:
     """The views the named queries share, over a connection that has ``events``, ``episodes`` and
     ``runs``: ``ledger_hits`` (every ZAP_HIT classified by the ledger rule) and SHARED_VIEWS.
     ``default_ledger_decay`` (karmic.ledger.DEFAULT_DECAY) is the decay of a run whose config
-    does not record one."""
+    does not record one; ``default_late_fraction`` and ``default_min_hits`` (karmic.definitions)
+    are used where ``late_fraction`` / ``min_hits`` are not set."""
+    from karmic.definitions import LATE_FRACTION, MIN_HITS
     from karmic.ledger import DEFAULT_DECAY
 
     con.execute(f"set variable default_ledger_decay = {float(DEFAULT_DECAY)!r}")
+    # the one definition of "late" and of min_hits (karmic.definitions) as the SQL's defaults
+    con.execute(f"set variable default_late_fraction = {float(LATE_FRACTION)!r}")
+    con.execute(f"set variable default_min_hits = {int(MIN_HITS)}")
     con.execute(f"create view ledger_hits as {ledger_hits_sql()}")
     for name in SHARED_VIEWS:
         con.execute((queries_dir() / f"{name}.sql").read_text())

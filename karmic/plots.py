@@ -17,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from karmic.definitions import MIN_HITS  # noqa: E402
+
 # Okabe & Ito (2008); the four ablation conditions first, fixed.
 OKABE_ITO = ("#D55E00", "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
 CONDITION_ORDER = ("baseline", "tvt", "matchmaker", "full")
@@ -208,7 +210,7 @@ def plot_scale(
     styles: Styles,
     metrics: Sequence[str],
     *,
-    min_hits: int = 20,
+    min_hits: int = MIN_HITS,
     note: str = "",
 ) -> Path:
     """Small grid against big grid per condition (scale_comparison.sql rows), one panel per metric.
@@ -375,7 +377,7 @@ def plot_ratio_curves(
     """
     grids = sorted({r["grid_size"] for r in rows}, key=lambda g: (g is None, g))
     n = max(1, len(grids))
-    min_hits = next((r["min_hits"] for r in rows if r.get("min_hits") is not None), 20)
+    min_hits = next((r["min_hits"] for r in rows if r.get("min_hits") is not None), MIN_HITS)
     fig, axes = plt.subplots(
         2, n, figsize=(max(8.0, 5.4 * n + 0.4), 6.4), squeeze=False, sharex="col",
         gridspec_kw={"height_ratios": (2.2, 1)},

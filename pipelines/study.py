@@ -19,7 +19,8 @@ checked field by field before anything trains. Its tables:
 - ``[budget]``: ``total_steps`` (an int, or a table ``{"10" = ..., "30" = ...}`` per grid size),
   ``train`` (``TrainConfig`` overrides shared by every trained cell) and ``episodes`` (how many
   episodes a scripted policy plays per seed, default 10).
-- ``[windows]``: named fractions ``[lo, hi]`` of a run's training steps; ``late`` is required.
+- ``[windows]``: named fractions ``[lo, hi]`` of a run's training steps; ``late`` defaults to
+  ``karmic.definitions.LATE_WINDOW`` (the last 20%, as ``karmic report``).
   An episode is in a window when ``lo * M <= global_step < hi * M`` (``<= M`` when ``hi = 1``),
   M the run's last episode's ``global_step``. A scripted policy does not learn: all its
   episodes are in every window.
@@ -62,6 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from karmic.definitions import LATE_WINDOW
 from pipelines.storage import ObjectPath, resolve
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -309,7 +311,7 @@ def parse_study(path: Path) -> Study:
     if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
         raise StudyError(f"{where}: [budget] episodes must be a positive integer")
 
-    wins = _table(d, "windows", where, required=True)
+    wins = _table(d, "windows", where)
     windows: dict[str, tuple[float, float]] = {}
     for wn, wv in wins.items():
         ok = (isinstance(wv, list) and len(wv) == 2 and all(isinstance(x, (int, float)) for x in wv)
@@ -317,8 +319,9 @@ def parse_study(path: Path) -> Study:
         if not ok or not NAME_RE.fullmatch(wn):
             raise StudyError(f"{where}: window {wn!r} must be [lo, hi] with 0 <= lo < hi <= 1")
         windows[wn] = (float(wv[0]), float(wv[1]))
-    if "late" not in windows:
-        raise StudyError(f"{where}: [windows] needs a 'late' window")
+    # "late" is karmic.definitions' window unless the study pre-registers its own (then every output
+    # names it): the same runs get the same late value from `karmic report` and `study report`
+    windows.setdefault("late", LATE_WINDOW)
 
     pending = _pending(eco.get("pending"), grids, where)
     study = Study(

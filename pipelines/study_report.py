@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from karmic.definitions import LATE_WINDOW, late_label, window_fraction
 from pipelines.study import (
     METRICS,
     Study,
@@ -293,6 +294,16 @@ SCALE_METRICS = ("predatory_hits_per_agent_step", "zaps_fired_per_agent_step", "
                  "total_debt")
 
 
+def study_late_label(study: Study) -> str:
+    """The study's late window named as every report names it (karmic.definitions.late_label)."""
+    lo, hi = study.windows["late"]
+    f = window_fraction((lo, hi))
+    if f is None:
+        return f"late = [{lo:g}, {hi:g}) of each run's env steps (the study's own window)"
+    own = "" if tuple(study.windows["late"]) == LATE_WINDOW else " (the study's own window)"
+    return late_label(f) + own
+
+
 def draw_scale_figure(study: Study, cells: list[dict[str, Any]], out_dir: Path) -> Path | None:
     """``fig_scale.png``: each condition's late-window mean [95% CI] at the smallest and the
     largest grid, one panel per metric (karmic.plots.plot_scale). Only for a study with two or
@@ -319,7 +330,7 @@ def draw_scale_figure(study: Study, cells: list[dict[str, Any]], out_dir: Path) 
         return None
     n = _seed_span(c.get("n_seeds") for c in late)
     steps = ", ".join(f"{g}x{g}: {study.total_steps[g]:,}" for g in (small, big) if g in study.total_steps)
-    note = f"{n} seeds per point; env steps per run {steps}; late = the study's late window"
+    note = f"{n} seeds per point; env steps per run {steps}; {study_late_label(study)}"
     return plots.plot_scale(rows, out_dir / "fig_scale.png", plots.Styles(study.conditions),
                             SCALE_METRICS, note=note)
 
@@ -450,6 +461,8 @@ def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]
         "",
         *decision_section(study, res.get("decision")),
         "## Cells, late window (mean over seeds [95% CI])",
+        "",
+        study_late_label(study) + ".",
         "",
         *cell_table(res["cells"]),
         "",

@@ -82,9 +82,11 @@ class TrainConfig:
     """Checkpoints kept per run."""
     threads: int = 0
     """Torch threads; 0 = all cores."""
-    precision: str = "auto"
-    """fp32 | bf16 (autocast for the network) | auto (bf16 where it measures faster:
-    ``karmic.training.ppo.choose_precision``); a run records fp32 or bf16."""
+    precision: str = "fp32"
+    """fp32 | bf16 (autocast for the network; an opt-in) | auto (measure once: bf16 where its
+    matmuls are >= 1.25x fp32's; on CUDA fp32). The default is fp32 so two runs of one command
+    train alike on any machine; a run records the precision it used and why (run.json), a resume
+    keeps it."""
     device: str = "cpu"
     """Where the network acts and learns: cpu | cuda | cuda:N | auto (cuda where torch sees a GPU;
     ``karmic.training.device``). The env steps on the CPU whatever this says. A run records the
@@ -138,5 +140,85 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+@dataclass
+class DRQNConfig(TrainConfig):
+    """TrainConfig plus the DRQN learner's fields; stored in run.json and checkpoints like PPO's."""
 
-__all__ = ["MODES", "PRECISIONS", "TRANSPORT_MODES", "TrainConfig"]
+    algo: str = "drqn"
+    """Learner name (dispatch in karmic.training.learners)."""
+    lr: float = 1e-4
+    """Adam learning rate (R2D2, Kapturowski et al. 2019, Table 2)."""
+    adam_eps: float = 1e-3
+    """Adam epsilon (R2D2, Table 2)."""
+    max_grad_norm: float = 40.0
+    """Global gradient-norm clip (the R2D2 configs of JORLDY; rlpyt's r2d1 uses 80)."""
+    n_step: int = 5
+    """Steps of reward before the bootstrap (R2D2, Table 2)."""
+    burn_in: int = 10
+    """Steps at a window's start that only warm the LSTM state (R2D2: 40 of an 80-step trace;
+    here 10 before a 25-step trained part, the same 1:2 ratio)."""
+    batch_size: int = 32
+    """Windows per gradient step (R2D2 uses 64; halved for a 2-core CPU)."""
+    grad_steps: int = 8
+    """Gradient steps per rollout: 8 x 32 windows x 25 trained steps = 6,400 trained steps per
+    8,000 new agent-steps at the default 16 envs x 5 agents x 100 steps (replay ratio ~0.8, R2D2's)."""
+    target_period: int = 100
+    """Gradient steps between target-network copies (R2D2: 2,500 of ~10^6 learner steps; scaled
+    to a default run's ~1,000 gradient steps, ten copies)."""
+    replay_shards: int = 8
+    """Trajectory shards sampled from (the last K up to the current update): 64,000 agent-steps
+    at the defaults."""
+    huber_delta: float = 1.0
+    """Huber loss threshold (DQN, Mnih et al. 2015: error clipping at 1)."""
+    eps_start: float = 1.0
+    """Initial epsilon of epsilon-greedy acting (CleanRL dqn_atari)."""
+    eps_end: float = 0.01
+    """Final epsilon (CleanRL dqn_atari)."""
+    eps_fraction: float = 0.1
+    """Fraction of the run's env steps over which epsilon decays linearly (CleanRL dqn_atari)."""
+    mask_after_done: bool = True
+    """Leave trained steps after an episode end inside a window out of the loss (R2D2; rlpyt's
+    valid_from_done). The LSTM state is also reset there, so off is sound too."""
+    gae_lambda: float = 0.0
+    """Only for TVT's semantic matching: 0 makes it match on the one-step TD error of max Q."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.algo != "drqn":
+            raise ValueError(f"DRQNConfig.algo must be 'drqn', got {self.algo!r}")
+        for name in ("n_step", "batch_size", "grad_steps", "target_period", "replay_shards"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.burn_in < 0 or self.burn_in + self.n_step > self.seq_len:
+            raise ValueError(f"burn_in + n_step ({self.burn_in} + {self.n_step}) must be <= seq_len ({self.seq_len})")
+        if not 0 <= self.eps_end <= 1 or not 0 <= self.eps_start <= 1 or not 0 < self.eps_fraction <= 1:
+            raise ValueError("eps_start, eps_end must be in [0, 1] and eps_fraction in (0, 1]")
+
+
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Each dataclass field's docstring (the string literal under it, CleanRL/tyro style), read
+    from the source of ``cls`` and its bases; the CLI's help for the generated flags."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body
+        for node, nxt in zip(body, body[1:], strict=False):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+__all__ = ["MODES", "PRECISIONS", "TRANSPORT_MODES", "DRQNConfig", "TrainConfig", "field_docs"]

@@ -149,20 +149,29 @@ def choose_precision(flags: list[str], speedup: Callable[[], float]) -> tuple[st
 
 
 def resolve_precision(precision: str, device: str = "cpu") -> str:
-    """``auto`` -> the faster precision on this CPU (``choose_precision``: bf16 where it has bf16
-    instructions and they measure faster, else fp32), decided and said once per process on
-    stderr; on CUDA, ``CUDA_AUTO_PRECISION`` (fp32: ``karmic.training.device``). The run records
-    what was chosen, so a resume keeps it."""
+    """The precision a run trains in: fp32 / bf16 as asked; ``auto`` (an explicit opt-in, never
+    the default) -> ``precision_choice``'s choice for the device."""
+    return precision_choice(precision, device)[0]
+
+
+def precision_choice(precision: str, device: str = "cpu") -> tuple[str, str]:
+    """(precision, why). The default is fp32: the same bits on every machine, since bf16's speed
+    depends on the CPU (3x on one EPYC, 0.5x on a Xeon with the same flag) and a measurement moves
+    with the machine's load (2.2x-5.5x on successive runs here), so a default that measured could
+    train two runs of one command in different precisions. ``auto`` on the CPU measures once per
+    process and says so on stderr; on CUDA it is ``CUDA_AUTO_PRECISION`` (``karmic.training.device``).
+    The run records what was chosen and why (run.json ``precision``), so a resume or a repeat of
+    the run never switches."""
     global _auto_precision
     if precision != "auto":
-        return precision
+        return precision, "asked for (--precision)"
     if device_type(device) != "cpu":
-        return CUDA_AUTO_PRECISION
+        return CUDA_AUTO_PRECISION, "auto on CUDA: fp32 (docs/devices.md)"
     if _auto_precision is None:
         _auto_precision = choose_precision(cpu_bf16_flags(), bf16_matmul_speedup)
         print(f"precision: {_auto_precision[0]} ({_auto_precision[1]}; --precision fp32|bf16 to choose)",
               file=sys.stderr)
-    return _auto_precision[0]
+    return _auto_precision[0], f"auto: {_auto_precision[1]}"
 
 
 def new_run_id(cfg: TrainConfig) -> str:
@@ -206,7 +215,11 @@ class Trainer:
     ) -> None:
         cfg.validate()
         cfg.device = resolve_device(cfg.device)  # recorded resolved: a resume keeps it
-        cfg.precision = resolve_precision(cfg.precision, cfg.device)
+        requested = cfg.precision
+        cfg.precision, why = precision_choice(cfg.precision, cfg.device)
+        if resume_from is not None:
+            why = "recorded in the run (a resume never switches precision)"
+        self.precision_note = {"requested": requested, "used": cfg.precision, "why": why}
         configure(cfg.device)
         self.device = torch.device(cfg.device)
         self.cfg = cfg
@@ -272,6 +285,7 @@ class Trainer:
         if self.tvt is not None:  # the learner rebuilds each step's memory from the shards
             self.keep_shards = max(cfg.keep_shards, self.tvt.shards_needed + 1)
         self.io = (io_factory or RunLake)(self.lake, self.run_id, cfg, self.env_config, self.N)
+        self.io.precision_note = self.precision_note  # run.json says which precision and why
         self.ledger = self.io.new_ledger() if self.use_matchmaker else None
         if resume_from is not None:
             self._restore(resume_from)
