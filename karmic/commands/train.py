@@ -1,7 +1,8 @@
 """``karmic train``: recurrent PPO on the batched Harvest env, through the lake.
 
-``karmic train --mode baseline|tvt|matchmaker|full|all --grid-size G --seed S --total-steps N
-[--seeds 1,2,3] [--lake PATH] [--resume RUN_ID]``. ``all`` runs the four conditions in turn. A
+``karmic train --mode NAME|all --grid-size G --seed S --total-steps N [--seeds 1,2,3] [--lake PATH]
+[--resume RUN_ID]``: NAME is a trained condition of the registry (``karmic conditions``); ``all``
+runs the four conditions of the ablation in turn. A
 rich progress bar on stderr shows env-steps/s, mean return and zaps per episode; one line per
 finished run goes to stdout (run id, condition, grid, seed, env steps, mean return, zaps/episode).
 """
@@ -17,10 +18,10 @@ from karmic.commands._common import (
     parse_overrides,
     user_errors,
 )
-from karmic.training.config import MODES, TrainConfig
+from karmic.conditions import ablation_names, names
+from karmic.training.config import TrainConfig
 
-ALL_MODES = ("baseline", "tvt", "matchmaker", "full")  # --mode all: the four conditions
-MODE_CHOICES = (*MODES, "all")
+ALL_MODES = tuple(ablation_names())  # --mode all: the four conditions of the ablation
 _D = TrainConfig()  # the one source of the defaults below
 
 def _parse_seeds(seed: int, seeds: str | None) -> list[int]:
@@ -82,7 +83,7 @@ def _summary(info: dict, cfg) -> str:
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(
-        mode: str = typer.Option(_D.mode, "--mode", help="baseline | tvt | matchmaker | full | memory (TVT agent, no transport) | all (the four conditions)"),
+        mode: str = typer.Option(_D.mode, "--mode", help=f"A trained condition ({' | '.join(names(trained=True))}; `karmic conditions` says what each is) | all (the four of the ablation)."),
         algo: str = typer.Option(_D.algo, "--algo", help="Learner: ppo (recurrent PPO) | drqn (recurrent Q-learning, R2D2 style)."),
         grid_size: int = typer.Option(_D.grid_size, "--grid-size", "--grid_size", help="Grid side (10, 20, 30 ...)."),
         seed: int = typer.Option(_D.seed, "--seed", help="Run seed (torch, env resets, minibatches)."),
@@ -107,7 +108,7 @@ def register(app: typer.Typer) -> None:
         precision: str = typer.Option(_D.precision, "--precision", help="fp32 | bf16 (bf16 autocast for the network) | auto: bf16 where the CPU has bf16 instructions and its bf16 matmuls measure faster."),
         preset: str = typer.Option(None, "--preset", help="Env preset (small, medium, big, ssd, seed, karmic-small, karmic-big: the calibrated ecologies)."),
         overrides: list[str] = typer.Option(None, "--set", help="Env config override KEY=VALUE (repeatable)."),
-        tvt_mode: str = typer.Option(_D.tvt_mode, "--tvt-mode", help="TVT transport: learned | semantic | both (tvt, full)."),
+        tvt_mode: str = typer.Option(_D.tvt_mode, "--tvt-mode", help="TVT transport of tvt and full: learned | semantic | both (other conditions fix theirs)."),
         memory_size: int = typer.Option(_D.memory_size, "--memory-size", help="TVT memory rows per agent (tvt, full)."),
         tensorboard: bool = typer.Option(False, "--tensorboard", help="Log charts/, losses/, social/ scalars (needs tensorboard)."),
     ) -> None:
@@ -134,8 +135,9 @@ def register(app: typer.Typer) -> None:
                 raise KarmicError(f"unknown --algo {algo!r}; choose one of {', '.join(ALGOS)}")
             if replay_shards is not None and algo != "drqn":
                 raise KarmicError("--replay-shards is a drqn option (--algo drqn)")
-            if mode not in MODE_CHOICES:
-                raise KarmicError(f"unknown --mode {mode!r}; choose one of {', '.join(MODE_CHOICES)}")
+            choices = [*names(trained=True), "all"]
+            if mode not in choices:
+                raise KarmicError(f"unknown --mode {mode!r}; choose one of {', '.join(choices)}")
             if grid_size < 5:
                 raise KarmicError(f"--grid-size must be >= 5, got {grid_size}")
             modes = list(ALL_MODES) if mode == "all" else [mode]
