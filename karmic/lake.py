@@ -14,6 +14,10 @@
   grid_size, seed, n_agents, num_envs, status, started_at, finished_at, algo (a training run's
   learner, ``ppo`` | ``drqn``; ``ppo`` for training runs from before it was recorded), and the run's
   environment ``config`` as JSON (``json_extract(config, '$.ledger_decay')``);
+- ``conditions`` the registry of conditions (``karmic.conditions.table_rows``): condition,
+  display_order, agent, spawns, transport, shaping, policy, trained, color, linestyle, marker,
+  claim, controls_for; queries order conditions by joining it (``left join conditions using
+  (condition)``, ``order by display_order nulls last``), so a new condition needs no SQL edit;
 - ``ledger_hits`` (derived, from the events alone) every ZAP_HIT with its ledger classification
   ``retribution`` and the pair's signed debt after it (``queries/_ledger_hits.sql``).
 
@@ -141,6 +145,7 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
     except duckdb.Error as exc:
         raise LakeError(_first_line(exc)) from None
     con.execute(f"create view runs as select * replace (config::json as config) from _karmic_runs{where}")
+    register_conditions(con)
     create_shared_views(con)
     if run and check_run:
         known = run in set(runs.column("run_id").to_pylist())
@@ -150,6 +155,22 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
             raise LakeError(f"run not found in {lake}: {run}")
     set_params(con, params)
     return con
+
+
+CONDITIONS_SCHEMA = pa.schema([
+    ("condition", pa.string()), ("display_order", pa.int32()), ("agent", pa.string()),
+    ("spawns", pa.string()), ("transport", pa.string()), ("shaping", pa.string()), ("policy", pa.string()),
+    ("trained", pa.bool_()), ("color", pa.string()), ("linestyle", pa.string()), ("marker", pa.string()),
+    ("claim", pa.string()), ("controls_for", pa.string()),
+])
+
+
+def register_conditions(con: duckdb.DuckDBPyConnection) -> None:
+    """The registry (karmic.conditions) as the table ``conditions`` of this connection."""
+    from karmic.conditions import table_rows
+
+    con.register("_karmic_conditions", pa.Table.from_pylist(table_rows(), schema=CONDITIONS_SCHEMA))
+    con.execute("create or replace view conditions as select * from _karmic_conditions")
 
 
 def set_params(con: duckdb.DuckDBPyConnection, params: dict[str, Any] | None) -> None:

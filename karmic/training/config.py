@@ -5,23 +5,36 @@ defaults without loading the learner."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from karmic.conditions import get_condition, names
 from karmic.training.device import check_name
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
-MODES: dict[str, tuple[bool, bool]] = {  # mode -> (use_tvt, matchmaker)
-    "baseline": (False, False),
-    "tvt": (True, False),
-    "matchmaker": (False, True),
-    "full": (True, True),
-    # the TVT agent (memory, reads, reconstruction loss) with no value transport: Hung et al.'s
-    # RMA, the control that tells an effect of transport from an effect of having a memory
-    "memory": (True, False),
-}
-TRANSPORT_MODES = ("tvt", "full")
+
+
+class _Modes(Mapping):
+    """mode -> (use_tvt, matchmaker) of every trained condition, read live from the registry
+    (``karmic.conditions``), so a condition registered later is a mode too."""
+
+    def __getitem__(self, name: str) -> tuple[bool, bool]:
+        try:
+            c = get_condition(name, trained=True)
+        except ValueError:
+            raise KeyError(name) from None
+        return c.use_tvt, c.rigged
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(names(trained=True))
+
+    def __len__(self) -> int:
+        return len(names(trained=True))
+
+
+MODES: Mapping[str, tuple[bool, bool]] = _Modes()
 
 
 @dataclass
@@ -29,7 +42,7 @@ class TrainConfig:
     """Everything a run depends on; stored in run.json and in every checkpoint."""
 
     mode: str = "baseline"
-    """Condition: baseline | tvt | matchmaker | full | memory (MODES)."""
+    """Condition: a trained condition of the registry (``karmic conditions``, karmic.conditions)."""
     algo: str = "ppo"
     """Learner: ppo | drqn (karmic.training.learners)."""
     grid_size: int = 10
@@ -95,7 +108,7 @@ class TrainConfig:
     preset: str | None = None
     """HarvestConfig preset (karmic.envs.PRESETS), or None for the defaults."""
     tvt_mode: str = "both"
-    """TVT transport (tvt / full): learned | semantic | both."""
+    """TVT transport of tvt / full: learned | semantic | both (other conditions fix their own)."""
     tvt_alpha: float = 0.9
     """Share of the value transported (Hung et al. 2019, Methods)."""
     tvt_threshold: float = 2.0
@@ -105,15 +118,23 @@ class TrainConfig:
     tvt_recon_cost: float = 1.0
     """Weight of TVT's reconstruction loss."""
     tvt_read_cost: float = 1.0
-    """Weight of TVT's read-strength cost."""
+    """Weight of TVT's read-strength cost ``mean(relu(strength - tolerance) ** power)``."""
+    tvt_read_power: int = 1
+    """Power of the read-strength cost (1 in Harvest; key-to-door's 2)."""
+    tvt_read_tolerance: float = 2.0
+    """Strength from which reads cost (Harvest: the threshold 2; key-to-door's 1)."""
+    tvt_transport_top_k: int = 3
+    """Rows each learned-transport span sends value to (key-to-door: 1, the row read most)."""
+    hit_cost: float = 0.0
+    """Reward taken at every step where the agent's zap hit another agent (the hit-cost
+    condition's shaping; 0 elsewhere)."""
     env_overrides: dict[str, Any] = field(default_factory=dict)
     """HarvestConfig fields set over the preset."""
     run_id: str | None = None
     """The run's id; None: a new one (mode, grid, seed and a random suffix)."""
 
     def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}, all")
+        cond = get_condition(self.mode, trained=True)
         for name in ("total_steps", "num_envs", "num_steps", "seq_len", "update_epochs",
                      "num_minibatches", "hidden", "latent", "checkpoint_every"):
             if getattr(self, name) < 1:
@@ -122,6 +143,15 @@ class TrainConfig:
             raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of seq_len ({self.seq_len})")
         if self.tvt_mode not in ("learned", "semantic", "both"):
             raise ValueError(f"unknown tvt_mode {self.tvt_mode!r}; choose learned, semantic or both")
+        if self.tvt_mode != "both" and cond.transport != "both":
+            raise ValueError(f"tvt_mode is a choice of tvt and full; {self.mode} fixes its transport"
+                             f" ({cond.transport})")
+        if self.hit_cost < 0 or (self.hit_cost and cond.shaping != "hit-cost"):
+            raise ValueError(f"hit_cost ({self.hit_cost}) is the hit-cost condition's (>= 0), not {self.mode}'s")
+        if cond.shaping == "hit-cost" and not self.hit_cost:
+            raise ValueError(f"{self.mode} needs hit_cost > 0 (TrainConfig.from_dict sets the condition's)")
+        if self.tvt_read_power < 1 or self.tvt_transport_top_k < 1:
+            raise ValueError("tvt_read_power and tvt_transport_top_k must be >= 1")
         if self.memory_size < 1:
             raise ValueError(f"memory_size must be >= 1, got {self.memory_size}")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
@@ -137,6 +167,11 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         d = {"precision": "fp32", **d}  # runs recorded before precision was a field ran fp32
+        mode = d.get("mode", cls.mode)
+        try:  # the condition's own defaults (karmic.conditions), under what ``d`` sets
+            d = {**get_condition(mode).defaults, **d}
+        except ValueError:
+            pass  # validate() names the unknown condition
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -221,4 +256,4 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
-__all__ = ["MODES", "PRECISIONS", "TRANSPORT_MODES", "DRQNConfig", "TrainConfig", "field_docs"]
+__all__ = ["MODES", "PRECISIONS", "DRQNConfig", "TrainConfig", "field_docs"]

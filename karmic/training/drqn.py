@@ -241,7 +241,8 @@ class DRQNTrainer(Trainer):
             tvt = self.agent.tvt
             words = tvt.write(z, batch["prev_a"], batch["prev_r"])
             obs_flat = batch["obs"].reshape(*words.shape[:2], -1).float() / 255.0
-            aux = tvt.losses(words, obs_flat, batch["prev_a"], batch["prev_r"], strength)
+            aux = tvt.losses(words, obs_flat, batch["prev_a"], batch["prev_r"], strength,
+                             power=cfg.tvt_read_power, tolerance=cfg.tvt_read_tolerance)
             loss = loss + cfg.tvt_recon_cost * aux["recon"] + cfg.tvt_read_cost * aux["read_reg"]
         stats = {"q_loss": float((err.detach() * m).sum() / m.sum().clamp(min=1.0)),
                  "q_mean": float((q_a.detach() * m).sum() / m.sum().clamp(min=1.0))}

@@ -68,10 +68,11 @@ import torch
 from torch import nn
 
 from karmic.agents.network import KarmicAgent
+from karmic.conditions import get_condition
 from karmic.envs.config import make_config
 from karmic.envs.core import HarvestVecEnv
 from karmic.envs.kernels import N_ACTIONS
-from karmic.rl import clipped_surrogate, gae
+from karmic.rl import clipped_surrogate, gae, landed_hits, shaped_rewards
 from karmic.training.config import MODES, TrainConfig
 from karmic.training.device import (
     CUDA_AUTO_PRECISION,
@@ -225,7 +226,9 @@ class Trainer:
         self.cfg = cfg
         self.lake = resolve(lake)  # a directory (Path) or an s3:// prefix (pipelines.storage)
         self.on_update = on_update
-        self.use_tvt, self.use_matchmaker = MODES[cfg.mode]
+        # what the condition is (karmic.conditions): the agent, the spawns, the transport, the shaping
+        self.condition = get_condition(cfg.mode, trained=True)
+        self.use_tvt, self.use_matchmaker = self.condition.use_tvt, self.condition.rigged
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
 
@@ -313,6 +316,8 @@ class Trainer:
         self.buf_t0 = np.zeros((T // L, S), np.int32)
         self.buf_gstep = np.zeros((T // L, S), np.int64)
         self.buf_extra: dict[str, np.ndarray] = self.tvt.buffers(T) if self.tvt is not None else {}
+        if self.condition.shaping == "hit-cost":  # each step's own landed hits, which the cost reads
+            self.buf_extra["hits_landed"] = np.zeros((T, S), np.uint8)
 
     def _restore(self, ck: dict[str, Any]) -> None:
         self.agent.load_state_dict(ck["model"])
@@ -431,6 +436,8 @@ class Trainer:
             lp.obs, rew, dones, events = self.env.step(act_np.reshape(self.B, self.N))
             self.buf_rew[t] = rew.reshape(self.S)
             lp.round_events.append(events)
+            if "hits_landed" in self.buf_extra:
+                self.buf_extra["hits_landed"][t] = landed_hits(events, self.B, self.N)
             if tvt is not None:
                 tvt.record_step(self.buf_extra, t, self.agent, z[0], action, rew.reshape(self.S), events,
                                 self.buf_start[t], self.global_step // self.B,
@@ -671,6 +678,8 @@ class Trainer:
         the transports, PPO on the new rewards, and the replay passes."""
         if self.tvt is not None:
             return self.tvt.learn(self, replay, history)
+        if self.condition.shaping == "hit-cost":  # the shard keeps the env's rewards; the learner pays
+            return self.learn(replay, shaped_rewards(replay.reward, replay.extra["hits_landed"], self.cfg.hit_cost))
         return self.learn(replay, np.asarray(replay.reward, np.float32))
 
     def _info(self, losses, timing, t_start, steps_start) -> dict[str, Any]:
