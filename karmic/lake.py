@@ -18,6 +18,8 @@
   display_order, agent, spawns, transport, shaping, policy, trained, color, linestyle, marker,
   claim, controls_for; queries order conditions by joining it (``left join conditions using
   (condition)``, ``order by display_order nulls last``), so a new condition needs no SQL edit;
+- ``eval_agents`` over ``<lake>/eval_agents/run_id=*/part-*.parquet``: for ``karmic evaluate``'s
+  runs (kind ``eval``), each agent's role (focal | background | solo | frozen) and policy;
 - ``ledger_hits`` (derived, from the events alone) every ZAP_HIT with its ledger classification
   ``retribution`` and the pair's signed debt after it (``queries/_ledger_hits.sql``).
 
@@ -54,6 +56,7 @@ from pipelines import storage
 from pipelines.schema import (
     ACTIONS_SCHEMA,
     EPISODES_SCHEMA,
+    EVAL_AGENTS_SCHEMA,
     EVENTS_SCHEMA,
     RUNS_COLUMNS,
     TVT_TRANSPORTS_SCHEMA,
@@ -127,7 +130,7 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
     """A DuckDB connection with the lake's views (see the module docstring)."""
     # s3: read through a filesystem holding the lake's listing as of now (pipelines.storage)
     lake = storage.snapshot(storage.resolve(path), ("runs", "events", "episodes", "tvt_transports",
-                                                            "actions"))
+                                                            "actions", "eval_agents"))
     if not lake.is_dir():
         raise LakeError(f"lake not found: {lake} (create one with `karmic simulate --lake {lake}`)")
     # nothing is ever downloaded at run time: no extension is installed or autoloaded (an s3://
@@ -140,7 +143,8 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
     where = f" where run_id = {_quote(run)}" if run else ""
     try:  # binding the views reads every file's footer: a torn file fails here, named
         for table, schema in (("events", EVENTS_SCHEMA), ("episodes", EPISODES_SCHEMA),
-                              ("tvt_transports", TVT_TRANSPORTS_SCHEMA), ("actions", ACTIONS_SCHEMA)):
+                              ("tvt_transports", TVT_TRANSPORTS_SCHEMA), ("actions", ACTIONS_SCHEMA),
+                              ("eval_agents", EVAL_AGENTS_SCHEMA)):
             con.execute(f"create view {table} as select * from ({_table_view(lake, table, schema)}){where}")
     except duckdb.Error as exc:
         raise LakeError(_first_line(exc)) from None
@@ -240,9 +244,11 @@ def queries_dir() -> Path:
 
 
 # views every connection gets, in dependency order: the t table, the per-episode totals and
-# social quantities (hits by the ledger rule, Gini, eating), the late-training per-seed metrics of
+# social quantities (hits by the ledger rule, Gini, eating), the welfare and matchmaker quantities
+# (Gini of returns, encounters, rigged pairs hit back), the late-training per-seed metrics of
 # the ablation and their per-cell statistics
-SHARED_VIEWS = ("_t975", "_episode_totals", "_episode_social", "_late_seed_metrics", "_late_cell_stats")
+SHARED_VIEWS = ("_t975", "_episode_totals", "_episode_social", "_episode_welfare", "_late_seed_metrics",
+                "_late_cell_stats")
 
 
 def create_shared_views(con: duckdb.DuckDBPyConnection) -> None:
