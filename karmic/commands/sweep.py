@@ -28,6 +28,7 @@ from karmic.commands._common import (
     user_errors,
 )
 from karmic.commands.train import ALL_MODES
+from karmic.conditions import names
 from karmic.training.config import TrainConfig
 
 DEFAULT_STEPS = TrainConfig.total_steps
@@ -64,10 +65,11 @@ def _modes(text: str) -> list[str]:
     items = [s.strip() for s in text.split(",") if s.strip()]
     if items == ["all"]:
         return list(ALL_MODES)
+    trained = names(trained=True)
     for m in items:
-        if m not in ALL_MODES:
+        if m not in trained:
             raise KarmicError(
-                f"unknown mode {m!r} in --modes; use all or a comma-separated list of {', '.join(ALL_MODES)}"
+                f"unknown mode {m!r} in --modes; use all or a comma-separated list of {', '.join(trained)}"
             )
     if not items:
         raise KarmicError("--modes is empty")
@@ -186,7 +188,7 @@ def _print_results(manifest: dict, lake: str) -> None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def sweep(
-        modes: str = typer.Option(None, "--modes", help="all, or a comma-separated list of baseline, tvt, matchmaker, full [default: all]."),
+        modes: str = typer.Option(None, "--modes", help="all (the four of the ablation), or a comma-separated list of trained conditions (`karmic conditions`) [default: all]."),
         grid_sizes: str = typer.Option(None, "--grid-sizes", help="Comma-separated grid sides, e.g. 10,30 [default: 10]."),
         seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 1,2,3 [default: 1]."),
         total_steps: int = typer.Option(None, "--total-steps", help=f"Env steps per task, rounded up to whole episodes [default: {DEFAULT_STEPS}]."),

@@ -68,10 +68,11 @@ import torch
 from torch import nn
 
 from karmic.agents.network import KarmicAgent
+from karmic.conditions import get_condition
 from karmic.envs.config import make_config
 from karmic.envs.core import HarvestVecEnv
 from karmic.envs.kernels import N_ACTIONS
-from karmic.rl import clipped_surrogate, gae
+from karmic.rl import clipped_surrogate, gae, landed_hits, shaped_rewards
 from karmic.training.config import MODES, TrainConfig
 from karmic.training.device import (
     CUDA_AUTO_PRECISION,
@@ -149,20 +150,29 @@ def choose_precision(flags: list[str], speedup: Callable[[], float]) -> tuple[st
 
 
 def resolve_precision(precision: str, device: str = "cpu") -> str:
-    """``auto`` -> the faster precision on this CPU (``choose_precision``: bf16 where it has bf16
-    instructions and they measure faster, else fp32), decided and said once per process on
-    stderr; on CUDA, ``CUDA_AUTO_PRECISION`` (fp32: ``karmic.training.device``). The run records
-    what was chosen, so a resume keeps it."""
+    """The precision a run trains in: fp32 / bf16 as asked; ``auto`` (an explicit opt-in, never
+    the default) -> ``precision_choice``'s choice for the device."""
+    return precision_choice(precision, device)[0]
+
+
+def precision_choice(precision: str, device: str = "cpu") -> tuple[str, str]:
+    """(precision, why). The default is fp32: the same bits on every machine, since bf16's speed
+    depends on the CPU (3x on one EPYC, 0.5x on a Xeon with the same flag) and a measurement moves
+    with the machine's load (2.2x-5.5x on successive runs here), so a default that measured could
+    train two runs of one command in different precisions. ``auto`` on the CPU measures once per
+    process and says so on stderr; on CUDA it is ``CUDA_AUTO_PRECISION`` (``karmic.training.device``).
+    The run records what was chosen and why (run.json ``precision``), so a resume or a repeat of
+    the run never switches."""
     global _auto_precision
     if precision != "auto":
-        return precision
+        return precision, "asked for (--precision)"
     if device_type(device) != "cpu":
-        return CUDA_AUTO_PRECISION
+        return CUDA_AUTO_PRECISION, "auto on CUDA: fp32 (docs/devices.md)"
     if _auto_precision is None:
         _auto_precision = choose_precision(cpu_bf16_flags(), bf16_matmul_speedup)
         print(f"precision: {_auto_precision[0]} ({_auto_precision[1]}; --precision fp32|bf16 to choose)",
               file=sys.stderr)
-    return _auto_precision[0]
+    return _auto_precision[0], f"auto: {_auto_precision[1]}"
 
 
 def new_run_id(cfg: TrainConfig) -> str:
@@ -206,13 +216,19 @@ class Trainer:
     ) -> None:
         cfg.validate()
         cfg.device = resolve_device(cfg.device)  # recorded resolved: a resume keeps it
-        cfg.precision = resolve_precision(cfg.precision, cfg.device)
+        requested = cfg.precision
+        cfg.precision, why = precision_choice(cfg.precision, cfg.device)
+        if resume_from is not None:
+            why = "recorded in the run (a resume never switches precision)"
+        self.precision_note = {"requested": requested, "used": cfg.precision, "why": why}
         configure(cfg.device)
         self.device = torch.device(cfg.device)
         self.cfg = cfg
         self.lake = resolve(lake)  # a directory (Path) or an s3:// prefix (pipelines.storage)
         self.on_update = on_update
-        self.use_tvt, self.use_matchmaker = MODES[cfg.mode]
+        # what the condition is (karmic.conditions): the agent, the spawns, the transport, the shaping
+        self.condition = get_condition(cfg.mode, trained=True)
+        self.use_tvt, self.use_matchmaker = self.condition.use_tvt, self.condition.rigged
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
 
@@ -272,6 +288,7 @@ class Trainer:
         if self.tvt is not None:  # the learner rebuilds each step's memory from the shards
             self.keep_shards = max(cfg.keep_shards, self.tvt.shards_needed + 1)
         self.io = (io_factory or RunLake)(self.lake, self.run_id, cfg, self.env_config, self.N)
+        self.io.precision_note = self.precision_note  # run.json says which precision and why
         self.ledger = self.io.new_ledger() if self.use_matchmaker else None
         if resume_from is not None:
             self._restore(resume_from)
@@ -299,6 +316,8 @@ class Trainer:
         self.buf_t0 = np.zeros((T // L, S), np.int32)
         self.buf_gstep = np.zeros((T // L, S), np.int64)
         self.buf_extra: dict[str, np.ndarray] = self.tvt.buffers(T) if self.tvt is not None else {}
+        if self.condition.shaping == "hit-cost":  # each step's own landed hits, which the cost reads
+            self.buf_extra["hits_landed"] = np.zeros((T, S), np.uint8)
 
     def _restore(self, ck: dict[str, Any]) -> None:
         self.agent.load_state_dict(ck["model"])
@@ -417,6 +436,8 @@ class Trainer:
             lp.obs, rew, dones, events = self.env.step(act_np.reshape(self.B, self.N))
             self.buf_rew[t] = rew.reshape(self.S)
             lp.round_events.append(events)
+            if "hits_landed" in self.buf_extra:
+                self.buf_extra["hits_landed"][t] = landed_hits(events, self.B, self.N)
             if tvt is not None:
                 tvt.record_step(self.buf_extra, t, self.agent, z[0], action, rew.reshape(self.S), events,
                                 self.buf_start[t], self.global_step // self.B,
@@ -657,6 +678,8 @@ class Trainer:
         the transports, PPO on the new rewards, and the replay passes."""
         if self.tvt is not None:
             return self.tvt.learn(self, replay, history)
+        if self.condition.shaping == "hit-cost":  # the shard keeps the env's rewards; the learner pays
+            return self.learn(replay, shaped_rewards(replay.reward, replay.extra["hits_landed"], self.cfg.hit_cost))
         return self.learn(replay, np.asarray(replay.reward, np.float32))
 
     def _info(self, losses, timing, t_start, steps_start) -> dict[str, Any]:

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from karmic.training.config import TRANSPORT_MODES, TrainConfig
+from karmic.conditions import get_condition
+from karmic.training.config import TrainConfig
 from karmic.tvt.harvest import (
     MemoryRing,
     extra_shapes,
@@ -72,7 +73,8 @@ class LearnerMemory:
         pa_, pr_ = self.prev_a[idx].T, self.prev_r[idx].T
         words = tvt.write(z, pa_, pr_)
         obs_flat = obs.reshape(*words.shape[:2], -1).float() / 255.0
-        aux = tvt.losses(words, obs_flat, pa_, pr_, agent.last_read.strength)
+        aux = tvt.losses(words, obs_flat, pa_, pr_, agent.last_read.strength, power=cfg.tvt_read_power,
+                         tolerance=cfg.tvt_read_tolerance)
         return loss + cfg.tvt_recon_cost * aux["recon"] + cfg.tvt_read_cost * aux["read_reg"]
 
 
@@ -94,6 +96,8 @@ class TVTRun:
         self.shard_cache: dict[int, Any] = {}  # update -> the kept shards as read back once
         self.bank: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # words, unit, times
         self.transported = 0.0  # |value| moved by the last update's transports
+        # none (memory), learned, semantic, both or sham: the condition's (karmic.conditions)
+        self.transport = get_condition(cfg.mode).transport_for(cfg.tvt_mode)
 
     def restore(self, lake: Path | str, run_id: str, update: int) -> None:
         """Refill the ring from the words of the shards the lake kept before ``update``."""
@@ -144,10 +148,10 @@ class TVTRun:
         cfg = self.cfg
         hist = self._kept_shards(history, replay)
         bank_shards = hist[-self.shards_needed:] + [replay]
-        if cfg.mode not in TRANSPORT_MODES:
+        if self.transport == "none":
             self.bank = self._bank(bank_shards)
             return trainer.learn(replay, np.asarray(replay.reward, np.float32))
-        res = transport_rewards(replay, hist, trainer.agent, cfg)
+        res = transport_rewards(replay, hist, trainer.agent, cfg, self.transport)
         log = transports_table(replay, res.parts, trainer.max_steps) if res.parts else None
         if log is not None:
             write_table(trainer.lake, "tvt_transports", trainer.run_id, log)
