@@ -86,7 +86,8 @@ def home_page() -> str:
     text = re.sub(r"\]\(results/(\w+)/(report|READING)\.md\)", r"](results/\1/index.md)", text)
     text = text.replace("the site's CLI reference", "the [CLI reference](cli.md)")
     return text.replace("| CLI reference |", "| [CLI reference](cli.md) |").replace(
-        "| results |", "| [results](results/index.md) |")
+        "| results |", "| [results](results/index.md) |"
+    )
 
 
 def on_files(files, config):
@@ -101,8 +102,9 @@ def on_files(files, config):
         files.append(File.generated(config, f"results/{name}/index.md", content=study_page(name)))
         for asset in sorted(folder.iterdir()):
             if asset.suffix.lower() in ASSETS:
-                files.append(File.generated(config, f"results/{name}/{asset.name}",
-                                            abs_src_path=str(asset)))
+                files.append(
+                    File.generated(config, f"results/{name}/{asset.name}", abs_src_path=str(asset))
+                )
     return files
 
 
@@ -147,7 +149,11 @@ def loosen_lists(markdown: str) -> str:
             fence = None if fence == marker else (fence or marker)
         elif fence is None and LIST_ITEM.match(line) and out:
             prev = out[-1]
-            if prev.strip() and not LIST_ITEM.match(prev) and not prev.startswith((" ", "\t", "|", "#")):
+            if (
+                prev.strip()
+                and not LIST_ITEM.match(prev)
+                and not prev.startswith((" ", "\t", "|", "#"))
+            ):
                 out.append("")
         out.append(line)
     return "\n".join(out)

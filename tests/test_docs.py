@@ -27,14 +27,32 @@ def site(tmp_path_factory) -> Path:
     """The site built once per module with `mkdocs build --strict` (a broken link, anchor or nav
     entry fails it); skipped where mkdocs and its Material theme are not installed."""
     pytest.importorskip("mkdocs", reason="mkdocs is not installed (the dev extra has it)")
-    pytest.importorskip("material", reason="mkdocs-material is not installed (the dev extra has it)")
+    pytest.importorskip(
+        "material", reason="mkdocs-material is not installed (the dev extra has it)"
+    )
     out = tmp_path_factory.mktemp("site")
-    env = dict(os.environ, NO_MKDOCS_2_WARNING="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        NO_MKDOCS_2_WARNING="1",
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
     res = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
-         "--site-dir", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
     )
     assert res.returncode == 0, f"strict build failed:\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
     return out
@@ -52,8 +70,11 @@ def test_the_strict_build_makes_every_page_of_the_nav(site: Path) -> None:
             yield from pages(value) if isinstance(value, list) else [value]
 
     for page in pages(config["nav"]):
-        built = site / (page[: -len(".md")] + "/index.html" if not page.endswith("index.md")
-                        else page[: -len(".md")] + ".html")
+        built = site / (
+            page[: -len(".md")] + "/index.html"
+            if not page.endswith("index.md")
+            else page[: -len(".md")] + ".html"
+        )
         assert built.exists(), page
     for study in STUDIES:
         assert (site / "results" / study / "index.html").exists(), study
@@ -98,7 +119,9 @@ def test_results_pages_are_the_committed_reports_with_their_figures(site: Path) 
         assert figures, study
         for fig in figures:
             assert f'src="{fig}"' in page, (study, fig)
-            assert (site / "results" / study / fig).read_bytes() == (ROOT / "results" / study / fig).read_bytes()
+            assert (site / "results" / study / fig).read_bytes() == (
+                ROOT / "results" / study / fig
+            ).read_bytes()
         verdicts = json.loads((ROOT / "results" / study / "verdicts.json").read_text())
         ids = [v["id"] for v in verdicts["predictions"]]
         assert ids, study
@@ -157,7 +180,9 @@ def test_the_environment_docstring_is_its_spec() -> None:
     for preset in PRESETS:
         assert f"``{preset}``" in doc, f"preset {preset} missing from harvest_v0's docstring"
     for field in fields(HarvestConfig):
-        assert f"``{field.name}``" in doc, f"option {field.name} missing from harvest_v0's docstring"
+        assert f"``{field.name}``" in doc, (
+            f"option {field.name} missing from harvest_v0's docstring"
+        )
     for mode in harvest_v0.raw_env.metadata["render_modes"]:
         assert f'"{mode}"' in doc, mode
     assert "Version history" in doc and "v0: first release" not in doc
@@ -191,19 +216,26 @@ def _probe(page: Path, tmp: Path) -> dict:
     probed.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
     res = subprocess.run(
         [exe, *FLAGS, f"--user-data-dir={tmp / 'profile'}", "--dump-dom", probed.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     m = re.search(r'<pre id="karmic-probe">(.*?)</pre>', res.stdout, re.S)
     assert m, f"chromium exit {res.returncode}, no probe output: {res.stderr[-2000:]}"
     return json.loads(html.unescape(m.group(1)))
 
 
-@pytest.mark.parametrize("page, min_images", [
-    ("index.html", 1),                    # the front page and its GIF
-    ("results/ablation/index.html", 7),  # a results page: its figures and episode GIFs
-    ("cli/index.html", 0),               # the CLI reference
-])
-def test_the_site_in_headless_chromium(site: Path, tmp_path: Path, page: str, min_images: int) -> None:
+@pytest.mark.parametrize(
+    "page, min_images",
+    [
+        ("index.html", 1),  # the front page and its GIF
+        ("results/ablation/index.html", 7),  # a results page: its figures and episode GIFs
+        ("cli/index.html", 0),  # the CLI reference
+    ],
+)
+def test_the_site_in_headless_chromium(
+    site: Path, tmp_path: Path, page: str, min_images: int
+) -> None:
     seen = _probe(site / page, tmp_path)
     assert "Karmic-RL" in seen["title"] and seen["text"] > 500, seen["title"]
     assert len(seen["images"]) >= min_images, seen["images"]
@@ -213,7 +245,9 @@ def test_the_site_in_headless_chromium(site: Path, tmp_path: Path, page: str, mi
 
 def test_the_probe_sees_a_broken_image(tmp_path: Path) -> None:
     page = tmp_path / "broken.html"
-    page.write_text("<!doctype html><html><head><title>Karmic-RL</title></head><body>"
-                    "<img src='missing.png'></body></html>")
+    page.write_text(
+        "<!doctype html><html><head><title>Karmic-RL</title></head><body>"
+        "<img src='missing.png'></body></html>"
+    )
     seen = _probe(page, tmp_path)
     assert [i["ok"] for i in seen["images"]] == [False]

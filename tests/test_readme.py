@@ -34,11 +34,23 @@ def test_the_usage_block_runs_as_written(tmp_path: Path) -> None:
     if shutil.which("karmic", path=str(bindir)) is None:
         pytest.skip(f"no karmic script beside {sys.executable} (pip install -e .)")
     lake = tmp_path / "lake"
-    env = dict(os.environ, KARMIC_LAKE=str(lake), PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    res = subprocess.run(["bash", "-euo", "pipefail", "-c", usage], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, f"README usage block failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    env = dict(
+        os.environ,
+        KARMIC_LAKE=str(lake),
+        PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
+    res = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", usage],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, (
+        f"README usage block failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    )
     # it did what it says: a simulated and a trained run in the lake, a report beside it
     runs = sorted(p.name for p in (lake / "runs").iterdir())
     assert len(runs) == 2 and any(r.startswith("run_id=sim-") for r in runs), runs
