@@ -192,6 +192,8 @@ def episodes_table(run_id: str, episode: np.ndarray, global_step: np.ndarray, st
     rows = E * N
 
     def col(name: str, dtype) -> pa.Array:
+        if name not in stats:  # a count the stats do not have (encounters of a stand-in env): null
+            return pa.nulls(rows, pa.from_numpy_dtype(dtype))
         return pa.array(np.asarray(stats[name]).reshape(rows).astype(dtype))
 
     return pa.Table.from_arrays(
@@ -206,6 +208,7 @@ def episodes_table(run_id: str, episode: np.ndarray, global_step: np.ndarray, st
             pa.array([condition] * rows, pa.string()),
             pa.array(np.full(rows, grid_size, np.int32)),
             pa.array(np.full(rows, seed, np.int64)),
+            col("encounters", np.int32),
         ],
         schema=EPISODES_SCHEMA,
     )

@@ -21,7 +21,12 @@ from karmic.envs.config import (
 from karmic.envs.kernels import N_ACTIONS, STAT_NAMES
 from karmic.events import EventBatch
 
-N_CHANNELS = 3  # apple, wall, other agent
+N_CHANNELS = 3  # apple, wall, other agent (identity "onehot" adds one channel per agent)
+
+
+def n_channels(config: HarvestConfig) -> int:
+    """Observation channels: 3, plus one per agent with identity "onehot"."""
+    return N_CHANNELS + (config.n_agents if config.identity == "onehot" else 0)
 
 
 def disk_offsets(radius: int, include_centre: bool = True) -> np.ndarray:
@@ -102,7 +107,8 @@ class HarvestVecEnv:
         if int((~self.walls).sum()) < N:
             raise ValueError("invalid HarvestConfig.grid_size: too small for its agents")
         V = config.view_size
-        self.obs_shape = (V, V, N_CHANNELS)
+        self.obs_shape = (V, V, n_channels(config))
+        self._id_channels = config.identity == "onehot"
         self.max_steps = config.episode_length
         self._params = np.array([config.beam_length, config.removal_steps, config.apple_reward,
                                  config.hit_penalty, config.fire_cost, config.zap_after_moves,
@@ -181,7 +187,7 @@ class HarvestVecEnv:
         self.episode += 1
         self._recorded = [self._ev[: self._ne[0]].copy()] if self.record_events else []
         self.reset_events = self._collect()
-        K.observe_kernel(self.walls, s.apples, s.pos, s.dirs, s.removed, self._obs)
+        K.observe_kernel(self.walls, s.apples, s.pos, s.dirs, s.removed, self._obs, self._id_channels)
         return self._obs
 
     def step(self, actions: np.ndarray):
@@ -199,7 +205,7 @@ class HarvestVecEnv:
         if self.record_events and self._ne[0]:
             self._recorded.append(self._ev[: self._ne[0]].copy())
         events = self._collect()
-        K.observe_kernel(self.walls, s.apples, s.pos, s.dirs, s.removed, self._obs)
+        K.observe_kernel(self.walls, s.apples, s.pos, s.dirs, s.removed, self._obs, self._id_channels)
         dones = s.t >= self.max_steps
         self.last_events = events
         return self._obs, self._rew, dones, events
@@ -229,7 +235,7 @@ class HarvestVecEnv:
     def episode_stats(self) -> dict[str, np.ndarray]:
         st = self.state.stats
         out = {name: st[:, :, i].copy() for i, name in enumerate(STAT_NAMES)}
-        for name in STAT_NAMES[1:]:
+        for name in STAT_NAMES[1:]:  # every count but the return
             out[name] = out[name].astype(np.int64)
         return out
 
