@@ -63,11 +63,15 @@ $(DEVSTAMP): pyproject.toml $(DEVLOCK) $(FLAVOR) | $(BIN)/python
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP) $@
 
+# `make lock LOCK_UPGRADE=` keeps every pin the locks have and only adds what pyproject.toml
+# newly needs (a new dependency), instead of moving everything to the newest release
+LOCK_UPGRADE ?= --upgrade
+
 # pip-tools lives in its own venv so it never changes the versions in .venv
 lock:
 	test -x $(LOCKENV)/bin/pip-compile || ($(PY) -m venv $(LOCKENV) && $(LOCKENV)/bin/pip install -q pip-tools)
-	$(COMPILE) --upgrade -o requirements.lock pyproject.toml
-	$(COMPILE) --upgrade --extra dev -o requirements-dev.lock pyproject.toml
+	$(COMPILE) $(LOCK_UPGRADE) -o requirements.lock pyproject.toml
+	$(COMPILE) $(LOCK_UPGRADE) --extra dev -o requirements-dev.lock pyproject.toml
 	$(MAKE) lock-cpu
 
 # the CPU pair alone, seeded from the CUDA pair's pins (no --upgrade): torch's CPU build

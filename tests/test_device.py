@@ -254,3 +254,37 @@ def test_sweep_puts_at_most_per_device_cells_on_each_gpu(tmp_path, monkeypatch):
     be = FakeBackend(workers=4)
     sw.run_sweep(manifest, str(tmp_path), be, device="cpu", poll=0)
     assert be.devices == ["cpu"] * 10 and be.peak["cpu"] <= 4
+
+
+# --- the prepared GPU check (benchmarks/gpu_check.py) ------------------------------------------------
+def test_gpu_check_refuses_bad_options_and_a_machine_without_gpu(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    for args in (["--sections", "nope"], ["--updates", "0"]):
+        p = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), *args],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    if not HAS_CUDA:
+        p = subprocess.run([sys.executable, str(script), "--out", str(tmp_path)], capture_output=True, text=True,
+                           timeout=300)
+        assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+            "gpu_check: torch sees no GPU here; nothing to measure"]
+        assert json.loads((tmp_path / "gpu_check.json").read_text())["info"]["gpus"] == 0
+
+
+def test_gpu_check_reads_the_committed_verdicts():
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.pop(0)
+    v = gpu_check._verdicts(json.loads((root / "results" / "ablation" / "verdicts.json").read_text()))
+    assert "baseline-aggressive-10" in v and all(isinstance(x, str) for x in v.values())
+    assert gpu_check._verdicts({"predictions": [{"id": "a", "verdict": "supported"}]}) == {"a": "supported"}
