@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-slow lint bench clean lock
+.PHONY: demo install test test-slow lint bench clean lock
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,10 @@ $(BIN)/python:
 LOCK := requirements.lock
 DEVLOCK := requirements-dev.lock
 LOCKENV := .venv-lock
-COMPILE = env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(LOCKENV)/bin/pip-compile -q --upgrade \
+# CUSTOM_COMPILE_COMMAND: the header of each lock names the command and the file it writes (the
+# default header is pip-compile's own command line, which names wherever the file was first written)
+COMPILE = env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock, writing $(1)" \
+	$(LOCKENV)/bin/pip-compile -q --upgrade \
 	--strip-extras --allow-unsafe --generate-hashes --no-emit-find-links --no-emit-index-url
 
 # --force-reinstall: an installed build of the same version (2.13.0+cpu) would count as satisfied
@@ -34,11 +37,21 @@ $(DEVSTAMP): pyproject.toml $(DEVLOCK) | $(BIN)/python
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP) $@
 
-# pip-tools lives in its own venv so it never changes the versions in .venv
-lock:
-	test -x $(LOCKENV)/bin/pip-compile || ($(PY) -m venv $(LOCKENV) && $(LOCKENV)/bin/pip install -q pip-tools)
-	$(COMPILE) -o $(LOCK) pyproject.toml
-	$(COMPILE) --extra dev -o $(DEVLOCK) pyproject.toml
+# the install step alone: the locked dependencies and karmic itself into .venv (no tests, no demo)
+install: $(STAMP)
+
+# pip-tools lives in its own venv so it never changes the versions in .venv; one target per lock
+# file so each header names its own file
+lock: lock-main lock-dev
+
+$(LOCKENV)/bin/pip-compile:
+	$(PY) -m venv $(LOCKENV) && $(LOCKENV)/bin/pip install -q pip-tools
+
+.PHONY: lock-main lock-dev
+lock-main: | $(LOCKENV)/bin/pip-compile
+	$(call COMPILE,$(LOCK)) -o $(LOCK) pyproject.toml
+lock-dev: | $(LOCKENV)/bin/pip-compile
+	$(call COMPILE,$(DEVLOCK)) --extra dev -o $(DEVLOCK) pyproject.toml
 
 # The main job in miniature on the default lake (./data_lake): a simulated population with the
 # matchmaker, then studies/demo.toml (baseline, tvt, matchmaker, full and the random policy at
