@@ -127,4 +127,6 @@ def test_the_ablation_reports_figures_in_headless_chromium(tmp_path: Path) -> No
     seen = probe(page, tmp_path)
     assert [i["alt"] for i in seen["images"]] == names
     for img in seen["images"]:
-        assert img["ok"] and img["w"] >= 300 and img["h"] >= 200, img
+        assert img["ok"], img
+        if img["alt"].endswith(".png"):  # the figures; the episode GIFs are the replay's size
+            assert img["w"] >= 300 and img["h"] >= 200, img
