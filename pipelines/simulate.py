@@ -196,7 +196,7 @@ def simulate(
         if writer:
             writer.close("failed", episodes_done=res.episodes)
         raise
-    res.status = "finished"
+    res.status = "completed"  # one vocabulary with training (pipelines.schema.RUN_STATUSES)
     if writer:
-        writer.close("finished", episodes_done=res.episodes)
+        writer.close("completed", episodes_done=res.episodes)
     return res

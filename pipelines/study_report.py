@@ -235,6 +235,8 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from karmic import plots
+
     paths = []
     grids = study.grid_sizes
     from karmic import conditions as registry
@@ -247,7 +249,13 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
         if not rows:
             continue
         fig, axes = plt.subplots(1, len(grids), figsize=(5.2 * len(grids), 3.6), squeeze=False)
+        lo_w, hi_w = study.windows["late"]
         for ax, g in zip(axes[0], grids, strict=True):
+            # the late window the verdicts read, shaded on every learning curve
+            steps = study.total_steps.get(g) or 0
+            if steps and trained:
+                ax.axvspan(lo_w * steps, hi_w * steps, color="#999999", alpha=0.18, lw=0, zorder=0,
+                           label=f"late window ({lo_w:g}-{hi_w:g} of steps)")
             levels_here = [lv.name for lv in study.levels if lv.grid_sizes is None or g in lv.grid_sizes]
             for lv, cond in series_keys:
                 pts = [r for r in rows if r["grid_size"] == g and r["level"] == lv and r["condition"] == cond]
@@ -279,7 +287,8 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
         note = f" (bins with >= {MIN_RATIO_HITS} hits)" if metric == "retribution_ratio" else ""
         refs = [c for c in study.conditions if c not in trained]
         ref_note = f"; {' and '.join(refs)} policy: horizontal line" if refs else ""
-        fig.suptitle(f"{title}{note}: mean over {seeds} seeds, 95% CI band{ref_note}", fontsize=9)
+        plots.wrapped_suptitle(fig, f"{title}{note}: mean over {seeds} seeds, 95% CI band{ref_note}; "
+                               f"shaded: {study_late_label(study)}", fontsize=9)
         fig.tight_layout()
         p = out_dir / f"fig_{metric}.png"
         fig.savefig(p, dpi=90, metadata={"Software": None})
@@ -337,14 +346,35 @@ def draw_scale_figure(study: Study, cells: list[dict[str, Any]], out_dir: Path) 
 def _fmt(v: Any, digits: int = 4) -> str:
     if v is None:
         return ""
+    if isinstance(v, float) and abs(v) < 1e-12:  # float noise of a 0 (-5.55e-17)
+        return "0"
     if isinstance(v, float):
         return f"{v:.{digits}g}"
     return str(v)
 
 
+def decided_by(v: dict[str, Any], alpha: float = 0.05) -> str:
+    """The p-value that decided the verdict, named for what it tests: the support test's when
+    supported, the contradiction test's when contradicted (for an equivalence, each is the test
+    against the margin, TOST), both when neither reached alpha; a check against a constant says so."""
+    test, m = v["test"], _fmt(v.get("margin"))
+    support = {"equivalent": f"TOST against the margin +-{m}", "not_less": f"test against the margin -{m}"}.get(
+        test, f"{test} test")
+    contra = {"equivalent": f"test of |diff| > margin {m}", "not_less": f"test of diff < -{m}"}.get(
+        test, "test of the opposite")
+    ps, pc = _fmt(v.get("p_support_holm"), 3), _fmt(v.get("p_contra_holm"), 3)
+    const = (f"; one-sample, against the constant {_fmt(v['b_value'])}"
+             if v.get("b_value") is not None else "")
+    if v["verdict"] == "supported":
+        return f"decided by p = {ps} (Holm), the {support}{const}"
+    if v["verdict"] == "contradicted":
+        return f"decided by p = {pc} (Holm), the {contra}{const}"
+    return f"neither p < {alpha:g}: {support} p = {ps or 'n/a'}, {contra} p = {pc or 'n/a'} (Holm){const}"
+
+
 def _side(v: dict[str, Any], s: str) -> str:
     if s == "b" and v.get("b_value") is not None:
-        return f"the constant {_fmt(v['b_value'])}"
+        return f"the constant {_fmt(v['b_value'])} (a check against a constant)"
     return f"{v[f'{s}_condition']} g{v[f'{s}_grid_size']} {v[f'{s}_level']} [{v[f'{s}_window']}]"
 
 
@@ -358,7 +388,7 @@ def verdict_table(verdicts: list[dict[str, Any]]) -> list[str]:
         pc = f"{_fmt(v['p_contra'], 3)} ({_fmt(v['p_contra_holm'], 3)})"
         out.append(f"| {v['id']} | {v['metric']} | {v['test']} | {_side(v, 'a')} (n={v['n_a'] or 0}) | "
                    f"{_side(v, 'b')} (n={v['n_b'] or 0}) | {_fmt(v['mean_a'])} | {_fmt(v['mean_b'])} | {ci} | "
-                   f"{_fmt(v['margin'])} | {p} | {pc} | **{v['verdict']}** | {v['note'] or ''} |")
+                   f"{_fmt(v['margin'])} | {p} | {pc} | **{v['verdict']}** ({decided_by(v)}) | {v['note'] or ''} |")
     return out
 
 
@@ -568,8 +598,8 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
         (out_dir / "decision.json").write_text(json.dumps(
             {"study": study.name, "rule": study.decision, "levels": res["decision"]}, indent=1, sort_keys=True) + "\n")
     (out_dir / "report.md").write_text(render_markdown(study, res, runs, figures, None, out_dir))
-    summary = [f"{v['id']}: {v['verdict']} (diff {_fmt(v['diff'])} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}], "
-               f"Holm p {_fmt(v['p_support_holm'], 3)})" for v in res["verdicts"]]
+    summary = [f"{v['id']}: {v['verdict']} (diff {_fmt(v['diff'])} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]; "
+               f"{decided_by(v)})" for v in res["verdicts"]]
     return {"summary": summary, "verdicts": res["verdicts"], "figures": figures, "carried": carried}
 
 

@@ -320,6 +320,6 @@ class LakeWriter:
             write_table(self.lake, "episodes", self.run_id, pa.concat_tables(self._ep))
             self._ep, self._n_ep = [], 0
 
-    def close(self, status: str = "finished", **extra: Any) -> None:
+    def close(self, status: str = "completed", **extra: Any) -> None:
         self.flush()
         self.set_status(status, **extra)
