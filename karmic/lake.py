@@ -241,8 +241,9 @@ def queries_dir() -> Path:
 
 # views every connection gets, in dependency order: the t table, the per-episode totals and
 # social quantities (hits by the ledger rule, Gini, eating), the late-training per-seed metrics of
-# the ablation and their per-cell statistics
-SHARED_VIEWS = ("_t975", "_episode_totals", "_episode_social", "_late_seed_metrics", "_late_cell_stats")
+# the ablation and their per-cell statistics, and every TVT transport with what its target step was
+SHARED_VIEWS = ("_t975", "_episode_totals", "_episode_social", "_late_seed_metrics", "_late_cell_stats",
+                "_transport_targets")
 
 
 def create_shared_views(con: duckdb.DuckDBPyConnection) -> None:
