@@ -9,9 +9,9 @@ select
     source_episode as episode,
     count(*) as transports,
     sum(abs(amount)) as abs_amount,
-    sum(abs(amount)) filter (where step_type = 'predatory_hit') / nullif(sum(abs(amount)), 0) as predatory_share,
-    sum(abs(amount)) filter (where step_type = 'retribution_hit') / nullif(sum(abs(amount)), 0) as retribution_share,
-    sum(abs(amount)) filter (where step_type = 'no_hit') / nullif(sum(abs(amount)), 0) as no_hit_share,
+    coalesce(sum(abs(amount)) filter (where step_type = 'predatory_hit'), 0.0) / nullif(sum(abs(amount)), 0) as predatory_share,
+    coalesce(sum(abs(amount)) filter (where step_type = 'retribution_hit'), 0.0) / nullif(sum(abs(amount)), 0) as retribution_share,
+    coalesce(sum(abs(amount)) filter (where step_type = 'no_hit'), 0.0) / nullif(sum(abs(amount)), 0) as no_hit_share,
     coalesce(sum(amount) filter (where step_type = 'predatory_hit'), 0.0) as predatory_amount,
     coalesce(sum(amount) filter (where step_type = 'retribution_hit'), 0.0) as retribution_amount,
     coalesce(sum(amount) filter (where step_type = 'no_hit'), 0.0) as no_hit_amount

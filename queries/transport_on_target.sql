@@ -11,9 +11,9 @@ select
     source_episode as episode,
     count(*) as transports,
     sum(abs(amount)) as abs_amount,
-    sum(abs(amount)) filter (where on_target) / nullif(sum(abs(amount)), 0) as on_target_share,
+    coalesce(sum(abs(amount)) filter (where on_target), 0.0) / nullif(sum(abs(amount)), 0) as on_target_share,
     sum(abs(amount) * base_rate) / nullif(sum(abs(amount)), 0) as base_rate,
-    (sum(abs(amount)) filter (where on_target)) / nullif(sum(abs(amount) * base_rate), 0) as lift
+    coalesce(sum(abs(amount)) filter (where on_target), 0.0) / nullif(sum(abs(amount) * base_rate), 0) as lift
 from transport_targets
 group by run_id, mode, source_episode
 order by run_id, mode, episode

@@ -68,7 +68,7 @@ def test_transport_hit_types_known_answer(lake):
     assert rows["sham"]["transports"] == 2
     assert rows["sham"]["predatory_share"] == pytest.approx(2 / 3)
     assert rows["sham"]["no_hit_share"] == pytest.approx(1 / 3)
-    assert rows["sham"]["retribution_share"] is None
+    assert rows["sham"]["retribution_share"] == 0.0
     assert rows["sham"]["predatory_amount"] == pytest.approx(-0.4)
     assert rows["semantic"]["predatory_share"] == pytest.approx(1.0)
     assert rows["learned"]["retribution_share"] == pytest.approx(1.0)
