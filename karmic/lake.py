@@ -263,9 +263,9 @@ def queries_dir() -> Path:
 # views every connection gets, in dependency order: the t table, the per-episode totals and
 # social quantities (hits by the ledger rule, Gini, eating), the welfare and matchmaker quantities
 # (Gini of returns, encounters, rigged pairs hit back), the late-training per-seed metrics of
-# the ablation and their per-cell statistics
+# the ablation and their per-cell statistics, and every TVT transport with what its target step was
 SHARED_VIEWS = ("_t975", "_episode_totals", "_episode_social", "_episode_welfare", "_late_seed_metrics",
-                "_late_cell_stats")
+                "_late_cell_stats", "_transport_targets")
 
 
 def create_shared_views(con: duckdb.DuckDBPyConnection) -> None:
