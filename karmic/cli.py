@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "report",
     "verify",
     "replay",
+    "evaluate",
     "sweep",
     "study",
 )

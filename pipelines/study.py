@@ -632,8 +632,11 @@ def manifest_for(study: Study) -> dict[str, Any]:
         }
         entry["simulate" if cell.scripted else "config"] = cell_plan(study, cell)
         tasks.append(entry)
+    # every trained run keeps its policy at the late window's start and its final one
+    # (pipelines.sweep.keep_policies); `study report` copies them to results/<study>/policies/
     return {"manifest_version": MANIFEST_VERSION, "sweep_id": study.sweep_id, "study": study.name,
-            "status": "pending", "created_at": now_iso(), "train": {}, "tasks": tasks}
+            "status": "pending", "created_at": now_iso(), "train": {}, "tasks": tasks,
+            "keep_policies": {"late_start": study.windows["late"][0]}}
 
 
 def sync_manifest(study: Study, lake: str) -> dict[str, Any]:

@@ -147,6 +147,44 @@ def _read_run_json(lake: str, run_id: str) -> dict[str, Any] | None:
         return None
 
 
+def copy_policies(lake: str, out_dir: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copy each trained run's kept policies (``<lake>/policies/run_id=<id>/*.pt``, fp16 weights
+    only: ``pipelines.checkpoints``) to ``out_dir/policies/<run_id>/``; a completed run that
+    predates kept policies gets ``final.pt`` from its last checkpoint. Carried runs keep the files
+    the folder has. Writes and returns ``policies/index.json`` (one entry per file)."""
+    import io
+
+    import torch
+
+    from pipelines.checkpoints import compact_policy, list_checkpoints, list_policies, load_checkpoint
+    from pipelines.storage import write_atomic
+    from pipelines.sweep import DONE_STATUSES
+
+    root = out_dir / "policies"
+    for r in runs:
+        if r.get("carried") or r.get("scripted") or r.get("status") not in DONE_STATUSES:
+            continue
+        rid = r["run_id"]
+        dest = root / rid
+        files = {p.name: p for p in list_policies(lake, rid)}
+        if "final.pt" not in files and list_checkpoints(lake, rid):
+            buf = io.BytesIO()
+            torch.save(compact_policy(load_checkpoint(list_checkpoints(lake, rid)[-1])), buf)
+            write_atomic(dest / "final.pt", lambda f, b=buf.getvalue(): f.write(b))
+        for name, src in files.items():
+            write_atomic(dest / name, lambda f, b=src.read_bytes(): f.write(b))
+    index = []
+    by_id = {r["run_id"]: r for r in runs}
+    for p in sorted(root.glob("*/*.pt")) if root.is_dir() else []:
+        r = by_id.get(p.parent.name, {})
+        index.append({"file": str(p.relative_to(out_dir)), "run_id": p.parent.name, "name": p.stem,
+                      "condition": r.get("condition"), "grid_size": r.get("grid_size"), "level": r.get("level"),
+                      "seed": r.get("seed"), "bytes": p.stat().st_size})
+    if index:
+        (root / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    return index
+
+
 # --- stage 2: metrics -> verdicts, tables, curves ------------------------------------------------
 def analysis_connection(study: Study, metrics_path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
@@ -535,6 +573,7 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
     carried: list[str] = []
     if not from_results:
         carried = extract_metrics(study, lake, out_dir)
+        copy_policies(lake, out_dir, json.loads((out_dir / "runs.json").read_text()))
         if episodes:
             skipped = embed_episodes(study, lake, out_dir, carried=set(carried))
             (out_dir / "episodes_skipped.json").write_text(json.dumps(skipped, indent=1) + "\n")
@@ -562,4 +601,4 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
     return {"summary": summary, "verdicts": res["verdicts"], "figures": figures, "carried": carried}
 
 
-__all__ = ["METRICS", "analyse", "build_report", "extract_metrics"]
+__all__ = ["METRICS", "analyse", "build_report", "copy_policies", "extract_metrics"]
