@@ -156,7 +156,12 @@ def copy_policies(lake: str, out_dir: Path, runs: list[dict[str, Any]]) -> list[
 
     import torch
 
-    from pipelines.checkpoints import compact_policy, list_checkpoints, list_policies, load_checkpoint
+    from pipelines.checkpoints import (
+        compact_policy,
+        list_checkpoints,
+        list_policies,
+        load_checkpoint,
+    )
     from pipelines.storage import write_atomic
     from pipelines.sweep import DONE_STATUSES
 

@@ -820,7 +820,7 @@ def test_a_study_keeps_each_trained_runs_policies_and_the_report_copies_them(tmp
     import torch
 
     from karmic.agents.policy import load_policy
-    from pipelines.checkpoints import list_policies, load_checkpoint, latest_checkpoint
+    from pipelines.checkpoints import latest_checkpoint, list_policies, load_checkpoint
 
     study, clean = e2e_clean
     rid = "e2e-x-baseline-g10-s1"
