@@ -102,9 +102,11 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
     if carried:
         old = pq.read_table(out_dir / "metrics.parquet")
         if parts and not old.schema.equals(parts[0].schema):
-            raise StudyError(
-                f"cannot carry {len(carried)} run(s): {out_dir / 'metrics.parquet'} has other columns than "
-                f"queries/study/metrics.sql makes now; report into another --out, or rebuild it from a lake")
+            old = _widen(old, parts[0].schema)
+            if old is None:
+                raise StudyError(
+                    f"cannot carry {len(carried)} run(s): {out_dir / 'metrics.parquet'} has other columns than "
+                    f"queries/study/metrics.sql makes now; report into another --out, or rebuild it from a lake")
         keep = pa.array(sorted(r["run_id"] for r in carried.values()))
         parts.append(old.filter(pc.is_in(old.column("run_id"), value_set=keep)))
     table = pa.concat_tables(parts).sort_by([(k, "ascending") for k in METRICS_ORDER]).combine_chunks()
@@ -135,6 +137,23 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
         })
     (out_dir / "runs.json").write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
     return sorted(r["run_id"] for r in carried.values())
+
+
+def _widen(old: pa.Table, schema: pa.Schema) -> pa.Table | None:
+    """``old`` (a metrics.parquet written before metrics.sql gained columns) in ``schema``: the
+    columns it lacks are null (its runs' episodes were not measured so; e.g. the welfare columns
+    of issue 32); None when it has a column ``schema`` does not, or one of another type."""
+    if not set(old.column_names) <= set(schema.names):
+        return None
+    cols = []
+    for f in schema:
+        if f.name not in old.column_names:
+            cols.append(pa.nulls(old.num_rows, f.type))
+        elif old.schema.field(f.name).type != f.type:
+            return None
+        else:
+            cols.append(old.column(f.name))
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def _read_run_json(lake: str, run_id: str) -> dict[str, Any] | None:

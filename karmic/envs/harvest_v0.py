@@ -10,6 +10,8 @@ Actions (Discrete(8), moves relative to facing)
 Observation (Box(0, 1, (V, V, 3), uint8), V = ``view_size`` = 11)
     An egocentric window rotated so the agent faces up (the agent sits at the centre), channels:
     apple, wall (cells outside the board count as wall), other agent. A removed agent sees zeros.
+    With ``identity = "onehot"`` (presets ``karmic-small-id``, ``karmic-big-id``) the shape is
+    (V, V, 3 + N): channel 3 + k marks agent k's cell, the observer's own included.
 Rewards
     +``apple_reward`` (1) for an eaten apple; ``hit_penalty`` (-0.5) for being hit; ``fire_cost``
     (0) per shot. A hit agent leaves the board for ``removal_steps`` (25) steps, then respawns on a
@@ -45,7 +47,8 @@ Presets
     3-wide beam, -50 when hit, no removal, -1 to fire, 15x15 view), ``seed`` (the original Karmic
     rules).
 Version history
-    v0: first release.
+    v0: first release; later, opt-in and leaving the default dynamics and observations as they
+    were: the ``identity`` option and the per-agent ``encounters`` count of ``episode_stats``.
 """
 
 from __future__ import annotations
