@@ -103,7 +103,7 @@ def test_a_studys_metrics_carry_the_welfare_columns(lake):
     """queries/study/metrics.sql (what results/<study>/metrics.parquet holds) has them per episode."""
     import pyarrow as pa
 
-    from karmic.lake import query_sql, queries_dir
+    from karmic.lake import queries_dir, query_sql
 
     con = connect(lake)
     con.register("study_cells", pa.Table.from_pylist([{"run_id": "w1", "condition": "matchmaker", "grid_size": 10,
