@@ -847,3 +847,61 @@ def test_a_study_keeps_each_trained_runs_policies_and_the_report_copies_them(tmp
     shutil.rmtree(res / "policies")
     r = CliRunner().invoke(app, ["study", "report", str(study), "--from-results", "--out", str(res)])
     assert r.exit_code == 0, r.output
+
+
+EVALS = """
+[[evaluations]]
+id = "alone"
+scenario = "solo"
+focal = "baseline"
+episodes = 1
+[[evaluations]]
+id = "among-random"
+scenario = "cross-play"
+focal = "baseline"
+background = "random"
+n_focal = 2
+episodes = 1
+policy = "late_start"
+"""
+
+
+def test_a_study_declares_evaluations_and_the_report_includes_them(tmp, e2e_clean):
+    import shutil
+
+    study, clean = e2e_clean
+    lake = tmp / "lake"
+    shutil.copytree(clean, lake)  # evaluations write eval runs: not into the shared lake
+    st = parse_study(_write(tmp, E2E + EVALS, "e2e"))
+    assert [e["id"] for e in st.evaluations] == ["alone", "among-random"]
+    assert manifest_for(st)["tasks"] == manifest_for(parse_study(study))["tasks"]  # nothing new to train
+    res = tmp / "res"
+    build_report(st, str(lake), res, episodes=False)
+    data = json.loads((res / "evaluations.json").read_text())
+    assert data["skipped"] == []
+    got = {(r["evaluation"], r["seed"], r["role"], r["policy"]) for r in data["rows"]}
+    assert got == {("alone", s, "solo", f"baseline-s{s}") for s in (1, 2)} | {
+        ("among-random", s, role, p) for s in (1, 2) for role, p in (("focal", f"baseline-s{s}"), ("background", "random"))}
+    assert all(r["policy_file"] == ("final" if r["evaluation"] == "alone" else "late_start") for r in data["rows"])
+    md = (res / "report.md").read_text()
+    assert "## Evaluations" in md and "| among-random | cross-play | 10 | x | focal | baseline | 2 |" in md
+    evals = lambda: sorted(p.name for p in (lake / "eval_agents").iterdir())  # noqa: E731
+    before = evals()
+    assert len(before) == 4
+    build_report(st, str(lake), res, episodes=False)
+    assert evals() == before  # finished eval runs are reused, not played again
+    assert json.loads((res / "evaluations.json").read_text()) == data
+    r = CliRunner().invoke(app, ["study", "report", str(tmp / "e2e.toml"), "--from-results", "--out", str(res)])
+    assert r.exit_code == 0, r.output
+    assert (res / "report.md").read_text() == md
+
+
+@pytest.mark.parametrize("body, needle", [
+    ('[[evaluations]]\nid = "a"\nscenario = "duel"\nfocal = "baseline"', "scenario must be one of"),
+    ('[[evaluations]]\nid = "a"\nscenario = "solo"\nfocal = "random"', "focal must be a trained condition"),
+    ('[[evaluations]]\nid = "a"\nscenario = "cross-play"\nfocal = "baseline"', "cross-play needs background"),
+    ('[[evaluations]]\nid = "a"\nscenario = "solo"\nfocal = "baseline"\npolicy = "best"', "policy must be one of"),
+])
+def test_a_bad_evaluation_is_one_line(tmp, body, needle):
+    with pytest.raises(StudyError, match=needle):
+        parse_study(_write(tmp, E2E + body, "e2e"))
