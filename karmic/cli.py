@@ -23,6 +23,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "simulate",
     "train",
+    "conditions",
     "query",
     "sql",
     "ledger",

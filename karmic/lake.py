@@ -14,6 +14,10 @@
   grid_size, seed, n_agents, num_envs, status, started_at, finished_at, algo (a training run's
   learner, ``ppo`` | ``drqn``; ``ppo`` for training runs from before it was recorded), and the run's
   environment ``config`` as JSON (``json_extract(config, '$.ledger_decay')``);
+- ``conditions`` the registry of conditions (``karmic.conditions.table_rows``): condition,
+  display_order, agent, spawns, transport, shaping, policy, trained, color, linestyle, marker,
+  claim, controls_for; queries order conditions by joining it (``left join conditions using
+  (condition)``, ``order by display_order nulls last``), so a new condition needs no SQL edit;
 - ``eval_agents`` over ``<lake>/eval_agents/run_id=*/part-*.parquet``: for ``karmic evaluate``'s
   runs (kind ``eval``), each agent's role (focal | background | solo | frozen) and policy;
 - ``ledger_hits`` (derived, from the events alone) every ZAP_HIT with its ledger classification
@@ -145,6 +149,7 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
     except duckdb.Error as exc:
         raise LakeError(_first_line(exc)) from None
     con.execute(f"create view runs as select * replace (config::json as config) from _karmic_runs{where}")
+    register_conditions(con)
     create_shared_views(con)
     if run and check_run:
         known = run in set(runs.column("run_id").to_pylist())
@@ -154,6 +159,22 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
             raise LakeError(f"run not found in {lake}: {run}")
     set_params(con, params)
     return con
+
+
+CONDITIONS_SCHEMA = pa.schema([
+    ("condition", pa.string()), ("display_order", pa.int32()), ("agent", pa.string()),
+    ("spawns", pa.string()), ("transport", pa.string()), ("shaping", pa.string()), ("policy", pa.string()),
+    ("trained", pa.bool_()), ("color", pa.string()), ("linestyle", pa.string()), ("marker", pa.string()),
+    ("claim", pa.string()), ("controls_for", pa.string()),
+])
+
+
+def register_conditions(con: duckdb.DuckDBPyConnection) -> None:
+    """The registry (karmic.conditions) as the table ``conditions`` of this connection."""
+    from karmic.conditions import table_rows
+
+    con.register("_karmic_conditions", pa.Table.from_pylist(table_rows(), schema=CONDITIONS_SCHEMA))
+    con.execute("create or replace view conditions as select * from _karmic_conditions")
 
 
 def set_params(con: duckdb.DuckDBPyConnection, params: dict[str, Any] | None) -> None:
@@ -234,10 +255,15 @@ def create_shared_views(con: duckdb.DuckDBPyConnection) -> None:
     """The views the named queries share, over a connection that has ``events``, ``episodes`` and
     ``runs``: ``ledger_hits`` (every ZAP_HIT classified by the ledger rule) and SHARED_VIEWS.
     ``default_ledger_decay`` (karmic.ledger.DEFAULT_DECAY) is the decay of a run whose config
-    does not record one."""
+    does not record one; ``default_late_fraction`` and ``default_min_hits`` (karmic.definitions)
+    are used where ``late_fraction`` / ``min_hits`` are not set."""
+    from karmic.definitions import LATE_FRACTION, MIN_HITS
     from karmic.ledger import DEFAULT_DECAY
 
     con.execute(f"set variable default_ledger_decay = {float(DEFAULT_DECAY)!r}")
+    # the one definition of "late" and of min_hits (karmic.definitions) as the SQL's defaults
+    con.execute(f"set variable default_late_fraction = {float(LATE_FRACTION)!r}")
+    con.execute(f"set variable default_min_hits = {int(MIN_HITS)}")
     con.execute(f"create view ledger_hits as {ledger_hits_sql()}")
     for name in SHARED_VIEWS:
         con.execute((queries_dir() / f"{name}.sql").read_text())

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from karmic.definitions import LATE_FRACTION, MIN_HITS, late_label
+
 QUERY_DIR = Path(__file__).resolve().parents[1] / "queries"
 
 # rates, where 10x10 (500-step episodes) and 30x30 (1000-step episodes) meet in one figure
@@ -37,7 +39,7 @@ SCALE_METRICS = (
     "peace",
 )
 # a retribution ratio is drawn only from at least this many hits (`--min-hits`)
-DEFAULT_MIN_HITS = 20
+DEFAULT_MIN_HITS = MIN_HITS  # karmic.definitions: the one definition
 
 CURVE_SQL = """\
 -- {name} binned by global_step per condition, grid size and seed; the seed-null rows are the
@@ -256,7 +258,7 @@ def collect(
     out: Path,
     *,
     runs: Sequence[str] | None = None,
-    late_fraction: float = 0.1,
+    late_fraction: float = LATE_FRACTION,
     n_bins: int = 20,
     materialize: bool = True,
     min_hits: int = DEFAULT_MIN_HITS,
@@ -364,7 +366,7 @@ def collect(
     fig = Figure(
         "scale",
         "Scale comparison: 10x10 against 30x30",
-        f"Late-training value (last {late_fraction:.0%} of each run's steps) of each metric per "
+        f"Late-training value ({late_label(late_fraction)}) of each metric per "
         "condition at both grid sizes, mean over seeds with 95% CI. Counts are rates (predatory "
         "zaps per 1,000 agent-steps, mean step of eating / episode length), since episodes are "
         f"500 steps at 10x10 and 1000 at 30x30; the retribution ratio is drawn only with at least "
@@ -382,8 +384,8 @@ def collect(
         "outcomes",
         "Social outcomes U, E, S, P",
         "Efficiency (reward per step), equality, sustainability (as a share of the episode "
-        "length where grid sizes meet) and peace (Perolat et al. 2017) over the last "
-        f"{late_fraction:.0%} of each run's steps, mean over seeds with 95% CI.",
+        "length where grid sizes meet) and peace (Perolat et al. 2017) late in training "
+        f"({late_label(late_fraction)}), mean over seeds with 95% CI.",
         {"queries/ablation.sql": ablation_sql},
     )
     fig.path = plots.plot_outcomes(data.ablation, out / "social_outcomes.png", styles)
@@ -516,8 +518,8 @@ def _params_line(data: ReportData) -> str:
     p = data.params
     runs = ", ".join(p.get("runs") or []) or "all"
     return (
-        f"Parameters: late training = last {p.get('late_fraction', 0.1):.0%} of each run's steps "
-        f"(late_fraction), {p.get('n_bins', 20)} bins of global_step per curve (n_bins); a "
+        f"Parameters: {late_label(p.get('late_fraction', LATE_FRACTION))}, "
+        f"{p.get('n_bins', 20)} bins of global_step per curve (n_bins); a "
         f"retribution ratio from at least {p.get('min_hits', DEFAULT_MIN_HITS)} hits (min_hits); "
         f"runs: {runs}. 95% CIs: t over seeds; differences: Welch."
     )
@@ -548,7 +550,8 @@ def render_html(data: ReportData, title: str) -> str:
                     f"<pre>{html.escape(sql)}</pre></details>"
                 )
         parts.append("</figure>")
-    parts.append("<h2>Ablation table (late training)</h2>")
+    late = html.escape(late_label(data.params.get("late_fraction", LATE_FRACTION)))
+    parts.append(f"<h2>Ablation table (late training)</h2><p>{late}</p>")
     parts.append(_html_table(ABLATION_HEADER, ablation_cells(data.ablation)))
     parts.append("<h2>Scale comparison table</h2>")
     parts.append(_html_table(SCALE_HEADER, scale_cells(data.scale)))
@@ -595,6 +598,8 @@ def render_markdown(data: ReportData, title: str) -> str:
     parts += [
         "## Ablation table (late training)",
         "",
+        late_label(data.params.get("late_fraction", LATE_FRACTION)) + ".",
+        "",
         _md_table(ABLATION_HEADER, ablation_cells(data.ablation)),
         "",
     ]
@@ -619,7 +624,7 @@ def make_report(
     out: Path,
     *,
     runs: Sequence[str] | None = None,
-    late_fraction: float = 0.1,
+    late_fraction: float = LATE_FRACTION,
     n_bins: int = 20,
     title: str | None = None,
     min_hits: int = DEFAULT_MIN_HITS,

@@ -11,15 +11,16 @@ checked field by field before anything trains. Its tables:
   registered before its calibration has finished): ``check`` and ``report`` work, ``run`` refuses.
   ``pending = {"30" = "why"}`` marks only those grid sizes: ``run`` trains the other grids' cells
   and ``presets`` need not name the pending ones.
-- ``[factors]``: ``conditions`` (training modes ``baseline``, ``matchmaker``, ``tvt``, ``full``,
-  ``memory`` where the trainer has it, or a scripted reference policy ``random`` / ``greedy``,
-  which is simulated instead of trained), ``grid_sizes``, ``seeds`` (at least 2: a CI needs them).
+- ``[factors]``: ``conditions`` (names of the registry, ``karmic conditions``: trained
+  conditions, or a scripted reference such as ``random`` / ``greedy``, which is simulated
+  instead of trained), ``grid_sizes``, ``seeds`` (at least 2: a CI needs them).
 - ``[[levels]]``: named levels of a third factor, each ``env`` and/or ``train`` overrides and an
   optional ``grid_sizes`` it applies to (default: every grid). No levels: one level ``default``.
 - ``[budget]``: ``total_steps`` (an int, or a table ``{"10" = ..., "30" = ...}`` per grid size),
   ``train`` (``TrainConfig`` overrides shared by every trained cell) and ``episodes`` (how many
   episodes a scripted policy plays per seed, default 10).
-- ``[windows]``: named fractions ``[lo, hi]`` of a run's training steps; ``late`` is required.
+- ``[windows]``: named fractions ``[lo, hi]`` of a run's training steps; ``late`` defaults to
+  ``karmic.definitions.LATE_WINDOW`` (the last 20%, as ``karmic report``).
   An episode is in a window when ``lo * M <= global_step < hi * M`` (``<= M`` when ``hi = 1``),
   M the run's last episode's ``global_step``. A scripted policy does not learn: all its
   episodes are in every window.
@@ -67,11 +68,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from karmic import conditions as conditions_registry
+from karmic.definitions import LATE_WINDOW
 from pipelines.storage import ObjectPath, resolve
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
-TRAIN_MODES = ("baseline", "matchmaker", "tvt", "full", "memory")
-POLICY_CONDITIONS = ("random", "greedy")  # scripted references: simulated, not trained
+
+
+def _trained(c: str) -> bool:
+    """A trained condition of the registry (karmic.conditions); scripted ones are simulated."""
+    return c in conditions_registry.names(trained=True)
 TESTS = ("greater", "less", "equivalent", "not_less")
 MARGIN_TESTS = ("equivalent", "not_less")
 # Every metric is a rate per agent-step (comparable across grid sizes and episode lengths),
@@ -114,7 +120,7 @@ class Cell:
 
     @property
     def scripted(self) -> bool:
-        return self.condition in POLICY_CONDITIONS
+        return self.condition in conditions_registry.names(trained=False)
 
     @property
     def key(self) -> str:
@@ -257,8 +263,10 @@ def parse_study(path: Path) -> Study:
     if not isinstance(conditions, list) or not conditions or not all(isinstance(c, str) for c in conditions):
         raise StudyError(f"{where}: [factors] conditions must be a non-empty list of names")
     for c in conditions:
-        if c not in TRAIN_MODES + POLICY_CONDITIONS:
-            raise StudyError(f"{where}: unknown condition {c!r} (known: {', '.join(TRAIN_MODES + POLICY_CONDITIONS)})")
+        try:
+            conditions_registry.get_condition(c)
+        except ValueError as exc:
+            raise StudyError(f"{where}: {exc}") from None
     if len(set(conditions)) != len(conditions):
         raise StudyError(f"{where}: [factors] conditions has duplicates")
     grids = _int_list(fac.get("grid_sizes"), f"{where}: [factors] grid_sizes", minimum=5)
@@ -291,9 +299,9 @@ def parse_study(path: Path) -> Study:
     if len({lv.name for lv in levels}) != len(levels):
         raise StudyError(f"{where}: level names must be unique")
 
-    bud = _table(d, "budget", where, required=any(c in TRAIN_MODES for c in conditions))
+    bud = _table(d, "budget", where, required=any(_trained(c) for c in conditions))
     _unknown(bud, ("total_steps", "train", "episodes"), f"{where} [budget]")
-    ts = bud.get("total_steps", 0 if not any(c in TRAIN_MODES for c in conditions) else None)
+    ts = bud.get("total_steps", 0 if not any(_trained(c) for c in conditions) else None)
     if isinstance(ts, int) and not isinstance(ts, bool):
         total_steps = {g: ts for g in grids}
     elif isinstance(ts, dict):
@@ -306,7 +314,7 @@ def parse_study(path: Path) -> Study:
             raise StudyError(f"{where}: [budget] total_steps has no budget for grid size(s) {missing}")
     else:
         raise StudyError(f"{where}: [budget] total_steps must be an integer or a table per grid size")
-    if any(not isinstance(v, int) or isinstance(v, bool) or (v < 1 and any(c in TRAIN_MODES for c in conditions))
+    if any(not isinstance(v, int) or isinstance(v, bool) or (v < 1 and any(_trained(c) for c in conditions))
            for v in total_steps.values()):
         raise StudyError(f"{where}: [budget] total_steps must be positive integers")
     train = bud.get("train", {})
@@ -316,7 +324,7 @@ def parse_study(path: Path) -> Study:
     if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
         raise StudyError(f"{where}: [budget] episodes must be a positive integer")
 
-    wins = _table(d, "windows", where, required=True)
+    wins = _table(d, "windows", where)
     windows: dict[str, tuple[float, float]] = {}
     for wn, wv in wins.items():
         ok = (isinstance(wv, list) and len(wv) == 2 and all(isinstance(x, (int, float)) for x in wv)
@@ -324,8 +332,9 @@ def parse_study(path: Path) -> Study:
         if not ok or not NAME_RE.fullmatch(wn):
             raise StudyError(f"{where}: window {wn!r} must be [lo, hi] with 0 <= lo < hi <= 1")
         windows[wn] = (float(wv[0]), float(wv[1]))
-    if "late" not in windows:
-        raise StudyError(f"{where}: [windows] needs a 'late' window")
+    # "late" is karmic.definitions' window unless the study pre-registers its own (then every output
+    # names it): the same runs get the same late value from `karmic report` and `study report`
+    windows.setdefault("late", LATE_WINDOW)
 
     pending = _pending(eco.get("pending"), grids, where)
     study = Study(
@@ -464,7 +473,6 @@ def _check_configs(study: Study) -> None:
 
     from karmic.envs.config import make_config
     from karmic.training.learners import ALGOS, config_class, config_from_dict
-    from karmic.training.ppo import MODES
 
     # any learner's fields: a level with train = {algo = "drqn"} makes the learner a factor
     names = {f.name for a in ALGOS for f in dataclasses.fields(config_class(a))}
@@ -475,10 +483,6 @@ def _check_configs(study: Study) -> None:
         if bad:
             raise StudyError(f"{study.path}: {src}: unknown training field(s) {', '.join(bad)}"
                              " (grid_size, seed, mode, total_steps come from the study's factors)")
-    for c in study.conditions:
-        if c in TRAIN_MODES and c not in MODES:
-            raise StudyError(f"{study.path}: condition {c!r} is not a training mode of this trainer"
-                             f" (it has {', '.join(MODES)})")
     seen = set()
     for cell in study.cells():
         key = (cell.grid_size, cell.level, cell.scripted)
@@ -665,7 +669,7 @@ def holder(lake: str, study: str) -> dict[str, Any] | None:
 def cell_plan(study: Study, cell: Cell) -> dict[str, Any]:
     """What the cell's task runs: its TrainConfig dict (trained) or ``simulate`` dict (scripted)."""
     if cell.scripted:
-        return {"policy": cell.condition, "episodes": study.episodes,
+        return {"policy": conditions_registry.get_condition(cell.condition).policy, "episodes": study.episodes,
                 "preset": study.preset(cell.grid_size), "env_overrides": study.env_overrides(cell)}
     return study.train_config(cell)
 

@@ -29,6 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from karmic.definitions import LATE_WINDOW, late_label, window_fraction
+from karmic.lake import register_conditions
 from pipelines.study import (
     METRICS,
     Study,
@@ -300,6 +302,7 @@ def evaluation_section(out_dir: Path) -> list[str]:
 def analysis_connection(study: Study, metrics_path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     con.execute(f"create view study_metrics as select * from read_parquet('{_q(str(metrics_path))}')")
+    register_conditions(con)  # the registry, for queries that order or group by it
     con.register("study_windows", pa.Table.from_pylist(
         [{"name": n, "lo": lo, "hi": hi} for n, (lo, hi) in study.windows.items()]))
     preds = []
@@ -383,15 +386,16 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
 
     paths = []
     grids = study.grid_sizes
-    trained = [c for c in study.conditions if c not in ("random", "greedy")]
+    from karmic import conditions as registry
+    from karmic.plots import MARKERS, condition_style
+
+    trained = [c for c in study.conditions if c in registry.names(trained=True)]
     series_keys = [(lv.name, c) for lv in study.levels for c in study.conditions]
-    colours = plt.get_cmap("tab10")
     for metric, title, ylabel in FIGURES:
         rows = [r for r in curves if r["metric"] == metric]
         if not rows:
             continue
         fig, axes = plt.subplots(1, len(grids), figsize=(5.2 * len(grids), 3.6), squeeze=False)
-        styles = ("-", "--", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)))
         for ax, g in zip(axes[0], grids, strict=True):
             levels_here = [lv.name for lv in study.levels if lv.grid_sizes is None or g in lv.grid_sizes]
             for lv, cond in series_keys:
@@ -400,25 +404,20 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
                     pts = [r for r in pts if (r["den_total"] or 0) >= MIN_RATIO_HITS]
                 if not pts:
                     continue
-                # one level: a colour per condition; several: a colour per level, a line style per condition
-                if len(levels_here) == 1:
-                    colour = colours(study.conditions.index(cond) % 10)
-                    style = "-"
-                    label = cond
-                else:
-                    colour = colours(levels_here.index(lv) % 10)
-                    style = styles[trained.index(cond) % len(styles)] if cond in trained else "-"
-                    label = f"{lv} / {cond}"
+                # a condition's colour and line style are its record's (the same in every figure);
+                # several levels: a marker per level
+                colour, style, _ = condition_style(cond)
+                marker = MARKERS[levels_here.index(lv) % len(MARKERS)] if len(levels_here) > 1 else None
+                label = cond if len(levels_here) == 1 else f"{lv} / {cond}"
                 if cond in trained:
                     xs = [r["step"] for r in pts]
                     ys = [r["mean"] for r in pts]
-                    ax.plot(xs, ys, color=colour, ls=style, label=label, lw=1.5)
+                    ax.plot(xs, ys, color=colour, ls=style, marker=marker, ms=3, label=label, lw=1.5)
                     lo = [r["ci_low"] if r["ci_low"] is not None else r["mean"] for r in pts]
                     hi = [r["ci_high"] if r["ci_high"] is not None else r["mean"] for r in pts]
                     ax.fill_between(xs, lo, hi, color=colour, alpha=0.12, lw=0)
                 else:
-                    ax.axhline(pts[0]["mean"], color=colour, ls=":" if cond == "random" else (0, (1, 3)),
-                               lw=1.2 if cond == "random" else 2.0, label=label)
+                    ax.axhline(pts[0]["mean"], color=colour, ls=style, lw=1.2, label=label)
             ax.set_title(f"{g}x{g}")
             ax.set_xlabel("env steps")
             ax.set_ylabel(ylabel)
@@ -428,7 +427,7 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
         seeds = _seed_span(r["n_seeds"] for r in rows if r["condition"] in trained)
         note = f" (bins with >= {MIN_RATIO_HITS} hits)" if metric == "retribution_ratio" else ""
         refs = [c for c in study.conditions if c not in trained]
-        ref_note = f"; {' and '.join(refs)} policy: dotted" if refs else ""
+        ref_note = f"; {' and '.join(refs)} policy: horizontal line" if refs else ""
         fig.suptitle(f"{title}{note}: mean over {seeds} seeds, 95% CI band{ref_note}", fontsize=9)
         fig.tight_layout()
         p = out_dir / f"fig_{metric}.png"
@@ -440,6 +439,16 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
 
 SCALE_METRICS = ("predatory_hits_per_agent_step", "zaps_fired_per_agent_step", "apples_per_agent_step",
                  "total_debt")
+
+
+def study_late_label(study: Study) -> str:
+    """The study's late window named as every report names it (karmic.definitions.late_label)."""
+    lo, hi = study.windows["late"]
+    f = window_fraction((lo, hi))
+    if f is None:
+        return f"late = [{lo:g}, {hi:g}) of each run's env steps (the study's own window)"
+    own = "" if tuple(study.windows["late"]) == LATE_WINDOW else " (the study's own window)"
+    return late_label(f) + own
 
 
 def draw_scale_figure(study: Study, cells: list[dict[str, Any]], out_dir: Path) -> Path | None:
@@ -468,7 +477,7 @@ def draw_scale_figure(study: Study, cells: list[dict[str, Any]], out_dir: Path) 
         return None
     n = _seed_span(c.get("n_seeds") for c in late)
     steps = ", ".join(f"{g}x{g}: {study.total_steps[g]:,}" for g in (small, big) if g in study.total_steps)
-    note = f"{n} seeds per point; env steps per run {steps}; late = the study's late window"
+    note = f"{n} seeds per point; env steps per run {steps}; {study_late_label(study)}"
     return plots.plot_scale(rows, out_dir / "fig_scale.png", plots.Styles(study.conditions),
                             SCALE_METRICS, note=note)
 
@@ -599,6 +608,8 @@ def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]
         "",
         *decision_section(study, res.get("decision")),
         "## Cells, late window (mean over seeds [95% CI])",
+        "",
+        study_late_label(study) + ".",
         "",
         *cell_table(res["cells"]),
         "",

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from karmic.training.device import device_type, sweep_slots
 from pipelines.storage import resolve
 
 ID_RE = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -323,8 +324,8 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
         from pipelines.checkpoints import list_checkpoints
 
         cfg = config_from_dict(cfg_d)  # the learner named by cfg["algo"] (ppo | drqn)
-        if list_checkpoints(lake, run_id):
-            trainer = resumed_trainer(run_id, lake, total_steps=cfg.total_steps)
+        if list_checkpoints(lake, run_id):  # on the device the driver gave this attempt
+            trainer = resumed_trainer(run_id, lake, total_steps=cfg.total_steps, device=cfg_d.get("device"))
             how = f"resumed at update {trainer.update}"
         else:
             how = "restarted" if run_status(lake, run_id) is not None else "started"
@@ -514,8 +515,15 @@ def run_sweep(
     on_event: Callable[[str, dict[str, Any], dict[str, Any]], None] | None = None,
     fail: dict[str, int] | None = None,
     poll: float = 0.5,
+    device: str = "cpu",
+    per_device: int | None = None,
 ) -> dict[str, Any]:
     """Run the manifest's unfinished tasks on ``backend`` (started and closed here).
+
+    ``device``: where the trained tasks' networks run, resolved (``cpu``, ``cuda`` = every GPU
+    here, ``cuda:N``); each attempt gets a device of its own in its config, at most
+    ``per_device`` attempts on one GPU at a time (default: the workers spread over the GPUs;
+    ``karmic.training.device.sweep_slots``). Scripted (simulated) cells take no device.
 
     ``on_event(kind, entry, result)``: kind is ``start``, ``retry``, ``completed`` or ``failed``
     (``entry`` is the manifest task, ``result`` what :func:`run_task` returned, or {} on start).
@@ -536,26 +544,41 @@ def run_sweep(
     manifest["last_run"] = {"started_at": now_iso(), "backend": backend.name, "tasks": len(todo)}
     write_manifest(lake, manifest)
     backend.start(max_tasks=len(todo))
+    if isinstance(backend, RayBackend) and device_type(device) != "cpu":
+        raise ValueError("the ray backend runs its tasks on the CPU; --device cuda is for the local backend")
+    slots = sweep_slots(device, backend.workers, per_device)
     manifest["last_run"]["backend_description"] = backend.describe()
+    manifest["last_run"]["device"] = device
+    if slots.limited:
+        manifest["last_run"]["device_slots"] = {d: slots.per_device for d in slots.devices}
     try:
         while pending or inflight:
             while pending and len(inflight) < backend.workers:
-                entry, attempt = pending.popleft()
+                entry, attempt = pending[0]
                 payload = {"lake": str(lake), "attempt": attempt, "fail_attempts": fail.get(entry["key"], 0)}
+                dev = None
                 if "simulate" in entry:
                     payload.update(simulate=entry["simulate"], run_id=entry["run_id"],
                                    grid_size=entry["grid_size"], seed=entry["seed"])
                 else:
-                    payload["config"] = task_config(manifest, entry)
+                    dev = slots.take()
+                    if dev is None:  # every GPU has its share of cells running: wait for one
+                        break
+                    payload["config"] = {**task_config(manifest, entry), "device": dev}
                     if manifest.get("keep_policies"):  # a study's: pipelines.checkpoints.save_policy
                         payload["keep_policies"] = manifest["keep_policies"]
-                inflight[backend.submit(payload)] = (entry, attempt)
+                pending.popleft()
+                inflight[backend.submit(payload)] = (entry, attempt, dev)
                 entry.update(status="running", started_at=now_iso())
+                if dev is not None:
+                    entry["device"] = dev
                 entry["attempts"] = int(entry.get("attempts", 0)) + 1
                 write_manifest(lake, manifest)
                 emit("start", entry, {})
             for handle, res in backend.wait(list(inflight), timeout=poll):
-                entry, attempt = inflight.pop(handle)
+                entry, attempt, dev = inflight.pop(handle)
+                if dev is not None:
+                    slots.give(dev)
                 if isinstance(res, BaseException):
                     res = {"status": "failed", "error": one_line(res), "attempt": attempt}
                 for k in ("host", "how", "seconds", "global_step", "error", "run_id"):
@@ -578,7 +601,7 @@ def run_sweep(
                     emit("failed", entry, res)
                 write_manifest(lake, manifest)
     except BaseException:
-        for entry, _ in inflight.values():
+        for entry, *_ in inflight.values():
             entry["status"] = "interrupted"
         manifest["status"] = "interrupted"
         write_manifest(lake, manifest)

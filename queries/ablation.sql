@@ -1,11 +1,12 @@
 -- late-training mean, sd, n seeds, 95% CI of each metric per learner x condition x grid size, and the difference from that learner's baseline with its CI
 -- The late window, the per-seed values and their CIs are the shared views late_seed_metrics and
 -- late_cell_stats (queries/_late_seed_metrics.sql, queries/_late_cell_stats.sql; `set variable
--- late_fraction = 0.2` to change the window, default 0.1); this query only compares. Its metrics:
+-- late_fraction = 0.1` to change the window, default 0.2 = karmic.definitions.LATE_FRACTION); this query only compares. Its metrics:
 -- predatory_zaps, retribution_ratio, efficiency, equality, sustainability, sustainability_share, peace.
 -- Difference from baseline (same learner, grid size and metric): mean - baseline mean, Welch
 -- standard error sqrt(sd^2/n + sd_b^2/n_b) with Welch-Satterthwaite df, t from the view t975 at the
--- largest tabulated df <= df (conservative); null when either side has n < 2.
+-- largest tabulated df <= df (conservative); null when either side has n < 2. Conditions come in
+-- the registry's display order (the table conditions, karmic.conditions), names it lacks last.
 with
 cells as (
     select * from late_cell_stats
@@ -58,12 +59,11 @@ select
     d.diff_ci_high
 from cells as c
 left join diffs as d using (algo, condition, grid_size, metric)
+left join conditions as co on co.condition = c.condition
 order by
     c.grid_size,
     c.metric,
     case c.algo when 'ppo' then 0 else 1 end,
     c.algo,
-    case c.condition
-        when 'baseline' then 0 when 'tvt' then 1 when 'matchmaker' then 2 when 'full' then 3 else 4
-    end,
+    co.display_order nulls last,
     c.condition

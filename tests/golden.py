@@ -15,7 +15,9 @@ that is meant to keep behaviour keeps it:
   machine is what the resume and determinism tests check.
 
 Record anew (only when behaviour is meant to change, and say why in the commit):
-``python tests/golden.py --write``.
+``python tests/golden.py --write``. A new condition gets its digest with ``python tests/golden.py
+--add NAME`` (adds NAME to MODES' recording, leaves every other entry as it was); each condition
+runs with its record's defaults (``TrainConfig.from_dict``, karmic.conditions).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-MODES = ("baseline", "matchmaker", "tvt", "full", "memory")
+MODES = ("baseline", "matchmaker", "tvt", "full", "memory", "sham", "hit-cost", "tvt-learned")
 GOLDEN = Path(__file__).with_name("golden.json")
 
 
@@ -89,15 +91,16 @@ def mismatches(got, want, path: str = "") -> list[str]:
     return [] if got == want else [f"{path}: {got!r} != {want!r}"]
 
 
-def digests(lake: Path) -> dict[str, dict[str, str]]:
+def digests(lake: Path, modes: tuple[str, ...] = MODES) -> dict[str, dict[str, str]]:
     from karmic.training.ppo import TrainConfig, train
 
     out = {}
-    for mode in MODES:
+    for mode in modes:
         run_id = f"golden-{mode}"
-        cfg = TrainConfig(mode=mode, grid_size=10, seed=5, num_envs=2, num_steps=20, seq_len=10, hidden=32,
-                          latent=16, total_steps=2 * 20 * 6, checkpoint_every=1, threads=1, memory_size=30,
-                          precision="fp32", env_overrides={"max_steps": 20}, run_id=run_id)
+        cfg = TrainConfig.from_dict(dict(
+            mode=mode, grid_size=10, seed=5, num_envs=2, num_steps=20, seq_len=10, hidden=32, latent=16,
+            total_steps=2 * 20 * 6, checkpoint_every=1, threads=1, memory_size=30, precision="fp32",
+            env_overrides={"max_steps": 20}, run_id=run_id))
         train(cfg, lake)
         out[mode] = {
             "events": _table_digest(lake, "events", run_id, ["episode", "t", "seq"]),
@@ -111,9 +114,13 @@ def digests(lake: Path) -> dict[str, dict[str, str]]:
 
 
 if __name__ == "__main__":
+    add = sys.argv[sys.argv.index("--add") + 1:] if "--add" in sys.argv else []
     with tempfile.TemporaryDirectory() as d:
-        got = digests(Path(d))
+        got = digests(Path(d), tuple(add) or MODES)
     print(json.dumps(got, indent=1, sort_keys=True))
     if "--write" in sys.argv:
         GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
         print(f"wrote {GOLDEN}")
+    elif add:  # only the new conditions' entries; the others stay as recorded
+        GOLDEN.write_text(json.dumps({**json.loads(GOLDEN.read_text()), **got}, indent=1, sort_keys=True) + "\n")
+        print(f"added {', '.join(add)} to {GOLDEN}")

@@ -93,7 +93,7 @@ class HarvestState:
 
 
 class HarvestVecEnv:
-    """B Harvest environments stepped together. See docs/INTERFACES.md for the contract."""
+    """B Harvest environments stepped together. See docs/DESIGN.md ("Internal interfaces") for the contract."""
 
     def __init__(self, config: HarvestConfig | None = None, num_envs: int = 1):
         if num_envs < 1:

@@ -5,21 +5,36 @@ defaults without loading the learner."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from karmic.conditions import get_condition, names
+from karmic.training.device import check_name
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
-MODES: dict[str, tuple[bool, bool]] = {  # mode -> (use_tvt, matchmaker)
-    "baseline": (False, False),
-    "tvt": (True, False),
-    "matchmaker": (False, True),
-    "full": (True, True),
-    # the TVT agent (memory, reads, reconstruction loss) with no value transport: Hung et al.'s
-    # RMA, the control that tells an effect of transport from an effect of having a memory
-    "memory": (True, False),
-}
-TRANSPORT_MODES = ("tvt", "full")
+
+
+class _Modes(Mapping):
+    """mode -> (use_tvt, matchmaker) of every trained condition, read live from the registry
+    (``karmic.conditions``), so a condition registered later is a mode too."""
+
+    def __getitem__(self, name: str) -> tuple[bool, bool]:
+        try:
+            c = get_condition(name, trained=True)
+        except ValueError:
+            raise KeyError(name) from None
+        return c.use_tvt, c.rigged
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(names(trained=True))
+
+    def __len__(self) -> int:
+        return len(names(trained=True))
+
+
+MODES: Mapping[str, tuple[bool, bool]] = _Modes()
 
 
 @dataclass
@@ -27,7 +42,7 @@ class TrainConfig:
     """Everything a run depends on; stored in run.json and in every checkpoint."""
 
     mode: str = "baseline"
-    """Condition: baseline | tvt | matchmaker | full | memory (MODES)."""
+    """Condition: a trained condition of the registry (``karmic conditions``, karmic.conditions)."""
     algo: str = "ppo"
     """Learner: ppo | drqn (karmic.training.learners)."""
     grid_size: int = 10
@@ -80,13 +95,20 @@ class TrainConfig:
     """Checkpoints kept per run."""
     threads: int = 0
     """Torch threads; 0 = all cores."""
-    precision: str = "auto"
-    """fp32 | bf16 (autocast for the network) | auto (bf16 where it measures faster:
-    ``karmic.training.ppo.choose_precision``); a run records fp32 or bf16."""
+    precision: str = "fp32"
+    """fp32 | bf16 (autocast for the network; an opt-in) | auto (measure once: bf16 where its
+    matmuls are >= 1.25x fp32's; on CUDA fp32). The default is fp32 so two runs of one command
+    train alike on any machine; a run records the precision it used and why (run.json), a resume
+    keeps it."""
+    device: str = "cpu"
+    """Where the network acts and learns: cpu | cuda | cuda:N | auto (cuda where torch sees a GPU;
+    ``karmic.training.device``). The env steps on the CPU whatever this says. A run records the
+    device it resolved to; the CLI's default is auto, this class's cpu (library calls and tests
+    stay on the CPU)."""
     preset: str | None = None
     """HarvestConfig preset (karmic.envs.PRESETS), or None for the defaults."""
     tvt_mode: str = "both"
-    """TVT transport (tvt / full): learned | semantic | both."""
+    """TVT transport of tvt / full: learned | semantic | both (other conditions fix their own)."""
     tvt_alpha: float = 0.9
     """Share of the value transported (Hung et al. 2019, Methods)."""
     tvt_threshold: float = 2.0
@@ -96,15 +118,23 @@ class TrainConfig:
     tvt_recon_cost: float = 1.0
     """Weight of TVT's reconstruction loss."""
     tvt_read_cost: float = 1.0
-    """Weight of TVT's read-strength cost."""
+    """Weight of TVT's read-strength cost ``mean(relu(strength - tolerance) ** power)``."""
+    tvt_read_power: int = 1
+    """Power of the read-strength cost (1 in Harvest; key-to-door's 2)."""
+    tvt_read_tolerance: float = 2.0
+    """Strength from which reads cost (Harvest: the threshold 2; key-to-door's 1)."""
+    tvt_transport_top_k: int = 3
+    """Rows each learned-transport span sends value to (key-to-door: 1, the row read most)."""
+    hit_cost: float = 0.0
+    """Reward taken at every step where the agent's zap hit another agent (the hit-cost
+    condition's shaping; 0 elsewhere)."""
     env_overrides: dict[str, Any] = field(default_factory=dict)
     """HarvestConfig fields set over the preset."""
     run_id: str | None = None
     """The run's id; None: a new one (mode, grid, seed and a random suffix)."""
 
     def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}, all")
+        cond = get_condition(self.mode, trained=True)
         for name in ("total_steps", "num_envs", "num_steps", "seq_len", "update_epochs",
                      "num_minibatches", "hidden", "latent", "checkpoint_every"):
             if getattr(self, name) < 1:
@@ -113,12 +143,22 @@ class TrainConfig:
             raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of seq_len ({self.seq_len})")
         if self.tvt_mode not in ("learned", "semantic", "both"):
             raise ValueError(f"unknown tvt_mode {self.tvt_mode!r}; choose learned, semantic or both")
+        if self.tvt_mode != "both" and cond.transport != "both":
+            raise ValueError(f"tvt_mode is a choice of tvt and full; {self.mode} fixes its transport"
+                             f" ({cond.transport})")
+        if self.hit_cost < 0 or (self.hit_cost and cond.shaping != "hit-cost"):
+            raise ValueError(f"hit_cost ({self.hit_cost}) is the hit-cost condition's (>= 0), not {self.mode}'s")
+        if cond.shaping == "hit-cost" and not self.hit_cost:
+            raise ValueError(f"{self.mode} needs hit_cost > 0 (TrainConfig.from_dict sets the condition's)")
+        if self.tvt_read_power < 1 or self.tvt_transport_top_k < 1:
+            raise ValueError("tvt_read_power and tvt_transport_top_k must be >= 1")
         if self.memory_size < 1:
             raise ValueError(f"memory_size must be >= 1, got {self.memory_size}")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ValueError("gamma must be in (0, 1] and gae_lambda in [0, 1]")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}")
+        check_name(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -127,8 +167,93 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         d = {"precision": "fp32", **d}  # runs recorded before precision was a field ran fp32
+        mode = d.get("mode", cls.mode)
+        try:  # the condition's own defaults (karmic.conditions), under what ``d`` sets
+            d = {**get_condition(mode).defaults, **d}
+        except ValueError:
+            pass  # validate() names the unknown condition
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+@dataclass
+class DRQNConfig(TrainConfig):
+    """TrainConfig plus the DRQN learner's fields; stored in run.json and checkpoints like PPO's."""
 
-__all__ = ["MODES", "PRECISIONS", "TRANSPORT_MODES", "TrainConfig"]
+    algo: str = "drqn"
+    """Learner name (dispatch in karmic.training.learners)."""
+    lr: float = 1e-4
+    """Adam learning rate (R2D2, Kapturowski et al. 2019, Table 2)."""
+    adam_eps: float = 1e-3
+    """Adam epsilon (R2D2, Table 2)."""
+    max_grad_norm: float = 40.0
+    """Global gradient-norm clip (the R2D2 configs of JORLDY; rlpyt's r2d1 uses 80)."""
+    n_step: int = 5
+    """Steps of reward before the bootstrap (R2D2, Table 2)."""
+    burn_in: int = 10
+    """Steps at a window's start that only warm the LSTM state (R2D2: 40 of an 80-step trace;
+    here 10 before a 25-step trained part, the same 1:2 ratio)."""
+    batch_size: int = 32
+    """Windows per gradient step (R2D2 uses 64; halved for a 2-core CPU)."""
+    grad_steps: int = 8
+    """Gradient steps per rollout: 8 x 32 windows x 25 trained steps = 6,400 trained steps per
+    8,000 new agent-steps at the default 16 envs x 5 agents x 100 steps (replay ratio ~0.8, R2D2's)."""
+    target_period: int = 100
+    """Gradient steps between target-network copies (R2D2: 2,500 of ~10^6 learner steps; scaled
+    to a default run's ~1,000 gradient steps, ten copies)."""
+    replay_shards: int = 8
+    """Trajectory shards sampled from (the last K up to the current update): 64,000 agent-steps
+    at the defaults."""
+    huber_delta: float = 1.0
+    """Huber loss threshold (DQN, Mnih et al. 2015: error clipping at 1)."""
+    eps_start: float = 1.0
+    """Initial epsilon of epsilon-greedy acting (CleanRL dqn_atari)."""
+    eps_end: float = 0.01
+    """Final epsilon (CleanRL dqn_atari)."""
+    eps_fraction: float = 0.1
+    """Fraction of the run's env steps over which epsilon decays linearly (CleanRL dqn_atari)."""
+    mask_after_done: bool = True
+    """Leave trained steps after an episode end inside a window out of the loss (R2D2; rlpyt's
+    valid_from_done). The LSTM state is also reset there, so off is sound too."""
+    gae_lambda: float = 0.0
+    """Only for TVT's semantic matching: 0 makes it match on the one-step TD error of max Q."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.algo != "drqn":
+            raise ValueError(f"DRQNConfig.algo must be 'drqn', got {self.algo!r}")
+        for name in ("n_step", "batch_size", "grad_steps", "target_period", "replay_shards"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.burn_in < 0 or self.burn_in + self.n_step > self.seq_len:
+            raise ValueError(f"burn_in + n_step ({self.burn_in} + {self.n_step}) must be <= seq_len ({self.seq_len})")
+        if not 0 <= self.eps_end <= 1 or not 0 <= self.eps_start <= 1 or not 0 < self.eps_fraction <= 1:
+            raise ValueError("eps_start, eps_end must be in [0, 1] and eps_fraction in (0, 1]")
+
+
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Each dataclass field's docstring (the string literal under it, CleanRL/tyro style), read
+    from the source of ``cls`` and its bases; the CLI's help for the generated flags."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body
+        for node, nxt in zip(body, body[1:], strict=False):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+__all__ = ["MODES", "PRECISIONS", "DRQNConfig", "TrainConfig", "field_docs"]

@@ -84,8 +84,10 @@ class RunLake:
             "total_steps": int(total_steps),
             "config": self.env_config.to_dict(),
             "train_config": cfg.to_dict(),
+            "precision": getattr(self, "precision_note", None),
             "started_at": now_iso(),
             "versions": {**versions(), "torch": torch.__version__},
+            **getattr(self, "extra_meta", {}),  # the command line and --config file (karmic train)
         }
         self.writer.set_status("created")
 

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from karmic.training.config import TRANSPORT_MODES, TrainConfig
+from karmic.conditions import get_condition
+from karmic.training.config import TrainConfig
 from karmic.tvt.harvest import (
     MemoryRing,
     extra_shapes,
@@ -53,10 +54,11 @@ class LearnerMemory:
     def __init__(self, cfg: TrainConfig, bank: tuple[torch.Tensor, torch.Tensor, torch.Tensor], shard) -> None:
         self.cfg = cfg
         self.words, self.unit, self.times = bank  # (S, R, word), normalised, (R,): one per update
-        self.taus = torch.from_numpy(stream_times(shard))
-        self.prev_a = torch.from_numpy(shard.extra["tvt_prev_action"].astype(np.int64))
-        self.prev_r = torch.from_numpy(shard.extra["tvt_prev_reward"])
-        self.slots = torch.from_numpy(shard.rows["slot"].astype(np.int64))
+        dev = self.words.device  # the run's device: the bank is on it
+        self.taus = torch.from_numpy(stream_times(shard)).to(dev)
+        self.prev_a = torch.from_numpy(shard.extra["tvt_prev_action"].astype(np.int64)).to(dev)
+        self.prev_r = torch.from_numpy(shard.extra["tvt_prev_reward"]).to(dev)
+        self.slots = torch.from_numpy(shard.rows["slot"].astype(np.int64)).to(dev)
 
     def memory(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         valid = window_valid(self.times[None].expand(len(idx), -1), self.taus[idx].T, self.cfg.memory_size)
@@ -71,7 +73,8 @@ class LearnerMemory:
         pa_, pr_ = self.prev_a[idx].T, self.prev_r[idx].T
         words = tvt.write(z, pa_, pr_)
         obs_flat = obs.reshape(*words.shape[:2], -1).float() / 255.0
-        aux = tvt.losses(words, obs_flat, pa_, pr_, agent.last_read.strength)
+        aux = tvt.losses(words, obs_flat, pa_, pr_, agent.last_read.strength, power=cfg.tvt_read_power,
+                         tolerance=cfg.tvt_read_tolerance)
         return loss + cfg.tvt_recon_cost * aux["recon"] + cfg.tvt_read_cost * aux["read_reg"]
 
 
@@ -82,16 +85,19 @@ class TVTRun:
         self.cfg = cfg
         self.S = slots
         self.word = tvt_module.word
-        self.ring = MemoryRing(slots, cfg.memory_size, tvt_module.word)
+        self.device = next(tvt_module.parameters()).device  # the run's: the ring lives there
+        self.ring = MemoryRing(slots, cfg.memory_size, tvt_module.word, device=self.device)
         self.k = min(TOP_ROWS_KEPT, tvt_module.top_k)
         self.shapes = extra_shapes(tvt_module.heads, self.k, tvt_module.word)
         # earlier shards whose words cover the memory: the learner's bank and the resume refill
         self.shards_needed = math.ceil(cfg.memory_size / cfg.num_steps)
-        self.prev_a = torch.full((slots,), -1, dtype=torch.long)
-        self.prev_r = torch.zeros(slots)
+        self.prev_a = torch.full((slots,), -1, dtype=torch.long, device=self.device)
+        self.prev_r = torch.zeros(slots, device=self.device)
         self.shard_cache: dict[int, Any] = {}  # update -> the kept shards as read back once
         self.bank: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # words, unit, times
         self.transported = 0.0  # |value| moved by the last update's transports
+        # none (memory), learned, semantic, both or sham: the condition's (karmic.conditions)
+        self.transport = get_condition(cfg.mode).transport_for(cfg.tvt_mode)
 
     def restore(self, lake: Path | str, run_id: str, update: int) -> None:
         """Refill the ring from the words of the shards the lake kept before ``update``."""
@@ -112,29 +118,29 @@ class TVTRun:
         ``tau``, tag it from the events (``reset_events``: the episode's reset, whose rigged
         spawns tag its first step, given only there)."""
         ring, read = self.ring, agent.last_read
-        st = torch.from_numpy(starts.astype(bool))
+        st = torch.from_numpy(starts.astype(bool)).to(self.device)
         prev_a = torch.where(st, -1, self.prev_a)
         prev_r = torch.where(st, 0.0, self.prev_r)
-        x["tvt_strength"][t] = read.strength[0].numpy()
+        x["tvt_strength"][t] = read.strength[0].cpu().numpy()
         if read.weights.shape[-1]:
             w, rows = read.weights[0].topk(self.k, dim=-1)  # (S, H, k)
             if read.index is not None:  # a sparse read: weights over the rows it selected
                 rows = read.index[0].gather(-1, rows)
-            x["tvt_top_w"][t] = w.numpy()
-            x["tvt_top_tau"][t] = torch.gather(ring.time[:, None, :].expand(-1, rows.shape[1], -1), 2, rows).numpy()
+            x["tvt_top_w"][t] = w.cpu().numpy()
+            x["tvt_top_tau"][t] = torch.gather(ring.time[:, None, :].expand(-1, rows.shape[1], -1), 2, rows).cpu().numpy()
         else:
             x["tvt_top_w"][t] = 0.0
             x["tvt_top_tau"][t] = -1
         word = agent.tvt.write(z, prev_a, prev_r)
         ring.write(word, tau)
-        x["tvt_word"][t] = word.numpy()
-        x["tvt_prev_action"][t] = prev_a.numpy()
-        x["tvt_prev_reward"][t] = prev_r.numpy()
+        x["tvt_word"][t] = word.cpu().numpy()
+        x["tvt_prev_action"][t] = prev_a.cpu().numpy()
+        x["tvt_prev_reward"][t] = prev_r.cpu().numpy()
         for k, v in role_tags(events, B, N).items():
             x[k][t] = v
         if reset_events is not None:
             x["partner"][t] = role_tags(reset_events, B, N)["partner"]
-        self.prev_a, self.prev_r = action.long(), torch.from_numpy(rew.astype(np.float32))
+        self.prev_a, self.prev_r = action.long(), torch.from_numpy(rew.astype(np.float32)).to(self.device)
 
     def learn(self, trainer, replay, history: list) -> dict[str, float]:
         """One update's learning (see the module docstring); ``trainer`` supplies the learner
@@ -142,10 +148,10 @@ class TVTRun:
         cfg = self.cfg
         hist = self._kept_shards(history, replay)
         bank_shards = hist[-self.shards_needed:] + [replay]
-        if cfg.mode not in TRANSPORT_MODES:
+        if self.transport == "none":
             self.bank = self._bank(bank_shards)
             return trainer.learn(replay, np.asarray(replay.reward, np.float32))
-        res = transport_rewards(replay, hist, trainer.agent, cfg)
+        res = transport_rewards(replay, hist, trainer.agent, cfg, self.transport)
         log = transports_table(replay, res.parts, trainer.max_steps) if res.parts else None
         if log is not None:
             write_table(trainer.lake, "tvt_transports", trainer.run_id, log)
@@ -160,8 +166,8 @@ class TVTRun:
     def _bank(self, shards: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The update's memory bank, normalised once for the learner and every replay pass."""
         words, times = memory_bank(shards, self.S, self.word)
-        w = torch.from_numpy(words)
-        return w, nn.functional.normalize(w, dim=-1), torch.from_numpy(times)
+        w = torch.from_numpy(words).to(self.device)
+        return w, nn.functional.normalize(w, dim=-1), torch.from_numpy(times).to(self.device)
 
     def learner_memory(self, shard) -> LearnerMemory:
         return LearnerMemory(self.cfg, self.bank, shard)

@@ -120,18 +120,23 @@ class TVTMemory(nn.Module):
         k = min(self.top_k, mem.shape[1])
         keys, strength = keys.float(), strength.float()
         unit, mem = unit.float().contiguous(), mem.float().contiguous()
+        numba = numba_read(keys)
+        gathered = _Gathered.apply if numba else _gathered_torch
         with torch.no_grad():
             cos = torch.einsum("tbhd,brd->tbhr", keys, unit).contiguous()
-            idx = torch.empty(T, B, H, k, dtype=torch.int64)
-            top_cos = torch.empty(T, B, H, k)
-            kernels.topk_valid(cos.numpy(), valid.contiguous().numpy(), idx.numpy(), top_cos.numpy(), k)
+            if numba:
+                idx = torch.empty(T, B, H, k, dtype=torch.int64)
+                top_cos = torch.empty(T, B, H, k)
+                kernels.topk_valid(cos.numpy(), valid.contiguous().numpy(), idx.numpy(), top_cos.numpy(), k)
+            else:  # another device: torch's topk over the valid rows (ties in another order)
+                top_cos, idx = cos.masked_fill_(~valid[:, :, None, :], float("-inf")).topk(k, dim=-1)
             del cos
             ok = torch.isfinite(top_cos)  # a valid row (fewer than k valid: the rest weigh 0)
-        top = strength[..., None] * _Gathered.apply(keys, unit, idx, "dot")
+        top = strength[..., None] * gathered(keys, unit, idx, "dot")
         w_top = torch.softmax(top.masked_fill(~ok, float("-inf")).masked_fill(~ok.any(-1, keepdim=True), 0.0), -1)
         w_top = torch.where(ok, w_top, torch.zeros_like(w_top))
         w_top = w_top / w_top.sum(-1, keepdim=True).clamp(min=1e-12)
-        vec = _Gathered.apply(w_top, mem, idx, "sum").reshape(T, B, self.read_dim)
+        vec = gathered(w_top, mem, idx, "sum").reshape(T, B, self.read_dim)
         return Read(vec, w_top, strength, idx)
 
     def losses(self, words: torch.Tensor, obs_flat: torch.Tensor, prev_action: torch.Tensor,
@@ -172,6 +177,25 @@ class _Gathered(torch.autograd.Function):
     def backward(ctx, g):
         table, idx = ctx.saved_tensors
         return _Gathered._run(_Gathered.KERNELS[ctx.kind][1], g, table, idx), None, None, None
+
+
+def numba_read(x: torch.Tensor) -> bool:
+    """The sparse read's kernels: numba's for CPU tensors, torch's for any other device (a GPU);
+    ``NUMBA_ON_CPU = False`` sends CPU tensors through torch's too (the tests compare the two)."""
+    return x.device.type == "cpu" and NUMBA_ON_CPU
+
+
+NUMBA_ON_CPU = True
+
+
+def _gathered_torch(x: torch.Tensor, table: torch.Tensor, idx: torch.Tensor, kind: str) -> torch.Tensor:
+    """``_Gathered`` in torch ops (autograd's own gradient): the k rows of every query gathered
+    into one (T, B, H, k, word) tensor, then the products; the memory a GPU has to spare."""
+    b = torch.arange(table.shape[0], device=table.device).view(1, -1, 1, 1)
+    rows = table[b, idx]  # (T, B, H, k, word)
+    if kind == "dot":
+        return (rows * x[..., None, :]).sum(-1)
+    return (x[..., None] * rows).sum(-2)
 
 
 def window_valid(row_time: torch.Tensor, step_time: torch.Tensor, memory_size: int) -> torch.Tensor:

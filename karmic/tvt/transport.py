@@ -20,6 +20,12 @@ Semantic role matching (Karmic-RL): when the agent is hit at t2 by X, the rows w
 aggressor against X (t1 < t2, ``t2 - t1 >= min_gap``) share ``alpha * A(t2)`` equally, A(t2) being
 its advantage at t2 (negative when punished), so the total moved equals alpha * A(t2) however
 many crimes it is split over.
+
+Sham (the ``sham`` condition's control): every semantic transport keeps its source and amount,
+but its target is moved to ``source - lag``, the lag drawn from the lags of all the real matches
+of the same update (so the lag distribution, the count and the total are the real rule's, and
+the target lies inside the memory window); where it lands is, by design, unrelated to whom the
+agent hit.
 """
 
 from __future__ import annotations
@@ -159,6 +165,22 @@ def semantic_transport(
             amount=np.full(n, alpha * adv / n), head=np.full(n, -1, np.int16),
         ))
     return Transports.concat(parts)
+
+
+def sham_transports(parts: list[Transports], earliest: int, rng: np.random.Generator) -> list[Transports]:
+    """The sham of real semantic transports ``parts`` (one per agent stream): each row keeps its
+    source, amount and head; its target becomes ``source - lag``, ``lag`` drawn uniformly from the
+    lags ``source - target`` of every row of ``parts`` among those that keep the target at or after
+    ``earliest`` (the stream's oldest step still held; a row's own lag always qualifies)."""
+    if not parts:
+        return []
+    lags = np.sort(np.concatenate([p.source - p.target for p in parts]))
+    out = []
+    for p in parts:
+        n_ok = np.searchsorted(lags, p.source - int(earliest), side="right")  # >= 1 for a real row
+        pick = np.minimum((rng.random(len(p)) * n_ok).astype(np.int64), n_ok - 1)
+        out.append(Transports(p.source.copy(), p.source - lags[pick], p.amount.copy(), p.head.copy()))
+    return out
 
 
 def apply_transports(rewards: np.ndarray, times: np.ndarray, tr: Transports) -> tuple[np.ndarray, Transports]:
