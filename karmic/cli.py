@@ -51,6 +51,7 @@ COMMAND_MODULES = (
     "report",
     "verify",
     "replay",
+    "evaluate",
     "sweep",
     "study",
 )

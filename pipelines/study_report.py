@@ -104,9 +104,11 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
     if carried:
         old = pq.read_table(out_dir / "metrics.parquet")
         if parts and not old.schema.equals(parts[0].schema):
-            raise StudyError(
-                f"cannot carry {len(carried)} run(s): {out_dir / 'metrics.parquet'} has other columns than "
-                f"queries/study/metrics.sql makes now; report into another --out, or rebuild it from a lake")
+            old = _widen(old, parts[0].schema)
+            if old is None:
+                raise StudyError(
+                    f"cannot carry {len(carried)} run(s): {out_dir / 'metrics.parquet'} has other columns than "
+                    f"queries/study/metrics.sql makes now; report into another --out, or rebuild it from a lake")
         keep = pa.array(sorted(r["run_id"] for r in carried.values()))
         parts.append(old.filter(pc.is_in(old.column("run_id"), value_set=keep)))
     table = pa.concat_tables(parts).sort_by([(k, "ascending") for k in METRICS_ORDER]).combine_chunks()
@@ -139,6 +141,23 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
     return sorted(r["run_id"] for r in carried.values())
 
 
+def _widen(old: pa.Table, schema: pa.Schema) -> pa.Table | None:
+    """``old`` (a metrics.parquet written before metrics.sql gained columns) in ``schema``: the
+    columns it lacks are null (its runs' episodes were not measured so; e.g. the welfare columns
+    of issue 32); None when it has a column ``schema`` does not, or one of another type."""
+    if not set(old.column_names) <= set(schema.names):
+        return None
+    cols = []
+    for f in schema:
+        if f.name not in old.column_names:
+            cols.append(pa.nulls(old.num_rows, f.type))
+        elif old.schema.field(f.name).type != f.type:
+            return None
+        else:
+            cols.append(old.column(f.name))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
 def _read_run_json(lake: str, run_id: str) -> dict[str, Any] | None:
     from pipelines.storage import read_text, resolve
 
@@ -147,6 +166,136 @@ def _read_run_json(lake: str, run_id: str) -> dict[str, Any] | None:
         return json.loads(text) if text else None
     except ValueError:
         return None
+
+
+def copy_policies(lake: str, out_dir: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copy each trained run's kept policies (``<lake>/policies/run_id=<id>/*.pt``, fp16 weights
+    only: ``pipelines.checkpoints``) to ``out_dir/policies/<run_id>/``; a completed run that
+    predates kept policies gets ``final.pt`` from its last checkpoint. Carried runs keep the files
+    the folder has. Writes and returns ``policies/index.json`` (one entry per file)."""
+    import io
+
+    import torch
+
+    from pipelines.checkpoints import (
+        compact_policy,
+        list_checkpoints,
+        list_policies,
+        load_checkpoint,
+    )
+    from pipelines.storage import write_atomic
+    from pipelines.sweep import DONE_STATUSES
+
+    root = out_dir / "policies"
+    for r in runs:
+        if r.get("carried") or r.get("scripted") or r.get("status") not in DONE_STATUSES:
+            continue
+        rid = r["run_id"]
+        dest = root / rid
+        files = {p.name: p for p in list_policies(lake, rid)}
+        if "final.pt" not in files and list_checkpoints(lake, rid):
+            buf = io.BytesIO()
+            torch.save(compact_policy(load_checkpoint(list_checkpoints(lake, rid)[-1])), buf)
+            write_atomic(dest / "final.pt", lambda f, b=buf.getvalue(): f.write(b))
+        for name, src in files.items():
+            write_atomic(dest / name, lambda f, b=src.read_bytes(): f.write(b))
+    index = []
+    by_id = {r["run_id"]: r for r in runs}
+    for p in sorted(root.glob("*/*.pt")) if root.is_dir() else []:
+        r = by_id.get(p.parent.name, {})
+        index.append({"file": str(p.relative_to(out_dir)), "run_id": p.parent.name, "name": p.stem,
+                      "condition": r.get("condition"), "grid_size": r.get("grid_size"), "level": r.get("level"),
+                      "seed": r.get("seed"), "bytes": p.stat().st_size})
+    if index:
+        (root / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    return index
+
+
+EVAL_COLUMNS = ("apples_per_agent_step", "hits_given_per_agent_episode", "hits_taken_per_agent_episode",
+                "predation_per_agent_episode", "predation_per_encounter")
+
+
+def run_evaluations(study: Study, lake: str, out_dir: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Play the study's ``[[evaluations]]`` on the kept policies of ``out_dir/policies/`` (one eval
+    run per evaluation, grid, level and seed, run id ``<study>-eval-<id>-<level>-g<G>-s<S>``; a
+    finished one in the lake is reused) and write ``evaluations.json``: one row per eval run and
+    role (queries/eval_summary.sql) with the cell it belongs to. A cell without its policy file is
+    listed in ``skipped``. Returns the rows."""
+    from pipelines import evaluate as E
+    from pipelines.sweep import DONE_STATUSES, is_done, run_status
+
+    if not study.evaluations:
+        (out_dir / "evaluations.json").unlink(missing_ok=True)
+        return []
+    done = {(r["condition"], r["grid_size"], r["level"], r["seed"]): r["run_id"] for r in runs
+            if r.get("status") in DONE_STATUSES or r.get("carried")}
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for ev in study.evaluations:
+        for c in study.cells():
+            if c.condition != ev["focal"] or c.grid_size in study.pending:
+                continue
+            key = (c.grid_size, c.level, c.seed)
+            names = [ev["focal"]] + ([ev["background"]] if ev["background"] else [])
+            sources = []
+            for cond in names:
+                if cond in E.SCRIPTED:
+                    sources.append(E.Source(cond, "scripted", "scripted"))
+                    continue
+                rid = done.get((cond, *key))
+                path = out_dir / "policies" / str(rid) / f"{ev['policy']}.pt"
+                if rid is None or not path.is_file():
+                    skipped.append(f"{ev['id']} g{c.grid_size} {c.level} s{c.seed}: no {ev['policy']}.pt of {cond}")
+                    break
+                src = E.resolve_source(str(path))
+                src.label = f"{cond}-s{c.seed}"
+                sources.append(src)
+            else:
+                config = E.env_config_for(sources)
+                sc = E.Scenario(ev["scenario"], sources[0], sources[1] if len(sources) > 1 else None, ev["n_focal"])
+                base = f"{study.name}-eval-{ev['id']}-{c.level}-g{c.grid_size}-s{c.seed}"
+                rid, n = base, 1
+                while run_status(lake, rid) is not None and not is_done(lake, rid):
+                    n += 1
+                    rid = f"{base}-r{n}"
+                if not is_done(lake, rid):
+                    E.run_scenario(lake, sc, config, ev["episodes"], c.seed, run_id=rid)
+                cols, res = E.summary(lake, [rid])
+                for r in res:
+                    row = dict(zip(cols, r, strict=True))
+                    rows.append({"evaluation": ev["id"], "grid_size": c.grid_size, "level": c.level, "seed": c.seed,
+                                 "policy_file": ev["policy"], **{k: _clean(v) for k, v in row.items()}})
+    (out_dir / "evaluations.json").write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=1,
+                                                         sort_keys=True) + "\n")
+    return rows
+
+
+def evaluation_section(out_dir: Path) -> list[str]:
+    """report.md's evaluations: the mean over seeds of each (evaluation, grid, level, role, policy
+    condition), in SQL over evaluations.json's rows."""
+    path = out_dir / "evaluations.json"
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    if not data.get("rows"):
+        return ["## Evaluations", "", "No evaluation could be played: " + "; ".join(data.get("skipped", [])), ""]
+    con = duckdb.connect()
+    con.register("ev", pa.Table.from_pylist(data["rows"]))
+    means = ", ".join(f"avg({c}) as {c}" for c in EVAL_COLUMNS)
+    res = con.sql(f"select evaluation, any_value(scenario) as scenario, grid_size, level, role, "
+                  f"regexp_replace(policy, '-s[0-9]+$', '') as policy, count(distinct seed) as seeds, {means} "
+                  f"from ev group by evaluation, grid_size, level, role, regexp_replace(policy, '-s[0-9]+$', '') "
+                  f"order by evaluation, grid_size, level, role desc, policy")
+    head = ["evaluation", "scenario", "grid", "level", "role", "policy", "seeds", *EVAL_COLUMNS]
+    out = ["## Evaluations", "",
+           "`karmic evaluate` scenarios on the kept policies (docs/evaluation.md); means over seeds; per seed in "
+           "`evaluations.json`.", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in res.fetchall():
+        out.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in r) + " |")
+    if data.get("skipped"):
+        out += ["", "Not played: " + "; ".join(data["skipped"])]
+    return [*out, ""]
 
 
 # --- stage 2: metrics -> verdicts, tables, curves ------------------------------------------------
@@ -576,6 +725,8 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
     carried: list[str] = []
     if not from_results:
         carried = extract_metrics(study, lake, out_dir)
+        copy_policies(lake, out_dir, json.loads((out_dir / "runs.json").read_text()))
+        run_evaluations(study, lake, out_dir, json.loads((out_dir / "runs.json").read_text()))
         if episodes:
             skipped = embed_episodes(study, lake, out_dir, carried=set(carried))
             (out_dir / "episodes_skipped.json").write_text(json.dumps(skipped, indent=1) + "\n")
@@ -597,10 +748,17 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
     if res["decision"] is not None:
         (out_dir / "decision.json").write_text(json.dumps(
             {"study": study.name, "rule": study.decision, "levels": res["decision"]}, indent=1, sort_keys=True) + "\n")
-    (out_dir / "report.md").write_text(render_markdown(study, res, runs, figures, None, out_dir))
+    report = render_markdown(study, res, runs, figures, None, out_dir)
+    section = evaluation_section(out_dir) if study.evaluations else []
+    (out_dir / "report.md").write_text(report.rstrip("
+") + "
+
+" + "
+".join(section) if section else report)
     summary = [f"{v['id']}: {v['verdict']} (diff {_fmt(v['diff'])} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]; "
                f"{decided_by(v)})" for v in res["verdicts"]]
     return {"summary": summary, "verdicts": res["verdicts"], "figures": figures, "carried": carried}
 
 
-__all__ = ["METRICS", "analyse", "build_report", "extract_metrics"]
+__all__ = ["METRICS", "analyse", "build_report", "copy_policies", "evaluation_section", "extract_metrics",
+           "run_evaluations"]

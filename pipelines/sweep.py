@@ -266,6 +266,30 @@ def run_simulate_task(payload: dict[str, Any], out: dict[str, Any]) -> None:
                mean_return=float(sum(res.returns) / max(1, len(res.returns))))
 
 
+def keep_policies(trainer, lake: str, run_id: str, total_steps: int, fractions: dict[str, float] | None) -> None:
+    """Save the policy named ``name`` (``pipelines.checkpoints.save_policy``) at the first update
+    whose global step reaches ``fraction x total_steps``, for each of ``fractions`` (a study's
+    ``{"late_start": lo}``); one the lake already has (a resumed run) is not saved again. The
+    final policy is saved by :func:`run_task` when the run completes."""
+    if not fractions:
+        return
+    from pipelines.checkpoints import list_policies, save_policy
+
+    have = {p.name.removesuffix(".pt") for p in list_policies(lake, run_id)}
+    todo = {name: float(f) * total_steps for name, f in fractions.items() if name not in have}
+    chained = trainer.on_update
+
+    def hook(info: dict[str, Any]) -> None:
+        for name, step in list(todo.items()):
+            if info["global_step"] >= step:
+                save_policy(lake, run_id, name, trainer.checkpoint_payload())
+                del todo[name]
+        if chained is not None:
+            chained(info)
+
+    trainer.on_update = hook
+
+
 def run_task(payload: dict[str, Any]) -> dict[str, Any]:
     """Train one task to completion; never raises for a training error (returns ``failed``).
 
@@ -306,12 +330,17 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
         else:
             how = "restarted" if run_status(lake, run_id) is not None else "started"
             trainer = make_trainer(cfg, lake)
+        keep_policies(trainer, lake, run_id, cfg.total_steps, payload.get("keep_policies"))
         if out["attempt"] < int(payload.get("fail_attempts", 0)):
             def fail_after_first_update(info: dict[str, Any]) -> None:
                 raise InjectedFailure(f"injected by {FAIL_ENV} (attempt {out['attempt'] + 1})")
 
             trainer.on_update = fail_after_first_update
         info = trainer.run()
+        if payload.get("keep_policies") is not None:
+            from pipelines.checkpoints import save_policy
+
+            save_policy(lake, run_id, "final", trainer.checkpoint_payload())
         out.update(status="completed", how=how, global_step=int(info["global_step"]),
                    mean_return=info["mean_return"], steps_per_s=info["steps_per_s"])
     except Exception as exc:  # reported by the driver, which decides whether to retry
@@ -536,6 +565,8 @@ def run_sweep(
                     if dev is None:  # every GPU has its share of cells running: wait for one
                         break
                     payload["config"] = {**task_config(manifest, entry), "device": dev}
+                    if manifest.get("keep_policies"):  # a study's: pipelines.checkpoints.save_policy
+                        payload["keep_policies"] = manifest["keep_policies"]
                 pending.popleft()
                 inflight[backend.submit(payload)] = (entry, attempt, dev)
                 entry.update(status="running", started_at=now_iso())
@@ -589,6 +620,6 @@ def run_sweep(
 
 __all__ = [
     "CARRIED", "FAIL_ENV", "TASK_DONE", "LocalBackend", "RayBackend", "Task", "make_backend", "manifest_path",
-    "new_manifest", "new_sweep_id", "parse_fail_spec", "plan", "read_manifest", "run_status", "run_sweep",
+    "keep_policies", "new_manifest", "new_sweep_id", "parse_fail_spec", "plan", "read_manifest", "run_status", "run_sweep",
     "run_task", "task_config", "unfinished", "write_manifest",
 ]
