@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "replay",
     "sweep",
     "study",
+    "lake",
 )
 
 for _name in COMMAND_MODULES:
