@@ -5,7 +5,9 @@ The writers and the training loop call :func:`point(name)` at the moments a cras
 write, after the bytes and before the rename ...). Nothing happens unless a crash is armed:
 
 - ``KARMIC_CRASH_AT=<name>:<n>`` in the environment: the ``n``-th time (0-based) the process
-  reaches ``name`` it sends itself SIGKILL (a real kill -9: no ``finally``, no flush);
+  reaches ``name`` it sends itself SIGKILL (a real kill -9: no ``finally``, no flush). With
+  ``KARMIC_CRASH_ONCE=<path>`` only the first process to get there dies (it creates ``path``
+  first): a study's retry of the killed cell then runs through;
 - :func:`arm(name, n)` in-process: the ``n``-th hit raises :class:`InjectedCrash`, a
   ``BaseException`` that no ``except Exception`` catches (the fast tests' stand-in for kill -9).
 
@@ -18,6 +20,7 @@ import os
 import signal
 
 ENV = "KARMIC_CRASH_AT"
+ONCE_ENV = "KARMIC_CRASH_ONCE"
 
 
 class InjectedCrash(BaseException):
@@ -66,6 +69,13 @@ def point(name: str) -> None:
     _hits[name] = n + 1
     if _armed.get(name) == n:
         if _kill:
+            once = os.environ.get(ONCE_ENV)
+            if once:
+                try:
+                    os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:  # another process died here already
+                    _armed.clear()
+                    return
             os.kill(os.getpid(), signal.SIGKILL)
         _armed.clear()
         raise InjectedCrash(f"injected crash at {name} (hit {n})")

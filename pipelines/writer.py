@@ -151,6 +151,21 @@ def write_table_once(lake: Path | str, table_name: str, run_id: str, table: pa.T
     return storage.write_keyed(path, lambda f: pq.write_table(table, f, compression=COMPRESSION))
 
 
+def written_through(lake: Path | str, table_name: str, run_id: str) -> int:
+    """The highest episode in a run's ``table_name`` parts, -1 if none (what a resumed writer
+    skips: a deterministic re-run produces those rows again)."""
+    import pyarrow.compute as pc
+
+    d = partition(lake, table_name, run_id)
+    files = sorted(d.glob("*.parquet")) if storage.is_remote(d) or d.is_dir() else []
+    best = -1
+    for f in files:
+        col = storage.read_parquet(f, columns=["episode"]).column("episode")
+        if len(col):
+            best = max(best, int(pc.max(col).as_py()))
+    return best
+
+
 def write_table(lake: Path | str, table_name: str, run_id: str, table: pa.Table) -> LakePath:
     """Append ``table`` as the next part file of ``<lake>/<table_name>/run_id=<run_id>/``
     (never overwriting one: on object storage the PUT is conditional, see pipelines.storage)."""

@@ -131,3 +131,70 @@ def test_killed_anywhere_a_resumed_run_is_the_uninterrupted_one(kind, point, tmp
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_killed_anywhere_many_moments(kind, point, tmp_path_factory):
     _check(kind, point, 4, tmp_path_factory)
+
+
+def test_sigkill_during_a_transport_write_then_resume(tmp_path_factory):
+    """A real kill -9 in the middle of writing an update's transports (the temporary file written,
+    not yet renamed), then ``resumed_trainer``: the uninterrupted run's tables, and the temporary
+    file the killed writer left is gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    whole_lake, _ = _uninterrupted("full", tmp_path_factory.getbasetemp())
+    lake = tmp_path_factory.mktemp("sigkill-full")
+    shutil.copytree(whole_lake, lake, dirs_exist_ok=True)
+    tests = Path(__file__).resolve().parent
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from test_crash_resume import _cfg; "
+            "from karmic.training.learners import make_trainer; make_trainer(_cfg('full', 'split'), sys.argv[2]).run()")
+    env = {**os.environ, "PYTHONPATH": str(tests.parent), faults.ENV: "write.tvt_transports:3"}
+    p = subprocess.run([sys.executable, "-c", code, str(tests), str(lake)], env=env, capture_output=True, timeout=300)
+    assert p.returncode == -signal.SIGKILL, p.stderr.decode()[-2000:]
+    left = list((lake / "tvt_transports" / "run_id=split").glob(".*.tmp-*"))
+    assert left, "the kill was to land between the write and the rename"
+    from pipelines.lake_check import check_lake
+
+    assert any(x.startswith("torn: ") for x in check_lake(lake))
+    _resume(lake, "split", "full")
+    assert not list((lake / "tvt_transports" / "run_id=split").glob(".*.tmp-*"))
+    assert_same_run(lake, "whole", "split")
+    assert check_lake(lake) == []
+
+
+# --- scripted runs: a study's retry resumes the killed simulation in place ----------------------------
+def _sim_payload(lake, run_id: str) -> dict:
+    return {"lake": str(lake), "run_id": run_id, "grid_size": 10, "seed": 4,
+            "simulate": {"episodes": 6, "policy": "random", "env_overrides": {"max_steps": 15}}}
+
+
+@pytest.mark.parametrize("point", ["simulate.step", "write.events", "write.actions", "write.episodes"])
+def test_a_killed_scripted_run_resumes_in_place_to_the_uninterrupted_one(tmp_path, point):
+    from pipelines.lake_check import check_lake
+    from pipelines.sweep import run_simulate_task
+
+    out: dict = {}
+    faults.arm("never")
+    try:
+        run_simulate_task(_sim_payload(tmp_path, "whole"), out)
+        hits = faults.hits(point)
+    finally:
+        faults.disarm()
+    assert out["status"] == "completed" and hits > 0
+    for hit in _draws("scripted", point, hits, 2):
+        lake = tmp_path / f"k{hit}"
+        shutil.copytree(tmp_path / "runs", lake / "runs")
+        for t in ("events", "episodes", "actions"):
+            shutil.copytree(tmp_path / t, lake / t)
+        faults.arm(point, hit)
+        try:
+            with pytest.raises(faults.InjectedCrash):
+                run_simulate_task(_sim_payload(lake, "split"), {})
+        finally:
+            faults.disarm()
+        out = {}
+        run_simulate_task(_sim_payload(lake, "split"), out)
+        assert out["status"] == "completed" and out["run_id"] == "split", out
+        assert_same_run(lake, "whole", "split", tables=("events", "episodes", "actions"))
+        assert check_lake(lake) == []
