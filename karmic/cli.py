@@ -54,6 +54,7 @@ COMMAND_MODULES = (
     "evaluate",
     "sweep",
     "study",
+    "lake",
 )
 
 for _name in COMMAND_MODULES:

@@ -750,11 +750,7 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
             {"study": study.name, "rule": study.decision, "levels": res["decision"]}, indent=1, sort_keys=True) + "\n")
     report = render_markdown(study, res, runs, figures, None, out_dir)
     section = evaluation_section(out_dir) if study.evaluations else []
-    (out_dir / "report.md").write_text(report.rstrip("
-") + "
-
-" + "
-".join(section) if section else report)
+    (out_dir / "report.md").write_text(report.rstrip("\n") + "\n\n" + "\n".join(section) if section else report)
     summary = [f"{v['id']}: {v['verdict']} (diff {_fmt(v['diff'])} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]; "
                f"{decided_by(v)})" for v in res["verdicts"]]
     return {"summary": summary, "verdicts": res["verdicts"], "figures": figures, "carried": carried}

@@ -245,24 +245,31 @@ def cell_run_id(run_id: str) -> str:
 
 def run_simulate_task(payload: dict[str, Any], out: dict[str, Any]) -> None:
     """A scripted-policy cell of a study: ``karmic simulate`` with the cell's environment. A
-    simulated run that did not finish is not appended to (its episodes would count twice): the
-    retry simulates again under a new run id, which the driver records."""
+    simulated run that was killed or failed is resumed in place (``simulate(resume=True)``:
+    the episodes it lacks, none twice); one stopped with Ctrl-C (``interrupted``, a partial
+    episode in the lake) is not appended to: the retry simulates again under a new run id, which
+    the driver records."""
     from pipelines.simulate import simulate
 
     spec = payload["simulate"]
     base = cell_run_id(payload["run_id"])
     run_id, n = payload["run_id"], 1
-    while run_status(payload["lake"], run_id) is not None:
+    how = "simulated"
+    while (status := run_status(payload["lake"], run_id)) is not None:
         if is_done(payload["lake"], run_id):
             out.update(status="completed", how="already completed", run_id=run_id)
             return
+        if status != "interrupted":  # killed or crashed: whole episodes only, resumed in place
+            how = "resumed"
+            break
         n += 1
         run_id = f"{base}-r{n}"
     # the trainer's environment: make_config(preset, grid_size=G, **overrides)
     env = {"grid_size": int(payload["grid_size"]), **(spec.get("env_overrides") or {})}
     res = simulate(payload["lake"], episodes=int(spec["episodes"]), policy=spec["policy"],
-                   seed=int(payload["seed"]), preset=spec.get("preset"), env_overrides=env, run_id=run_id)
-    out.update(status="completed", how="simulated", run_id=run_id, global_step=int(res.steps),
+                   seed=int(payload["seed"]), preset=spec.get("preset"), env_overrides=env, run_id=run_id,
+                   resume=how == "resumed")
+    out.update(status="completed", how=how, run_id=run_id, global_step=int(res.steps),
                mean_return=float(sum(res.returns) / max(1, len(res.returns))))
 
 

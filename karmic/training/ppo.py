@@ -83,6 +83,7 @@ from karmic.training.device import (
 )
 from karmic.training.lakeio import RunLake
 from karmic.training.tvt_run import TVTRun
+from pipelines import faults
 from pipelines.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from pipelines.storage import resolve
 from pipelines.trajectories import (
@@ -375,6 +376,10 @@ class Trainer:
         seeds = round_seeds(self.cfg.seed, self.round, self.B)
         obs = self.env.reset(seed=seeds, pairs=pairs if pairs and any(pairs) else None)
         self.io.begin_round(self.env, seeds, pairs)  # the action log (pipelines.replay)
+        # the agents start the round from the zero state (the start flags zero it anyway); set
+        # here, the shard's stored h0 / c0 of a round's first sequence do not depend on whether
+        # the run was resumed at this round, so a resumed run's shards equal the uninterrupted's
+        self.loop.state = self.agent.initial_state(self.S)
         self.loop.t_in_episode = 0
         self.loop.round_events = [self.env.reset_events]
         return obs
@@ -408,6 +413,7 @@ class Trainer:
                 lp.obs = self._reset_round()
                 lp.need_reset = False
                 lp.starts[:] = True
+            faults.point("rollout.step")  # the crash tests' kill points (pipelines.faults)
             flat = lp.obs.reshape(self.S, *self.obs_shape)
             self.buf_obs[t] = flat
             self.buf_start[t] = lp.starts
@@ -535,6 +541,7 @@ class Trainer:
         for _ in range(cfg.update_epochs):
             perm = self.rng.permutation(R)
             for s in range(0, R, mb_rows):
+                faults.point("learn.minibatch")
                 idx = self.tensor(perm[s : s + mb_rows])
                 with self.amp():
                     logits, value, _, z = self.agent(
@@ -630,6 +637,7 @@ class Trainer:
                 t1 = time.perf_counter()
                 shard = self.make_shard()
                 path = write_shard(self.lake, shard)
+                faults.point("update.after_shard")
                 replay = read_shard(path)
                 history = [p for p in list_shards(self.lake, self.run_id)
                            if shard_update(p) < self.update][-max(self.keep_shards - 1, 0):]
@@ -647,6 +655,7 @@ class Trainer:
                 timing["learn"] += t3 - t2
                 self.update += 1
                 done_updates += 1
+                faults.point("update.before_checkpoint")
                 if self.loop.need_reset and (
                     self.update - self.last_ckpt_update >= cfg.checkpoint_every
                     or self.update == self.n_updates

@@ -42,7 +42,6 @@ from karmic.tvt.harvest import (
 )
 from karmic.tvt.memory import window_valid
 from pipelines.trajectories import load_bank, read_shard, shard_update, transports_table
-from pipelines.writer import write_table
 
 TOP_ROWS_KEPT = 3  # rows of each read stored per step (the learned transport's candidates)
 
@@ -153,8 +152,8 @@ class TVTRun:
             return trainer.learn(replay, np.asarray(replay.reward, np.float32))
         res = transport_rewards(replay, hist, trainer.agent, cfg, self.transport)
         log = transports_table(replay, res.parts, trainer.max_steps) if res.parts else None
-        if log is not None:
-            write_table(trainer.lake, "tvt_transports", trainer.run_id, log)
+        if log is not None:  # once per update, however often a resume re-runs it
+            trainer.io.write_transports(replay.update, log)
         self.bank = self._bank(bank_shards)
         losses = trainer.learn(replay, res.rewards)
         for sh in hist:
