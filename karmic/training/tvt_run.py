@@ -105,7 +105,7 @@ class TVTRun:
         self.k = min(TOP_ROWS_KEPT, tvt_module.top_k)
         self.shapes = extra_shapes(tvt_module.heads, self.k, tvt_module.word)
         if cfg.tvt_select == "rollout":  # the acting read's rows, for the learner (docs/tvt-speed.md)
-            self.shapes["tvt_sel_off"] = (np.dtype(np.int16), (tvt_module.heads, tvt_module.top_k))
+            self.shapes["tvt_sel_off"] = (np.dtype(np.int16), (tvt_module.heads, min(tvt_module.top_k, cfg.memory_size)))
         self.lagged = cfg.tvt_learn == "lagged" and cfg.mode in TRANSPORT_MODES
         # earlier shards whose words cover the memory: the learner's bank and the resume refill
         self.shards_needed = math.ceil(cfg.memory_size / cfg.num_steps)
