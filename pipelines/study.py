@@ -93,6 +93,13 @@ METRICS = {
     "retribution_ratio": "retribution hits / all hits (pooled over the window)",
     "total_debt": "total ledger debt at episode end, mean over the window's episodes",
     "semantic_on_target_share": "share of semantic transport value landing where the agent hit its hitter",
+    "predatory_hits_per_zap": "predation hits / ZAP_FIRED events (how selective the shots are)",
+    "predatory_hits_per_encounter": "predation hits / encounters (agent-steps with another agent in zap range)",
+    "encounters_per_agent_step": "encounters / agent-steps (how often agents meet)",
+    "equality": "1 - Gini of the agents' returns, mean over the window's episodes (Perolat et al. 2017)",
+    "equality_apples": "1 - Gini of the agents' apples, mean over the window's episodes",
+    "sustainability": "mean time step of apple collection, mean over the window's episodes (Perolat et al. 2017)",
+    "rigged_hit_back_share": "rigged pairs whose partner hit back within the episode / rigged pairs",
 }
 SIDE_KEYS = ("condition", "grid_size", "level", "window", "value")
 DEFAULT_LEVEL = "default"

@@ -299,9 +299,16 @@ def evaluation_section(out_dir: Path) -> list[str]:
 
 
 # --- stage 2: metrics -> verdicts, tables, curves ------------------------------------------------
+# columns metrics.parquet gained after results/ablation and results/ecology were written
+LATER_METRIC_COLUMNS = {"equality": "double", "equality_apples": "double", "sustainability": "double",
+                        "encounters": "bigint", "rigged_pairs": "bigint", "rigged_pairs_hit_back": "bigint"}
+
 def analysis_connection(study: Study, metrics_path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    con.execute(f"create view study_metrics as select * from read_parquet('{_q(str(metrics_path))}')")
+    # metrics.parquet of an older report lacks the later per-episode columns: they read as null
+    have = set(pq.read_schema(metrics_path).names)
+    extra = "".join(f", null::{t} as {c}" for c, t in LATER_METRIC_COLUMNS.items() if c not in have)
+    con.execute(f"create view study_metrics as select *{extra} from read_parquet('{_q(str(metrics_path))}')")
     register_conditions(con)  # the registry, for queries that order or group by it
     con.register("study_windows", pa.Table.from_pylist(
         [{"name": n, "lo": lo, "hi": hi} for n, (lo, hi) in study.windows.items()]))
