@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-slow lint bench clean lock lock-cpu docs
+.PHONY: demo install test test-slow lint bench clean lock lock-cpu docs
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,7 +41,10 @@ $(error TORCH must be cpu or cuda, got '$(TORCH)')
 endif
 FLAVOR := $(VENV)/.torch-$(TORCH)
 LOCKENV := .venv-lock
-COMPILE = env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(LOCKENV)/bin/pip-compile -q \
+# CUSTOM_COMPILE_COMMAND: the header of each lock names the command and the file it writes (the
+# default header is pip-compile's own command line, which names wherever the file was first written)
+COMPILE = env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock, writing $(1)" \
+	$(LOCKENV)/bin/pip-compile -q \
 	--strip-extras --allow-unsafe --generate-hashes --no-emit-find-links --no-emit-index-url
 # the CPU pair: where the CPU wheel lies when the lock is made (a folder or an index page of it)
 TORCH_CPU_LINKS ?= $(or $(firstword $(foreach d,$(PIP_FIND_LINKS) $(shell $(PY) -m pip config get global.find-links 2>/dev/null),$(if $(wildcard $(d)/torch-*+cpu-*.whl),$(d)))),https://download.pytorch.org/whl/cpu/torch/)
@@ -63,25 +66,29 @@ $(DEVSTAMP): pyproject.toml $(DEVLOCK) $(FLAVOR) | $(BIN)/python
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP) $@
 
+# the install step alone: the locked dependencies and karmic itself into .venv (no tests, no demo)
+install: $(STAMP)
+
 # `make lock LOCK_UPGRADE=` keeps every pin the locks have and only adds what pyproject.toml
 # newly needs (a new dependency), instead of moving everything to the newest release
 LOCK_UPGRADE ?= --upgrade
 
 # pip-tools lives in its own venv so it never changes the versions in .venv
-lock:
-	test -x $(LOCKENV)/bin/pip-compile || ($(PY) -m venv $(LOCKENV) && $(LOCKENV)/bin/pip install -q pip-tools)
-	$(COMPILE) $(LOCK_UPGRADE) -o requirements.lock pyproject.toml
-	$(COMPILE) $(LOCK_UPGRADE) --extra dev -o requirements-dev.lock pyproject.toml
+$(LOCKENV)/bin/pip-compile:
+	$(PY) -m venv $(LOCKENV) && $(LOCKENV)/bin/pip install -q pip-tools
+
+lock: | $(LOCKENV)/bin/pip-compile
+	$(call COMPILE,requirements.lock) $(LOCK_UPGRADE) -o requirements.lock pyproject.toml
+	$(call COMPILE,requirements-dev.lock) $(LOCK_UPGRADE) --extra dev -o requirements-dev.lock pyproject.toml
 	$(MAKE) lock-cpu
 
 # the CPU pair alone, seeded from the CUDA pair's pins (no --upgrade): torch's CPU build
 # (torch-cpu.in) from TORCH_CPU_LINKS, everything else as in the CUDA pair
-lock-cpu:
-	test -x $(LOCKENV)/bin/pip-compile || ($(PY) -m venv $(LOCKENV) && $(LOCKENV)/bin/pip install -q pip-tools)
+lock-cpu: | $(LOCKENV)/bin/pip-compile
 	cp requirements.lock requirements-cpu.lock
-	$(COMPILE) --find-links $(TORCH_CPU_LINKS) -o requirements-cpu.lock pyproject.toml torch-cpu.in
+	$(call COMPILE,requirements-cpu.lock) --find-links $(TORCH_CPU_LINKS) -o requirements-cpu.lock pyproject.toml torch-cpu.in
 	cp requirements-dev.lock requirements-dev-cpu.lock
-	$(COMPILE) --find-links $(TORCH_CPU_LINKS) --extra dev -o requirements-dev-cpu.lock pyproject.toml torch-cpu.in
+	$(call COMPILE,requirements-dev-cpu.lock) --find-links $(TORCH_CPU_LINKS) --extra dev -o requirements-dev-cpu.lock pyproject.toml torch-cpu.in
 
 # The main job in miniature on the default lake (./data_lake): a simulated population with the
 # matchmaker, then studies/demo.toml (baseline, tvt, matchmaker, full and the random policy at

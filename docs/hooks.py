@@ -71,7 +71,7 @@ def on_config(config):
     # fill the nav's Results section with every study found
     for item in config["nav"] or []:
         if isinstance(item, dict) and "Results" in item:
-            item["Results"] = ["results/index.md"] + [
+            item["Results"] = [{"Overview": "results/index.md"}] + [
                 {name: f"results/{name}/index.md"} for name in studies()
             ]
     return config
@@ -79,12 +79,15 @@ def on_config(config):
 
 def home_page() -> str:
     """The site's front page: README.md with its links turned into the site's."""
-    text = (ROOT / "README.md").read_text()
+    # the usage block's info string ("bash usage", which tests/test_readme.py finds) is GitHub's;
+    # superfences wants a bare language
+    text = (ROOT / "README.md").read_text().replace("```bash usage\n", "```bash\n")
     text = re.sub(r"\]\(docs/", "](", text)
     text = re.sub(r"\]\(results/(\w+)/(report|READING)\.md\)", r"](results/\1/index.md)", text)
     text = text.replace("the site's CLI reference", "the [CLI reference](cli.md)")
     return text.replace("| CLI reference |", "| [CLI reference](cli.md) |").replace(
-        "| results |", "| [results](results/index.md) |")
+        "| results |", "| [results](results/index.md) |"
+    )
 
 
 def on_files(files, config):
@@ -99,8 +102,9 @@ def on_files(files, config):
         files.append(File.generated(config, f"results/{name}/index.md", content=study_page(name)))
         for asset in sorted(folder.iterdir()):
             if asset.suffix.lower() in ASSETS:
-                files.append(File.generated(config, f"results/{name}/{asset.name}",
-                                            abs_src_path=str(asset)))
+                files.append(
+                    File.generated(config, f"results/{name}/{asset.name}", abs_src_path=str(asset))
+                )
     return files
 
 
@@ -130,7 +134,33 @@ def study_metric_table() -> str:
     return "\n".join(rows)
 
 
+LIST_ITEM = re.compile(r"^(?:[-*+]|\d+\.) ")
+
+
+def loosen_lists(markdown: str) -> str:
+    """A blank line before each list that follows a line of text, outside code fences: GitHub
+    starts a list there, Python-Markdown (MkDocs) would run it into the paragraph."""
+    out: list[str] = []
+    fence = None
+    for line in markdown.split("\n"):
+        stripped = line.lstrip()
+        if stripped.startswith(("```", "~~~")):
+            marker = stripped[:3]
+            fence = None if fence == marker else (fence or marker)
+        elif fence is None and LIST_ITEM.match(line) and out:
+            prev = out[-1]
+            if (
+                prev.strip()
+                and not LIST_ITEM.match(prev)
+                and not prev.startswith((" ", "\t", "|", "#"))
+            ):
+                out.append("")
+        out.append(line)
+    return "\n".join(out)
+
+
 def on_page_markdown(markdown, page, config, files):
+    markdown = loosen_lists(markdown)
     if page.file.src_uri == "metrics.md":
         markdown = markdown.replace("<!-- generated: query files -->", query_table())
         markdown = markdown.replace("<!-- generated: study metrics -->", study_metric_table())

@@ -58,6 +58,7 @@ from pipelines.schema import (
     EPISODES_SCHEMA,
     EVAL_AGENTS_SCHEMA,
     EVENTS_SCHEMA,
+    LEGACY_STATUSES,
     RUNS_COLUMNS,
     TVT_TRANSPORTS_SCHEMA,
 )
@@ -108,6 +109,7 @@ def _runs_table(lake: LakePath) -> pa.Table:
         row["algo"] = row["algo"] or tc.get("algo") or ("ppo" if meta.get("kind") == "train" else None)
         for c in ("kind", "condition", "policy", "status", "started_at", "finished_at", "algo"):
             row[c] = None if row[c] is None else str(row[c])
+        row["status"] = LEGACY_STATUSES.get(row["status"], row["status"])  # one vocabulary
         row["config"] = json.dumps(meta.get("config") or {})
         rows.append(row)
     schema = pa.schema(
@@ -133,6 +135,7 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
                                                             "actions", "eval_agents"))
     if not lake.is_dir():
         raise LakeError(f"lake not found: {lake} (create one with `karmic simulate --lake {lake}`)")
+    check_is_lake(lake)
     # nothing is ever downloaded at run time: no extension is installed or autoloaded (an s3://
     # lake is read through the s3fs filesystem registered below, not DuckDB's httpfs)
     con = duckdb.connect(config={"autoinstall_known_extensions": False,
@@ -175,6 +178,20 @@ def register_conditions(con: duckdb.DuckDBPyConnection) -> None:
 
     con.register("_karmic_conditions", pa.Table.from_pylist(table_rows(), schema=CONDITIONS_SCHEMA))
     con.execute("create or replace view conditions as select * from _karmic_conditions")
+
+
+LAKE_FOLDERS = ("runs", "events", "episodes", "actions", "tvt_transports", "trajectories", "checkpoints")
+
+
+def check_is_lake(lake: LakePath) -> None:
+    """A local folder with files but none of a lake's folders is not a lake (a mistyped --lake
+    would otherwise answer every query with 0 rows); an empty folder is an empty lake."""
+    if not isinstance(lake, Path):
+        return
+    entries = [p.name for p in lake.iterdir() if not p.name.startswith(".")]
+    if entries and not any(name in LAKE_FOLDERS for name in entries):
+        raise LakeError(f"not a lake: {lake} (no runs/, events/ or episodes/ folder in it; "
+                        f"--lake or $KARMIC_LAKE names the folder `karmic simulate` wrote)")
 
 
 def set_params(con: duckdb.DuckDBPyConnection, params: dict[str, Any] | None) -> None:
@@ -246,9 +263,9 @@ def queries_dir() -> Path:
 # views every connection gets, in dependency order: the t table, the per-episode totals and
 # social quantities (hits by the ledger rule, Gini, eating), the welfare and matchmaker quantities
 # (Gini of returns, encounters, rigged pairs hit back), the late-training per-seed metrics of
-# the ablation and their per-cell statistics
+# the ablation and their per-cell statistics, and every TVT transport with what its target step was
 SHARED_VIEWS = ("_t975", "_episode_totals", "_episode_social", "_episode_welfare", "_late_seed_metrics",
-                "_late_cell_stats")
+                "_late_cell_stats", "_transport_targets")
 
 
 def create_shared_views(con: duckdb.DuckDBPyConnection) -> None:
@@ -291,6 +308,25 @@ def query_sql(name: str) -> str:
         known = ", ".join(n for n, _ in list_queries())
         raise LakeError(f"unknown query {name!r}; known: {known}")
     return p.read_text()
+
+
+def query_variables(name: str) -> set[str]:
+    """The variables ``queries/NAME.sql`` reads with ``getvariable('...')``, its own and those of
+    the shared views it selects from (``late_fraction`` of late_seed_metrics ...); the ``default_*``
+    variables the connection sets are not the user's to give."""
+    texts = [query_sql(name)]
+    own = texts[0]
+    for view in SHARED_VIEWS:
+        body = (queries_dir() / f"{view}.sql").read_text()
+        created = re.search(r"create or replace view (\w+)", body)
+        if created and re.search(rf"\b{created.group(1)}\b", own):
+            texts.append(body)
+    if "late_cell_stats" in own:  # built on late_seed_metrics
+        texts.append((queries_dir() / "_late_seed_metrics.sql").read_text())
+    found = set()
+    for t in texts:
+        found |= set(re.findall(r"getvariable\('([A-Za-z_][A-Za-z0-9_]*)'\)", t))
+    return {v for v in found if not v.startswith("default_")}
 
 
 def run_query(name: str, lake: str | Path, run: str | None = None,

@@ -295,6 +295,13 @@ def collect(
     )
     conditions = {r[0] for r in con.sql("select distinct condition from episodes").fetchall()}
     styles = plots.Styles(conditions)
+    # scripted simulations have no training axis: the curves draw them as a line at their mean
+    scripted = {r[0] for r in con.sql(
+        "select distinct e.condition from episodes e join runs r using (run_id) "
+        "where r.kind is distinct from 'train' and e.condition not in "
+        "(select e2.condition from episodes e2 join runs r2 using (run_id) where r2.kind = 'train')"
+    ).fetchall()}
+    curve_kw = {"scripted": scripted, "late_fraction": late_fraction}
 
     # (1) aggression curves
     sql = load_query("aggression_curve")
@@ -316,6 +323,7 @@ def collect(
         out / "aggression_curve.png",
         styles,
         ci=("rate_ci_low", "rate_ci_high"),
+        **curve_kw,
     )
     data.figures.append(fig)
 
@@ -342,7 +350,7 @@ def collect(
             rows = timed(name, curve_sql)
             fig.path = plots.plot_curves(
                 rows, "value", ylabel, title + " over training", out / f"{name}.png", styles,
-                sharey=False,
+                sharey=False, **curve_kw,
             )
         data.figures.append(fig)
 
@@ -357,7 +365,7 @@ def collect(
         f"no seed reaches {min_hits}.",
         {"queries/retribution_curve.sql": sql},
     )
-    fig.path = plots.plot_ratio_curves(rows, out / "retribution_ratio.png", styles)
+    fig.path = plots.plot_ratio_curves(rows, out / "retribution_ratio.png", styles, **curve_kw)
     data.figures.append(fig)
 
     # (4) scale comparison and (5) social outcomes, late in training
@@ -406,6 +414,8 @@ def make_plots(lake: Path, out: Path, **kw) -> list[Path]:
 def _fmt(v, digits: int = 3) -> str:
     if v is None:
         return "–"
+    if isinstance(v, float) and abs(v) < 1e-12:  # float noise of a sum that is 0 (-5.55e-17)
+        return "0"
     if isinstance(v, float):
         return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.4g}"
     return str(v)
@@ -469,6 +479,19 @@ def scale_cells(rows: Sequence[dict]) -> list[tuple[str, ...]]:
         )
         for r in rows
     ]
+
+
+def scale_gap(rows: Sequence[dict]) -> str | None:
+    """Why there is no scale table (a table of dashes says nothing): a grid size without runs."""
+    if not rows:
+        return "No rows: the scale comparison needs late-training episodes at both grid sizes."
+    small, big = rows[0].get("small_grid", 10), rows[0].get("big_grid", 30)
+    missing = [f"{g}x{g}" for side, g in (("small", small), ("big", big))
+               if not any(r.get(f"{side}_mean") is not None for r in rows)]
+    if not missing:
+        return None
+    return (f"No {' or '.join(missing)} runs in this lake: the scale comparison needs both "
+            f"{small}x{small} and {big}x{big} runs (the figure above shows the grid there is).")
 
 
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -554,7 +577,8 @@ def render_html(data: ReportData, title: str) -> str:
     parts.append(f"<h2>Ablation table (late training)</h2><p>{late}</p>")
     parts.append(_html_table(ABLATION_HEADER, ablation_cells(data.ablation)))
     parts.append("<h2>Scale comparison table</h2>")
-    parts.append(_html_table(SCALE_HEADER, scale_cells(data.scale)))
+    gap = scale_gap(data.scale)
+    parts.append(f"<p>{html.escape(gap)}</p>" if gap else _html_table(SCALE_HEADER, scale_cells(data.scale)))
     parts.append("<h2>Runs</h2>")
     parts.append(_html_table(RUN_HEADER, _run_cells(data.runs)))
     for r in data.runs:
@@ -603,7 +627,8 @@ def render_markdown(data: ReportData, title: str) -> str:
         _md_table(ABLATION_HEADER, ablation_cells(data.ablation)),
         "",
     ]
-    parts += ["## Scale comparison table", "", _md_table(SCALE_HEADER, scale_cells(data.scale)), ""]
+    gap = scale_gap(data.scale)
+    parts += ["## Scale comparison table", "", gap or _md_table(SCALE_HEADER, scale_cells(data.scale)), ""]
     parts += ["## Runs", "", _md_table(RUN_HEADER, _run_cells(data.runs)), ""]
     for r in data.runs:
         parts += [

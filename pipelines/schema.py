@@ -71,6 +71,11 @@ ACTIONS_SCHEMA = pa.schema(
 )
 
 # columns of the `runs` view, built from every runs/run_id=<id>/run.json
+# one status vocabulary for simulations and training (run.json ``status``); lakes written before
+# it have ``finished`` for a simulation that completed, read as ``completed`` (karmic.lake)
+RUN_STATUSES = ("created", "running", "completed", "interrupted", "failed")
+LEGACY_STATUSES = {"finished": "completed"}
+
 RUNS_COLUMNS = (
     "run_id", "kind", "condition", "policy", "grid_size", "seed", "n_agents", "num_envs",
     "status", "started_at", "finished_at", "algo",
@@ -87,7 +92,7 @@ TVT_TRANSPORTS_SCHEMA = pa.schema(
         ("target_episode", pa.int64()),
         ("target_t", pa.int32()),
         ("amount", pa.float64()),
-        ("mode", pa.string()),  # learned | semantic
+        ("mode", pa.string()),  # learned | semantic | sham
         ("head", pa.int16()),  # read head of a learned transport, -1 for semantic
     ],
     metadata=_META,

@@ -36,6 +36,11 @@ checked field by field before anything trains. Its tables:
   ``b`` takes what it does not name from ``a``), and for ``equivalent`` / ``not_less`` a
   ``margin`` (a fraction of |mean of b|) or ``margin_abs``. ``b = { value = 0.9 }`` compares
   side a with a constant instead (a one-sample test over a's seeds).
+- ``[[evaluations]]`` (optional): ``karmic evaluate`` scenarios ``study report`` plays on the
+  runs' kept policies, per grid, level and seed: ``id``, ``scenario`` (``solo`` | ``solo-frozen``
+  | ``cross-play``), ``focal`` (a trained condition), ``background`` (cross-play: a trained
+  condition, the same seed's run, or ``random`` / ``greedy``), ``n_focal``, ``episodes``,
+  ``policy`` (``final`` | ``late_start``). Not part of any cell's plan: adding one trains nothing.
 
 The plan is every (condition, grid size, level, seed) cell (levels restricted to their grids),
 one sweep task each with the run id ``<study>-<level>-<condition>-g<G>-s<S>``; the sweep
@@ -88,6 +93,13 @@ METRICS = {
     "retribution_ratio": "retribution hits / all hits (pooled over the window)",
     "total_debt": "total ledger debt at episode end, mean over the window's episodes",
     "semantic_on_target_share": "share of semantic transport value landing where the agent hit its hitter",
+    "predatory_hits_per_zap": "predation hits / ZAP_FIRED events (how selective the shots are)",
+    "predatory_hits_per_encounter": "predation hits / encounters (agent-steps with another agent in zap range)",
+    "encounters_per_agent_step": "encounters / agent-steps (how often agents meet)",
+    "equality": "1 - Gini of the agents' returns, mean over the window's episodes (Perolat et al. 2017)",
+    "equality_apples": "1 - Gini of the agents' apples, mean over the window's episodes",
+    "sustainability": "mean time step of apple collection, mean over the window's episodes (Perolat et al. 2017)",
+    "rigged_hit_back_share": "rigged pairs whose partner hit back within the episode / rigged pairs",
 }
 SIDE_KEYS = ("condition", "grid_size", "level", "window", "value")
 DEFAULT_LEVEL = "default"
@@ -146,6 +158,7 @@ class Study:
     predictions: list[dict[str, Any]]
     decision: dict[str, Any] | None = None
     pending: dict[int, str] = field(default_factory=dict)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def runnable_grids(self) -> list[int]:
@@ -242,7 +255,8 @@ def parse_study(path: Path) -> Study:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"{where}: not valid TOML ({exc})") from None
-    _unknown(d, ("study", "ecology", "factors", "levels", "budget", "windows", "decision", "predictions"), where)
+    _unknown(d, ("study", "ecology", "factors", "levels", "budget", "windows", "decision", "predictions",
+                 "evaluations"), where)
     st = _table(d, "study", where, required=True)
     _unknown(st, ("name", "description", "registered"), f"{where} [study]")
     name = st.get("name")
@@ -340,7 +354,53 @@ def parse_study(path: Path) -> Study:
     _check_configs(study)
     study.decision = _parse_decision(study, d.get("decision"), where)
     study.predictions = _parse_predictions(study, d.get("predictions", []), where)
+    study.evaluations = _parse_evaluations(study, d.get("evaluations", []), where)
     return study
+
+
+EVAL_POLICIES = ("final", "late_start")  # the kept policies (pipelines.sweep.keep_policies)
+
+
+def _parse_evaluations(study: Study, raw: Any, where: str) -> list[dict[str, Any]]:
+    """``[[evaluations]]``: ``id``, ``scenario`` (solo | solo-frozen | cross-play), ``focal`` (a
+    trained condition), ``background`` (cross-play: a trained condition, paired by seed, or a
+    scripted policy), ``n_focal`` (1), ``episodes`` (4), ``policy`` (final | late_start). ``study
+    report`` plays them (pipelines.study_report.run_evaluations)."""
+    from pipelines.evaluate import SCENARIOS, SCRIPTED
+
+    if not isinstance(raw, list):
+        raise StudyError(f"{where}: evaluations must be an array of tables ([[evaluations]])")
+    trained = [c for c in study.conditions if c in conditions_registry.names(trained=True)]
+    out, ids = [], set()
+    for i, ev in enumerate(raw):
+        ew = f"{where}: evaluations[{i}]"
+        if not isinstance(ev, dict):
+            raise StudyError(f"{ew} must be a table")
+        _unknown(ev, ("id", "scenario", "focal", "background", "n_focal", "episodes", "policy", "description"), ew)
+        eid = ev.get("id")
+        if not isinstance(eid, str) or not NAME_RE.fullmatch(eid) or eid in ids:
+            raise StudyError(f"{ew}: id must be a unique name of letters, digits, '_', '-', '.'")
+        ids.add(eid)
+        sc = ev.get("scenario")
+        if sc not in SCENARIOS:
+            raise StudyError(f"{ew} ({eid}): scenario must be one of {', '.join(SCENARIOS)}")
+        if ev.get("focal") not in trained:
+            raise StudyError(f"{ew} ({eid}): focal must be a trained condition of the study ({', '.join(trained)})")
+        bg = ev.get("background")
+        if sc == "cross-play" and bg not in trained + list(SCRIPTED):
+            raise StudyError(f"{ew} ({eid}): cross-play needs background = a trained condition of the study or "
+                             f"{' / '.join(SCRIPTED)}")
+        if sc != "cross-play" and bg is not None:
+            raise StudyError(f"{ew} ({eid}): background is for cross-play only")
+        row = {"id": eid, "scenario": sc, "focal": ev["focal"], "background": bg,
+               "n_focal": ev.get("n_focal", 1), "episodes": ev.get("episodes", 4), "policy": ev.get("policy", "final")}
+        for k in ("n_focal", "episodes"):
+            if not isinstance(row[k], int) or isinstance(row[k], bool) or row[k] < 1:
+                raise StudyError(f"{ew} ({eid}): {k} must be a positive integer")
+        if row["policy"] not in EVAL_POLICIES:
+            raise StudyError(f"{ew} ({eid}): policy must be one of {', '.join(EVAL_POLICIES)}")
+        out.append(row)
+    return out
 
 
 def _parse_decision(study: Study, raw: Any, where: str) -> dict[str, Any] | None:
@@ -636,8 +696,11 @@ def manifest_for(study: Study) -> dict[str, Any]:
         }
         entry["simulate" if cell.scripted else "config"] = cell_plan(study, cell)
         tasks.append(entry)
+    # every trained run keeps its policy at the late window's start and its final one
+    # (pipelines.sweep.keep_policies); `study report` copies them to results/<study>/policies/
     return {"manifest_version": MANIFEST_VERSION, "sweep_id": study.sweep_id, "study": study.name,
-            "status": "pending", "created_at": now_iso(), "train": {}, "tasks": tasks}
+            "status": "pending", "created_at": now_iso(), "train": {}, "tasks": tasks,
+            "keep_policies": {"late_start": study.windows["late"][0]}}
 
 
 def sync_manifest(study: Study, lake: str) -> dict[str, Any]:

@@ -97,3 +97,36 @@ def test_welfare_queries_are_listed():
     names = dict(list_queries())
     for q in ("welfare", "agent_episodes", "rigged_pairs"):
         assert names.get(q), q
+
+
+def test_a_studys_metrics_carry_the_welfare_columns(lake):
+    """queries/study/metrics.sql (what results/<study>/metrics.parquet holds) has them per episode."""
+    import pyarrow as pa
+
+    from karmic.lake import queries_dir, query_sql
+
+    con = connect(lake)
+    con.register("study_cells", pa.Table.from_pylist([{"run_id": "w1", "condition": "matchmaker", "grid_size": 10,
+                                                        "level": "default", "seed": 0, "scripted": False}]))
+    con.execute(f"create temp view ledger_debt as {query_sql('ledger_debt').strip().rstrip(';')}")
+    rel = con.sql((queries_dir() / "study" / "metrics.sql").read_text())
+    rows = {r["episode"]: r for r in (dict(zip(rel.columns, t, strict=True)) for t in rel.fetchall())}
+    e1 = rows[1]
+    assert e1["equality"] == pytest.approx(1 - 5 / 16.5) and e1["equality_apples"] == pytest.approx(1 - 4 / 18)
+    assert e1["sustainability"] == pytest.approx(32 / 6)
+    assert (e1["encounters"], e1["rigged_pairs"], e1["rigged_pairs_hit_back"]) == (12, 1, 1)
+    assert (rows[2]["rigged_pairs"], rows[2]["rigged_pairs_hit_back"], rows[2]["encounters"]) == (1, 0, None)
+
+
+def test_metrics_written_before_the_welfare_columns_are_carried_with_nulls():
+    import pyarrow as pa
+
+    from pipelines.study_report import _widen
+
+    new = pa.schema([("run_id", pa.string()), ("hits", pa.int64()), ("encounters", pa.int64())])
+    old = pa.table({"run_id": ["a", "b"], "hits": pa.array([1, 2], pa.int64())})
+    wide = _widen(old, new)
+    assert wide.schema.equals(new) and wide.column("encounters").null_count == 2
+    assert wide.column("hits").to_pylist() == [1, 2]
+    assert _widen(pa.table({"run_id": ["a"], "gone": [1]}), new) is None  # a column metrics.sql dropped
+    assert _widen(pa.table({"run_id": ["a"], "hits": pa.array([1.5])}), new) is None  # another type

@@ -28,6 +28,7 @@ import typer
 from karmic.commands._common import (
     LAKE_OPTION,
     KarmicError,
+    check_writable,
     lake_path,
     parse_overrides,
     user_errors,
@@ -307,6 +308,7 @@ def _train(ctx: typer.Context, kw: dict[str, Any]) -> None:
     from karmic.training.learners import make_config, make_trainer, resumed_trainer
 
     lake_dir = lake_path(kw["lake"])
+    check_writable(lake_dir)
     if kw["tensorboard"]:
         import importlib.util
 

@@ -210,6 +210,13 @@ class HarvestVecEnv:
         self.last_events = events
         return self._obs, self._rew, dones, events
 
+    def observe(self) -> np.ndarray:
+        """The observations of the current state again (after a caller changed it by hand, as
+        ``karmic evaluate`` does to take agents off the board)."""
+        s = self.state
+        K.observe_kernel(self.walls, s.apples, s.pos, s.dirs, s.removed, self._obs, self._id_channels)
+        return self._obs
+
     def take_recorded(self) -> EventBatch:
         """Every event since the last reset (with ``record_events``), in (env, step, seq) order
         as one batch; clears the record."""

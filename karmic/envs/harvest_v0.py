@@ -13,9 +13,11 @@ Actions (Discrete(8), moves relative to facing)
     0 no-op · 1 forward · 2 backward · 3 step left · 4 step right · 5 turn left · 6 turn right ·
     7 zap (a beam ``beam_length`` = 5 cells ahead, ``beam_width`` 1 or 3 lanes; a lane stops at the
     first wall or the first agent it hits).
-Observation (Box(0, 1, (V, V, 3), uint8), V = ``view_size`` = 11)
+Observation (Box(0, 1, (V, V, C), uint8), V = ``view_size`` = 11, C = 3)
     An egocentric window rotated so the agent faces up (the agent sits at the centre), channels:
     apple, wall (cells outside the board count as wall), other agent. A removed agent sees zeros.
+    With ``identity = "onehot"`` (presets ``karmic-small-id``, ``karmic-big-id``) the shape is
+    (V, V, 3 + N): channel 3 + k marks agent k's cell, the observer's own included.
 Rewards
     +``apple_reward`` (1) for an eaten apple; ``hit_penalty`` (-0.5) for being hit; ``fire_cost``
     (0) per shot. A hit agent leaves the board for ``removal_steps`` (25) steps, then respawns on a
@@ -51,13 +53,15 @@ Options (``HarvestConfig`` fields, karmic/envs/config.py; a bad value raises Val
     board: ``grid_size`` (20; interior cells per side), ``layout`` ("patches" | "ssd": SSD's
     36x14 map, grid_size ignored), ``n_patches`` (None: max(2, round(grid_size² / 50))),
     ``patch_radius`` (2), ``layout_seed`` (0: the apple layout is fixed per config);
-    agents: ``n_agents`` (5), ``view_size`` (11, odd), ``max_steps``;
+    agents: ``n_agents`` (5), ``view_size`` (11, odd), ``max_steps``, ``identity`` ("none" |
+    "onehot");
     apples: ``regrowth_probs``, ``neighbourhood`` ("disk" | "ssd"), ``neighbour_radius`` (2);
     zaps: ``beam_length`` (5), ``beam_width`` (1 | 3), ``removal_steps`` (25);
     SSD's rules: ``spawn_on_points``, ``zap_after_moves``, ``beam_sides_beside``,
     ``simultaneous_moves`` (all False);
     rewards: ``apple_reward`` (1), ``hit_penalty`` (-0.5), ``fire_cost`` (0);
-    the matchmaker's ledger: ``ledger_decay`` (0.95 per episode).
+    the matchmaker's ledger: ``ledger_decay`` (0.95 per episode);
+    observations: ``identity`` ("none" | "onehot": 3 + N channels, channel 3 + k agent k's cell).
     ``render_mode``: "rgb_array", "ansi" or "human".
 Presets (``preset=NAME``; options given beside a preset override its fields)
     ``small``: 10x10, 500 steps. ``medium``: 20x20. ``big``: 30x30.
@@ -65,9 +69,11 @@ Presets (``preset=NAME``; options given beside a preset override its fields)
     regrowth at half SSD's rates, a 50-step removal and no victim penalty.
     ``karmic-big``: the calibrated big city (its choice at 30x30): 30x30 with 2 apple patches,
     the apple cells per agent of the 10x10 board.
+    ``karmic-small-id``, ``karmic-big-id``: the two above with ``identity="onehot"``.
     ``ssd``: SSD's harvest (its map and 'P' spawn points, the rules above, 3-wide beam, -50 when
     hit, no removal, -1 to fire, 3x3 regrowth check, 15x15 view, 1000 steps).
     ``seed``: the original Karmic rules (10x10, 500 steps, beam 5 wide 1, removal 25).
+    ``karmic-small-id``, ``karmic-big-id``: ``karmic-small`` / ``karmic-big`` with identity on.
 Version history (the id stays v0 while the defaults and the presets small, medium, big and seed
 keep their episodes bit for bit: tests/test_env_ssd.py pins a digest of each)
     v0, 2026-11-24: first release (presets small, medium, big, ssd, seed).
@@ -75,6 +81,9 @@ keep their episodes bit for bit: tests/test_env_ssd.py pins a digest of each)
     13 as in SSD's maps.py (``ssd`` episodes changed; every other preset's did not). The spawn
     mask is recomputed from the walls at each reset.
     v0, 2026-12-01: presets ``karmic-small`` and ``karmic-big`` (the calibration's ecologies).
+    v0, 2026-12-04: ``identity`` (default "none"; presets ``karmic-small-id``, ``karmic-big-id``
+    turn it on) and the per-agent ``encounters`` count of ``episode_stats``; episodes of every
+    other setting unchanged.
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ class _Modes(Mapping):
 
 
 MODES: Mapping[str, tuple[bool, bool]] = _Modes()
+TVT_SELECTS = ("learner", "rollout")
+TVT_LEARNS = ("replay", "lagged")
 
 
 @dataclass
@@ -128,6 +130,22 @@ class TrainConfig:
     hit_cost: float = 0.0
     """Reward taken at every step where the agent's zap hit another agent (the hit-cost
     condition's shaping; 0 elsewhere)."""
+    tvt_select: str = "learner"
+    """Which memory rows the learner's reads attend to (docs/tvt-speed.md): ``learner`` (the
+    method of old): every minibatch selects each step's top-k rows with its current keys;
+    ``rollout``: the rows the acting read selected, stored in the shard, so the learner reads
+    only those k rows (no selection over the whole bank). TVT_SELECTS."""
+    tvt_learn: str = "replay"
+    """How transported value reaches earlier shards (tvt / full; docs/tvt-speed.md): ``replay``
+    (the method of old): each shard is learned when new, then one clipped policy-gradient pass
+    over every earlier shard that received value; ``lagged``: each shard is learned once,
+    ``tvt_lag`` updates late, with the value transported into it by then, off-policy (PPO's
+    clipped ratio against the policy at the start of its learning, times the truncated
+    importance weight of that policy over the behaviour policy that acted). TVT_LEARNS."""
+    tvt_lag: int | None = None
+    """``tvt_learn = lagged``: updates between a shard's rollout and its learning. None: the
+    memory's span in shards (ceil(memory_size / num_steps)), after which no transport can reach
+    it; less learns sooner and loses the value transported later (the run reports its share)."""
     env_overrides: dict[str, Any] = field(default_factory=dict)
     """HarvestConfig fields set over the preset."""
     run_id: str | None = None
@@ -156,6 +174,12 @@ class TrainConfig:
             raise ValueError(f"memory_size must be >= 1, got {self.memory_size}")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ValueError("gamma must be in (0, 1] and gae_lambda in [0, 1]")
+        if self.tvt_select not in TVT_SELECTS:
+            raise ValueError(f"unknown tvt_select {self.tvt_select!r}; choose {', '.join(TVT_SELECTS)}")
+        if self.tvt_learn not in TVT_LEARNS:
+            raise ValueError(f"unknown tvt_learn {self.tvt_learn!r}; choose {', '.join(TVT_LEARNS)}")
+        if self.tvt_lag is not None and self.tvt_lag < 0:
+            raise ValueError(f"tvt_lag must be >= 0, got {self.tvt_lag}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}")
         check_name(self.device)
@@ -256,4 +280,4 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
-__all__ = ["MODES", "PRECISIONS", "DRQNConfig", "TrainConfig", "field_docs"]
+__all__ = ["MODES", "PRECISIONS", "TVT_LEARNS", "TVT_SELECTS", "DRQNConfig", "TrainConfig", "field_docs"]

@@ -83,6 +83,7 @@ from karmic.training.device import (
 )
 from karmic.training.lakeio import RunLake
 from karmic.training.tvt_run import TVTRun
+from pipelines import faults
 from pipelines.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from pipelines.storage import resolve
 from pipelines.trajectories import (
@@ -286,7 +287,7 @@ class Trainer:
         self.tvt = TVTRun(cfg, self.S, self.agent.tvt) if self.use_tvt else None
         self.keep_shards = cfg.keep_shards
         if self.tvt is not None:  # the learner rebuilds each step's memory from the shards
-            self.keep_shards = max(cfg.keep_shards, self.tvt.shards_needed + 1)
+            self.keep_shards = max(cfg.keep_shards, self.tvt.history_needed + 1)
         self.io = (io_factory or RunLake)(self.lake, self.run_id, cfg, self.env_config, self.N)
         self.io.precision_note = self.precision_note  # run.json says which precision and why
         self.ledger = self.io.new_ledger() if self.use_matchmaker else None
@@ -332,12 +333,13 @@ class Trainer:
             self.ledger = self.io.rebuild_ledger(episodes_before=self.round * self.B)
         if self.tvt is not None:  # the memory is rebuilt from the shards the lake kept
             self.tvt.restore(self.lake, self.run_id, self.update)
+            self.tvt.load_state(ck.get("tvt_state"))
 
     def resume_needs_from(self) -> int | None:
         """The oldest shard a resume from the last checkpoint reads (TVT refills its memory from
         the shards before it); retention keeps every shard from there on, however many updates
         past the checkpoint the run gets before it is killed. None: a resume reads no shard."""
-        return self.last_ckpt_update - self.tvt.shards_needed if self.tvt is not None else None
+        return self.last_ckpt_update - self.tvt.history_needed if self.tvt is not None else None
 
     def checkpoint_payload(self) -> dict[str, Any]:
         return {
@@ -352,6 +354,8 @@ class Trainer:
             "global_step": self.global_step,
             "train_config": self.cfg.to_dict(),
             "resumable": True,
+            # TVT's lagged queue (tvt_learn = lagged); absent for the method of old
+            **({"tvt_state": self.tvt.state()} if self.tvt is not None and self.tvt.state() else {}),
         }
 
     def amp(self):
@@ -375,6 +379,10 @@ class Trainer:
         seeds = round_seeds(self.cfg.seed, self.round, self.B)
         obs = self.env.reset(seed=seeds, pairs=pairs if pairs and any(pairs) else None)
         self.io.begin_round(self.env, seeds, pairs)  # the action log (pipelines.replay)
+        # the agents start the round from the zero state (the start flags zero it anyway); set
+        # here, the shard's stored h0 / c0 of a round's first sequence do not depend on whether
+        # the run was resumed at this round, so a resumed run's shards equal the uninterrupted's
+        self.loop.state = self.agent.initial_state(self.S)
         self.loop.t_in_episode = 0
         self.loop.round_events = [self.env.reset_events]
         return obs
@@ -408,6 +416,7 @@ class Trainer:
                 lp.obs = self._reset_round()
                 lp.need_reset = False
                 lp.starts[:] = True
+            faults.point("rollout.step")  # the crash tests' kill points (pipelines.faults)
             flat = lp.obs.reshape(self.S, *self.obs_shape)
             self.buf_obs[t] = flat
             self.buf_start[t] = lp.starts
@@ -502,39 +511,49 @@ class Trainer:
         )
 
     # -- learning ----------------------------------------------------------------------------
-    def learn(self, shard, rewards: np.ndarray) -> dict[str, float]:
-        """GAE then PPO epochs over minibatches of whole sequences of ``shard``."""
+    def learn(self, shard, rewards: np.ndarray, off_policy: bool = False) -> dict[str, float]:
+        """GAE then PPO epochs over minibatches of whole sequences of ``shard``.
+
+        ``off_policy`` (TVT's lagged learner, docs/tvt-speed.md): the shard was acted by an
+        older policy. A forward pass first gives the current policy's log-probs and values (the
+        "proximal" policy); the clipped ratio is taken against it, each step's loss is weighted
+        by its importance weight over the behaviour policy, truncated at 1 (V-trace's rho-bar),
+        and GAE, the value targets and the value clip use its values."""
         cfg = self.cfg
         tm = shard.time_major
-        # rows with chunk K-1 hold the rollout's final bootstrap
-        last = shard.rows["chunk"] == shard.rows["chunk"].max()
-        adv_tm, ret_tm = gae(
-            tm(rewards), tm(shard.value), tm(shard.start),
-            shard.rows["next_value"][last], shard.rows["next_start"][last],
-            cfg.gamma, cfg.gae_lambda,
-        )
-        adv = shard.from_time_major(adv_tm)
-        ret = shard.from_time_major(ret_tm)
         R = shard.n_rows
         obs = self.tensor(shard.obs)
         act = self.tensor(shard.action.astype(np.int64))
         starts = self.tensor(shard.start.astype(bool))
         old_logp = self.tensor(shard.logprob)
         old_val = self.tensor(shard.value)
-        adv_t = self.tensor(adv)
-        ret_t = self.tensor(ret)
         h0 = self.tensor(shard.h0)
         c0 = self.tensor(shard.c0)
         ids = self.tensor(shard.rows["agent"].astype(np.int64))
         mb_rows = max(1, R // cfg.num_minibatches)
-        stats: dict[str, list[float]] = {k: [] for k in
-                                         ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac")}
         mem = self.tvt.learner_memory(shard) if self.tvt is not None else None
         with self.amp():  # the encoder's input, converted once for all minibatches
             obs_in = self.agent.prepare_obs(obs)
+        is_w = None
+        if off_policy:
+            behaviour = old_logp
+            old_logp, old_val = self._evaluate(obs_in, h0, c0, starts, ids, act, mem, mb_rows)
+            is_w = (old_logp - behaviour).exp().clamp(max=1.0)
+        # rows with chunk K-1 hold the rollout's final bootstrap
+        last = shard.rows["chunk"] == shard.rows["chunk"].max()
+        adv_tm, ret_tm = gae(
+            tm(rewards), tm(old_val.cpu().numpy() if off_policy else shard.value), tm(shard.start),
+            shard.rows["next_value"][last], shard.rows["next_start"][last],
+            cfg.gamma, cfg.gae_lambda,
+        )
+        adv_t = self.tensor(shard.from_time_major(adv_tm))
+        ret_t = self.tensor(shard.from_time_major(ret_tm))
+        stats: dict[str, list[float]] = {k: [] for k in
+                                         ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac")}
         for _ in range(cfg.update_epochs):
             perm = self.rng.permutation(R)
             for s in range(0, R, mb_rows):
+                faults.point("learn.minibatch")
                 idx = self.tensor(perm[s : s + mb_rows])
                 with self.amp():
                     logits, value, _, z = self.agent(
@@ -554,7 +573,10 @@ class Trainer:
                 mb_adv = adv_t[idx]
                 if cfg.norm_adv:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                pg_loss = clipped_surrogate(mb_adv, ratio, cfg.clip_coef).mean()
+                if is_w is None:
+                    pg_loss = clipped_surrogate(mb_adv, ratio, cfg.clip_coef).mean()
+                else:
+                    pg_loss = (is_w[idx] * clipped_surrogate(mb_adv, ratio, cfg.clip_coef)).mean()
                 if cfg.clip_vloss:
                     v_clipped = old_val[idx] + (value - old_val[idx]).clamp(-cfg.clip_coef, cfg.clip_coef)
                     v_loss = 0.5 * torch.max((value - ret_t[idx]) ** 2, (v_clipped - ret_t[idx]) ** 2).mean()
@@ -574,6 +596,23 @@ class Trainer:
                     stats["approx_kl"].append(float(((ratio - 1) - logratio).mean()))
                     stats["clipfrac"].append(float(((ratio - 1).abs() > cfg.clip_coef).float().mean()))
         return {k: float(np.mean(v)) for k, v in stats.items()}
+
+    @torch.no_grad()
+    def _evaluate(self, obs_in, h0, c0, starts, ids, act, mem, mb_rows) -> tuple[torch.Tensor, torch.Tensor]:
+        """The current policy's log-probs of the taken actions and its values, (rows, L) each, in
+        row order, a minibatch of rows at a time (``learn(off_policy=True)``)."""
+        logps, values = [], []
+        for s in range(0, len(ids), mb_rows):
+            idx = torch.arange(s, min(s + mb_rows, len(ids)))
+            with self.amp():
+                logits, value, _, _ = self.agent(
+                    obs_in.index_select(0, idx).transpose(0, 1), (h0[idx][None], c0[idx][None]),
+                    starts[idx].transpose(0, 1), ids[idx], memory=mem.memory(idx) if mem is not None else None,
+                )
+            logp_all = torch.log_softmax(logits.transpose(0, 1).float(), -1)
+            logps.append(logp_all.gather(-1, act[idx][..., None])[..., 0])
+            values.append(value.transpose(0, 1).float())
+        return torch.cat(logps).contiguous(), torch.cat(values).contiguous()
 
     def learn_replay(self, shard, added: np.ndarray) -> float:
         """One clipped policy-gradient pass over an earlier shard whose steps received value.
@@ -630,6 +669,7 @@ class Trainer:
                 t1 = time.perf_counter()
                 shard = self.make_shard()
                 path = write_shard(self.lake, shard)
+                faults.point("update.after_shard")
                 replay = read_shard(path)
                 history = [p for p in list_shards(self.lake, self.run_id)
                            if shard_update(p) < self.update][-max(self.keep_shards - 1, 0):]
@@ -647,6 +687,7 @@ class Trainer:
                 timing["learn"] += t3 - t2
                 self.update += 1
                 done_updates += 1
+                faults.point("update.before_checkpoint")
                 if self.loop.need_reset and (
                     self.update - self.last_ckpt_update >= cfg.checkpoint_every
                     or self.update == self.n_updates

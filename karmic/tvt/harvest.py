@@ -185,7 +185,7 @@ def transport_rewards(shard, history: list, agent, cfg, transport: str | None = 
                 real = [(s, tr) for s, tr, m in parts if m == "semantic"]
                 earliest = int(stream_times((history + [shard])[0])[0, 0])
                 rng = np.random.default_rng([int(cfg.seed) & 0xFFFFFFFF, SHAM_SEED, int(shard.update)])
-                fake = sham_transports([tr for _, tr in real], earliest, rng)
+                fake = sham_transports([tr for _, tr in real], earliest, rng, agent.memory_size)
                 parts = [p for p in parts if p[2] != "semantic"] + [
                     (s, tr, "sham") for (s, _), tr in zip(real, fake, strict=True)]
     out = rew.copy()

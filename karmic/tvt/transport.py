@@ -22,9 +22,9 @@ its advantage at t2 (negative when punished), so the total moved equals alpha * 
 many crimes it is split over.
 
 Sham (the ``sham`` condition's control): every semantic transport keeps its source and amount,
-but its target is moved to ``source - lag``, the lag drawn from the lags of all the real matches
-of the same update (so the lag distribution, the count and the total are the real rule's, and
-the target lies inside the memory window); where it lands is, by design, unrelated to whom the
+but its target is moved to ``source - lag``, the lag drawn from the lags of the update's other
+real matches (so the count, the total and, pooled, the lag distribution are the real rule's, and
+the target lies inside the memory window); where it lands is, by design, not chosen by whom the
 agent hit.
 """
 
@@ -167,19 +167,29 @@ def semantic_transport(
     return Transports.concat(parts)
 
 
-def sham_transports(parts: list[Transports], earliest: int, rng: np.random.Generator) -> list[Transports]:
-    """The sham of real semantic transports ``parts`` (one per agent stream): each row keeps its
-    source, amount and head; its target becomes ``source - lag``, ``lag`` drawn uniformly from the
-    lags ``source - target`` of every row of ``parts`` among those that keep the target at or after
-    ``earliest`` (the stream's oldest step still held; a row's own lag always qualifies)."""
+def sham_transports(parts: list[Transports], earliest: int, rng: np.random.Generator,
+                    memory_size: int) -> list[Transports]:
+    """The sham of real semantic transports ``parts`` (one per agent stream, of one update): each
+    row keeps its source, amount and head; its target becomes ``source - lag``, ``lag`` drawn
+    uniformly from the lags ``source - target`` of the other real rows of the update (not those
+    of the same hit: their lags point at the same punishment's real targets) that keep the target
+    inside the memory window and at or after ``earliest`` (the stream's oldest step still held).
+    A row with no such lag draws one uniformly from the window. Count, amounts and the pooled
+    lag distribution are the real rule's; where the value lands is not chosen by whom the agent hit."""
     if not parts:
         return []
-    lags = np.sort(np.concatenate([p.source - p.target for p in parts]))
+    lag_all = np.concatenate([p.source - p.target for p in parts])
+    owner = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])
+    src_all = np.concatenate([p.source for p in parts])
     out = []
-    for p in parts:
-        n_ok = np.searchsorted(lags, p.source - int(earliest), side="right")  # >= 1 for a real row
-        pick = np.minimum((rng.random(len(p)) * n_ok).astype(np.int64), n_ok - 1)
-        out.append(Transports(p.source.copy(), p.source - lags[pick], p.amount.copy(), p.head.copy()))
+    for i, p in enumerate(parts):
+        target = np.empty(len(p), np.int64)
+        for r, src in enumerate(p.source.tolist()):
+            cap = min(int(memory_size), src - int(earliest))  # >= 1: the real target lies in it
+            pool = lag_all[((owner != i) | (src_all != src)) & (lag_all <= cap)]
+            lag = pool[rng.integers(len(pool))] if len(pool) else rng.integers(1, cap + 1)
+            target[r] = src - lag
+        out.append(Transports(p.source.copy(), target, p.amount.copy(), p.head.copy()))
     return out
 
 
