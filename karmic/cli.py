@@ -42,6 +42,7 @@ def _main(
 COMMAND_MODULES = (
     "simulate",
     "train",
+    "conditions",
     "query",
     "sql",
     "runs",
@@ -50,8 +51,10 @@ COMMAND_MODULES = (
     "report",
     "verify",
     "replay",
+    "evaluate",
     "sweep",
     "study",
+    "lake",
 )
 
 for _name in COMMAND_MODULES:

@@ -14,6 +14,12 @@
   grid_size, seed, n_agents, num_envs, status, started_at, finished_at, algo (a training run's
   learner, ``ppo`` | ``drqn``; ``ppo`` for training runs from before it was recorded), and the run's
   environment ``config`` as JSON (``json_extract(config, '$.ledger_decay')``);
+- ``conditions`` the registry of conditions (``karmic.conditions.table_rows``): condition,
+  display_order, agent, spawns, transport, shaping, policy, trained, color, linestyle, marker,
+  claim, controls_for; queries order conditions by joining it (``left join conditions using
+  (condition)``, ``order by display_order nulls last``), so a new condition needs no SQL edit;
+- ``eval_agents`` over ``<lake>/eval_agents/run_id=*/part-*.parquet``: for ``karmic evaluate``'s
+  runs (kind ``eval``), each agent's role (focal | background | solo | frozen) and policy;
 - ``ledger_hits`` (derived, from the events alone) every ZAP_HIT with its ledger classification
   ``retribution`` and the pair's signed debt after it (``queries/_ledger_hits.sql``).
 
@@ -50,6 +56,7 @@ from pipelines import storage
 from pipelines.schema import (
     ACTIONS_SCHEMA,
     EPISODES_SCHEMA,
+    EVAL_AGENTS_SCHEMA,
     EVENTS_SCHEMA,
     LEGACY_STATUSES,
     RUNS_COLUMNS,
@@ -125,7 +132,7 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
     """A DuckDB connection with the lake's views (see the module docstring)."""
     # s3: read through a filesystem holding the lake's listing as of now (pipelines.storage)
     lake = storage.snapshot(storage.resolve(path), ("runs", "events", "episodes", "tvt_transports",
-                                                            "actions"))
+                                                            "actions", "eval_agents"))
     if not lake.is_dir():
         raise LakeError(f"lake not found: {lake} (create one with `karmic simulate --lake {lake}`)")
     check_is_lake(lake)
@@ -139,11 +146,13 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
     where = f" where run_id = {_quote(run)}" if run else ""
     try:  # binding the views reads every file's footer: a torn file fails here, named
         for table, schema in (("events", EVENTS_SCHEMA), ("episodes", EPISODES_SCHEMA),
-                              ("tvt_transports", TVT_TRANSPORTS_SCHEMA), ("actions", ACTIONS_SCHEMA)):
+                              ("tvt_transports", TVT_TRANSPORTS_SCHEMA), ("actions", ACTIONS_SCHEMA),
+                              ("eval_agents", EVAL_AGENTS_SCHEMA)):
             con.execute(f"create view {table} as select * from ({_table_view(lake, table, schema)}){where}")
     except duckdb.Error as exc:
         raise LakeError(_first_line(exc)) from None
     con.execute(f"create view runs as select * replace (config::json as config) from _karmic_runs{where}")
+    register_conditions(con)
     create_shared_views(con)
     if run and check_run:
         known = run in set(runs.column("run_id").to_pylist())
@@ -153,6 +162,22 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
             raise LakeError(f"run not found in {lake}: {run}")
     set_params(con, params)
     return con
+
+
+CONDITIONS_SCHEMA = pa.schema([
+    ("condition", pa.string()), ("display_order", pa.int32()), ("agent", pa.string()),
+    ("spawns", pa.string()), ("transport", pa.string()), ("shaping", pa.string()), ("policy", pa.string()),
+    ("trained", pa.bool_()), ("color", pa.string()), ("linestyle", pa.string()), ("marker", pa.string()),
+    ("claim", pa.string()), ("controls_for", pa.string()),
+])
+
+
+def register_conditions(con: duckdb.DuckDBPyConnection) -> None:
+    """The registry (karmic.conditions) as the table ``conditions`` of this connection."""
+    from karmic.conditions import table_rows
+
+    con.register("_karmic_conditions", pa.Table.from_pylist(table_rows(), schema=CONDITIONS_SCHEMA))
+    con.execute("create or replace view conditions as select * from _karmic_conditions")
 
 
 LAKE_FOLDERS = ("runs", "events", "episodes", "actions", "tvt_transports", "trajectories", "checkpoints")
@@ -236,9 +261,11 @@ def queries_dir() -> Path:
 
 
 # views every connection gets, in dependency order: the t table, the per-episode totals and
-# social quantities (hits by the ledger rule, Gini, eating), the late-training per-seed metrics of
-# the ablation and their per-cell statistics
-SHARED_VIEWS = ("_t975", "_episode_totals", "_episode_social", "_late_seed_metrics", "_late_cell_stats")
+# social quantities (hits by the ledger rule, Gini, eating), the welfare and matchmaker quantities
+# (Gini of returns, encounters, rigged pairs hit back), the late-training per-seed metrics of
+# the ablation and their per-cell statistics, and every TVT transport with what its target step was
+SHARED_VIEWS = ("_t975", "_episode_totals", "_episode_social", "_episode_welfare", "_late_seed_metrics",
+                "_late_cell_stats", "_transport_targets")
 
 
 def create_shared_views(con: duckdb.DuckDBPyConnection) -> None:

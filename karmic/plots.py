@@ -1,8 +1,9 @@
 """Paper-style figures from query rows (matplotlib, Agg backend). No I/O beyond ``savefig(path)``.
 
 Every function takes rows (dicts) exactly as a ``queries/*.sql`` file returned them, so every number
-drawn comes from SQL. Conditions keep one colour and line style across all figures (Okabe-Ito
-palette, colour-blind safe; line styles keep them apart in greyscale too).
+drawn comes from SQL. Conditions keep one colour, line style and marker across all figures, the
+ones their record in the registry declares (``karmic.conditions``: Okabe-Ito palette, colour-blind
+safe; line styles keep them apart in greyscale too); a name the registry does not know is grey.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from karmic import conditions as registry  # noqa: E402
 from karmic.definitions import MIN_HITS  # noqa: E402
 
-# Okabe & Ito (2008); the four ablation conditions first, fixed.
+# Okabe & Ito (2008): the palette the registry's colours come from
 OKABE_ITO = ("#D55E00", "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
-CONDITION_ORDER = ("baseline", "tvt", "matchmaker", "full")
 LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+UNKNOWN_STYLE = ("#555555", "-", "o")  # a condition the registry does not know
 NONE_LABEL = "(no condition)"
 
 METRIC_LABELS = {
@@ -79,35 +81,37 @@ def label(condition: str | None) -> str:
 
 
 def condition_order(conditions: Iterable[str | None]) -> list[str | None]:
-    """The four ablation conditions in docs/DESIGN.md order, then any others alphabetically."""
+    """The registry's display order (karmic.conditions), then names it does not know alphabetically."""
     found = set(conditions)
-    known = [c for c in CONDITION_ORDER if c in found]
-    rest = sorted((c for c in found if c not in CONDITION_ORDER), key=lambda c: label(c))
+    known = [c for c in registry.names() if c in found]
+    rest = sorted((c for c in found if c not in known), key=lambda c: label(c))
     return known + rest
 
 
+def condition_style(c: str | None) -> tuple[str, str, str]:
+    """(colour, line style, marker) of a condition: its record's, the same in every figure."""
+    try:
+        rec = registry.get_condition(c)  # type: ignore[arg-type]
+    except ValueError:
+        return UNKNOWN_STYLE
+    return rec.color, rec.linestyle, rec.marker
+
+
 class Styles:
-    """Colour, line style and marker per condition, assigned once for a whole report."""
+    """Colour, line style and marker per condition (the registry's), and the conditions' order."""
 
     def __init__(self, conditions: Iterable[str | None]):
         self.order = condition_order(conditions)
-        self._style = {}
-        for i, c in enumerate(self.order):
-            k = CONDITION_ORDER.index(c) if c in CONDITION_ORDER else i
-            self._style[c] = (
-                OKABE_ITO[k % len(OKABE_ITO)],
-                LINESTYLES[k % len(LINESTYLES)],
-                MARKERS[k % len(MARKERS)],
-            )
+        self._style = {c: condition_style(c) for c in self.order}
 
     def color(self, c: str | None) -> str:
-        return self._style.get(c, ("#555555", "-", "o"))[0]
+        return self._style.get(c, condition_style(c))[0]
 
     def linestyle(self, c: str | None) -> str:
-        return self._style.get(c, ("#555555", "-", "o"))[1]
+        return self._style.get(c, condition_style(c))[1]
 
     def marker(self, c: str | None) -> str:
-        return self._style.get(c, ("#555555", "-", "o"))[2]
+        return self._style.get(c, condition_style(c))[2]
 
 
 def _num(v) -> float:

@@ -9,12 +9,16 @@
   which the trainer, its replay pass over earlier shards and both verify tasks reduce.
 - :func:`nstep_double_q_targets`: n-step double-Q targets over a window of a recurrent replay
   (the DRQN learner and the delayed-retribution task's Q variant).
+- :func:`landed_hits` / :func:`shaped_rewards`: the ``hit-cost`` condition's shaping (a cost on
+  every hit an agent's own zap lands; ``karmic.conditions``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from karmic.events import ZAP_HIT, EventBatch
 
 
 def gae(
@@ -99,4 +103,23 @@ def nstep_double_q_targets(
     return target, ok
 
 
-__all__ = ["clipped_surrogate", "gae", "gae_alive", "nstep_double_q_targets"]
+
+
+def landed_hits(events: EventBatch, B: int, N: int) -> np.ndarray:
+    """(B * N,) how many ZAP_HIT events of one step each slot (env b, agent n) was the attacker
+    of: its own hits that landed; misses (ZAP_FIRED alone) and hits it took count nothing."""
+    out = np.zeros(B * N, np.uint8)
+    if len(events):
+        hit = events.event_type == ZAP_HIT
+        if hit.any():
+            np.add.at(out, events.env[hit].astype(np.int64) * N + events.agent[hit], 1)
+    return out
+
+
+def shaped_rewards(rewards: np.ndarray, hits: np.ndarray, hit_cost: float) -> np.ndarray:
+    """The learner's rewards of the ``hit-cost`` condition: ``rewards - hit_cost * hits`` (float32),
+    ``hits`` the landed hits per step (same shape)."""
+    return (np.asarray(rewards, np.float32) - np.float32(hit_cost) * np.asarray(hits, np.float32)).astype(np.float32)
+
+
+__all__ = ["clipped_surrogate", "gae", "gae_alive", "landed_hits", "nstep_double_q_targets", "shaped_rewards"]

@@ -11,9 +11,9 @@ checked field by field before anything trains. Its tables:
   registered before its calibration has finished): ``check`` and ``report`` work, ``run`` refuses.
   ``pending = {"30" = "why"}`` marks only those grid sizes: ``run`` trains the other grids' cells
   and ``presets`` need not name the pending ones.
-- ``[factors]``: ``conditions`` (training modes ``baseline``, ``matchmaker``, ``tvt``, ``full``,
-  ``memory`` where the trainer has it, or a scripted reference policy ``random`` / ``greedy``,
-  which is simulated instead of trained), ``grid_sizes``, ``seeds`` (at least 2: a CI needs them).
+- ``[factors]``: ``conditions`` (names of the registry, ``karmic conditions``: trained
+  conditions, or a scripted reference such as ``random`` / ``greedy``, which is simulated
+  instead of trained), ``grid_sizes``, ``seeds`` (at least 2: a CI needs them).
 - ``[[levels]]``: named levels of a third factor, each ``env`` and/or ``train`` overrides and an
   optional ``grid_sizes`` it applies to (default: every grid). No levels: one level ``default``.
 - ``[budget]``: ``total_steps`` (an int, or a table ``{"10" = ..., "30" = ...}`` per grid size),
@@ -36,6 +36,11 @@ checked field by field before anything trains. Its tables:
   ``b`` takes what it does not name from ``a``), and for ``equivalent`` / ``not_less`` a
   ``margin`` (a fraction of |mean of b|) or ``margin_abs``. ``b = { value = 0.9 }`` compares
   side a with a constant instead (a one-sample test over a's seeds).
+- ``[[evaluations]]`` (optional): ``karmic evaluate`` scenarios ``study report`` plays on the
+  runs' kept policies, per grid, level and seed: ``id``, ``scenario`` (``solo`` | ``solo-frozen``
+  | ``cross-play``), ``focal`` (a trained condition), ``background`` (cross-play: a trained
+  condition, the same seed's run, or ``random`` / ``greedy``), ``n_focal``, ``episodes``,
+  ``policy`` (``final`` | ``late_start``). Not part of any cell's plan: adding one trains nothing.
 
 The plan is every (condition, grid size, level, seed) cell (levels restricted to their grids),
 one sweep task each with the run id ``<study>-<level>-<condition>-g<G>-s<S>``; the sweep
@@ -63,12 +68,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from karmic import conditions as conditions_registry
 from karmic.definitions import LATE_WINDOW
 from pipelines.storage import ObjectPath, resolve
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
-TRAIN_MODES = ("baseline", "matchmaker", "tvt", "full", "memory")
-POLICY_CONDITIONS = ("random", "greedy")  # scripted references: simulated, not trained
+
+
+def _trained(c: str) -> bool:
+    """A trained condition of the registry (karmic.conditions); scripted ones are simulated."""
+    return c in conditions_registry.names(trained=True)
 TESTS = ("greater", "less", "equivalent", "not_less")
 MARGIN_TESTS = ("equivalent", "not_less")
 # Every metric is a rate per agent-step (comparable across grid sizes and episode lengths),
@@ -111,7 +120,7 @@ class Cell:
 
     @property
     def scripted(self) -> bool:
-        return self.condition in POLICY_CONDITIONS
+        return self.condition in conditions_registry.names(trained=False)
 
     @property
     def key(self) -> str:
@@ -142,6 +151,7 @@ class Study:
     predictions: list[dict[str, Any]]
     decision: dict[str, Any] | None = None
     pending: dict[int, str] = field(default_factory=dict)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def runnable_grids(self) -> list[int]:
@@ -238,7 +248,8 @@ def parse_study(path: Path) -> Study:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"{where}: not valid TOML ({exc})") from None
-    _unknown(d, ("study", "ecology", "factors", "levels", "budget", "windows", "decision", "predictions"), where)
+    _unknown(d, ("study", "ecology", "factors", "levels", "budget", "windows", "decision", "predictions",
+                 "evaluations"), where)
     st = _table(d, "study", where, required=True)
     _unknown(st, ("name", "description", "registered"), f"{where} [study]")
     name = st.get("name")
@@ -252,8 +263,10 @@ def parse_study(path: Path) -> Study:
     if not isinstance(conditions, list) or not conditions or not all(isinstance(c, str) for c in conditions):
         raise StudyError(f"{where}: [factors] conditions must be a non-empty list of names")
     for c in conditions:
-        if c not in TRAIN_MODES + POLICY_CONDITIONS:
-            raise StudyError(f"{where}: unknown condition {c!r} (known: {', '.join(TRAIN_MODES + POLICY_CONDITIONS)})")
+        try:
+            conditions_registry.get_condition(c)
+        except ValueError as exc:
+            raise StudyError(f"{where}: {exc}") from None
     if len(set(conditions)) != len(conditions):
         raise StudyError(f"{where}: [factors] conditions has duplicates")
     grids = _int_list(fac.get("grid_sizes"), f"{where}: [factors] grid_sizes", minimum=5)
@@ -286,9 +299,9 @@ def parse_study(path: Path) -> Study:
     if len({lv.name for lv in levels}) != len(levels):
         raise StudyError(f"{where}: level names must be unique")
 
-    bud = _table(d, "budget", where, required=any(c in TRAIN_MODES for c in conditions))
+    bud = _table(d, "budget", where, required=any(_trained(c) for c in conditions))
     _unknown(bud, ("total_steps", "train", "episodes"), f"{where} [budget]")
-    ts = bud.get("total_steps", 0 if not any(c in TRAIN_MODES for c in conditions) else None)
+    ts = bud.get("total_steps", 0 if not any(_trained(c) for c in conditions) else None)
     if isinstance(ts, int) and not isinstance(ts, bool):
         total_steps = {g: ts for g in grids}
     elif isinstance(ts, dict):
@@ -301,7 +314,7 @@ def parse_study(path: Path) -> Study:
             raise StudyError(f"{where}: [budget] total_steps has no budget for grid size(s) {missing}")
     else:
         raise StudyError(f"{where}: [budget] total_steps must be an integer or a table per grid size")
-    if any(not isinstance(v, int) or isinstance(v, bool) or (v < 1 and any(c in TRAIN_MODES for c in conditions))
+    if any(not isinstance(v, int) or isinstance(v, bool) or (v < 1 and any(_trained(c) for c in conditions))
            for v in total_steps.values()):
         raise StudyError(f"{where}: [budget] total_steps must be positive integers")
     train = bud.get("train", {})
@@ -334,7 +347,53 @@ def parse_study(path: Path) -> Study:
     _check_configs(study)
     study.decision = _parse_decision(study, d.get("decision"), where)
     study.predictions = _parse_predictions(study, d.get("predictions", []), where)
+    study.evaluations = _parse_evaluations(study, d.get("evaluations", []), where)
     return study
+
+
+EVAL_POLICIES = ("final", "late_start")  # the kept policies (pipelines.sweep.keep_policies)
+
+
+def _parse_evaluations(study: Study, raw: Any, where: str) -> list[dict[str, Any]]:
+    """``[[evaluations]]``: ``id``, ``scenario`` (solo | solo-frozen | cross-play), ``focal`` (a
+    trained condition), ``background`` (cross-play: a trained condition, paired by seed, or a
+    scripted policy), ``n_focal`` (1), ``episodes`` (4), ``policy`` (final | late_start). ``study
+    report`` plays them (pipelines.study_report.run_evaluations)."""
+    from pipelines.evaluate import SCENARIOS, SCRIPTED
+
+    if not isinstance(raw, list):
+        raise StudyError(f"{where}: evaluations must be an array of tables ([[evaluations]])")
+    trained = [c for c in study.conditions if c in conditions_registry.names(trained=True)]
+    out, ids = [], set()
+    for i, ev in enumerate(raw):
+        ew = f"{where}: evaluations[{i}]"
+        if not isinstance(ev, dict):
+            raise StudyError(f"{ew} must be a table")
+        _unknown(ev, ("id", "scenario", "focal", "background", "n_focal", "episodes", "policy", "description"), ew)
+        eid = ev.get("id")
+        if not isinstance(eid, str) or not NAME_RE.fullmatch(eid) or eid in ids:
+            raise StudyError(f"{ew}: id must be a unique name of letters, digits, '_', '-', '.'")
+        ids.add(eid)
+        sc = ev.get("scenario")
+        if sc not in SCENARIOS:
+            raise StudyError(f"{ew} ({eid}): scenario must be one of {', '.join(SCENARIOS)}")
+        if ev.get("focal") not in trained:
+            raise StudyError(f"{ew} ({eid}): focal must be a trained condition of the study ({', '.join(trained)})")
+        bg = ev.get("background")
+        if sc == "cross-play" and bg not in trained + list(SCRIPTED):
+            raise StudyError(f"{ew} ({eid}): cross-play needs background = a trained condition of the study or "
+                             f"{' / '.join(SCRIPTED)}")
+        if sc != "cross-play" and bg is not None:
+            raise StudyError(f"{ew} ({eid}): background is for cross-play only")
+        row = {"id": eid, "scenario": sc, "focal": ev["focal"], "background": bg,
+               "n_focal": ev.get("n_focal", 1), "episodes": ev.get("episodes", 4), "policy": ev.get("policy", "final")}
+        for k in ("n_focal", "episodes"):
+            if not isinstance(row[k], int) or isinstance(row[k], bool) or row[k] < 1:
+                raise StudyError(f"{ew} ({eid}): {k} must be a positive integer")
+        if row["policy"] not in EVAL_POLICIES:
+            raise StudyError(f"{ew} ({eid}): policy must be one of {', '.join(EVAL_POLICIES)}")
+        out.append(row)
+    return out
 
 
 def _parse_decision(study: Study, raw: Any, where: str) -> dict[str, Any] | None:
@@ -414,7 +473,6 @@ def _check_configs(study: Study) -> None:
 
     from karmic.envs.config import make_config
     from karmic.training.learners import ALGOS, config_class, config_from_dict
-    from karmic.training.ppo import MODES
 
     # any learner's fields: a level with train = {algo = "drqn"} makes the learner a factor
     names = {f.name for a in ALGOS for f in dataclasses.fields(config_class(a))}
@@ -425,10 +483,6 @@ def _check_configs(study: Study) -> None:
         if bad:
             raise StudyError(f"{study.path}: {src}: unknown training field(s) {', '.join(bad)}"
                              " (grid_size, seed, mode, total_steps come from the study's factors)")
-    for c in study.conditions:
-        if c in TRAIN_MODES and c not in MODES:
-            raise StudyError(f"{study.path}: condition {c!r} is not a training mode of this trainer"
-                             f" (it has {', '.join(MODES)})")
     seen = set()
     for cell in study.cells():
         key = (cell.grid_size, cell.level, cell.scripted)
@@ -615,7 +669,7 @@ def holder(lake: str, study: str) -> dict[str, Any] | None:
 def cell_plan(study: Study, cell: Cell) -> dict[str, Any]:
     """What the cell's task runs: its TrainConfig dict (trained) or ``simulate`` dict (scripted)."""
     if cell.scripted:
-        return {"policy": cell.condition, "episodes": study.episodes,
+        return {"policy": conditions_registry.get_condition(cell.condition).policy, "episodes": study.episodes,
                 "preset": study.preset(cell.grid_size), "env_overrides": study.env_overrides(cell)}
     return study.train_config(cell)
 
@@ -635,8 +689,11 @@ def manifest_for(study: Study) -> dict[str, Any]:
         }
         entry["simulate" if cell.scripted else "config"] = cell_plan(study, cell)
         tasks.append(entry)
+    # every trained run keeps its policy at the late window's start and its final one
+    # (pipelines.sweep.keep_policies); `study report` copies them to results/<study>/policies/
     return {"manifest_version": MANIFEST_VERSION, "sweep_id": study.sweep_id, "study": study.name,
-            "status": "pending", "created_at": now_iso(), "train": {}, "tasks": tasks}
+            "status": "pending", "created_at": now_iso(), "train": {}, "tasks": tasks,
+            "keep_policies": {"late_start": study.windows["late"][0]}}
 
 
 def sync_manifest(study: Study, lake: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from karmic.definitions import LATE_WINDOW, late_label, window_fraction
+from karmic.lake import register_conditions
 from pipelines.study import (
     METRICS,
     Study,
@@ -103,9 +104,11 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
     if carried:
         old = pq.read_table(out_dir / "metrics.parquet")
         if parts and not old.schema.equals(parts[0].schema):
-            raise StudyError(
-                f"cannot carry {len(carried)} run(s): {out_dir / 'metrics.parquet'} has other columns than "
-                f"queries/study/metrics.sql makes now; report into another --out, or rebuild it from a lake")
+            old = _widen(old, parts[0].schema)
+            if old is None:
+                raise StudyError(
+                    f"cannot carry {len(carried)} run(s): {out_dir / 'metrics.parquet'} has other columns than "
+                    f"queries/study/metrics.sql makes now; report into another --out, or rebuild it from a lake")
         keep = pa.array(sorted(r["run_id"] for r in carried.values()))
         parts.append(old.filter(pc.is_in(old.column("run_id"), value_set=keep)))
     table = pa.concat_tables(parts).sort_by([(k, "ascending") for k in METRICS_ORDER]).combine_chunks()
@@ -138,6 +141,23 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
     return sorted(r["run_id"] for r in carried.values())
 
 
+def _widen(old: pa.Table, schema: pa.Schema) -> pa.Table | None:
+    """``old`` (a metrics.parquet written before metrics.sql gained columns) in ``schema``: the
+    columns it lacks are null (its runs' episodes were not measured so; e.g. the welfare columns
+    of issue 32); None when it has a column ``schema`` does not, or one of another type."""
+    if not set(old.column_names) <= set(schema.names):
+        return None
+    cols = []
+    for f in schema:
+        if f.name not in old.column_names:
+            cols.append(pa.nulls(old.num_rows, f.type))
+        elif old.schema.field(f.name).type != f.type:
+            return None
+        else:
+            cols.append(old.column(f.name))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
 def _read_run_json(lake: str, run_id: str) -> dict[str, Any] | None:
     from pipelines.storage import read_text, resolve
 
@@ -148,10 +168,141 @@ def _read_run_json(lake: str, run_id: str) -> dict[str, Any] | None:
         return None
 
 
+def copy_policies(lake: str, out_dir: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copy each trained run's kept policies (``<lake>/policies/run_id=<id>/*.pt``, fp16 weights
+    only: ``pipelines.checkpoints``) to ``out_dir/policies/<run_id>/``; a completed run that
+    predates kept policies gets ``final.pt`` from its last checkpoint. Carried runs keep the files
+    the folder has. Writes and returns ``policies/index.json`` (one entry per file)."""
+    import io
+
+    import torch
+
+    from pipelines.checkpoints import (
+        compact_policy,
+        list_checkpoints,
+        list_policies,
+        load_checkpoint,
+    )
+    from pipelines.storage import write_atomic
+    from pipelines.sweep import DONE_STATUSES
+
+    root = out_dir / "policies"
+    for r in runs:
+        if r.get("carried") or r.get("scripted") or r.get("status") not in DONE_STATUSES:
+            continue
+        rid = r["run_id"]
+        dest = root / rid
+        files = {p.name: p for p in list_policies(lake, rid)}
+        if "final.pt" not in files and list_checkpoints(lake, rid):
+            buf = io.BytesIO()
+            torch.save(compact_policy(load_checkpoint(list_checkpoints(lake, rid)[-1])), buf)
+            write_atomic(dest / "final.pt", lambda f, b=buf.getvalue(): f.write(b))
+        for name, src in files.items():
+            write_atomic(dest / name, lambda f, b=src.read_bytes(): f.write(b))
+    index = []
+    by_id = {r["run_id"]: r for r in runs}
+    for p in sorted(root.glob("*/*.pt")) if root.is_dir() else []:
+        r = by_id.get(p.parent.name, {})
+        index.append({"file": str(p.relative_to(out_dir)), "run_id": p.parent.name, "name": p.stem,
+                      "condition": r.get("condition"), "grid_size": r.get("grid_size"), "level": r.get("level"),
+                      "seed": r.get("seed"), "bytes": p.stat().st_size})
+    if index:
+        (root / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    return index
+
+
+EVAL_COLUMNS = ("apples_per_agent_step", "hits_given_per_agent_episode", "hits_taken_per_agent_episode",
+                "predation_per_agent_episode", "predation_per_encounter")
+
+
+def run_evaluations(study: Study, lake: str, out_dir: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Play the study's ``[[evaluations]]`` on the kept policies of ``out_dir/policies/`` (one eval
+    run per evaluation, grid, level and seed, run id ``<study>-eval-<id>-<level>-g<G>-s<S>``; a
+    finished one in the lake is reused) and write ``evaluations.json``: one row per eval run and
+    role (queries/eval_summary.sql) with the cell it belongs to. A cell without its policy file is
+    listed in ``skipped``. Returns the rows."""
+    from pipelines import evaluate as E
+    from pipelines.sweep import DONE_STATUSES, is_done, run_status
+
+    if not study.evaluations:
+        (out_dir / "evaluations.json").unlink(missing_ok=True)
+        return []
+    done = {(r["condition"], r["grid_size"], r["level"], r["seed"]): r["run_id"] for r in runs
+            if r.get("status") in DONE_STATUSES or r.get("carried")}
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for ev in study.evaluations:
+        for c in study.cells():
+            if c.condition != ev["focal"] or c.grid_size in study.pending:
+                continue
+            key = (c.grid_size, c.level, c.seed)
+            names = [ev["focal"]] + ([ev["background"]] if ev["background"] else [])
+            sources = []
+            for cond in names:
+                if cond in E.SCRIPTED:
+                    sources.append(E.Source(cond, "scripted", "scripted"))
+                    continue
+                rid = done.get((cond, *key))
+                path = out_dir / "policies" / str(rid) / f"{ev['policy']}.pt"
+                if rid is None or not path.is_file():
+                    skipped.append(f"{ev['id']} g{c.grid_size} {c.level} s{c.seed}: no {ev['policy']}.pt of {cond}")
+                    break
+                src = E.resolve_source(str(path))
+                src.label = f"{cond}-s{c.seed}"
+                sources.append(src)
+            else:
+                config = E.env_config_for(sources)
+                sc = E.Scenario(ev["scenario"], sources[0], sources[1] if len(sources) > 1 else None, ev["n_focal"])
+                base = f"{study.name}-eval-{ev['id']}-{c.level}-g{c.grid_size}-s{c.seed}"
+                rid, n = base, 1
+                while run_status(lake, rid) is not None and not is_done(lake, rid):
+                    n += 1
+                    rid = f"{base}-r{n}"
+                if not is_done(lake, rid):
+                    E.run_scenario(lake, sc, config, ev["episodes"], c.seed, run_id=rid)
+                cols, res = E.summary(lake, [rid])
+                for r in res:
+                    row = dict(zip(cols, r, strict=True))
+                    rows.append({"evaluation": ev["id"], "grid_size": c.grid_size, "level": c.level, "seed": c.seed,
+                                 "policy_file": ev["policy"], **{k: _clean(v) for k, v in row.items()}})
+    (out_dir / "evaluations.json").write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=1,
+                                                         sort_keys=True) + "\n")
+    return rows
+
+
+def evaluation_section(out_dir: Path) -> list[str]:
+    """report.md's evaluations: the mean over seeds of each (evaluation, grid, level, role, policy
+    condition), in SQL over evaluations.json's rows."""
+    path = out_dir / "evaluations.json"
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    if not data.get("rows"):
+        return ["## Evaluations", "", "No evaluation could be played: " + "; ".join(data.get("skipped", [])), ""]
+    con = duckdb.connect()
+    con.register("ev", pa.Table.from_pylist(data["rows"]))
+    means = ", ".join(f"avg({c}) as {c}" for c in EVAL_COLUMNS)
+    res = con.sql(f"select evaluation, any_value(scenario) as scenario, grid_size, level, role, "
+                  f"regexp_replace(policy, '-s[0-9]+$', '') as policy, count(distinct seed) as seeds, {means} "
+                  f"from ev group by evaluation, grid_size, level, role, regexp_replace(policy, '-s[0-9]+$', '') "
+                  f"order by evaluation, grid_size, level, role desc, policy")
+    head = ["evaluation", "scenario", "grid", "level", "role", "policy", "seeds", *EVAL_COLUMNS]
+    out = ["## Evaluations", "",
+           "`karmic evaluate` scenarios on the kept policies (docs/evaluation.md); means over seeds; per seed in "
+           "`evaluations.json`.", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in res.fetchall():
+        out.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in r) + " |")
+    if data.get("skipped"):
+        out += ["", "Not played: " + "; ".join(data["skipped"])]
+    return [*out, ""]
+
+
 # --- stage 2: metrics -> verdicts, tables, curves ------------------------------------------------
 def analysis_connection(study: Study, metrics_path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     con.execute(f"create view study_metrics as select * from read_parquet('{_q(str(metrics_path))}')")
+    register_conditions(con)  # the registry, for queries that order or group by it
     con.register("study_windows", pa.Table.from_pylist(
         [{"name": n, "lo": lo, "hi": hi} for n, (lo, hi) in study.windows.items()]))
     preds = []
@@ -237,15 +388,16 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
 
     paths = []
     grids = study.grid_sizes
-    trained = [c for c in study.conditions if c not in ("random", "greedy")]
+    from karmic import conditions as registry
+    from karmic.plots import MARKERS, condition_style
+
+    trained = [c for c in study.conditions if c in registry.names(trained=True)]
     series_keys = [(lv.name, c) for lv in study.levels for c in study.conditions]
-    colours = plt.get_cmap("tab10")
     for metric, title, ylabel in FIGURES:
         rows = [r for r in curves if r["metric"] == metric]
         if not rows:
             continue
         fig, axes = plt.subplots(1, len(grids), figsize=(5.2 * len(grids), 3.6), squeeze=False)
-        styles = ("-", "--", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)))
         lo_w, hi_w = study.windows["late"]
         for ax, g in zip(axes[0], grids, strict=True):
             # the late window the verdicts read, shaded on every learning curve
@@ -260,25 +412,20 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
                     pts = [r for r in pts if (r["den_total"] or 0) >= MIN_RATIO_HITS]
                 if not pts:
                     continue
-                # one level: a colour per condition; several: a colour per level, a line style per condition
-                if len(levels_here) == 1:
-                    colour = colours(study.conditions.index(cond) % 10)
-                    style = "-"
-                    label = cond
-                else:
-                    colour = colours(levels_here.index(lv) % 10)
-                    style = styles[trained.index(cond) % len(styles)] if cond in trained else "-"
-                    label = f"{lv} / {cond}"
+                # a condition's colour and line style are its record's (the same in every figure);
+                # several levels: a marker per level
+                colour, style, _ = condition_style(cond)
+                marker = MARKERS[levels_here.index(lv) % len(MARKERS)] if len(levels_here) > 1 else None
+                label = cond if len(levels_here) == 1 else f"{lv} / {cond}"
                 if cond in trained:
                     xs = [r["step"] for r in pts]
                     ys = [r["mean"] for r in pts]
-                    ax.plot(xs, ys, color=colour, ls=style, label=label, lw=1.5)
+                    ax.plot(xs, ys, color=colour, ls=style, marker=marker, ms=3, label=label, lw=1.5)
                     lo = [r["ci_low"] if r["ci_low"] is not None else r["mean"] for r in pts]
                     hi = [r["ci_high"] if r["ci_high"] is not None else r["mean"] for r in pts]
                     ax.fill_between(xs, lo, hi, color=colour, alpha=0.12, lw=0)
                 else:
-                    ax.axhline(pts[0]["mean"], color=colour, ls=":" if cond == "random" else (0, (1, 3)),
-                               lw=1.2 if cond == "random" else 2.0, label=label)
+                    ax.axhline(pts[0]["mean"], color=colour, ls=style, lw=1.2, label=label)
             ax.set_title(f"{g}x{g}")
             ax.set_xlabel("env steps")
             ax.set_ylabel(ylabel)
@@ -288,7 +435,7 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
         seeds = _seed_span(r["n_seeds"] for r in rows if r["condition"] in trained)
         note = f" (bins with >= {MIN_RATIO_HITS} hits)" if metric == "retribution_ratio" else ""
         refs = [c for c in study.conditions if c not in trained]
-        ref_note = f"; {' and '.join(refs)} policy: dotted" if refs else ""
+        ref_note = f"; {' and '.join(refs)} policy: horizontal line" if refs else ""
         plots.wrapped_suptitle(fig, f"{title}{note}: mean over {seeds} seeds, 95% CI band{ref_note}; "
                                f"shaded: {study_late_label(study)}", fontsize=9)
         fig.tight_layout()
@@ -578,6 +725,8 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
     carried: list[str] = []
     if not from_results:
         carried = extract_metrics(study, lake, out_dir)
+        copy_policies(lake, out_dir, json.loads((out_dir / "runs.json").read_text()))
+        run_evaluations(study, lake, out_dir, json.loads((out_dir / "runs.json").read_text()))
         if episodes:
             skipped = embed_episodes(study, lake, out_dir, carried=set(carried))
             (out_dir / "episodes_skipped.json").write_text(json.dumps(skipped, indent=1) + "\n")
@@ -599,10 +748,13 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
     if res["decision"] is not None:
         (out_dir / "decision.json").write_text(json.dumps(
             {"study": study.name, "rule": study.decision, "levels": res["decision"]}, indent=1, sort_keys=True) + "\n")
-    (out_dir / "report.md").write_text(render_markdown(study, res, runs, figures, None, out_dir))
+    report = render_markdown(study, res, runs, figures, None, out_dir)
+    section = evaluation_section(out_dir) if study.evaluations else []
+    (out_dir / "report.md").write_text(report.rstrip("\n") + "\n\n" + "\n".join(section) if section else report)
     summary = [f"{v['id']}: {v['verdict']} (diff {_fmt(v['diff'])} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]; "
                f"{decided_by(v)})" for v in res["verdicts"]]
     return {"summary": summary, "verdicts": res["verdicts"], "figures": figures, "carried": carried}
 
 
-__all__ = ["METRICS", "analyse", "build_report", "extract_metrics"]
+__all__ = ["METRICS", "analyse", "build_report", "copy_policies", "evaluation_section", "extract_metrics",
+           "run_evaluations"]

@@ -5,7 +5,8 @@
 -- predatory_zaps, retribution_ratio, efficiency, equality, sustainability, sustainability_share, peace.
 -- Difference from baseline (same learner, grid size and metric): mean - baseline mean, Welch
 -- standard error sqrt(sd^2/n + sd_b^2/n_b) with Welch-Satterthwaite df, t from the view t975 at the
--- largest tabulated df <= df (conservative); null when either side has n < 2.
+-- largest tabulated df <= df (conservative); null when either side has n < 2. Conditions come in
+-- the registry's display order (the table conditions, karmic.conditions), names it lacks last.
 with
 cells as (
     select * from late_cell_stats
@@ -58,12 +59,11 @@ select
     d.diff_ci_high
 from cells as c
 left join diffs as d using (algo, condition, grid_size, metric)
+left join conditions as co on co.condition = c.condition
 order by
     c.grid_size,
     c.metric,
     case c.algo when 'ppo' then 0 else 1 end,
     c.algo,
-    case c.condition
-        when 'baseline' then 0 when 'tvt' then 1 when 'matchmaker' then 2 when 'full' then 3 else 4
-    end,
+    co.display_order nulls last,
     c.condition

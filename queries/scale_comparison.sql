@@ -77,11 +77,10 @@ select
 from welch as w
 cross join params
 left join t975 as tq on floor(w.df) >= tq.lo and floor(w.df) < tq.hi
+left join conditions as co on co.condition = w.condition
 order by
     w.metric,
     case w.algo when 'ppo' then 0 else 1 end,
     w.algo,
-    case w.condition
-        when 'baseline' then 0 when 'tvt' then 1 when 'matchmaker' then 2 when 'full' then 3 else 4
-    end,
+    co.display_order nulls last,
     w.condition

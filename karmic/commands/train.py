@@ -6,7 +6,7 @@ edit here (CleanRL's ``Args``, tyro). A run is configured, from lowest to highes
 the dataclass defaults, a TOML file (``--config run.toml``: field names as keys, ``mode``,
 ``seeds`` and an ``[env]`` table of environment fields), the flags, and ``--set KEY=VALUE`` (a
 training field or an environment field). run.json records the resulting config, the command line
-and the config file's text. ``--mode all`` runs the four conditions in turn. A rich progress bar
+and the config file's text. ``--mode NAME`` is a trained condition of the registry (``karmic conditions``); ``--mode all`` runs the four conditions of the ablation in turn. A rich progress bar
 on stderr shows env-steps/s, mean return and zaps per episode; one line per finished run goes to
 stdout (run id, condition, grid, seed, env steps, mean return, zaps/episode).
 """
@@ -33,10 +33,10 @@ from karmic.commands._common import (
     parse_overrides,
     user_errors,
 )
+from karmic.conditions import ablation_names, names
 from karmic.training.config import MODES, DRQNConfig, TrainConfig, field_docs
 
-ALL_MODES = ("baseline", "tvt", "matchmaker", "full")  # --mode all: the four conditions
-MODE_CHOICES = (*MODES, "all")
+ALL_MODES = tuple(ablation_names())  # --mode all: the four conditions of the ablation
 _D = TrainConfig()  # the one source of the defaults below
 _DQ = DRQNConfig()
 # fields with their own flag or none: the condition (--mode, which also takes `all`), the env
@@ -87,6 +87,10 @@ def _option(name: str, tp: Any, doc: str, drqn_only: bool) -> tuple[Any, Any]:
     if _differs(name):  # lr, max_grad_norm, gae_lambda ...: the learner decides
         shown = f"ppo {getattr(_D, name)}, drqn {getattr(_DQ, name)}"
         return ann, typer.Option(None, *decls, help=help_, show_default=shown)
+    if name == "device":  # the library's default is the CPU; the command's is the machine's
+        return ann, typer.Option("auto", *decls, help=help_)
+    if name == "num_envs":
+        return ann, typer.Option(None, *decls, help=help_, show_default="the device's: cpu 16, cuda 256 (docs/devices.md)")
     if name == "total_steps":
         return ann, typer.Option(_D.total_steps, *decls, help=help_ + " With --resume: the run's own unless given.")
     default = getattr(_DQ if drqn_only else _D, name)
@@ -178,8 +182,8 @@ def read_config_file(path: str) -> tuple[dict[str, Any], str]:
 
 def _flagify(message: str) -> str:
     """A config's validation message in the user's words: field names become their flags."""
-    names = sorted(FIELD_NAMES | {"mode"}, key=len, reverse=True)
-    return re.sub(r"\b(" + "|".join(names) + r")\b", lambda m: flag(m.group(1)), message)
+    words = sorted(FIELD_NAMES | {"mode"}, key=len, reverse=True)
+    return re.sub(r"\b(" + "|".join(words) + r")\b", lambda m: flag(m.group(1)), message)
 
 
 def _env_fields() -> set[str]:
@@ -321,7 +325,7 @@ def _train(ctx: typer.Context, kw: dict[str, Any]) -> None:
         if others:
             raise KarmicError(f"--resume continues a run with its recorded config; drop {', '.join(sorted(others))}")
         trainer = resumed_trainer(kw["resume_id"], lake_dir, total_steps=kw["total_steps"] if given("total_steps") else None,
-                                  tensorboard=kw["tensorboard"])
+                                  tensorboard=kw["tensorboard"])  # on the device the run recorded
         progress, on_update = _progress(f"{trainer.cfg.mode} (resume)", trainer.n_updates)
         trainer.on_update = on_update
         try:
@@ -368,11 +372,19 @@ def _train(ctx: typer.Context, kw: dict[str, Any]) -> None:
     drqn_only = sorted(n for n, _, _, d in FIELDS if d and n in values)
     if drqn_only and algo != "drqn":
         raise KarmicError(f"{', '.join(flag(n) for n in drqn_only)}: a drqn option (--algo drqn)")
-    if mode not in MODE_CHOICES:
-        raise KarmicError(f"unknown --mode {mode!r}; choose one of {', '.join(MODE_CHOICES)}")
+    choices = [*names(trained=True), "all"]  # read live: a condition registered later is a mode
+    if mode not in choices:
+        raise KarmicError(f"unknown --mode {mode!r}; choose one of {', '.join(choices)}")
     grid_size = values.get("grid_size", _D.grid_size)
     if not isinstance(grid_size, int) or grid_size < 5:
         raise KarmicError(f"--grid-size must be >= 5, got {grid_size}")
+    from karmic.training.device import check_name, device_defaults, resolve_device
+
+    device = check_name(values.get("device", "auto"))
+    # drqn's learner is the CPU's; ppo's device is resolved once, before the first run
+    values["device"] = "cpu" if algo == "drqn" and device == "auto" else resolve_device(device)
+    if values.get("num_envs") is None:
+        values["num_envs"] = device_defaults(values["device"])["num_envs"]
     modes = list(ALL_MODES) if mode == "all" else [mode]
     env_cfg = _env_check(values.get("preset"), grid_size, env, env_given)
 
@@ -419,7 +431,7 @@ def _train(ctx: typer.Context, kw: dict[str, Any]) -> None:
 
 def register(app: typer.Typer) -> None:
     fixed = [
-        ("mode", str, typer.Option(_D.mode, "--mode", help="baseline | tvt | matchmaker | full | memory (TVT agent, no transport) | all (the four conditions, in turn).")),
+        ("mode", str, typer.Option(_D.mode, "--mode", help=f"A trained condition ({' | '.join(names(trained=True))}; `karmic conditions` says what each is) | all (the four of the ablation, in turn).")),
         ("seeds", str, typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 1,2,3 (overrides --seed).", show_default="--seed")),
         ("config", str, typer.Option(None, "--config", help="A TOML file of settings: flag names without the dashes as keys (lr = 1e-4), mode, seeds, and an [env] table; flags override it. Recorded in run.json.", show_default="none")),
         ("overrides", list[str], typer.Option(None, "--set", help="KEY=VALUE (repeatable): a training field (gamma=0.9) or an environment field (max_steps=200).", show_default="none")),

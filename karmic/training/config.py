@@ -5,21 +5,38 @@ defaults without loading the learner."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from karmic.conditions import get_condition, names
+from karmic.training.device import check_name
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
-MODES: dict[str, tuple[bool, bool]] = {  # mode -> (use_tvt, matchmaker)
-    "baseline": (False, False),
-    "tvt": (True, False),
-    "matchmaker": (False, True),
-    "full": (True, True),
-    # the TVT agent (memory, reads, reconstruction loss) with no value transport: Hung et al.'s
-    # RMA, the control that tells an effect of transport from an effect of having a memory
-    "memory": (True, False),
-}
-TRANSPORT_MODES = ("tvt", "full")
+
+
+class _Modes(Mapping):
+    """mode -> (use_tvt, matchmaker) of every trained condition, read live from the registry
+    (``karmic.conditions``), so a condition registered later is a mode too."""
+
+    def __getitem__(self, name: str) -> tuple[bool, bool]:
+        try:
+            c = get_condition(name, trained=True)
+        except ValueError:
+            raise KeyError(name) from None
+        return c.use_tvt, c.rigged
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(names(trained=True))
+
+    def __len__(self) -> int:
+        return len(names(trained=True))
+
+
+MODES: Mapping[str, tuple[bool, bool]] = _Modes()
+TVT_SELECTS = ("learner", "rollout")
+TVT_LEARNS = ("replay", "lagged")
 
 
 @dataclass
@@ -27,7 +44,7 @@ class TrainConfig:
     """Everything a run depends on; stored in run.json and in every checkpoint."""
 
     mode: str = "baseline"
-    """Condition: baseline | tvt | matchmaker | full | memory (MODES)."""
+    """Condition: a trained condition of the registry (``karmic conditions``, karmic.conditions)."""
     algo: str = "ppo"
     """Learner: ppo | drqn (karmic.training.learners)."""
     grid_size: int = 10
@@ -82,12 +99,18 @@ class TrainConfig:
     """Torch threads; 0 = all cores."""
     precision: str = "fp32"
     """fp32 | bf16 (autocast for the network; an opt-in) | auto (measure once: bf16 where its
-    matmuls are >= 1.25x fp32's). The default is fp32 so two runs of one command train alike on
-    any machine; a run records the precision it used and why (run.json), a resume keeps it."""
+    matmuls are >= 1.25x fp32's; on CUDA fp32). The default is fp32 so two runs of one command
+    train alike on any machine; a run records the precision it used and why (run.json), a resume
+    keeps it."""
+    device: str = "cpu"
+    """Where the network acts and learns: cpu | cuda | cuda:N | auto (cuda where torch sees a GPU;
+    ``karmic.training.device``). The env steps on the CPU whatever this says. A run records the
+    device it resolved to; the CLI's default is auto, this class's cpu (library calls and tests
+    stay on the CPU)."""
     preset: str | None = None
     """HarvestConfig preset (karmic.envs.PRESETS), or None for the defaults."""
     tvt_mode: str = "both"
-    """TVT transport (tvt / full): learned | semantic | both."""
+    """TVT transport of tvt / full: learned | semantic | both (other conditions fix their own)."""
     tvt_alpha: float = 0.9
     """Share of the value transported (Hung et al. 2019, Methods)."""
     tvt_threshold: float = 2.0
@@ -97,15 +120,39 @@ class TrainConfig:
     tvt_recon_cost: float = 1.0
     """Weight of TVT's reconstruction loss."""
     tvt_read_cost: float = 1.0
-    """Weight of TVT's read-strength cost."""
+    """Weight of TVT's read-strength cost ``mean(relu(strength - tolerance) ** power)``."""
+    tvt_read_power: int = 1
+    """Power of the read-strength cost (1 in Harvest; key-to-door's 2)."""
+    tvt_read_tolerance: float = 2.0
+    """Strength from which reads cost (Harvest: the threshold 2; key-to-door's 1)."""
+    tvt_transport_top_k: int = 3
+    """Rows each learned-transport span sends value to (key-to-door: 1, the row read most)."""
+    hit_cost: float = 0.0
+    """Reward taken at every step where the agent's zap hit another agent (the hit-cost
+    condition's shaping; 0 elsewhere)."""
+    tvt_select: str = "learner"
+    """Which memory rows the learner's reads attend to (docs/tvt-speed.md): ``learner`` (the
+    method of old): every minibatch selects each step's top-k rows with its current keys;
+    ``rollout``: the rows the acting read selected, stored in the shard, so the learner reads
+    only those k rows (no selection over the whole bank). TVT_SELECTS."""
+    tvt_learn: str = "replay"
+    """How transported value reaches earlier shards (tvt / full; docs/tvt-speed.md): ``replay``
+    (the method of old): each shard is learned when new, then one clipped policy-gradient pass
+    over every earlier shard that received value; ``lagged``: each shard is learned once,
+    ``tvt_lag`` updates late, with the value transported into it by then, off-policy (PPO's
+    clipped ratio against the policy at the start of its learning, times the truncated
+    importance weight of that policy over the behaviour policy that acted). TVT_LEARNS."""
+    tvt_lag: int | None = None
+    """``tvt_learn = lagged``: updates between a shard's rollout and its learning. None: the
+    memory's span in shards (ceil(memory_size / num_steps)), after which no transport can reach
+    it; less learns sooner and loses the value transported later (the run reports its share)."""
     env_overrides: dict[str, Any] = field(default_factory=dict)
     """HarvestConfig fields set over the preset."""
     run_id: str | None = None
     """The run's id; None: a new one (mode, grid, seed and a random suffix)."""
 
     def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}, all")
+        cond = get_condition(self.mode, trained=True)
         for name in ("total_steps", "num_envs", "num_steps", "seq_len", "update_epochs",
                      "num_minibatches", "hidden", "latent", "checkpoint_every"):
             if getattr(self, name) < 1:
@@ -114,12 +161,28 @@ class TrainConfig:
             raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of seq_len ({self.seq_len})")
         if self.tvt_mode not in ("learned", "semantic", "both"):
             raise ValueError(f"unknown tvt_mode {self.tvt_mode!r}; choose learned, semantic or both")
+        if self.tvt_mode != "both" and cond.transport != "both":
+            raise ValueError(f"tvt_mode is a choice of tvt and full; {self.mode} fixes its transport"
+                             f" ({cond.transport})")
+        if self.hit_cost < 0 or (self.hit_cost and cond.shaping != "hit-cost"):
+            raise ValueError(f"hit_cost ({self.hit_cost}) is the hit-cost condition's (>= 0), not {self.mode}'s")
+        if cond.shaping == "hit-cost" and not self.hit_cost:
+            raise ValueError(f"{self.mode} needs hit_cost > 0 (TrainConfig.from_dict sets the condition's)")
+        if self.tvt_read_power < 1 or self.tvt_transport_top_k < 1:
+            raise ValueError("tvt_read_power and tvt_transport_top_k must be >= 1")
         if self.memory_size < 1:
             raise ValueError(f"memory_size must be >= 1, got {self.memory_size}")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ValueError("gamma must be in (0, 1] and gae_lambda in [0, 1]")
+        if self.tvt_select not in TVT_SELECTS:
+            raise ValueError(f"unknown tvt_select {self.tvt_select!r}; choose {', '.join(TVT_SELECTS)}")
+        if self.tvt_learn not in TVT_LEARNS:
+            raise ValueError(f"unknown tvt_learn {self.tvt_learn!r}; choose {', '.join(TVT_LEARNS)}")
+        if self.tvt_lag is not None and self.tvt_lag < 0:
+            raise ValueError(f"tvt_lag must be >= 0, got {self.tvt_lag}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}")
+        check_name(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,6 +191,11 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         d = {"precision": "fp32", **d}  # runs recorded before precision was a field ran fp32
+        mode = d.get("mode", cls.mode)
+        try:  # the condition's own defaults (karmic.conditions), under what ``d`` sets
+            d = {**get_condition(mode).defaults, **d}
+        except ValueError:
+            pass  # validate() names the unknown condition
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -212,4 +280,4 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
-__all__ = ["MODES", "PRECISIONS", "TRANSPORT_MODES", "DRQNConfig", "TrainConfig", "field_docs"]
+__all__ = ["MODES", "PRECISIONS", "TVT_LEARNS", "TVT_SELECTS", "DRQNConfig", "TrainConfig", "field_docs"]

@@ -115,6 +115,10 @@ class DRQNTrainer(Trainer):
 
     def __init__(self, cfg: DRQNConfig, lake, on_update=None, tensorboard=False,
                  resume_from: dict[str, Any] | None = None, env=None, io_factory=None) -> None:
+        # the learner's tensors are the CPU's (issue 37 moved PPO's acting and learning only)
+        cfg.device = "cpu" if cfg.device == "auto" else cfg.device
+        if cfg.device != "cpu":
+            raise ValueError(f"drqn runs on the CPU only, not {cfg.device}: use --device cpu (or --algo ppo)")
         super().__init__(cfg, lake, on_update=on_update, tensorboard=tensorboard, resume_from=None,
                          env=env, io_factory=io_factory)
         torch.manual_seed(cfg.seed)
@@ -237,7 +241,8 @@ class DRQNTrainer(Trainer):
             tvt = self.agent.tvt
             words = tvt.write(z, batch["prev_a"], batch["prev_r"])
             obs_flat = batch["obs"].reshape(*words.shape[:2], -1).float() / 255.0
-            aux = tvt.losses(words, obs_flat, batch["prev_a"], batch["prev_r"], strength)
+            aux = tvt.losses(words, obs_flat, batch["prev_a"], batch["prev_r"], strength,
+                             power=cfg.tvt_read_power, tolerance=cfg.tvt_read_tolerance)
             loss = loss + cfg.tvt_recon_cost * aux["recon"] + cfg.tvt_read_cost * aux["read_reg"]
         stats = {"q_loss": float((err.detach() * m).sum() / m.sum().clamp(min=1.0)),
                  "q_mean": float((q_a.detach() * m).sum() / m.sum().clamp(min=1.0))}

@@ -35,10 +35,12 @@ from karmic.tvt.transport import (
     apply_transports,
     learned_transport,
     semantic_transport,
+    sham_transports,
 )
 
 WORD = 32
-TVT_MODES = ("learned", "semantic", "both")
+TVT_MODES = ("learned", "semantic", "both")  # a run's --tvt-mode; the sham condition adds "sham"
+SHAM_SEED = 0x5348414D  # the sham's draws: a pure function of (run seed, update), so resume repeats them
 _RIGGED = SPAWN_CAUSES.index("rigged")
 
 
@@ -51,11 +53,11 @@ def make_tvt_module(agent) -> TVTMemory:
 class MemoryRing:
     """The last ``size`` words of each of S streams, with the stream time each was written at."""
 
-    def __init__(self, slots: int, size: int, word: int) -> None:
+    def __init__(self, slots: int, size: int, word: int, device: torch.device | str | None = None) -> None:
         self.size = size
-        self.words = torch.zeros(slots, size, word)
-        self.unit = torch.zeros(slots, size, word)  # the words normalised, kept for the reads
-        self.time = torch.full((slots, size), -1, dtype=torch.long)
+        self.words = torch.zeros(slots, size, word, device=device)
+        self.unit = torch.zeros(slots, size, word, device=device)  # the words normalised, kept for the reads
+        self.time = torch.full((slots, size), -1, dtype=torch.long, device=device)
 
     def view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rows (S, size, word), valid (1, S, size), unit rows) for a one-step read at the next time."""
@@ -69,7 +71,7 @@ class MemoryRing:
     def load(self, words: np.ndarray, times: np.ndarray) -> None:
         """Refill from stored history: words (S, n, word) written at stream times (n,)."""
         for i, tau in enumerate(np.asarray(times)[-self.size:].tolist()):
-            self.write(torch.from_numpy(words[:, len(times) - min(len(times), self.size) + i]), tau)
+            self.write(torch.from_numpy(words[:, len(times) - min(len(times), self.size) + i]).to(self.words.device), tau)
 
 
 def role_tags(events: EventBatch, B: int, N: int) -> dict[str, np.ndarray]:
@@ -122,10 +124,13 @@ class TransportResult:
     replay: dict[int, np.ndarray] = field(default_factory=dict)  # earlier update -> (rows, L) added
 
 
-def transport_rewards(shard, history: list, agent, cfg) -> TransportResult:
-    """Learned and/or semantic transports for one shard (``cfg.tvt_mode``); ``history`` holds
-    the earlier shards, oldest first. ``parts`` of the result are the transports made, for the
-    lake's ``tvt_transports`` table (``pipelines.trajectories.transports_table``)."""
+def transport_rewards(shard, history: list, agent, cfg, transport: str | None = None) -> TransportResult:
+    """Learned and/or semantic transports for one shard (``transport``: learned | semantic |
+    both | sham, default ``cfg.tvt_mode``); ``history`` holds the earlier shards, oldest first.
+    ``sham`` is ``both`` with every semantic transport sent to a random earlier step
+    (``karmic.tvt.transport.sham_transports``, logged with mode ``sham``). ``parts`` of the
+    result are the transports made, for the lake's ``tvt_transports`` table
+    (``pipelines.trajectories.transports_table``). The learned transport reads no event tags."""
     tm = shard.time_major
     S, N = shard.slots, shard.n_agents
     tau = tm(stream_times(shard))  # (T, S)
@@ -133,18 +138,19 @@ def transport_rewards(shard, history: list, agent, cfg) -> TransportResult:
     val = tm(shard.value)
     x = shard.extra
     parts: list[tuple[int, Transports, str]] = []  # (slot, transports, mode)
-    mode = cfg.tvt_mode
-    if mode in ("learned", "both"):
+    mode = transport or cfg.tvt_mode
+    top_k = getattr(cfg, "tvt_transport_top_k", DEFAULT_TOP_K)
+    if mode in ("learned", "both", "sham"):
         st, top_t, top_w = tm(x["tvt_strength"]), tm(x["tvt_top_tau"]), tm(x["tvt_top_w"])
         for s in range(S):
             for h in range(st.shape[2]):
                 tr = learned_transport(top_w[:, s, h][:, None], st[:, s, h][:, None], top_t[:, s, h],
                                        val[:, s], tau[:, s], cfg.gamma, cfg.tvt_alpha,
-                                       cfg.tvt_threshold, DEFAULT_TOP_K)
+                                       cfg.tvt_threshold, top_k)
                 if len(tr):
                     parts.append((s, Transports(tr.source, tr.target, tr.amount,
                                                 np.full(len(tr), h, np.int16)), "learned"))
-    if mode in ("semantic", "both"):
+    if mode in ("semantic", "both", "sham"):
         hit_by = tm(x["hit_by"])
         if hit_by.any():
             last = shard.rows["chunk"] == shard.rows["chunk"].max()
@@ -175,6 +181,13 @@ def transport_rewards(shard, history: list, agent, cfg) -> TransportResult:
                                         np.array(h_a), alpha=cfg.tvt_alpha, memory_size=agent.memory_size)
                 if len(tr):
                     parts.append((int(s), tr, "semantic"))
+            if mode == "sham":
+                real = [(s, tr) for s, tr, m in parts if m == "semantic"]
+                earliest = int(stream_times((history + [shard])[0])[0, 0])
+                rng = np.random.default_rng([int(cfg.seed) & 0xFFFFFFFF, SHAM_SEED, int(shard.update)])
+                fake = sham_transports([tr for _, tr in real], earliest, rng, agent.memory_size)
+                parts = [p for p in parts if p[2] != "semantic"] + [
+                    (s, tr, "sham") for (s, _), tr in zip(real, fake, strict=True)]
     out = rew.copy()
     replay: dict[int, np.ndarray] = {}
     hist_by_start = {}

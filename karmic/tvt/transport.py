@@ -20,6 +20,12 @@ Semantic role matching (Karmic-RL): when the agent is hit at t2 by X, the rows w
 aggressor against X (t1 < t2, ``t2 - t1 >= min_gap``) share ``alpha * A(t2)`` equally, A(t2) being
 its advantage at t2 (negative when punished), so the total moved equals alpha * A(t2) however
 many crimes it is split over.
+
+Sham (the ``sham`` condition's control): every semantic transport keeps its source and amount,
+but its target is moved to ``source - lag``, the lag drawn from the lags of the update's other
+real matches (so the count, the total and, pooled, the lag distribution are the real rule's, and
+the target lies inside the memory window); where it lands is, by design, not chosen by whom the
+agent hit.
 """
 
 from __future__ import annotations
@@ -159,6 +165,32 @@ def semantic_transport(
             amount=np.full(n, alpha * adv / n), head=np.full(n, -1, np.int16),
         ))
     return Transports.concat(parts)
+
+
+def sham_transports(parts: list[Transports], earliest: int, rng: np.random.Generator,
+                    memory_size: int) -> list[Transports]:
+    """The sham of real semantic transports ``parts`` (one per agent stream, of one update): each
+    row keeps its source, amount and head; its target becomes ``source - lag``, ``lag`` drawn
+    uniformly from the lags ``source - target`` of the other real rows of the update (not those
+    of the same hit: their lags point at the same punishment's real targets) that keep the target
+    inside the memory window and at or after ``earliest`` (the stream's oldest step still held).
+    A row with no such lag draws one uniformly from the window. Count, amounts and the pooled
+    lag distribution are the real rule's; where the value lands is not chosen by whom the agent hit."""
+    if not parts:
+        return []
+    lag_all = np.concatenate([p.source - p.target for p in parts])
+    owner = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])
+    src_all = np.concatenate([p.source for p in parts])
+    out = []
+    for i, p in enumerate(parts):
+        target = np.empty(len(p), np.int64)
+        for r, src in enumerate(p.source.tolist()):
+            cap = min(int(memory_size), src - int(earliest))  # >= 1: the real target lies in it
+            pool = lag_all[((owner != i) | (src_all != src)) & (lag_all <= cap)]
+            lag = pool[rng.integers(len(pool))] if len(pool) else rng.integers(1, cap + 1)
+            target[r] = src - lag
+        out.append(Transports(p.source.copy(), target, p.amount.copy(), p.head.copy()))
+    return out
 
 
 def apply_transports(rewards: np.ndarray, times: np.ndarray, tr: Transports) -> tuple[np.ndarray, Transports]:
