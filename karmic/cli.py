@@ -62,6 +62,9 @@ for _name in COMMAND_MODULES:
 
 
 _DEFAULT_IN_HELP = re.compile(r"\s*\[default: ([^\]]*)\]")
+# "(default: X)" and "(...; default: X)" written in a help text: shown as typer shows a default
+_DEFAULT_IN_PARENS = re.compile(r"\s*\(default:? ([^)]*)\)")
+_DEFAULT_AFTER_SEMI = re.compile(r";\s*default:? ([^)]*)\)")
 
 
 def _fix_help(info) -> None:
@@ -71,10 +74,12 @@ def _fix_help(info) -> None:
     text = getattr(info, "help", None)
     if not text:
         return
-    m = _DEFAULT_IN_HELP.search(text)
-    if m and getattr(info, "show_default", True) in (True, None):
-        info.show_default = m.group(1)
-        text = _DEFAULT_IN_HELP.sub("", text, count=1)
+    for pattern, keep in ((_DEFAULT_IN_HELP, ""), (_DEFAULT_IN_PARENS, ""), (_DEFAULT_AFTER_SEMI, ")")):
+        m = pattern.search(text)
+        if m and getattr(info, "show_default", True) in (True, None):
+            info.show_default = m.group(1).strip()
+            text = pattern.sub(keep, text, count=1)
+            break
     info.help = re.sub(r"(?<!\\)\[", r"\\[", text)
 
 

@@ -366,11 +366,12 @@ def check_episode(lake: Path | str, run_id: str, episode: int) -> tuple[int, str
 # --- rendering ----------------------------------------------------------------------------------
 def render_episode(lake: Path | str, run_id: str, episode: int, out_path: str | Path,
                    agent: str | None = None, fps: int = 8, max_frames: int | None = None,
-                   scale: int | None = None) -> Path:
+                   scale: int | None = None, every: int = 1) -> Path:
     """Replay ``episode`` of ``run_id`` from the lake, check it, and write it to ``out_path``:
     ``.gif`` (animated), ``.mp4`` (needs ffmpeg on PATH) or ``.png`` (a strip of 8 frames).
 
-    Frames: the board after the reset and after each step (up to ``max_frames``), with agents
+    Frames: the board after the reset and after every ``every``-th step (and the last; up to
+    ``max_frames`` of them), with agents
     (colour, id, facing), beams, hits, removed agents (a hollow square where they were hit, with
     the steps left), and a caption with t, apples on the board and the step's social events.
     ``agent="agent_2"`` outlines that agent and adds its egocentric view beside the board.
@@ -389,6 +390,8 @@ def render_episode(lake: Path | str, run_id: str, episode: int, out_path: str | 
         raise ReplayError(f"--fps must be >= 1, got {fps}")
     if max_frames is not None and max_frames < 1:
         raise ReplayError(f"--max-frames must be >= 1, got {max_frames}")
+    if every < 1:
+        raise ReplayError(f"--every must be >= 1, got {every}")
     run = load_run(lake, run_id)
     focus = None
     if agent is not None:
@@ -401,12 +404,15 @@ def render_episode(lake: Path | str, run_id: str, episode: int, out_path: str | 
         raise ReplayMismatch(x["bad"])
     env, obs = _make_env(run.config, [x])
     T = x["steps"]
-    n_frames = T + 1 if max_frames is None else min(T + 1, max_frames)
+    # the frames kept: the reset, every `every`-th step and the last step (the whole episode is
+    # still replayed and checked)
+    n_kept = len({*range(0, T + 1, every), T})
+    n_frames = n_kept if max_frames is None else min(n_kept, max_frames)
     frames = [compact_frame(annotated_frame(env, 0, env.reset_events, episode=episode,
                                             focus=focus, obs=obs, scale=scale))]
     for t in range(T):
         obs, _, _, ev = env.step(x["actions"][t][None])
-        if len(frames) < n_frames:
+        if len(frames) < n_frames and ((t + 1) % every == 0 or t + 1 == T):
             frames.append(compact_frame(annotated_frame(env, 0, ev, episode=episode, focus=focus,
                                                         obs=obs, scale=scale)))
     rep = _replayed(run, env, [x])[0]

@@ -181,3 +181,15 @@ def test_a_folder_that_is_not_a_lake_says_so(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert _cli("runs", "--lake", str(empty)).exit_code == 0  # an empty folder is an empty lake
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["simulate", "--preset", "nope"], "error: --preset: unknown preset 'nope'"),
+    (["simulate", "--grid-size", "300"], "error: --grid-size: 300 is outside [5, 200]"),
+    (["sweep", "--modes", "baseline", "--set", "nonsense=1"], "error: --set nonsense=1: no such field"),
+    (["sweep", "--modes", "baseline", "--set", "max_steps=abc"], "error: --set max_steps=abc: must be an integer"),
+])
+def test_environment_errors_name_the_flag_typed(tmp_path, argv, msg):
+    res = _cli(*argv, "--lake", str(tmp_path / "lake"))
+    assert res.exit_code == 2 and msg in res.output and "HarvestConfig" not in res.output, res.output
+    assert "Traceback" not in res.output

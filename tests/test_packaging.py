@@ -3,6 +3,7 @@ install`, lock headers that name the file `make lock` writes, `karmic --version`
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tomllib
@@ -31,12 +32,15 @@ def _make_n(target: str) -> str:
 
 def test_make_install_is_the_install_step_alone():
     out = _make_n("install")
-    assert "pip install -q --force-reinstall -r requirements.lock" in out and "pip install -q --no-deps -e ." in out
+    assert "pip install -q --no-deps -e ." in out and re.search(r"pip install .*-r requirements[\w-]*\.lock", out)
     assert "pytest" not in out and "karmic " not in out
 
 
 def test_make_lock_headers_name_the_file_written():
-    out = [ln for ln in _make_n("lock").splitlines() if "pip-compile -q" in ln]
-    assert len(out) == 2
-    for line, lock in zip(out, ("requirements.lock", "requirements-dev.lock"), strict=True):
-        assert f'CUSTOM_COMPILE_COMMAND="make lock, writing {lock}"' in line and f"-o {lock}" in line
+    """pip-compile's default header repeats its command line, which named a temporary path when
+    a lock was compiled elsewhere and copied; each lock's header now names the file itself."""
+    lines = [ln for ln in _make_n("lock").splitlines() if "pip-compile -q" in ln]
+    assert len(lines) >= 2
+    for line in lines:
+        written = re.search(r" -o (\S+)", line).group(1)
+        assert f'CUSTOM_COMPILE_COMMAND="make lock, writing {written}"' in line, line

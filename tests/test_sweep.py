@@ -192,7 +192,8 @@ def test_run_task_restarts_a_run_without_checkpoint_and_skips_a_completed_one(lo
         (["--workers", "0"], "--workers must be >= 1"),
         (["--total-steps", "0"], "--total-steps must be >= 1"),
         (["--set", "seed=3"], "a sweep sets seed per task"),
-        (["--set", "nonsense=1"], "invalid HarvestConfig.nonsense"),
+        (["--set", "nonsense=1"], "--set nonsense=1: no such field"),  # the flag typed (issue 36)
+        (["--set", "max_steps=abc"], "--set max_steps=abc: must be an integer"),
         (["--set", "num_steps=25"], "num_steps (25) must be a multiple of seq_len"),
         (["--sweep-id", "a/b"], "invalid --sweep-id"),
         (["--address", "localhost:6379"], "--address is for the ray backend"),

@@ -124,3 +124,15 @@ def test_progress_never_shows_nan():
                "mean_return": float("nan"), "zaps_per_episode": float("nan")})
     fields = progress.tasks[0].fields
     assert "nan" not in fields["ret"] and "nan" not in fields["zaps"]
+
+
+def test_the_usage_docs_config_file_is_valid(tmp_path):
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "usage.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
+    p = tmp_path / "run.toml"
+    p.write_text(block)
+    values, _ = tc.read_config_file(str(p))
+    assert values["mode"] == "tvt" and values["seeds"] == [1, 2, 3] and values["gamma"] == 0.95
+    assert values["env_overrides"] == {"max_steps": 500}

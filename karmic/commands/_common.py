@@ -24,6 +24,32 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
     raise typer.Exit(code)
 
 
+def in_user_words(msg: str) -> str:
+    """An environment config error names the flag the user typed, not the internal field:
+    'invalid HarvestConfig.max_steps: ...' -> '--max-steps: ...' where the command has that flag,
+    else '--set max_steps=...' where it has --set, else 'environment field max_steps'."""
+    import re
+
+    try:  # typer >= 0.2x carries its own click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover
+        from click import get_current_context
+
+    m = re.match(r"invalid HarvestConfig\.(\w+): (.*)", msg)
+    if not m:
+        return msg
+    key, why = m.groups()
+    ctx = get_current_context(silent=True)
+    opts = {o for p in (ctx.command.params if ctx else []) for o in getattr(p, "opts", [])}
+    flag = "--" + key.replace("_", "-")
+    if flag in opts:
+        return f"{flag}: {why}"
+    if "--set" in opts:
+        given = next((s for s in reversed(ctx.params.get("overrides") or []) if s.split("=", 1)[0] == key), None)
+        return f"--set {given or key}: {why}"
+    return f"environment field {key}: {why}"
+
+
 @contextmanager
 def user_errors():
     """Turn KarmicError / ValueError / FileNotFoundError into one line on stderr and exit 2."""
@@ -36,7 +62,7 @@ def user_errors():
         raise typer.Exit(130) from None
     except (KarmicError, ValueError, FileNotFoundError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        fail(msg)
+        fail(in_user_words(msg))
     except OSError as exc:
         # a read-only lake or --out folder (or a full disk): the first write fails, before any
         # part of the run is in the lake (run.json, parts and reports are written by atomic rename)

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         scenario: list[str] = typer.Option(
             None, "--scenario", help="solo | solo-frozen | cross-play (repeatable; default: all that apply)."),
         episodes: int = typer.Option(4, "--episodes", help="Episodes per scenario."),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = typer.Option(0, "--seed", help="Seed of the episodes' resets and the policies' sampling."),
         focal: int = typer.Option(1, "--focal", help="Cross-play: how many agents play the focal policy."),
         preset: str = typer.Option(None, "--preset", help="Environment preset (default: the first policy's own)."),
         grid_size: int = typer.Option(None, "--grid-size", help="Board side (default: the first policy's own)."),

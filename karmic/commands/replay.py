@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
         out: str = typer.Option(None, "--out", help="Output .gif, .mp4 (needs ffmpeg) or .png strip (default replay-RUN-EPISODE.gif)."),
         agent: str = typer.Option(None, "--agent", help="Outline this agent (agent_2) and show its view."),
         fps: int = typer.Option(8, "--fps", help="Frames per second of the animation."),
-        max_frames: int = typer.Option(None, "--max-frames", help="Render only the first N frames (the whole episode is still checked)."),
+        max_frames: int = typer.Option(None, "--max-frames", help="Render only the first N frames (the whole episode is still checked).", show_default="all"),
+        every: int = typer.Option(1, "--every", help="Keep every N-th step's frame (and the last): --every 5 makes a 500-step episode 101 frames."),
         lake: str = LAKE_OPTION,
     ) -> None:
         """Re-simulate episodes from the lake alone and check that they regenerate the stored
@@ -42,7 +43,7 @@ def register(app: typer.Typer) -> None:
                 path = out or f"replay-{run_id}-{episode}.gif"
                 try:
                     written = render_episode(lake_path(lake), run_id, episode, path, agent=agent,
-                                             fps=fps, max_frames=max_frames)
+                                             fps=fps, max_frames=max_frames, every=every)
                 except ReplayMismatch as exc:
                     print(f"mismatch: {exc}", file=sys.stderr)
                     raise typer.Exit(1) from None

@@ -40,6 +40,10 @@ def register(app: typer.Typer) -> None:
 
             resolve_policy(policy, seed)  # bad policy: one line before anything is written
             check_writable(lake_path(lake))
+            from karmic.envs.config import make_config
+
+            # a bad preset or size: one line before the progress bar starts
+            make_config(preset, grid_size=grid_size, **({"max_steps": max_steps} if max_steps else {}))
             err = Console(stderr=True)
             with Progress(TextColumn("[bold]simulate"), BarColumn(), TextColumn("{task.completed}/{task.total} episodes"),
                           TimeRemainingColumn(), console=err, transient=True) as prog:

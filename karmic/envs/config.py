@@ -83,6 +83,20 @@ class HarvestConfig:
         def bad(name: str, why: str) -> None:
             raise ValueError(f"invalid HarvestConfig.{name}: {why}")
 
+        # a value of the wrong type (`--set max_steps=abc`) is named, not a TypeError further down
+        for f in fields(self):
+            v, kind = getattr(self, f.name), str(f.type)
+            if v is None and "None" in kind:
+                continue
+            if kind.startswith("int") and (not isinstance(v, int) or isinstance(v, bool)):
+                bad(f.name, f"must be an integer, got {v!r}")
+            if kind.startswith("float") and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+                bad(f.name, f"must be a number, got {v!r}")
+            if kind == "bool" and not isinstance(v, bool):
+                bad(f.name, f"must be true or false, got {v!r}")
+            if kind == "str" and not isinstance(v, str):
+                bad(f.name, f"must be a string, got {v!r}")
+
         if self.layout not in ("patches", "ssd"):
             bad("layout", f"{self.layout!r} is not 'patches' or 'ssd'")
         if self.layout == "patches" and not 5 <= self.grid_size <= 200:

@@ -135,28 +135,83 @@ def _step_text(ev, b: int) -> list[str]:
     return out
 
 
-def _wrap(draw, font, words: list[str], width: int, lines: int) -> list[str]:
-    out, cur = [], ""
+def _wrap(draw, font, words: list[str], width: int, lines: int, sep: str = ", ") -> list[str]:
+    """``words`` joined by ``sep`` into at most ``lines`` lines of at most ``width`` pixels; what
+    does not fit ends in an ellipsis (a line is never wider than the frame)."""
+    if lines < 1 or not words:
+        return []
+
+    def fits(text: str) -> bool:
+        return draw.textlength(text, font=font) <= width
+
+    def clip(text: str) -> str:
+        while text and not fits(text + " …"):
+            text = text[:-1]
+        return text.rstrip(", ") + " …"
+
+    out, cur, used = [], "", 0
     for w in words:
-        cand = f"{cur}, {w}" if cur else w
-        if draw.textlength(cand, font=font) <= width:
-            cur = cand
+        cand = f"{cur}{sep}{w}" if cur else w
+        if fits(cand):
+            cur, used = cand, used + 1
             continue
         if cur:
             out.append(cur)
-        cur = w
-        if len(out) == lines:
-            break
+            if len(out) == lines:
+                cur = ""
+                break
+        cur, used = w, used + 1
     if cur and len(out) < lines:
         out.append(cur)
-    if len(out) == lines and sum(len(x) for x in out) < len(", ".join(words)):
-        out[-1] = out[-1][: max(0, len(out[-1]) - 2)] + " …"
+    out = [x if fits(x) else clip(x) for x in out]
+    if used < len(words) or (out and len(out) == lines and not fits(out[-1])):
+        out[-1] = out[-1] if out[-1].endswith("…") else clip(out[-1])
     return out
 
 
 def default_scale(venv) -> int:
+    """Pixels per cell: the board about 480 px wide (10x10: 40 px cells, 30x30: 15)."""
     H, W = venv.walls.shape
-    return max(6, min(24, 360 // max(W + 2, H + 2)))
+    return max(6, min(40, 480 // max(W + 2, H + 2)))
+
+
+# what each colour of a frame means, drawn as a legend row under the caption
+LEGEND = (("apple", APPLE), ("apple spot", APPLE_CELL), ("wall", WALL), ("beam", BEAM), ("hit", HIT))
+
+
+def _legend(d, font, y: int, width: int, line_h: int) -> None:
+    """Swatches with their names in one row (wrapping if the frame is narrow); agents are
+    labelled by their ids on the board, a removed agent is the hollow square of its colour."""
+    x, sw = 4, max(8, line_h - 6)
+    items = [*LEGEND, ("agent (id; bar: facing)", AGENT_COLOURS[0]), ("removed (steps left)", None)]
+    for name, colour in items:
+        need = sw + 4 + int(d.textlength(name, font=font)) + 12
+        if x + need > width and x > 4:
+            x, y = 4, y + line_h
+        box = (x, y + 2, x + sw, y + 2 + sw)
+        if name == "hit":
+            d.line(box, fill=HIT, width=2)
+            d.line((box[0], box[3], box[2], box[1]), fill=HIT, width=2)
+        elif colour is None:
+            d.rectangle(box, outline=AGENT_COLOURS[0], width=1)
+        else:
+            d.rectangle(box, fill=colour, outline=(90, 90, 90) if colour == BG else None)
+        d.text((x + sw + 4, y + 1), name, fill=CAPTION_FG, font=font)
+        x += need
+
+
+def legend_rows(width: int, font, line_h: int) -> int:
+    """How many rows the legend takes at ``width`` pixels (annotated_frame sizes the frame by it)."""
+    from PIL import Image, ImageDraw
+
+    d = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    x, rows, sw = 4, 1, max(8, line_h - 6)
+    for name in [n for n, _ in LEGEND] + ["agent (id; bar: facing)", "removed (steps left)"]:
+        need = sw + 4 + int(d.textlength(name, font=font)) + 12
+        if x + need > width and x > 4:
+            x, rows = 4, rows + 1
+        x += need
+    return rows
 
 
 def annotated_frame(venv, b: int = 0, events=None, episode: int | None = None,
@@ -173,9 +228,10 @@ def annotated_frame(venv, b: int = 0, events=None, episode: int | None = None,
     ev = venv.last_events if events is None else events
     board = Image.fromarray(board_rgb(venv, b, scale))
     bw, bh = board.size
-    font = _font(max(9, min(13, int(scale * 0.8))))
-    small = _font(max(8, int(scale * 0.7)))
-    line_h = font.size + 3 if hasattr(font, "size") else 14
+    # the caption's size follows the board's width, not the cell's (a 30x30 board has small cells)
+    font = _font(max(10, min(16, bw // 34)))
+    small = _font(max(8, min(14, int(scale * 0.6))))
+    line_h = font.size + 4 if hasattr(font, "size") else 14
     panel_w = 0
     V = None
     if focus is not None and obs is not None:
@@ -183,7 +239,9 @@ def annotated_frame(venv, b: int = 0, events=None, episode: int | None = None,
         cell = max(2, (bh * 2 // 3) // V)
         panel_w = cell * V + 8
     cap_lines = 3
-    img = Image.new("RGB", (bw + panel_w, bh + line_h * cap_lines + 4), CAPTION_BG)
+    width = bw + panel_w
+    leg_rows = legend_rows(width, font, line_h)
+    img = Image.new("RGB", (width, bh + line_h * (cap_lines + leg_rows) + 6), CAPTION_BG)
     img.paste(board, (0, 0))
     d = ImageDraw.Draw(img)
 
@@ -219,14 +277,16 @@ def annotated_frame(venv, b: int = 0, events=None, episode: int | None = None,
         d.line((x0, y0, x1, y1), fill=HIT, width=2)
         d.line((x0, y1, x1, y0), fill=HIT, width=2)
     t = int(s.t[b])
-    head = (f"ep {episode}  " if episode is not None else "") + f"t {t}/{venv.max_steps}"
-    head += f"  apples {int(s.apples[b].astype(bool).sum())}"
+    head = [f"ep {episode}" if episode is not None else "", f"t {t}/{venv.max_steps}",
+            f"apples {int(s.apples[b].astype(bool).sum())}"]
     if removed:
-        head += "  removed " + " ".join(removed)
-    words = _step_text(ev, b)
-    lines = [head] + _wrap(d, font, words, img.size[0] - 8, cap_lines - 1)
+        head.append("removed " + " ".join(removed))
+    # every caption line fits the frame: the head and the step's events are wrapped to its width
+    lines = _wrap(d, font, [h for h in head if h], width - 8, 2, sep="  ")
+    lines += _wrap(d, font, _step_text(ev, b), width - 8, cap_lines - len(lines))
     for k, text in enumerate(lines[:cap_lines]):
         d.text((4, bh + 2 + k * line_h), text, fill=CAPTION_FG, font=font)
+    _legend(d, font, bh + 2 + cap_lines * line_h + 2, width, line_h)
     if panel_w:
         o = obs[b, focus]
         cell = (panel_w - 8) // V
