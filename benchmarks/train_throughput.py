@@ -17,7 +17,13 @@ measured in the same script. Sections (all in the default run, a few minutes on 
    over earlier shards and the lake. The stubbed run is a diagnostic, not a method: with reads of
    zero, its learned transports and so its replay passes differ (their count is printed).
 
+5. ``tvt-speed`` (not in the default run): ``tvt`` and ``full`` in TVT's old method and the new
+   ones (``--tvt-methods old,select,new``: docs/tvt-speed.md) against ``baseline``, as ratios,
+   every run's updates interleaved one by one in one process (``--repeats`` per run).
+
     python benchmarks/train_throughput.py --algos ppo,drqn [--repeats 2]   # learners side by side
+
+    python benchmarks/train_throughput.py --sections tvt-speed --grids 10,30 --repeats 5 [--tvt-methods old,new]
 
     python benchmarks/train_throughput.py [--grids 10,30] [--conditions baseline,tvt,full]
         [--updates 6] [--precision auto|fp32|bf16] [--sections main,threads,scaling] [--json]
@@ -46,7 +52,7 @@ import time
 import torch
 
 from karmic.training.config import MODES, PRECISIONS
-from karmic.training.ppo import matmul_rate
+from karmic.training.ppo import RolloutState, matmul_rate
 
 
 def matmul_gflops(n: int = 2048, reps: int = 3, trials: int = 5, dtype=torch.float32) -> float:
@@ -235,6 +241,75 @@ def sweep(workers: int, grid: int, updates: int, num_envs: int, precision: str) 
             "aggregate_env_steps_per_s": round(sum(r["env_steps_per_s"] for r in recs), 1)}
 
 
+# TVT's methods (docs/tvt-speed.md): the TrainConfig fields each sets
+TVT_METHODS = {
+    "old": {},
+    "select": {"tvt_select": "rollout"},
+    "new": {"tvt_select": "rollout", "tvt_learn": "lagged"},
+}
+
+
+def tvt_speed(args, out) -> list[dict]:
+    """The ``tvt-speed`` section: ``tvt`` and ``full`` in each of ``--tvt-methods`` (old: the method
+    of old; select: the learner reads the rows the rollout selected; new: that and the lagged
+    shard queue) against ``baseline``, at each grid. One trainer per run, all alive at once: each
+    is warmed up (TVT: until its memory spans the earlier shards and, for ``lagged``, its queue
+    has started learning), then ``--repeats`` rounds in which every trainer makes one update, in
+    an order rotated each round, timed end to end (rollout, lake, learner). On a shared machine
+    the load drifts; interleaving update by update puts every run under the same drift. Speed is
+    reported as baseline's seconds per update over the run's (the same env steps per update):
+    the median of the per-round ratios, and the ratio of the summed times."""
+    import statistics
+
+    from karmic.training import ppo
+    from karmic.training.ppo import TrainConfig, Trainer
+
+    torch.set_num_threads(args.threads)
+    methods = args.tvt_methods.split(",")
+    records = []
+    for g in [int(x) for x in args.grids.split(",")]:
+        with tempfile.TemporaryDirectory() as lake:
+            runs: dict[str, Trainer] = {}
+            names = ["baseline"] + [f"{c}-{m}" for c in ("tvt", "full") for m in methods]
+            for name in names:
+                cond, _, method = name.partition("-")
+                cfg = TrainConfig(mode=cond, grid_size=g, seed=0, num_envs=args.num_envs, total_steps=10**9,
+                                  checkpoint_every=10**6, threads=args.threads, precision=args.precision,
+                                  run_id=f"speed-{name}", **TVT_METHODS.get(method, {}))
+                tr = Trainer(cfg, lake)
+                warm = 1 + (math.ceil(cfg.memory_size / cfg.num_steps) if MODES[cond][0] else 0)
+                tr.run(stop_after=warm, at_boundary=False)
+                runs[name] = tr
+            times: dict[str, list[float]] = {n: [] for n in names}
+            for rep in range(args.repeats):
+                order = names[rep % len(names):] + names[:rep % len(names)]
+                for name in order:
+                    tr = runs[name]
+                    loop = tr.loop
+                    ppo.RolloutState = lambda *a, _loop=loop, **k: _loop  # run() keeps the running loop
+                    try:
+                        t = time.perf_counter()
+                        tr.run(stop_after=1, at_boundary=False)
+                        times[name].append(time.perf_counter() - t)
+                    finally:
+                        ppo.RolloutState = RolloutState
+            steps = args.num_envs * runs["baseline"].cfg.num_steps
+            base = times["baseline"]
+            for name in names:
+                ratios = [b / x for b, x in zip(base, times[name], strict=True)]
+                r = {"section": "tvt-speed", "grid_size": g, "run": name, "precision": runs[name].cfg.precision,
+                     "threads": args.threads, "num_envs": args.num_envs, "repeats": args.repeats,
+                     "s_per_update": [round(x, 4) for x in times[name]],
+                     "env_steps_per_s": round(steps * len(times[name]) / sum(times[name]), 1),
+                     "vs_baseline_median": round(statistics.median(ratios), 3),
+                     "vs_baseline_total": round(sum(base) / sum(times[name]), 3)}
+                records.append(r)
+                print(f"grid {g:>2} {name:<12} {r['env_steps_per_s']:>7.0f} env-steps/s  x baseline: "
+                      f"median {r['vs_baseline_median']:.2f}, total {r['vs_baseline_total']:.2f}  "
+                      f"(s/update {' '.join(f'{x:.2f}' for x in times[name])})", file=out, flush=True)
+    return records
+
+
 def _line(r: dict) -> str:
     return (f"grid {r['grid_size']:>2} {r['condition']:<10} {r['precision']} t{r['threads']} "
             f"B{r['num_envs']:<3} N{r['n_agents']:<2} {r['env_steps_per_s']:>8.0f} env-steps/s  "
@@ -257,7 +332,10 @@ def main() -> None:
                     help="random observations instead of Harvest: learner + lake cost only")
     ap.add_argument("--algos", default=None,
                     help="compare learners instead, e.g. ppo,drqn (baseline condition, records carry algo)")
-    ap.add_argument("--repeats", type=int, default=2, help="with --algos: alternations per grid")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="with --algos: alternations per grid; tvt-speed: measured updates per run")
+    ap.add_argument("--tvt-methods", default="old,new",
+                    help="tvt-speed: TVT methods to time, of " + ", ".join(TVT_METHODS))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     try:
@@ -274,9 +352,13 @@ def main() -> None:
         return
     out = sys.stderr if args.json else sys.stdout
     sections = set(args.sections.split(","))
-    unknown = sections - {"main", "threads", "scaling", "tvt-parts"}
+    unknown = sections - {"main", "threads", "scaling", "tvt-parts", "tvt-speed"}
     if unknown:
-        ap.error(f"unknown --sections {', '.join(sorted(unknown))}; choose from main, threads, scaling, tvt-parts")
+        ap.error(f"unknown --sections {', '.join(sorted(unknown))}; "
+                 "choose from main, threads, scaling, tvt-parts, tvt-speed")
+    bad = set(args.tvt_methods.split(",")) - set(TVT_METHODS)
+    if bad:
+        ap.error(f"unknown --tvt-methods {', '.join(sorted(bad))}; choose from {', '.join(TVT_METHODS)}")
     bad = set(args.conditions.split(",")) - set(MODES)
     if bad:
         ap.error(f"unknown --conditions {', '.join(sorted(bad))}; choose from {', '.join(MODES)}")
@@ -329,6 +411,10 @@ def main() -> None:
                 args.precision, n_agents=n)
     if "tvt-parts" in sections:
         tvt_parts(args, run, out)
+    if "tvt-speed" in sections:
+        if len(precisions) > 1:
+            ap.error("--sections tvt-speed takes one --precision")
+        records += tvt_speed(args, out)
     if args.json:
         print(json.dumps(records))
 

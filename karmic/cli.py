@@ -8,8 +8,11 @@ are imported inside the command bodies so ``karmic --help`` stays fast.
 from __future__ import annotations
 
 import importlib
+import inspect
+import re
 
 import typer
+from typer.models import ParameterInfo
 
 app = typer.Typer(
     name="karmic",
@@ -19,6 +22,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _version(value: bool) -> None:
+    if value:
+        from karmic import __version__
+
+        print(f"karmic {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Karmic-RL: event-sourced Harvest with TVT, a conspiring matchmaker and a DuckDB lake."""
+
+
 # Order is the order shown by `karmic --help`.
 COMMAND_MODULES = (
     "simulate",
@@ -26,17 +45,49 @@ COMMAND_MODULES = (
     "conditions",
     "query",
     "sql",
+    "runs",
     "ledger",
     "plot",
     "report",
     "verify",
     "replay",
+    "evaluate",
     "sweep",
     "study",
+    "lake",
 )
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"karmic.commands.{_name}").register(app)
+
+
+_DEFAULT_IN_HELP = re.compile(r"\s*\[default: ([^\]]*)\]")
+
+
+def _fix_help(info) -> None:
+    """Help texts are rich markup: a ``[default: ...]`` or any ``[...]`` written in one would be
+    eaten as a tag (issue 36: `--lr  Learning rate .`). A written default becomes the option's
+    shown default (typer renders it); every other ``[`` is escaped."""
+    text = getattr(info, "help", None)
+    if not text:
+        return
+    m = _DEFAULT_IN_HELP.search(text)
+    if m and getattr(info, "show_default", True) in (True, None):
+        info.show_default = m.group(1)
+        text = _DEFAULT_IN_HELP.sub("", text, count=1)
+    info.help = re.sub(r"(?<!\\)\[", r"\\[", text)
+
+
+def _fix_all_help(typer_app: typer.Typer) -> None:
+    for cmd in typer_app.registered_commands:
+        for p in inspect.signature(cmd.callback).parameters.values():
+            if isinstance(p.default, ParameterInfo):
+                _fix_help(p.default)
+    for group in typer_app.registered_groups:
+        _fix_all_help(group.typer_instance)
+
+
+_fix_all_help(app)
 
 
 def main() -> None:  # pragma: no cover

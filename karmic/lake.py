@@ -18,6 +18,8 @@
   display_order, agent, spawns, transport, shaping, policy, trained, color, linestyle, marker,
   claim, controls_for; queries order conditions by joining it (``left join conditions using
   (condition)``, ``order by display_order nulls last``), so a new condition needs no SQL edit;
+- ``eval_agents`` over ``<lake>/eval_agents/run_id=*/part-*.parquet``: for ``karmic evaluate``'s
+  runs (kind ``eval``), each agent's role (focal | background | solo | frozen) and policy;
 - ``ledger_hits`` (derived, from the events alone) every ZAP_HIT with its ledger classification
   ``retribution`` and the pair's signed debt after it (``queries/_ledger_hits.sql``).
 
@@ -54,7 +56,9 @@ from pipelines import storage
 from pipelines.schema import (
     ACTIONS_SCHEMA,
     EPISODES_SCHEMA,
+    EVAL_AGENTS_SCHEMA,
     EVENTS_SCHEMA,
+    LEGACY_STATUSES,
     RUNS_COLUMNS,
     TVT_TRANSPORTS_SCHEMA,
 )
@@ -105,6 +109,7 @@ def _runs_table(lake: LakePath) -> pa.Table:
         row["algo"] = row["algo"] or tc.get("algo") or ("ppo" if meta.get("kind") == "train" else None)
         for c in ("kind", "condition", "policy", "status", "started_at", "finished_at", "algo"):
             row[c] = None if row[c] is None else str(row[c])
+        row["status"] = LEGACY_STATUSES.get(row["status"], row["status"])  # one vocabulary
         row["config"] = json.dumps(meta.get("config") or {})
         rows.append(row)
     schema = pa.schema(
@@ -127,9 +132,10 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
     """A DuckDB connection with the lake's views (see the module docstring)."""
     # s3: read through a filesystem holding the lake's listing as of now (pipelines.storage)
     lake = storage.snapshot(storage.resolve(path), ("runs", "events", "episodes", "tvt_transports",
-                                                            "actions"))
+                                                            "actions", "eval_agents"))
     if not lake.is_dir():
         raise LakeError(f"lake not found: {lake} (create one with `karmic simulate --lake {lake}`)")
+    check_is_lake(lake)
     # nothing is ever downloaded at run time: no extension is installed or autoloaded (an s3://
     # lake is read through the s3fs filesystem registered below, not DuckDB's httpfs)
     con = duckdb.connect(config={"autoinstall_known_extensions": False,
@@ -140,7 +146,8 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
     where = f" where run_id = {_quote(run)}" if run else ""
     try:  # binding the views reads every file's footer: a torn file fails here, named
         for table, schema in (("events", EVENTS_SCHEMA), ("episodes", EPISODES_SCHEMA),
-                              ("tvt_transports", TVT_TRANSPORTS_SCHEMA), ("actions", ACTIONS_SCHEMA)):
+                              ("tvt_transports", TVT_TRANSPORTS_SCHEMA), ("actions", ACTIONS_SCHEMA),
+                              ("eval_agents", EVAL_AGENTS_SCHEMA)):
             con.execute(f"create view {table} as select * from ({_table_view(lake, table, schema)}){where}")
     except duckdb.Error as exc:
         raise LakeError(_first_line(exc)) from None
@@ -171,6 +178,20 @@ def register_conditions(con: duckdb.DuckDBPyConnection) -> None:
 
     con.register("_karmic_conditions", pa.Table.from_pylist(table_rows(), schema=CONDITIONS_SCHEMA))
     con.execute("create or replace view conditions as select * from _karmic_conditions")
+
+
+LAKE_FOLDERS = ("runs", "events", "episodes", "actions", "tvt_transports", "trajectories", "checkpoints")
+
+
+def check_is_lake(lake: LakePath) -> None:
+    """A local folder with files but none of a lake's folders is not a lake (a mistyped --lake
+    would otherwise answer every query with 0 rows); an empty folder is an empty lake."""
+    if not isinstance(lake, Path):
+        return
+    entries = [p.name for p in lake.iterdir() if not p.name.startswith(".")]
+    if entries and not any(name in LAKE_FOLDERS for name in entries):
+        raise LakeError(f"not a lake: {lake} (no runs/, events/ or episodes/ folder in it; "
+                        f"--lake or $KARMIC_LAKE names the folder `karmic simulate` wrote)")
 
 
 def set_params(con: duckdb.DuckDBPyConnection, params: dict[str, Any] | None) -> None:
@@ -240,20 +261,26 @@ def queries_dir() -> Path:
 
 
 # views every connection gets, in dependency order: the t table, the per-episode totals and
-# social quantities (hits by the ledger rule, Gini, eating), the late-training per-seed metrics of
+# social quantities (hits by the ledger rule, Gini, eating), the welfare and matchmaker quantities
+# (Gini of returns, encounters, rigged pairs hit back), the late-training per-seed metrics of
 # the ablation and their per-cell statistics, and every TVT transport with what its target step was
-SHARED_VIEWS = ("_t975", "_episode_totals", "_episode_social", "_late_seed_metrics", "_late_cell_stats",
-                "_transport_targets")
+SHARED_VIEWS = ("_t975", "_episode_totals", "_episode_social", "_episode_welfare", "_late_seed_metrics",
+                "_late_cell_stats", "_transport_targets")
 
 
 def create_shared_views(con: duckdb.DuckDBPyConnection) -> None:
     """The views the named queries share, over a connection that has ``events``, ``episodes`` and
     ``runs``: ``ledger_hits`` (every ZAP_HIT classified by the ledger rule) and SHARED_VIEWS.
     ``default_ledger_decay`` (karmic.ledger.DEFAULT_DECAY) is the decay of a run whose config
-    does not record one."""
+    does not record one; ``default_late_fraction`` and ``default_min_hits`` (karmic.definitions)
+    are used where ``late_fraction`` / ``min_hits`` are not set."""
+    from karmic.definitions import LATE_FRACTION, MIN_HITS
     from karmic.ledger import DEFAULT_DECAY
 
     con.execute(f"set variable default_ledger_decay = {float(DEFAULT_DECAY)!r}")
+    # the one definition of "late" and of min_hits (karmic.definitions) as the SQL's defaults
+    con.execute(f"set variable default_late_fraction = {float(LATE_FRACTION)!r}")
+    con.execute(f"set variable default_min_hits = {int(MIN_HITS)}")
     con.execute(f"create view ledger_hits as {ledger_hits_sql()}")
     for name in SHARED_VIEWS:
         con.execute((queries_dir() / f"{name}.sql").read_text())
@@ -281,6 +308,25 @@ def query_sql(name: str) -> str:
         known = ", ".join(n for n, _ in list_queries())
         raise LakeError(f"unknown query {name!r}; known: {known}")
     return p.read_text()
+
+
+def query_variables(name: str) -> set[str]:
+    """The variables ``queries/NAME.sql`` reads with ``getvariable('...')``, its own and those of
+    the shared views it selects from (``late_fraction`` of late_seed_metrics ...); the ``default_*``
+    variables the connection sets are not the user's to give."""
+    texts = [query_sql(name)]
+    own = texts[0]
+    for view in SHARED_VIEWS:
+        body = (queries_dir() / f"{view}.sql").read_text()
+        created = re.search(r"create or replace view (\w+)", body)
+        if created and re.search(rf"\b{created.group(1)}\b", own):
+            texts.append(body)
+    if "late_cell_stats" in own:  # built on late_seed_metrics
+        texts.append((queries_dir() / "_late_seed_metrics.sql").read_text())
+    found = set()
+    for t in texts:
+        found |= set(re.findall(r"getvariable\('([A-Za-z_][A-Za-z0-9_]*)'\)", t))
+    return {v for v in found if not v.startswith("default_")}
 
 
 def run_query(name: str, lake: str | Path, run: str | None = None,

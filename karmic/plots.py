@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from karmic import conditions as registry  # noqa: E402
+from karmic.definitions import MIN_HITS  # noqa: E402
 
 # Okabe & Ito (2008): the palette the registry's colours come from
 OKABE_ITO = ("#D55E00", "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
@@ -127,6 +128,50 @@ def _empty(ax, text: str = "no data") -> None:
     ax.set_yticks([])
 
 
+def _wrap_label(text: str, width: int = 12) -> str:
+    """A tick label broken at hyphens / spaces so neighbours never overlap
+    (`simulate-matchmaker-mixed` -> three short lines)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width=width, break_on_hyphens=True)) or text
+
+
+def _xticklabels(ax, labels: Sequence[str]) -> None:
+    wrapped = [_wrap_label(x) for x in labels]
+    ax.set_xticklabels(wrapped, fontsize=8 if any("\n" in w for w in wrapped) else None)
+
+
+def wrapped_suptitle(fig, text: str, fontsize: float = 11) -> None:
+    """A title whose lines are wrapped to the figure's width (a long subtitle is never clipped)."""
+    import textwrap
+
+    chars = max(40, int(fig.get_figwidth() * 72 / (fontsize * 0.6)))
+    lines = [w for line in text.split("\n") for w in (textwrap.wrap(line, chars) or [""])]
+    fig.suptitle("\n".join(lines), fontsize=fontsize)
+
+
+def _late_span(ax, xs: Sequence[float], late_fraction: float | None):
+    """Shade the late window (karmic.definitions) on a learning curve: the last ``late_fraction``
+    of the panel's training steps. Returns the legend handle, or None."""
+    from matplotlib.patches import Patch
+
+    xs = [x for x in xs if not math.isnan(x)]
+    if late_fraction is None or not xs or max(xs) <= 0:
+        return None
+    hi = max(xs)
+    ax.axvspan((1 - late_fraction) * hi, hi, color="#999999", alpha=0.18, lw=0, zorder=0)
+    return Patch(color="#999999", alpha=0.35, label=f"late window (last {late_fraction:.0%} of steps)")
+
+
+def _scripted_line(ax, c, values: Sequence[float], styles: Styles):
+    """A scripted policy (a simulation, not trained) is no curve over training steps: one dotted
+    line at the mean over its episodes, across the panel."""
+    vals = [v for v in values if not math.isnan(v)]
+    if not vals:
+        return None
+    return ax.axhline(sum(vals) / len(vals), color=styles.color(c), ls=":", lw=1.8)
+
+
 @_styled
 def plot_curves(
     rows: Sequence[dict],
@@ -139,12 +184,17 @@ def plot_curves(
     ylim_zero: bool = True,
     ci: tuple[str, str] = ("ci_low", "ci_high"),
     sharey: bool = True,
+    scripted: Iterable[str | None] = (),
+    late_fraction: float | None = None,
 ) -> Path:
     """Curves against training steps, one panel per grid size, conditions overlaid.
 
     Rows with ``seed`` null carry the mean over seeds and its 95% CI (band, columns ``ci``). A
-    condition with a single seed has no band; its line is that seed's curve.
+    condition with a single seed has no band; its line is that seed's curve. A curve of few bins
+    has markers (a one-bin run is a point, visible). ``scripted`` conditions (simulations, no
+    training axis) are a dotted line at their mean; ``late_fraction`` shades the late window.
     """
+    scripted = set(scripted)
     grids = sorted({r["grid_size"] for r in rows}, key=lambda g: (g is None, g))
     n = max(1, len(grids))
     fig, axes = plt.subplots(
@@ -155,6 +205,10 @@ def plot_curves(
     handles: dict[str, object] = {}
     for ax, g in zip(axes[0], grids, strict=False):
         in_grid = [r for r in rows if r["grid_size"] == g]
+        late = _late_span(ax, [_num(r["step"]) for r in in_grid if r["condition"] not in scripted],
+                          late_fraction)
+        if late is not None:
+            handles.setdefault("_late", (late, late.get_label()))
         for c in styles.order:
             agg = sorted(
                 (r for r in in_grid if r["condition"] == c and r["seed"] is None),
@@ -165,7 +219,14 @@ def plot_curves(
             col, ls = styles.color(c), styles.linestyle(c)
             xs = [r["step"] for r in agg]
             n_seeds = max(r["n"] for r in agg)
-            (line,) = ax.plot(xs, [_num(r[value]) for r in agg], color=col, ls=ls, lw=2)
+            if c in scripted:
+                line = _scripted_line(ax, c, [_num(r[value]) for r in agg], styles)
+                if line is not None:
+                    handles.setdefault(label(c), (line, f"{label(c)} (scripted: mean, not trained)"))
+                continue
+            few = len(xs) <= 8
+            (line,) = ax.plot(xs, [_num(r[value]) for r in agg], color=col, ls=ls, lw=2,
+                              marker=styles.marker(c) if few else None, ms=6)
             lo = [_num(r[ci[0]]) for r in agg]
             hi = [_num(r[ci[1]]) for r in agg]
             if any(not math.isnan(v) for v in lo):
@@ -187,7 +248,7 @@ def plot_curves(
             ncol=min(4 if max(len(k) for _, k in handles.values()) < 22 else 2, len(handles)),
             frameon=False,
         )
-    fig.suptitle(f"{title}\nline: mean over seeds, band: 95% CI", fontsize=11)
+    wrapped_suptitle(fig, f"{title}\nline: mean over seeds, band: 95% CI", fontsize=11)
     fig.tight_layout(rect=(0, 0.06 * math.ceil(len(handles) / 2) if handles else 0.05, 1, 1))
     fig.savefig(path)
     plt.close(fig)
@@ -201,7 +262,7 @@ def _point_panel(ax, entries: list[tuple[str, float, float, float, str, str]], y
         if not (math.isnan(lo) or math.isnan(hi)):
             ax.errorbar([i], [m], yerr=[[m - lo], [hi - m]], color=col, capsize=4, lw=1.5)
     ax.set_xticks(range(len(entries)))
-    ax.set_xticklabels([e[0] for e in entries], rotation=0)
+    _xticklabels(ax, [e[0] for e in entries])
     ax.set_xlim(-0.6, len(entries) - 0.4)
     ax.set_ylabel(ylabel)
 
@@ -213,7 +274,7 @@ def plot_scale(
     styles: Styles,
     metrics: Sequence[str],
     *,
-    min_hits: int = 20,
+    min_hits: int = MIN_HITS,
     note: str = "",
 ) -> Path:
     """Small grid against big grid per condition (scale_comparison.sql rows), one panel per metric.
@@ -266,7 +327,7 @@ def plot_scale(
                 if not (math.isnan(lo) or math.isnan(hi)):
                     ax.errorbar([i + offset], [m], yerr=[[m - lo], [hi - m]], color=col, capsize=3)
         ax.set_xticks(range(len(conds)))
-        ax.set_xticklabels([label(c) for c in conds])
+        _xticklabels(ax, [label(c) for c in conds])
         ax.set_xlim(-0.6, len(conds) - 0.4)
         name = METRIC_LABELS.get(metric, metric)
         if gated:
@@ -287,7 +348,8 @@ def plot_scale(
         for side, g in (("small", small), ("big", big))
         if not any(r[f"{side}_mean"] is not None for r in rows)
     ]
-    fig.suptitle(
+    wrapped_suptitle(
+        fig,
         f"Scale comparison, late training: {small}x{small} vs {big}x{big} grid\n"
         "mean over seeds, whiskers: 95% CI" + "".join(f"; {m}" for m in missing) + (f"\n{note}" if note else ""),
         fontsize=11,
@@ -357,7 +419,8 @@ def plot_outcomes(rows: Sequence[dict], path: Path, styles: Styles) -> Path:
         else:
             _empty(ax)
         ax.set_title(f"{metric.capitalize()} ({SYMBOLS[metric]})", pad=16 if len(grids) > 1 else 6)
-    fig.suptitle(
+    wrapped_suptitle(
+        fig,
         "Social outcomes late in training (Perolat et al. 2017)\n"
         "mean over seeds, whiskers: 95% CI (none when n = 1 seed)",
         fontsize=11,
@@ -370,17 +433,21 @@ def plot_outcomes(rows: Sequence[dict], path: Path, styles: Styles) -> Path:
 
 @_styled
 def plot_ratio_curves(
-    rows: Sequence[dict], path: Path, styles: Styles, *, title: str = "Retribution ratio"
+    rows: Sequence[dict], path: Path, styles: Styles, *, title: str = "Retribution ratio",
+    scripted: Iterable[str | None] = (), late_fraction: float | None = None,
 ) -> Path:
     """A pooled ratio against training steps (retribution_curve.sql rows), one column per grid size.
 
     Top: the mean over seeds with its 95% CI, drawn only at bins where at least one seed has
     ``min_hits`` hits (a gap elsewhere). Bottom: the hits behind each bin (summed over seeds), the
     threshold as a dashed line, so a reader sees how much evidence each point carries.
+    ``scripted`` conditions are a dotted line at their mean ratio; ``late_fraction`` shades the
+    late window.
     """
+    scripted = set(scripted)
     grids = sorted({r["grid_size"] for r in rows}, key=lambda g: (g is None, g))
     n = max(1, len(grids))
-    min_hits = next((r["min_hits"] for r in rows if r.get("min_hits") is not None), 20)
+    min_hits = next((r["min_hits"] for r in rows if r.get("min_hits") is not None), MIN_HITS)
     fig, axes = plt.subplots(
         2, n, figsize=(max(8.0, 5.4 * n + 0.4), 6.4), squeeze=False, sharex="col",
         gridspec_kw={"height_ratios": (2.2, 1)},
@@ -393,7 +460,12 @@ def plot_ratio_curves(
     for col, g in enumerate(grids):
         top, bottom = axes[0][col], axes[1][col]
         in_grid = [r for r in rows if r["grid_size"] == g and r["seed"] is None]
-        steps = sorted({_num(r["step"]) for r in in_grid})
+        trained = [_num(r["step"]) for r in in_grid if r["condition"] not in scripted]
+        for ax in (top, bottom):
+            late = _late_span(ax, trained, late_fraction)
+        if late is not None:
+            handles.setdefault("_late", (late, late.get_label()))
+        steps = sorted({_num(r["step"]) for r in in_grid if r["condition"] not in scripted})
         gap = min((b - a for a, b in zip(steps, steps[1:], strict=False)), default=1.0) or 1.0
         width = 0.8 * gap / n_cond
         for i, c in enumerate(styles.order):
@@ -403,6 +475,11 @@ def plot_ratio_curves(
             colr, ls, mk = styles.color(c), styles.linestyle(c), styles.marker(c)
             xs = [_num(r["step"]) for r in agg]
             ys = [_num(r["retribution_ratio"]) for r in agg]
+            if c in scripted:
+                line = _scripted_line(top, c, ys, styles)
+                if line is not None:
+                    handles.setdefault(label(c), (line, f"{label(c)} (scripted: mean, not trained)"))
+                continue
             (line,) = top.plot(xs, ys, color=colr, ls=ls, lw=2, marker=mk, ms=4)
             lo = [_num(r["ci_low"]) for r in agg]
             hi = [_num(r["ci_high"]) for r in agg]
@@ -429,14 +506,16 @@ def plot_ratio_curves(
     if handles:
         fig.legend(
             [h for h, _ in handles.values()], [k for _, k in handles.values()],
-            loc="lower center", ncol=min(4, len(handles)), frameon=False,
+            loc="lower center", frameon=False,
+            ncol=min(4 if max(len(k) for _, k in handles.values()) < 22 else 2, len(handles)),
         )
-    fig.suptitle(
+    wrapped_suptitle(
+        fig,
         f"{title} over training\nline: mean over seeds of each seed's pooled ratio, band: 95% CI; "
         f"a point only where a seed has >= {min_hits} hits in the bin (faded bars: no such seed)",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0.05 if handles else 0, 1, 1))
+    fig.tight_layout(rect=(0, 0.05 * math.ceil(len(handles) / 2) if handles else 0, 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return path

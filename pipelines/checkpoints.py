@@ -57,3 +57,47 @@ def latest_checkpoint(lake: Path | str, run_id: str) -> LakePath:
     if not ckpts:
         raise FileNotFoundError(f"run {run_id} has no checkpoint under {checkpoint_dir(lake, run_id)}")
     return ckpts[-1]
+
+
+# --- kept policies: weights only, fp16 -----------------------------------------------------------
+# ``<lake>/policies/run_id=<id>/<name>.pt``: what acting needs and nothing else (no optimizer, no
+# generators, no replay state), the float tensors in fp16: ~0.7 MB for the default network
+# (hidden 256) against ~4 MB for a checkpoint. A study keeps ``final`` and ``late_start`` (the
+# policy at the start of its late window) of every trained run; ``karmic study report`` copies
+# them to ``results/<study>/policies/`` and ``karmic evaluate`` / ``karmic simulate --policy``
+# load them like checkpoints (``karmic.agents.policy.load_policy``).
+POLICY_TABLE = "policies"
+POLICY_FORMAT = "karmic-policy-1"
+
+
+def compact_policy(ck: dict[str, Any], name: str = "final") -> dict[str, Any]:
+    """The weights-only form of a checkpoint payload (``Trainer.checkpoint_payload()`` or a file)."""
+    tc = ck.get("train_config") or {}
+    model = {k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).clone()
+             for k, v in ck["model"].items()}
+    return {
+        "format": POLICY_FORMAT, "name": name, "run_id": ck.get("run_id"),
+        "agent_config": ck["agent_config"], "model": model,
+        "algo": ck.get("algo") or tc.get("algo") or "ppo", "condition": tc.get("mode"),
+        "update": ck.get("update"), "global_step": ck.get("global_step"),
+        # the environment the policy was trained in: karmic evaluate rebuilds it from these
+        "train_config": {k: tc.get(k) for k in ("mode", "algo", "grid_size", "preset", "env_overrides",
+                                                "seed", "total_steps", "agent_id") if k in tc},
+    }
+
+
+def policy_dir(lake: Path | str, run_id: str) -> LakePath:
+    return storage.resolve(lake) / POLICY_TABLE / f"run_id={run_id}"
+
+
+def save_policy(lake: Path | str, run_id: str, name: str, ck: dict[str, Any]) -> LakePath:
+    """Write ``name``.pt (atomically; a later save of the same name replaces it whole)."""
+    path = policy_dir(lake, run_id) / f"{name}.pt"
+    payload = compact_policy(ck, name)
+    storage.write_atomic(path, lambda f: torch.save(payload, f))
+    return path
+
+
+def list_policies(lake: Path | str, run_id: str) -> list[LakePath]:
+    d = policy_dir(lake, run_id)
+    return sorted(d.glob("*.pt")) if storage.is_remote(d) or d.is_dir() else []

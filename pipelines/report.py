@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from karmic.definitions import LATE_FRACTION, MIN_HITS, late_label
+
 QUERY_DIR = Path(__file__).resolve().parents[1] / "queries"
 
 # rates, where 10x10 (500-step episodes) and 30x30 (1000-step episodes) meet in one figure
@@ -37,7 +39,7 @@ SCALE_METRICS = (
     "peace",
 )
 # a retribution ratio is drawn only from at least this many hits (`--min-hits`)
-DEFAULT_MIN_HITS = 20
+DEFAULT_MIN_HITS = MIN_HITS  # karmic.definitions: the one definition
 
 CURVE_SQL = """\
 -- {name} binned by global_step per condition, grid size and seed; the seed-null rows are the
@@ -256,7 +258,7 @@ def collect(
     out: Path,
     *,
     runs: Sequence[str] | None = None,
-    late_fraction: float = 0.1,
+    late_fraction: float = LATE_FRACTION,
     n_bins: int = 20,
     materialize: bool = True,
     min_hits: int = DEFAULT_MIN_HITS,
@@ -293,6 +295,13 @@ def collect(
     )
     conditions = {r[0] for r in con.sql("select distinct condition from episodes").fetchall()}
     styles = plots.Styles(conditions)
+    # scripted simulations have no training axis: the curves draw them as a line at their mean
+    scripted = {r[0] for r in con.sql(
+        "select distinct e.condition from episodes e join runs r using (run_id) "
+        "where r.kind is distinct from 'train' and e.condition not in "
+        "(select e2.condition from episodes e2 join runs r2 using (run_id) where r2.kind = 'train')"
+    ).fetchall()}
+    curve_kw = {"scripted": scripted, "late_fraction": late_fraction}
 
     # (1) aggression curves
     sql = load_query("aggression_curve")
@@ -314,6 +323,7 @@ def collect(
         out / "aggression_curve.png",
         styles,
         ci=("rate_ci_low", "rate_ci_high"),
+        **curve_kw,
     )
     data.figures.append(fig)
 
@@ -340,7 +350,7 @@ def collect(
             rows = timed(name, curve_sql)
             fig.path = plots.plot_curves(
                 rows, "value", ylabel, title + " over training", out / f"{name}.png", styles,
-                sharey=False,
+                sharey=False, **curve_kw,
             )
         data.figures.append(fig)
 
@@ -355,7 +365,7 @@ def collect(
         f"no seed reaches {min_hits}.",
         {"queries/retribution_curve.sql": sql},
     )
-    fig.path = plots.plot_ratio_curves(rows, out / "retribution_ratio.png", styles)
+    fig.path = plots.plot_ratio_curves(rows, out / "retribution_ratio.png", styles, **curve_kw)
     data.figures.append(fig)
 
     # (4) scale comparison and (5) social outcomes, late in training
@@ -364,7 +374,7 @@ def collect(
     fig = Figure(
         "scale",
         "Scale comparison: 10x10 against 30x30",
-        f"Late-training value (last {late_fraction:.0%} of each run's steps) of each metric per "
+        f"Late-training value ({late_label(late_fraction)}) of each metric per "
         "condition at both grid sizes, mean over seeds with 95% CI. Counts are rates (predatory "
         "zaps per 1,000 agent-steps, mean step of eating / episode length), since episodes are "
         f"500 steps at 10x10 and 1000 at 30x30; the retribution ratio is drawn only with at least "
@@ -382,8 +392,8 @@ def collect(
         "outcomes",
         "Social outcomes U, E, S, P",
         "Efficiency (reward per step), equality, sustainability (as a share of the episode "
-        "length where grid sizes meet) and peace (Perolat et al. 2017) over the last "
-        f"{late_fraction:.0%} of each run's steps, mean over seeds with 95% CI.",
+        "length where grid sizes meet) and peace (Perolat et al. 2017) late in training "
+        f"({late_label(late_fraction)}), mean over seeds with 95% CI.",
         {"queries/ablation.sql": ablation_sql},
     )
     fig.path = plots.plot_outcomes(data.ablation, out / "social_outcomes.png", styles)
@@ -404,6 +414,8 @@ def make_plots(lake: Path, out: Path, **kw) -> list[Path]:
 def _fmt(v, digits: int = 3) -> str:
     if v is None:
         return "–"
+    if isinstance(v, float) and abs(v) < 1e-12:  # float noise of a sum that is 0 (-5.55e-17)
+        return "0"
     if isinstance(v, float):
         return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.4g}"
     return str(v)
@@ -469,6 +481,19 @@ def scale_cells(rows: Sequence[dict]) -> list[tuple[str, ...]]:
     ]
 
 
+def scale_gap(rows: Sequence[dict]) -> str | None:
+    """Why there is no scale table (a table of dashes says nothing): a grid size without runs."""
+    if not rows:
+        return "No rows: the scale comparison needs late-training episodes at both grid sizes."
+    small, big = rows[0].get("small_grid", 10), rows[0].get("big_grid", 30)
+    missing = [f"{g}x{g}" for side, g in (("small", small), ("big", big))
+               if not any(r.get(f"{side}_mean") is not None for r in rows)]
+    if not missing:
+        return None
+    return (f"No {' or '.join(missing)} runs in this lake: the scale comparison needs both "
+            f"{small}x{small} and {big}x{big} runs (the figure above shows the grid there is).")
+
+
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
@@ -516,8 +541,8 @@ def _params_line(data: ReportData) -> str:
     p = data.params
     runs = ", ".join(p.get("runs") or []) or "all"
     return (
-        f"Parameters: late training = last {p.get('late_fraction', 0.1):.0%} of each run's steps "
-        f"(late_fraction), {p.get('n_bins', 20)} bins of global_step per curve (n_bins); a "
+        f"Parameters: {late_label(p.get('late_fraction', LATE_FRACTION))}, "
+        f"{p.get('n_bins', 20)} bins of global_step per curve (n_bins); a "
         f"retribution ratio from at least {p.get('min_hits', DEFAULT_MIN_HITS)} hits (min_hits); "
         f"runs: {runs}. 95% CIs: t over seeds; differences: Welch."
     )
@@ -548,10 +573,12 @@ def render_html(data: ReportData, title: str) -> str:
                     f"<pre>{html.escape(sql)}</pre></details>"
                 )
         parts.append("</figure>")
-    parts.append("<h2>Ablation table (late training)</h2>")
+    late = html.escape(late_label(data.params.get("late_fraction", LATE_FRACTION)))
+    parts.append(f"<h2>Ablation table (late training)</h2><p>{late}</p>")
     parts.append(_html_table(ABLATION_HEADER, ablation_cells(data.ablation)))
     parts.append("<h2>Scale comparison table</h2>")
-    parts.append(_html_table(SCALE_HEADER, scale_cells(data.scale)))
+    gap = scale_gap(data.scale)
+    parts.append(f"<p>{html.escape(gap)}</p>" if gap else _html_table(SCALE_HEADER, scale_cells(data.scale)))
     parts.append("<h2>Runs</h2>")
     parts.append(_html_table(RUN_HEADER, _run_cells(data.runs)))
     for r in data.runs:
@@ -595,10 +622,13 @@ def render_markdown(data: ReportData, title: str) -> str:
     parts += [
         "## Ablation table (late training)",
         "",
+        late_label(data.params.get("late_fraction", LATE_FRACTION)) + ".",
+        "",
         _md_table(ABLATION_HEADER, ablation_cells(data.ablation)),
         "",
     ]
-    parts += ["## Scale comparison table", "", _md_table(SCALE_HEADER, scale_cells(data.scale)), ""]
+    gap = scale_gap(data.scale)
+    parts += ["## Scale comparison table", "", gap or _md_table(SCALE_HEADER, scale_cells(data.scale)), ""]
     parts += ["## Runs", "", _md_table(RUN_HEADER, _run_cells(data.runs)), ""]
     for r in data.runs:
         parts += [
@@ -619,7 +649,7 @@ def make_report(
     out: Path,
     *,
     runs: Sequence[str] | None = None,
-    late_fraction: float = 0.1,
+    late_fraction: float = LATE_FRACTION,
     n_bins: int = 20,
     title: str | None = None,
     min_hits: int = DEFAULT_MIN_HITS,

@@ -44,6 +44,9 @@ EPISODES_SCHEMA = pa.schema(
         ("condition", pa.string()),
         ("grid_size", pa.int32()),
         ("seed", pa.int64()),
+        # steps the agent began on the board with another agent within zap range
+        # (karmic.envs.kernels._encounters); null in runs written before it was counted
+        ("encounters", pa.int32()),
     ],
     metadata=_META,
 )
@@ -68,6 +71,11 @@ ACTIONS_SCHEMA = pa.schema(
 )
 
 # columns of the `runs` view, built from every runs/run_id=<id>/run.json
+# one status vocabulary for simulations and training (run.json ``status``); lakes written before
+# it have ``finished`` for a simulation that completed, read as ``completed`` (karmic.lake)
+RUN_STATUSES = ("created", "running", "completed", "interrupted", "failed")
+LEGACY_STATUSES = {"finished": "completed"}
+
 RUNS_COLUMNS = (
     "run_id", "kind", "condition", "policy", "grid_size", "seed", "n_agents", "num_envs",
     "status", "started_at", "finished_at", "algo",
@@ -86,6 +94,20 @@ TVT_TRANSPORTS_SCHEMA = pa.schema(
         ("amount", pa.float64()),
         ("mode", pa.string()),  # learned | semantic | sham
         ("head", pa.int16()),  # read head of a learned transport, -1 for semantic
+    ],
+    metadata=_META,
+)
+
+# eval_agents/run_id=<id>/part-<n>.parquet: who played whom in a `karmic evaluate` run (kind eval),
+# one row per agent, written once when the run starts
+EVAL_AGENTS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("agent", pa.string()),
+        ("role", pa.string()),  # focal | background | solo (alone on the board) | frozen (in place, no-op)
+        ("policy", pa.string()),  # the policy's label: a file's name, a run id, or random / greedy
+        ("source", pa.string()),  # where it came from: a policy file, a lake run, or "scripted"
+        ("scenario", pa.string()),  # solo | solo-frozen | cross-play
     ],
     metadata=_META,
 )

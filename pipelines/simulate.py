@@ -7,6 +7,12 @@ greedy pairs go to the next reset (rigged spawns). Events and episode rows are b
 :class:`pipelines.writer.LakeWriter` and flushed every ``flush_episodes`` episodes; Ctrl-C flushes
 what was simulated and marks the run ``interrupted``.
 
+A run killed (SIGKILL, a crash) can be resumed in place (``resume=True``, what a study's retry
+of a scripted cell does): the same seed simulates the same episodes again, and each table skips
+the episodes its parts already hold (flushes write whole episodes, events before actions before
+episode rows), so the resumed run equals an uninterrupted one row for row. A run stopped with
+Ctrl-C holds a partial episode and is not resumed (``interrupted``: the caller starts a new run).
+
 Every step's joint action goes to the ``actions`` table with what rebuilds each reset (the env's
 RNG state before it, the rigged pairs), so ``pipelines.replay`` can re-simulate any episode.
 """
@@ -25,8 +31,15 @@ from karmic.envs.config import make_config
 from karmic.envs.core import HarvestVecEnv
 from karmic.events import APPLE_EATEN, ZAP_FIRED, ZAP_HIT
 from karmic.ledger import Ledger
+from pipelines import faults
 from pipelines.replay import env_digest
-from pipelines.writer import LakeWriter, actions_table, deferred_interrupt, episodes_table
+from pipelines.writer import (
+    LakeWriter,
+    actions_table,
+    deferred_interrupt,
+    episodes_table,
+    written_through,
+)
 
 
 @dataclass
@@ -90,10 +103,12 @@ def simulate(
     flush_episodes: int = 10,
     on_episode: Callable[[SimResult], None] | None = None,
     log_actions: bool = True,
+    resume: bool = False,
 ) -> SimResult:
     """Run ``episodes`` episodes and write them to the lake (``write``); ``log_actions=False``
     leaves out the actions table (only for measuring what it costs: such a run cannot be
-    replayed)."""
+    replayed); ``resume``: ``run_id`` was killed, write only the episodes it lacks (module
+    docstring)."""
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     overrides = dict(env_overrides or {})  # HarvestConfig fields (a study cell's environment)
@@ -108,6 +123,9 @@ def simulate(
     run_id = run_id or f"sim-{pol.name}-g{config.grid_size}-s{seed}-{uuid.uuid4().hex[:6]}"
     condition = "simulate-" + ("matchmaker-" if matchmaker else "") + pol.name
     writer = None
+    done = {"events": -1, "actions": -1, "episodes": -1}  # episodes each table already holds
+    if write and resume and run_id:
+        done = {t: written_through(lake, t, run_id) for t in done}
     if write:
         writer = LakeWriter(lake, run_id, meta={
             "kind": "simulate", "condition": condition, "policy": policy,
@@ -130,7 +148,7 @@ def simulate(
     def write_actions(ep: int) -> None:
         nonlocal open_episode
         open_episode = None
-        if not log_actions:
+        if not log_actions or ep <= done["actions"]:
             return
         steps = np.concatenate(acts[:steps_done]) if steps_done else np.zeros(0)
         writer.write_actions(actions_table(run_id, np.array([ep]), np.array([ep * T]),
@@ -153,6 +171,7 @@ def simulate(
                 acts, prev = [], None
                 for t in range(T):
                     interrupted.check()
+                    faults.point("simulate.step")
                     a = pol.act(env, obs)
                     if log_actions:
                         acts.append(a if a is not prev else np.copy(a))
@@ -172,11 +191,13 @@ def simulate(
                 stats = env.episode_stats()
                 if writer:
                     ev = env.take_recorded()
-                    writer.write_events(ev, base + ev.t.astype(np.int64))
+                    if ep > done["events"]:
+                        writer.write_events(ev, base + ev.t.astype(np.int64))
                     write_actions(ep)
-                    writer.write_episodes(episodes_table(
-                        run_id, np.array([ep]), np.array([base]), stats, condition, config.grid_size, seed
-                    ))
+                    if ep > done["episodes"]:
+                        writer.write_episodes(episodes_table(
+                            run_id, np.array([ep]), np.array([base]), stats, condition, config.grid_size, seed
+                        ))
                 res.episodes += 1
                 res.steps += T
                 res.returns.append(float(stats["return"].sum()))
@@ -196,7 +217,7 @@ def simulate(
         if writer:
             writer.close("failed", episodes_done=res.episodes)
         raise
-    res.status = "finished"
+    res.status = "completed"  # one vocabulary with training (pipelines.schema.RUN_STATUSES)
     if writer:
-        writer.close("finished", episodes_done=res.episodes)
+        writer.close("completed", episodes_done=res.episodes)
     return res

@@ -287,23 +287,90 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+def _table_of(path: LakePath) -> str:
+    """``events`` for ``<lake>/events/run_id=x/part-0.parquet``: the name of a crash point."""
+    return path.parent.parent.name if path.parent.name.startswith("run_id=") else path.parent.name
+
+
 def write_atomic(path: LakePath | str, write: Callable[[IO[bytes]], Any], exclusive: bool = False) -> LakePath:
-    """Create or replace ``path`` with what ``write(f)`` writes, atomically (module docstring)."""
+    """Create or replace ``path`` with what ``write(f)`` writes, atomically (module docstring).
+
+    ``exclusive``: never replace an existing ``path`` (FileExistsError instead): a conditional PUT
+    on object storage, a hard link of the temporary file locally (``link`` fails if the name is
+    taken, where ``rename`` would replace it)."""
+    from pipelines import faults
+
     path = resolve(path)
     if isinstance(path, ObjectPath):
         buf = io.BytesIO()
         write(buf)
+        faults.point(f"write.{_table_of(path)}")
         path.put(buf.getvalue(), exclusive=exclusive)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        # a kill here leaves the temporary file (never read: the *.parquet glob skips it)
+        faults.point(f"write.{_table_of(path)}")
+        if exclusive:
+            os.link(tmp, path)  # FileExistsError if the name is taken
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
     return path
+
+
+def remove_stale_temps(d: LakePath) -> list[Path]:
+    """Remove the temporary files (``.<name>.tmp-<pid>``) that writers of ``d`` which are no
+    longer running left behind (a kill between the write and the rename); returns them. Object
+    storage has none (one PUT)."""
+    if isinstance(d, ObjectPath) or not d.is_dir():
+        return []
+    gone = []
+    for p in d.glob(".*.tmp-*"):
+        try:
+            pid = int(p.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        p.unlink(missing_ok=True)
+        gone.append(p)
+    return gone
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_keyed(path: LakePath | str, write: Callable[[IO[bytes]], Any]) -> bool:
+    """Write ``path`` unless it exists (atomically, never replacing it); False if it existed.
+
+    The lake's exactly-once rule for rows a resumed run produces again: a part named by what it
+    holds (a round, an update) is written once, and a re-run that produces it again finds the name
+    taken and writes nothing (a deterministic re-run produces the same bytes' rows)."""
+    path = resolve(path)
+    if path.is_file():  # the common case on a resume: no need to serialise the table
+        return False
+    try:
+        write_atomic(path, write, exclusive=True)
+    except FileExistsError:
+        return False
+    return True
 
 
 def write_bytes(path: LakePath | str, data: bytes, exclusive: bool = False) -> LakePath:

@@ -19,7 +19,8 @@ checked field by field before anything trains. Its tables:
 - ``[budget]``: ``total_steps`` (an int, or a table ``{"10" = ..., "30" = ...}`` per grid size),
   ``train`` (``TrainConfig`` overrides shared by every trained cell) and ``episodes`` (how many
   episodes a scripted policy plays per seed, default 10).
-- ``[windows]``: named fractions ``[lo, hi]`` of a run's training steps; ``late`` is required.
+- ``[windows]``: named fractions ``[lo, hi]`` of a run's training steps; ``late`` defaults to
+  ``karmic.definitions.LATE_WINDOW`` (the last 20%, as ``karmic report``).
   An episode is in a window when ``lo * M <= global_step < hi * M`` (``<= M`` when ``hi = 1``),
   M the run's last episode's ``global_step``. A scripted policy does not learn: all its
   episodes are in every window.
@@ -35,6 +36,11 @@ checked field by field before anything trains. Its tables:
   ``b`` takes what it does not name from ``a``), and for ``equivalent`` / ``not_less`` a
   ``margin`` (a fraction of |mean of b|) or ``margin_abs``. ``b = { value = 0.9 }`` compares
   side a with a constant instead (a one-sample test over a's seeds).
+- ``[[evaluations]]`` (optional): ``karmic evaluate`` scenarios ``study report`` plays on the
+  runs' kept policies, per grid, level and seed: ``id``, ``scenario`` (``solo`` | ``solo-frozen``
+  | ``cross-play``), ``focal`` (a trained condition), ``background`` (cross-play: a trained
+  condition, the same seed's run, or ``random`` / ``greedy``), ``n_focal``, ``episodes``,
+  ``policy`` (``final`` | ``late_start``). Not part of any cell's plan: adding one trains nothing.
 
 The plan is every (condition, grid size, level, seed) cell (levels restricted to their grids),
 one sweep task each with the run id ``<study>-<level>-<condition>-g<G>-s<S>``; the sweep
@@ -63,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from karmic import conditions as conditions_registry
+from karmic.definitions import LATE_WINDOW
 from pipelines.storage import ObjectPath, resolve
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -144,6 +151,7 @@ class Study:
     predictions: list[dict[str, Any]]
     decision: dict[str, Any] | None = None
     pending: dict[int, str] = field(default_factory=dict)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def runnable_grids(self) -> list[int]:
@@ -240,7 +248,8 @@ def parse_study(path: Path) -> Study:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"{where}: not valid TOML ({exc})") from None
-    _unknown(d, ("study", "ecology", "factors", "levels", "budget", "windows", "decision", "predictions"), where)
+    _unknown(d, ("study", "ecology", "factors", "levels", "budget", "windows", "decision", "predictions",
+                 "evaluations"), where)
     st = _table(d, "study", where, required=True)
     _unknown(st, ("name", "description", "registered"), f"{where} [study]")
     name = st.get("name")
@@ -315,7 +324,7 @@ def parse_study(path: Path) -> Study:
     if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
         raise StudyError(f"{where}: [budget] episodes must be a positive integer")
 
-    wins = _table(d, "windows", where, required=True)
+    wins = _table(d, "windows", where)
     windows: dict[str, tuple[float, float]] = {}
     for wn, wv in wins.items():
         ok = (isinstance(wv, list) and len(wv) == 2 and all(isinstance(x, (int, float)) for x in wv)
@@ -323,8 +332,9 @@ def parse_study(path: Path) -> Study:
         if not ok or not NAME_RE.fullmatch(wn):
             raise StudyError(f"{where}: window {wn!r} must be [lo, hi] with 0 <= lo < hi <= 1")
         windows[wn] = (float(wv[0]), float(wv[1]))
-    if "late" not in windows:
-        raise StudyError(f"{where}: [windows] needs a 'late' window")
+    # "late" is karmic.definitions' window unless the study pre-registers its own (then every output
+    # names it): the same runs get the same late value from `karmic report` and `study report`
+    windows.setdefault("late", LATE_WINDOW)
 
     pending = _pending(eco.get("pending"), grids, where)
     study = Study(
@@ -337,7 +347,53 @@ def parse_study(path: Path) -> Study:
     _check_configs(study)
     study.decision = _parse_decision(study, d.get("decision"), where)
     study.predictions = _parse_predictions(study, d.get("predictions", []), where)
+    study.evaluations = _parse_evaluations(study, d.get("evaluations", []), where)
     return study
+
+
+EVAL_POLICIES = ("final", "late_start")  # the kept policies (pipelines.sweep.keep_policies)
+
+
+def _parse_evaluations(study: Study, raw: Any, where: str) -> list[dict[str, Any]]:
+    """``[[evaluations]]``: ``id``, ``scenario`` (solo | solo-frozen | cross-play), ``focal`` (a
+    trained condition), ``background`` (cross-play: a trained condition, paired by seed, or a
+    scripted policy), ``n_focal`` (1), ``episodes`` (4), ``policy`` (final | late_start). ``study
+    report`` plays them (pipelines.study_report.run_evaluations)."""
+    from pipelines.evaluate import SCENARIOS, SCRIPTED
+
+    if not isinstance(raw, list):
+        raise StudyError(f"{where}: evaluations must be an array of tables ([[evaluations]])")
+    trained = [c for c in study.conditions if c in conditions_registry.names(trained=True)]
+    out, ids = [], set()
+    for i, ev in enumerate(raw):
+        ew = f"{where}: evaluations[{i}]"
+        if not isinstance(ev, dict):
+            raise StudyError(f"{ew} must be a table")
+        _unknown(ev, ("id", "scenario", "focal", "background", "n_focal", "episodes", "policy", "description"), ew)
+        eid = ev.get("id")
+        if not isinstance(eid, str) or not NAME_RE.fullmatch(eid) or eid in ids:
+            raise StudyError(f"{ew}: id must be a unique name of letters, digits, '_', '-', '.'")
+        ids.add(eid)
+        sc = ev.get("scenario")
+        if sc not in SCENARIOS:
+            raise StudyError(f"{ew} ({eid}): scenario must be one of {', '.join(SCENARIOS)}")
+        if ev.get("focal") not in trained:
+            raise StudyError(f"{ew} ({eid}): focal must be a trained condition of the study ({', '.join(trained)})")
+        bg = ev.get("background")
+        if sc == "cross-play" and bg not in trained + list(SCRIPTED):
+            raise StudyError(f"{ew} ({eid}): cross-play needs background = a trained condition of the study or "
+                             f"{' / '.join(SCRIPTED)}")
+        if sc != "cross-play" and bg is not None:
+            raise StudyError(f"{ew} ({eid}): background is for cross-play only")
+        row = {"id": eid, "scenario": sc, "focal": ev["focal"], "background": bg,
+               "n_focal": ev.get("n_focal", 1), "episodes": ev.get("episodes", 4), "policy": ev.get("policy", "final")}
+        for k in ("n_focal", "episodes"):
+            if not isinstance(row[k], int) or isinstance(row[k], bool) or row[k] < 1:
+                raise StudyError(f"{ew} ({eid}): {k} must be a positive integer")
+        if row["policy"] not in EVAL_POLICIES:
+            raise StudyError(f"{ew} ({eid}): policy must be one of {', '.join(EVAL_POLICIES)}")
+        out.append(row)
+    return out
 
 
 def _parse_decision(study: Study, raw: Any, where: str) -> dict[str, Any] | None:
@@ -633,8 +689,11 @@ def manifest_for(study: Study) -> dict[str, Any]:
         }
         entry["simulate" if cell.scripted else "config"] = cell_plan(study, cell)
         tasks.append(entry)
+    # every trained run keeps its policy at the late window's start and its final one
+    # (pipelines.sweep.keep_policies); `study report` copies them to results/<study>/policies/
     return {"manifest_version": MANIFEST_VERSION, "sweep_id": study.sweep_id, "study": study.name,
-            "status": "pending", "created_at": now_iso(), "train": {}, "tasks": tasks}
+            "status": "pending", "created_at": now_iso(), "train": {}, "tasks": tasks,
+            "keep_policies": {"late_start": study.windows["late"][0]}}
 
 
 def sync_manifest(study: Study, lake: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from karmic.definitions import LATE_WINDOW, late_label, window_fraction
 from karmic.lake import register_conditions
 from pipelines.study import (
     METRICS,
@@ -103,9 +104,11 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
     if carried:
         old = pq.read_table(out_dir / "metrics.parquet")
         if parts and not old.schema.equals(parts[0].schema):
-            raise StudyError(
-                f"cannot carry {len(carried)} run(s): {out_dir / 'metrics.parquet'} has other columns than "
-                f"queries/study/metrics.sql makes now; report into another --out, or rebuild it from a lake")
+            old = _widen(old, parts[0].schema)
+            if old is None:
+                raise StudyError(
+                    f"cannot carry {len(carried)} run(s): {out_dir / 'metrics.parquet'} has other columns than "
+                    f"queries/study/metrics.sql makes now; report into another --out, or rebuild it from a lake")
         keep = pa.array(sorted(r["run_id"] for r in carried.values()))
         parts.append(old.filter(pc.is_in(old.column("run_id"), value_set=keep)))
     table = pa.concat_tables(parts).sort_by([(k, "ascending") for k in METRICS_ORDER]).combine_chunks()
@@ -138,6 +141,23 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
     return sorted(r["run_id"] for r in carried.values())
 
 
+def _widen(old: pa.Table, schema: pa.Schema) -> pa.Table | None:
+    """``old`` (a metrics.parquet written before metrics.sql gained columns) in ``schema``: the
+    columns it lacks are null (its runs' episodes were not measured so; e.g. the welfare columns
+    of issue 32); None when it has a column ``schema`` does not, or one of another type."""
+    if not set(old.column_names) <= set(schema.names):
+        return None
+    cols = []
+    for f in schema:
+        if f.name not in old.column_names:
+            cols.append(pa.nulls(old.num_rows, f.type))
+        elif old.schema.field(f.name).type != f.type:
+            return None
+        else:
+            cols.append(old.column(f.name))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
 def _read_run_json(lake: str, run_id: str) -> dict[str, Any] | None:
     from pipelines.storage import read_text, resolve
 
@@ -146,6 +166,136 @@ def _read_run_json(lake: str, run_id: str) -> dict[str, Any] | None:
         return json.loads(text) if text else None
     except ValueError:
         return None
+
+
+def copy_policies(lake: str, out_dir: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copy each trained run's kept policies (``<lake>/policies/run_id=<id>/*.pt``, fp16 weights
+    only: ``pipelines.checkpoints``) to ``out_dir/policies/<run_id>/``; a completed run that
+    predates kept policies gets ``final.pt`` from its last checkpoint. Carried runs keep the files
+    the folder has. Writes and returns ``policies/index.json`` (one entry per file)."""
+    import io
+
+    import torch
+
+    from pipelines.checkpoints import (
+        compact_policy,
+        list_checkpoints,
+        list_policies,
+        load_checkpoint,
+    )
+    from pipelines.storage import write_atomic
+    from pipelines.sweep import DONE_STATUSES
+
+    root = out_dir / "policies"
+    for r in runs:
+        if r.get("carried") or r.get("scripted") or r.get("status") not in DONE_STATUSES:
+            continue
+        rid = r["run_id"]
+        dest = root / rid
+        files = {p.name: p for p in list_policies(lake, rid)}
+        if "final.pt" not in files and list_checkpoints(lake, rid):
+            buf = io.BytesIO()
+            torch.save(compact_policy(load_checkpoint(list_checkpoints(lake, rid)[-1])), buf)
+            write_atomic(dest / "final.pt", lambda f, b=buf.getvalue(): f.write(b))
+        for name, src in files.items():
+            write_atomic(dest / name, lambda f, b=src.read_bytes(): f.write(b))
+    index = []
+    by_id = {r["run_id"]: r for r in runs}
+    for p in sorted(root.glob("*/*.pt")) if root.is_dir() else []:
+        r = by_id.get(p.parent.name, {})
+        index.append({"file": str(p.relative_to(out_dir)), "run_id": p.parent.name, "name": p.stem,
+                      "condition": r.get("condition"), "grid_size": r.get("grid_size"), "level": r.get("level"),
+                      "seed": r.get("seed"), "bytes": p.stat().st_size})
+    if index:
+        (root / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    return index
+
+
+EVAL_COLUMNS = ("apples_per_agent_step", "hits_given_per_agent_episode", "hits_taken_per_agent_episode",
+                "predation_per_agent_episode", "predation_per_encounter")
+
+
+def run_evaluations(study: Study, lake: str, out_dir: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Play the study's ``[[evaluations]]`` on the kept policies of ``out_dir/policies/`` (one eval
+    run per evaluation, grid, level and seed, run id ``<study>-eval-<id>-<level>-g<G>-s<S>``; a
+    finished one in the lake is reused) and write ``evaluations.json``: one row per eval run and
+    role (queries/eval_summary.sql) with the cell it belongs to. A cell without its policy file is
+    listed in ``skipped``. Returns the rows."""
+    from pipelines import evaluate as E
+    from pipelines.sweep import DONE_STATUSES, is_done, run_status
+
+    if not study.evaluations:
+        (out_dir / "evaluations.json").unlink(missing_ok=True)
+        return []
+    done = {(r["condition"], r["grid_size"], r["level"], r["seed"]): r["run_id"] for r in runs
+            if r.get("status") in DONE_STATUSES or r.get("carried")}
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for ev in study.evaluations:
+        for c in study.cells():
+            if c.condition != ev["focal"] or c.grid_size in study.pending:
+                continue
+            key = (c.grid_size, c.level, c.seed)
+            names = [ev["focal"]] + ([ev["background"]] if ev["background"] else [])
+            sources = []
+            for cond in names:
+                if cond in E.SCRIPTED:
+                    sources.append(E.Source(cond, "scripted", "scripted"))
+                    continue
+                rid = done.get((cond, *key))
+                path = out_dir / "policies" / str(rid) / f"{ev['policy']}.pt"
+                if rid is None or not path.is_file():
+                    skipped.append(f"{ev['id']} g{c.grid_size} {c.level} s{c.seed}: no {ev['policy']}.pt of {cond}")
+                    break
+                src = E.resolve_source(str(path))
+                src.label = f"{cond}-s{c.seed}"
+                sources.append(src)
+            else:
+                config = E.env_config_for(sources)
+                sc = E.Scenario(ev["scenario"], sources[0], sources[1] if len(sources) > 1 else None, ev["n_focal"])
+                base = f"{study.name}-eval-{ev['id']}-{c.level}-g{c.grid_size}-s{c.seed}"
+                rid, n = base, 1
+                while run_status(lake, rid) is not None and not is_done(lake, rid):
+                    n += 1
+                    rid = f"{base}-r{n}"
+                if not is_done(lake, rid):
+                    E.run_scenario(lake, sc, config, ev["episodes"], c.seed, run_id=rid)
+                cols, res = E.summary(lake, [rid])
+                for r in res:
+                    row = dict(zip(cols, r, strict=True))
+                    rows.append({"evaluation": ev["id"], "grid_size": c.grid_size, "level": c.level, "seed": c.seed,
+                                 "policy_file": ev["policy"], **{k: _clean(v) for k, v in row.items()}})
+    (out_dir / "evaluations.json").write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=1,
+                                                         sort_keys=True) + "\n")
+    return rows
+
+
+def evaluation_section(out_dir: Path) -> list[str]:
+    """report.md's evaluations: the mean over seeds of each (evaluation, grid, level, role, policy
+    condition), in SQL over evaluations.json's rows."""
+    path = out_dir / "evaluations.json"
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    if not data.get("rows"):
+        return ["## Evaluations", "", "No evaluation could be played: " + "; ".join(data.get("skipped", [])), ""]
+    con = duckdb.connect()
+    con.register("ev", pa.Table.from_pylist(data["rows"]))
+    means = ", ".join(f"avg({c}) as {c}" for c in EVAL_COLUMNS)
+    res = con.sql(f"select evaluation, any_value(scenario) as scenario, grid_size, level, role, "
+                  f"regexp_replace(policy, '-s[0-9]+$', '') as policy, count(distinct seed) as seeds, {means} "
+                  f"from ev group by evaluation, grid_size, level, role, regexp_replace(policy, '-s[0-9]+$', '') "
+                  f"order by evaluation, grid_size, level, role desc, policy")
+    head = ["evaluation", "scenario", "grid", "level", "role", "policy", "seeds", *EVAL_COLUMNS]
+    out = ["## Evaluations", "",
+           "`karmic evaluate` scenarios on the kept policies (docs/evaluation.md); means over seeds; per seed in "
+           "`evaluations.json`.", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in res.fetchall():
+        out.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in r) + " |")
+    if data.get("skipped"):
+        out += ["", "Not played: " + "; ".join(data["skipped"])]
+    return [*out, ""]
 
 
 # --- stage 2: metrics -> verdicts, tables, curves ------------------------------------------------
@@ -234,6 +384,8 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from karmic import plots
+
     paths = []
     grids = study.grid_sizes
     from karmic import conditions as registry
@@ -246,7 +398,13 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
         if not rows:
             continue
         fig, axes = plt.subplots(1, len(grids), figsize=(5.2 * len(grids), 3.6), squeeze=False)
+        lo_w, hi_w = study.windows["late"]
         for ax, g in zip(axes[0], grids, strict=True):
+            # the late window the verdicts read, shaded on every learning curve
+            steps = study.total_steps.get(g) or 0
+            if steps and trained:
+                ax.axvspan(lo_w * steps, hi_w * steps, color="#999999", alpha=0.18, lw=0, zorder=0,
+                           label=f"late window ({lo_w:g}-{hi_w:g} of steps)")
             levels_here = [lv.name for lv in study.levels if lv.grid_sizes is None or g in lv.grid_sizes]
             for lv, cond in series_keys:
                 pts = [r for r in rows if r["grid_size"] == g and r["level"] == lv and r["condition"] == cond]
@@ -278,7 +436,8 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
         note = f" (bins with >= {MIN_RATIO_HITS} hits)" if metric == "retribution_ratio" else ""
         refs = [c for c in study.conditions if c not in trained]
         ref_note = f"; {' and '.join(refs)} policy: horizontal line" if refs else ""
-        fig.suptitle(f"{title}{note}: mean over {seeds} seeds, 95% CI band{ref_note}", fontsize=9)
+        plots.wrapped_suptitle(fig, f"{title}{note}: mean over {seeds} seeds, 95% CI band{ref_note}; "
+                               f"shaded: {study_late_label(study)}", fontsize=9)
         fig.tight_layout()
         p = out_dir / f"fig_{metric}.png"
         fig.savefig(p, dpi=90, metadata={"Software": None})
@@ -289,6 +448,16 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
 
 SCALE_METRICS = ("predatory_hits_per_agent_step", "zaps_fired_per_agent_step", "apples_per_agent_step",
                  "total_debt")
+
+
+def study_late_label(study: Study) -> str:
+    """The study's late window named as every report names it (karmic.definitions.late_label)."""
+    lo, hi = study.windows["late"]
+    f = window_fraction((lo, hi))
+    if f is None:
+        return f"late = [{lo:g}, {hi:g}) of each run's env steps (the study's own window)"
+    own = "" if tuple(study.windows["late"]) == LATE_WINDOW else " (the study's own window)"
+    return late_label(f) + own
 
 
 def draw_scale_figure(study: Study, cells: list[dict[str, Any]], out_dir: Path) -> Path | None:
@@ -317,7 +486,7 @@ def draw_scale_figure(study: Study, cells: list[dict[str, Any]], out_dir: Path) 
         return None
     n = _seed_span(c.get("n_seeds") for c in late)
     steps = ", ".join(f"{g}x{g}: {study.total_steps[g]:,}" for g in (small, big) if g in study.total_steps)
-    note = f"{n} seeds per point; env steps per run {steps}; late = the study's late window"
+    note = f"{n} seeds per point; env steps per run {steps}; {study_late_label(study)}"
     return plots.plot_scale(rows, out_dir / "fig_scale.png", plots.Styles(study.conditions),
                             SCALE_METRICS, note=note)
 
@@ -326,14 +495,35 @@ def draw_scale_figure(study: Study, cells: list[dict[str, Any]], out_dir: Path) 
 def _fmt(v: Any, digits: int = 4) -> str:
     if v is None:
         return ""
+    if isinstance(v, float) and abs(v) < 1e-12:  # float noise of a 0 (-5.55e-17)
+        return "0"
     if isinstance(v, float):
         return f"{v:.{digits}g}"
     return str(v)
 
 
+def decided_by(v: dict[str, Any], alpha: float = 0.05) -> str:
+    """The p-value that decided the verdict, named for what it tests: the support test's when
+    supported, the contradiction test's when contradicted (for an equivalence, each is the test
+    against the margin, TOST), both when neither reached alpha; a check against a constant says so."""
+    test, m = v["test"], _fmt(v.get("margin"))
+    support = {"equivalent": f"TOST against the margin +-{m}", "not_less": f"test against the margin -{m}"}.get(
+        test, f"{test} test")
+    contra = {"equivalent": f"test of |diff| > margin {m}", "not_less": f"test of diff < -{m}"}.get(
+        test, "test of the opposite")
+    ps, pc = _fmt(v.get("p_support_holm"), 3), _fmt(v.get("p_contra_holm"), 3)
+    const = (f"; one-sample, against the constant {_fmt(v['b_value'])}"
+             if v.get("b_value") is not None else "")
+    if v["verdict"] == "supported":
+        return f"decided by p = {ps} (Holm), the {support}{const}"
+    if v["verdict"] == "contradicted":
+        return f"decided by p = {pc} (Holm), the {contra}{const}"
+    return f"neither p < {alpha:g}: {support} p = {ps or 'n/a'}, {contra} p = {pc or 'n/a'} (Holm){const}"
+
+
 def _side(v: dict[str, Any], s: str) -> str:
     if s == "b" and v.get("b_value") is not None:
-        return f"the constant {_fmt(v['b_value'])}"
+        return f"the constant {_fmt(v['b_value'])} (a check against a constant)"
     return f"{v[f'{s}_condition']} g{v[f'{s}_grid_size']} {v[f'{s}_level']} [{v[f'{s}_window']}]"
 
 
@@ -347,7 +537,7 @@ def verdict_table(verdicts: list[dict[str, Any]]) -> list[str]:
         pc = f"{_fmt(v['p_contra'], 3)} ({_fmt(v['p_contra_holm'], 3)})"
         out.append(f"| {v['id']} | {v['metric']} | {v['test']} | {_side(v, 'a')} (n={v['n_a'] or 0}) | "
                    f"{_side(v, 'b')} (n={v['n_b'] or 0}) | {_fmt(v['mean_a'])} | {_fmt(v['mean_b'])} | {ci} | "
-                   f"{_fmt(v['margin'])} | {p} | {pc} | **{v['verdict']}** | {v['note'] or ''} |")
+                   f"{_fmt(v['margin'])} | {p} | {pc} | **{v['verdict']}** ({decided_by(v)}) | {v['note'] or ''} |")
     return out
 
 
@@ -449,6 +639,8 @@ def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]
         *decision_section(study, res.get("decision")),
         "## Cells, late window (mean over seeds [95% CI])",
         "",
+        study_late_label(study) + ".",
+        "",
         *cell_table(res["cells"]),
         "",
         "## Figures",
@@ -533,6 +725,8 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
     carried: list[str] = []
     if not from_results:
         carried = extract_metrics(study, lake, out_dir)
+        copy_policies(lake, out_dir, json.loads((out_dir / "runs.json").read_text()))
+        run_evaluations(study, lake, out_dir, json.loads((out_dir / "runs.json").read_text()))
         if episodes:
             skipped = embed_episodes(study, lake, out_dir, carried=set(carried))
             (out_dir / "episodes_skipped.json").write_text(json.dumps(skipped, indent=1) + "\n")
@@ -554,10 +748,13 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
     if res["decision"] is not None:
         (out_dir / "decision.json").write_text(json.dumps(
             {"study": study.name, "rule": study.decision, "levels": res["decision"]}, indent=1, sort_keys=True) + "\n")
-    (out_dir / "report.md").write_text(render_markdown(study, res, runs, figures, None, out_dir))
-    summary = [f"{v['id']}: {v['verdict']} (diff {_fmt(v['diff'])} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}], "
-               f"Holm p {_fmt(v['p_support_holm'], 3)})" for v in res["verdicts"]]
+    report = render_markdown(study, res, runs, figures, None, out_dir)
+    section = evaluation_section(out_dir) if study.evaluations else []
+    (out_dir / "report.md").write_text(report.rstrip("\n") + "\n\n" + "\n".join(section) if section else report)
+    summary = [f"{v['id']}: {v['verdict']} (diff {_fmt(v['diff'])} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]; "
+               f"{decided_by(v)})" for v in res["verdicts"]]
     return {"summary": summary, "verdicts": res["verdicts"], "figures": figures, "carried": carried}
 
 
-__all__ = ["METRICS", "analyse", "build_report", "extract_metrics"]
+__all__ = ["METRICS", "analyse", "build_report", "copy_policies", "evaluation_section", "extract_metrics",
+           "run_evaluations"]

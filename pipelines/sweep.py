@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from karmic.training.device import device_type, sweep_slots
 from pipelines.storage import resolve
 
 ID_RE = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -244,25 +245,56 @@ def cell_run_id(run_id: str) -> str:
 
 def run_simulate_task(payload: dict[str, Any], out: dict[str, Any]) -> None:
     """A scripted-policy cell of a study: ``karmic simulate`` with the cell's environment. A
-    simulated run that did not finish is not appended to (its episodes would count twice): the
-    retry simulates again under a new run id, which the driver records."""
+    simulated run that was killed or failed is resumed in place (``simulate(resume=True)``:
+    the episodes it lacks, none twice); one stopped with Ctrl-C (``interrupted``, a partial
+    episode in the lake) is not appended to: the retry simulates again under a new run id, which
+    the driver records."""
     from pipelines.simulate import simulate
 
     spec = payload["simulate"]
     base = cell_run_id(payload["run_id"])
     run_id, n = payload["run_id"], 1
-    while run_status(payload["lake"], run_id) is not None:
+    how = "simulated"
+    while (status := run_status(payload["lake"], run_id)) is not None:
         if is_done(payload["lake"], run_id):
             out.update(status="completed", how="already completed", run_id=run_id)
             return
+        if status != "interrupted":  # killed or crashed: whole episodes only, resumed in place
+            how = "resumed"
+            break
         n += 1
         run_id = f"{base}-r{n}"
     # the trainer's environment: make_config(preset, grid_size=G, **overrides)
     env = {"grid_size": int(payload["grid_size"]), **(spec.get("env_overrides") or {})}
     res = simulate(payload["lake"], episodes=int(spec["episodes"]), policy=spec["policy"],
-                   seed=int(payload["seed"]), preset=spec.get("preset"), env_overrides=env, run_id=run_id)
-    out.update(status="completed", how="simulated", run_id=run_id, global_step=int(res.steps),
+                   seed=int(payload["seed"]), preset=spec.get("preset"), env_overrides=env, run_id=run_id,
+                   resume=how == "resumed")
+    out.update(status="completed", how=how, run_id=run_id, global_step=int(res.steps),
                mean_return=float(sum(res.returns) / max(1, len(res.returns))))
+
+
+def keep_policies(trainer, lake: str, run_id: str, total_steps: int, fractions: dict[str, float] | None) -> None:
+    """Save the policy named ``name`` (``pipelines.checkpoints.save_policy``) at the first update
+    whose global step reaches ``fraction x total_steps``, for each of ``fractions`` (a study's
+    ``{"late_start": lo}``); one the lake already has (a resumed run) is not saved again. The
+    final policy is saved by :func:`run_task` when the run completes."""
+    if not fractions:
+        return
+    from pipelines.checkpoints import list_policies, save_policy
+
+    have = {p.name.removesuffix(".pt") for p in list_policies(lake, run_id)}
+    todo = {name: float(f) * total_steps for name, f in fractions.items() if name not in have}
+    chained = trainer.on_update
+
+    def hook(info: dict[str, Any]) -> None:
+        for name, step in list(todo.items()):
+            if info["global_step"] >= step:
+                save_policy(lake, run_id, name, trainer.checkpoint_payload())
+                del todo[name]
+        if chained is not None:
+            chained(info)
+
+    trainer.on_update = hook
 
 
 def run_task(payload: dict[str, Any]) -> dict[str, Any]:
@@ -299,18 +331,23 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
         from pipelines.checkpoints import list_checkpoints
 
         cfg = config_from_dict(cfg_d)  # the learner named by cfg["algo"] (ppo | drqn)
-        if list_checkpoints(lake, run_id):
-            trainer = resumed_trainer(run_id, lake, total_steps=cfg.total_steps)
+        if list_checkpoints(lake, run_id):  # on the device the driver gave this attempt
+            trainer = resumed_trainer(run_id, lake, total_steps=cfg.total_steps, device=cfg_d.get("device"))
             how = f"resumed at update {trainer.update}"
         else:
             how = "restarted" if run_status(lake, run_id) is not None else "started"
             trainer = make_trainer(cfg, lake)
+        keep_policies(trainer, lake, run_id, cfg.total_steps, payload.get("keep_policies"))
         if out["attempt"] < int(payload.get("fail_attempts", 0)):
             def fail_after_first_update(info: dict[str, Any]) -> None:
                 raise InjectedFailure(f"injected by {FAIL_ENV} (attempt {out['attempt'] + 1})")
 
             trainer.on_update = fail_after_first_update
         info = trainer.run()
+        if payload.get("keep_policies") is not None:
+            from pipelines.checkpoints import save_policy
+
+            save_policy(lake, run_id, "final", trainer.checkpoint_payload())
         out.update(status="completed", how=how, global_step=int(info["global_step"]),
                    mean_return=info["mean_return"], steps_per_s=info["steps_per_s"])
     except Exception as exc:  # reported by the driver, which decides whether to retry
@@ -485,8 +522,15 @@ def run_sweep(
     on_event: Callable[[str, dict[str, Any], dict[str, Any]], None] | None = None,
     fail: dict[str, int] | None = None,
     poll: float = 0.5,
+    device: str = "cpu",
+    per_device: int | None = None,
 ) -> dict[str, Any]:
     """Run the manifest's unfinished tasks on ``backend`` (started and closed here).
+
+    ``device``: where the trained tasks' networks run, resolved (``cpu``, ``cuda`` = every GPU
+    here, ``cuda:N``); each attempt gets a device of its own in its config, at most
+    ``per_device`` attempts on one GPU at a time (default: the workers spread over the GPUs;
+    ``karmic.training.device.sweep_slots``). Scripted (simulated) cells take no device.
 
     ``on_event(kind, entry, result)``: kind is ``start``, ``retry``, ``completed`` or ``failed``
     (``entry`` is the manifest task, ``result`` what :func:`run_task` returned, or {} on start).
@@ -507,24 +551,41 @@ def run_sweep(
     manifest["last_run"] = {"started_at": now_iso(), "backend": backend.name, "tasks": len(todo)}
     write_manifest(lake, manifest)
     backend.start(max_tasks=len(todo))
+    if isinstance(backend, RayBackend) and device_type(device) != "cpu":
+        raise ValueError("the ray backend runs its tasks on the CPU; --device cuda is for the local backend")
+    slots = sweep_slots(device, backend.workers, per_device)
     manifest["last_run"]["backend_description"] = backend.describe()
+    manifest["last_run"]["device"] = device
+    if slots.limited:
+        manifest["last_run"]["device_slots"] = {d: slots.per_device for d in slots.devices}
     try:
         while pending or inflight:
             while pending and len(inflight) < backend.workers:
-                entry, attempt = pending.popleft()
+                entry, attempt = pending[0]
                 payload = {"lake": str(lake), "attempt": attempt, "fail_attempts": fail.get(entry["key"], 0)}
+                dev = None
                 if "simulate" in entry:
                     payload.update(simulate=entry["simulate"], run_id=entry["run_id"],
                                    grid_size=entry["grid_size"], seed=entry["seed"])
                 else:
-                    payload["config"] = task_config(manifest, entry)
-                inflight[backend.submit(payload)] = (entry, attempt)
+                    dev = slots.take()
+                    if dev is None:  # every GPU has its share of cells running: wait for one
+                        break
+                    payload["config"] = {**task_config(manifest, entry), "device": dev}
+                    if manifest.get("keep_policies"):  # a study's: pipelines.checkpoints.save_policy
+                        payload["keep_policies"] = manifest["keep_policies"]
+                pending.popleft()
+                inflight[backend.submit(payload)] = (entry, attempt, dev)
                 entry.update(status="running", started_at=now_iso())
+                if dev is not None:
+                    entry["device"] = dev
                 entry["attempts"] = int(entry.get("attempts", 0)) + 1
                 write_manifest(lake, manifest)
                 emit("start", entry, {})
             for handle, res in backend.wait(list(inflight), timeout=poll):
-                entry, attempt = inflight.pop(handle)
+                entry, attempt, dev = inflight.pop(handle)
+                if dev is not None:
+                    slots.give(dev)
                 if isinstance(res, BaseException):
                     res = {"status": "failed", "error": one_line(res), "attempt": attempt}
                 for k in ("host", "how", "seconds", "global_step", "error", "run_id"):
@@ -547,7 +608,7 @@ def run_sweep(
                     emit("failed", entry, res)
                 write_manifest(lake, manifest)
     except BaseException:
-        for entry, _ in inflight.values():
+        for entry, *_ in inflight.values():
             entry["status"] = "interrupted"
         manifest["status"] = "interrupted"
         write_manifest(lake, manifest)
@@ -566,6 +627,6 @@ def run_sweep(
 
 __all__ = [
     "CARRIED", "FAIL_ENV", "TASK_DONE", "LocalBackend", "RayBackend", "Task", "make_backend", "manifest_path",
-    "new_manifest", "new_sweep_id", "parse_fail_spec", "plan", "read_manifest", "run_status", "run_sweep",
+    "keep_policies", "new_manifest", "new_sweep_id", "parse_fail_spec", "plan", "read_manifest", "run_status", "run_sweep",
     "run_task", "task_config", "unfinished", "write_manifest",
 ]

@@ -136,6 +136,36 @@ def next_part(d: LakePath) -> int:
     return max(nums) + 1 if nums else 0
 
 
+def keyed_name(kind: str, key: int) -> str:
+    """The name of the part holding exactly one ``kind`` (round, update, episode) of a run."""
+    return f"{kind}-{int(key):06d}.parquet"
+
+
+def write_table_once(lake: Path | str, table_name: str, run_id: str, table: pa.Table, kind: str,
+                     key: int) -> bool:
+    """Write ``table`` as ``<lake>/<table_name>/run_id=<run_id>/<kind>-<key>.parquet`` unless that
+    part exists (``pipelines.storage.write_keyed``): what a run writes per round or per update goes
+    through here, so a resumed run that produces a round or an update again does not add it
+    twice. Returns whether it wrote."""
+    path = partition(lake, table_name, run_id) / keyed_name(kind, key)
+    return storage.write_keyed(path, lambda f: pq.write_table(table, f, compression=COMPRESSION))
+
+
+def written_through(lake: Path | str, table_name: str, run_id: str) -> int:
+    """The highest episode in a run's ``table_name`` parts, -1 if none (what a resumed writer
+    skips: a deterministic re-run produces those rows again)."""
+    import pyarrow.compute as pc
+
+    d = partition(lake, table_name, run_id)
+    files = sorted(d.glob("*.parquet")) if storage.is_remote(d) or d.is_dir() else []
+    best = -1
+    for f in files:
+        col = storage.read_parquet(f, columns=["episode"]).column("episode")
+        if len(col):
+            best = max(best, int(pc.max(col).as_py()))
+    return best
+
+
 def write_table(lake: Path | str, table_name: str, run_id: str, table: pa.Table) -> LakePath:
     """Append ``table`` as the next part file of ``<lake>/<table_name>/run_id=<run_id>/``
     (never overwriting one: on object storage the PUT is conditional, see pipelines.storage)."""
@@ -192,6 +222,8 @@ def episodes_table(run_id: str, episode: np.ndarray, global_step: np.ndarray, st
     rows = E * N
 
     def col(name: str, dtype) -> pa.Array:
+        if name not in stats:  # a count the stats do not have (encounters of a stand-in env): null
+            return pa.nulls(rows, pa.from_numpy_dtype(dtype))
         return pa.array(np.asarray(stats[name]).reshape(rows).astype(dtype))
 
     return pa.Table.from_arrays(
@@ -206,6 +238,7 @@ def episodes_table(run_id: str, episode: np.ndarray, global_step: np.ndarray, st
             pa.array([condition] * rows, pa.string()),
             pa.array(np.full(rows, grid_size, np.int32)),
             pa.array(np.full(rows, seed, np.int64)),
+            col("encounters", np.int32),
         ],
         schema=EPISODES_SCHEMA,
     )
@@ -317,6 +350,6 @@ class LakeWriter:
             write_table(self.lake, "episodes", self.run_id, pa.concat_tables(self._ep))
             self._ep, self._n_ep = [], 0
 
-    def close(self, status: str = "finished", **extra: Any) -> None:
+    def close(self, status: str = "completed", **extra: Any) -> None:
         self.flush()
         self.set_status(status, **extra)

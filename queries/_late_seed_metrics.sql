@@ -1,6 +1,7 @@
 -- (view) late_seed_metrics: every per-episode metric of the ablation, late in training, one row per learner x condition x grid size x seed
 -- Late training: a run's episodes with global_step >= (1 - late_fraction) * the run's max global_step
--- (`set variable late_fraction = 0.2` to change it; default 0.1, i.e. the last 10% of steps).
+-- (`set variable late_fraction = 0.1` to change it; default karmic.definitions.LATE_FRACTION = 0.2,
+-- the last 20% of steps, which karmic.lake sets as default_late_fraction).
 -- A seed's late value of a metric is its mean over those episodes; retribution_ratio is pooled
 -- (retribution hits / all hits in the window); late_hits is the hits behind it. Replicates are
 -- seeds: runs repeating the same (condition, grid_size, seed) are averaged first, so a rerun is
@@ -15,7 +16,7 @@ with
 params as (
     select
         case
-            when f is null then 0.1
+            when f is null then coalesce(try_cast(getvariable('default_late_fraction') as double), 0.2)
             when f > 0 and f <= 1 then f
             else error('late_fraction must be in (0, 1]')
         end as late_fraction

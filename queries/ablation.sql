@@ -1,7 +1,7 @@
 -- late-training mean, sd, n seeds, 95% CI of each metric per learner x condition x grid size, and the difference from that learner's baseline with its CI
 -- The late window, the per-seed values and their CIs are the shared views late_seed_metrics and
 -- late_cell_stats (queries/_late_seed_metrics.sql, queries/_late_cell_stats.sql; `set variable
--- late_fraction = 0.2` to change the window, default 0.1); this query only compares. Its metrics:
+-- late_fraction = 0.1` to change the window, default 0.2 = karmic.definitions.LATE_FRACTION); this query only compares. Its metrics:
 -- predatory_zaps, retribution_ratio, efficiency, equality, sustainability, sustainability_share, peace.
 -- Difference from baseline (same learner, grid size and metric): mean - baseline mean, Welch
 -- standard error sqrt(sd^2/n + sd_b^2/n_b) with Welch-Satterthwaite df, t from the view t975 at the

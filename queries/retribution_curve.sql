@@ -2,7 +2,7 @@
 -- Episodes are binned by global_step as in aggression_curve.sql (n_bins, default 20). Rows with a
 -- seed: that seed's hits pooled over the bin's episodes (runs repeating a seed pooled too): hits,
 -- retribution_hits and retribution_ratio = retribution_hits / hits, null when hits < min_hits
--- (`set variable min_hits = 50`; default 20): a ratio of a handful of hits jumps between 0 and 1
+-- (`set variable min_hits = 50`; default karmic.definitions.MIN_HITS = 20): a ratio of a handful of hits jumps between 0 and 1
 -- by chance. n = episodes. Rows with seed null: hits summed over seeds; retribution_ratio = mean
 -- of the seeds' shown ratios (n = those seeds), 95% CI mean +- t(0.975, n - 1) * sd / sqrt(n);
 -- null when no seed reaches min_hits. Hits are classified by the ledger rule (view ledger_hits).
@@ -15,7 +15,7 @@ params as (
             else error('n_bins must be a positive integer')
         end as n_bins,
         case
-            when m is null then 20
+            when m is null then coalesce(try_cast(getvariable('default_min_hits') as bigint), 20)
             when m >= 1 then m
             else error('min_hits must be a positive integer')
         end as min_hits

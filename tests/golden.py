@@ -36,6 +36,9 @@ GOLDEN = Path(__file__).with_name("golden.json")
 
 
 FLOAT_COLUMNS = {"amount"}  # float columns: fingerprinted, compared with a tolerance
+# columns added after golden.json was recorded: left out, so the digests of the columns it holds
+# stay comparable (episodes.encounters, issue 32: a new count, no change to any existing one)
+NEW_COLUMNS = {"encounters"}
 RTOL = 1e-4
 
 
@@ -53,7 +56,7 @@ def _table_digest(lake: Path, table: str, run_id: str, order: list[str]) -> dict
     t = t.sort_by([(c, "ascending") for c in order if c in t.column_names])
     h = hashlib.sha256()
     floats = {}
-    for name in sorted(c for c in t.column_names if c not in ("run_id", "written_at")):
+    for name in sorted(c for c in t.column_names if c not in ("run_id", "written_at") and c not in NEW_COLUMNS):
         col = t.column(name).combine_chunks()
         if name in FLOAT_COLUMNS:
             floats[name] = _sums(col.to_numpy(zero_copy_only=False))

@@ -102,7 +102,7 @@ def sim_lake(tmp_path_factory):
 def test_simulate_writes_runs_events_episodes(sim_lake):
     con = connect(sim_lake)
     runs = dict(fetch(con, "select run_id, status from runs")[1])
-    assert runs == {"a": "finished", "b": "finished"}
+    assert runs == {"a": "completed", "b": "completed"}
     assert fetch(con, "select count(distinct episode) from episodes where run_id = 'a'")[1] == [(4,)]
     # (run_id, episode, seq) is unique
     dup = fetch(con, "select run_id, episode, seq from events group by all having count(*) > 1")[1]
@@ -265,7 +265,7 @@ def test_sigkill_leaves_a_whole_queryable_lake_and_later_runs_append(tmp_path):
     after = snapshot(tmp_path)
     for k, v in before.items():
         assert after[k] == v  # nothing earlier is lost or changed
-    assert dict(fetch(connect(tmp_path), "select run_id, status from runs")[1])["after"] == "finished"
+    assert dict(fetch(connect(tmp_path), "select run_id, status from runs")[1])["after"] == "completed"
 
 
 def test_ctrl_c_flushes_and_marks_interrupted(tmp_path):

@@ -74,15 +74,44 @@ def test_auto_is_decided_and_said_once_per_process(monkeypatch, capsys):
     assert err.count("precision: bf16") == 1 and "2.00x" in err
 
 
-def test_auto_precision_is_recorded(tmp_path):
+def test_the_default_is_fp32_and_never_measures(tmp_path, monkeypatch):
+    """Issue 36: two runs of one command train in one precision on any machine."""
     import json
 
-    want = resolve_precision("auto")
-    assert want in ("fp32", "bf16") and resolve_precision("fp32") == "fp32"
-    tr = Trainer(_cfg(run_id="auto", total_steps=40), tmp_path)
-    tr.run()
+    import karmic.training.ppo as ppo
+    from karmic.training.config import TrainConfig as CliConfig
+
+    assert TrainConfig().precision == "fp32" and CliConfig().precision == "fp32"
+    monkeypatch.setattr(ppo, "_auto_precision", None)
+    monkeypatch.setattr(ppo, "bf16_matmul_speedup", lambda: pytest.fail("the default measured"))
+    cfg = TrainConfig(**{k: v for k, v in _cfg(run_id="dflt", total_steps=40).to_dict().items()
+                         if k != "precision"})
+    Trainer(cfg, tmp_path).run()
+    run = json.loads((tmp_path / "runs" / "run_id=dflt" / "run.json").read_text())
+    assert run["train_config"]["precision"] == "fp32"
+    assert run["precision"] == {"requested": "fp32", "used": "fp32", "why": "asked for (--precision)"}
+
+
+def test_auto_is_recorded_with_why_and_a_resume_never_switches(tmp_path, monkeypatch):
+    import json
+
+    import karmic.training.ppo as ppo
+
+    monkeypatch.setattr(ppo, "_auto_precision", None)
+    monkeypatch.setattr(ppo, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    monkeypatch.setattr(ppo, "bf16_matmul_speedup", lambda: 3.0)
+    tr = Trainer(_cfg(run_id="auto", precision="auto", total_steps=2 * 20 * 4), tmp_path)
+    tr.run(stop_after=2)
     run = json.loads((tmp_path / "runs" / "run_id=auto" / "run.json").read_text())
-    assert run["train_config"]["precision"] == want
+    assert run["train_config"]["precision"] == "bf16"
+    assert run["precision"]["requested"] == "auto" and "3.00x" in run["precision"]["why"]
+    # the machine now measures the other way: the resumed run keeps what it recorded
+    monkeypatch.setattr(ppo, "_auto_precision", None)
+    monkeypatch.setattr(ppo, "bf16_matmul_speedup", lambda: 0.5)
+    assert resolve_precision("auto") == "fp32"
+    resumed = resumed_trainer("auto", tmp_path)
+    assert resumed.cfg.precision == "bf16" and resumed.bf16
+    assert "never switches" in resumed.precision_note["why"]
     # a run recorded before precision existed resumes in fp32, the precision it ran in
     assert TrainConfig.from_dict({"mode": "baseline"}).precision == "fp32"
     with pytest.raises(ValueError, match="unknown precision"):

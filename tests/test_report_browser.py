@@ -93,3 +93,40 @@ def test_the_probe_sees_a_broken_image_and_a_block_that_does_not_open(tmp_path: 
     seen = probe(page, tmp_path)
     assert [i["ok"] for i in seen["images"]] == [False]
     assert [d["open"] for d in seen["details"]] == [False]  # nothing to show
+
+
+def test_a_small_lake_report_in_headless_chromium(tmp_path: Path) -> None:
+    """Issue 36: one grid size, single-bin runs and a scripted simulation: every figure decodes,
+    no table of dashes, no float noise for 0 (the figures themselves: test_report_small_lake.py)."""
+    from test_report_small_lake import small_lake as one_grid_lake
+
+    index = rp.make_report(one_grid_lake(tmp_path / "lake"), tmp_path / "report")
+    seen = probe(index, tmp_path)
+    page = index.read_text()
+    assert len(seen["images"]) == page.count("<img ") == 5
+    for img in seen["images"]:
+        assert img["ok"] and img["w"] > 300 and img["h"] > 200, img
+    scale = page.split("<h2>Scale comparison table</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "No 30x30 runs in this lake" in scale and "<table" not in scale  # a sentence, not dashes
+    assert "e-17" not in page and "e-16" not in page
+    assert all(d["shut"] and d["open"] for d in seen["details"])
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(not (ROOT / "results" / "ablation" / "report.md").is_file(), reason="no results/ablation")
+def test_the_ablation_reports_figures_in_headless_chromium(tmp_path: Path) -> None:
+    """Every figure results/ablation/report.md shows decodes in a browser at a readable size."""
+    folder = ROOT / "results" / "ablation"
+    names = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (folder / "report.md").read_text())
+    assert names
+    page = tmp_path / "figures.html"
+    page.write_text("<!doctype html><html><body>" + "".join(
+        f"<img alt='{html.escape(n)}' src='{(folder / n).as_uri()}'>" for n in names) + "</body></html>")
+    seen = probe(page, tmp_path)
+    assert [i["alt"] for i in seen["images"]] == names
+    for img in seen["images"]:
+        assert img["ok"], img
+        if img["alt"].endswith(".png"):  # the figures; the episode GIFs are the replay's size
+            assert img["w"] >= 300 and img["h"] >= 200, img

@@ -812,3 +812,96 @@ def test_holm_counts_the_predictions_that_have_no_data_yet(tmp):
     assert 0.01 < v["p0"]["p_support"] < 0.05
     assert v["p0"]["p_support_holm"] == pytest.approx(min(1.0, 4 * v["p0"]["p_support"]))
     assert v["p0"]["verdict"] == "inconclusive"
+
+
+def test_a_study_keeps_each_trained_runs_policies_and_the_report_copies_them(tmp, e2e_clean):
+    """Every trained run keeps final.pt and late_start.pt (fp16 weights only) in the lake; the report
+    copies them under results/<study>/policies/; --from-results works without them."""
+    import torch
+
+    from karmic.agents.policy import load_policy
+    from pipelines.checkpoints import latest_checkpoint, list_policies, load_checkpoint
+
+    study, clean = e2e_clean
+    rid = "e2e-x-baseline-g10-s1"
+    names = {p.name for p in list_policies(clean, rid)}
+    assert names == {"final.pt", "late_start.pt"}
+    assert not list_policies(clean, "e2e-x-random-g10-s1")  # scripted: nothing to keep
+    res = tmp / "res"
+    build_report(parse_study(study), str(clean), res, episodes=False)
+    final = torch.load(res / "policies" / rid / "final.pt", weights_only=False)
+    late = torch.load(res / "policies" / rid / "late_start.pt", weights_only=False)
+    assert late["global_step"] >= 80 > late["global_step"] - 2 * 20  # the first update at 0.5 x 160
+    assert final["global_step"] == 160 and final["condition"] == "baseline"
+    assert {str(v.dtype) for v in final["model"].values() if v.is_floating_point()} == {"torch.float16"}
+    ck = load_checkpoint(latest_checkpoint(clean, rid))["model"]
+    assert all(torch.equal(final["model"][k], ck[k].half()) for k in ck)
+    assert "optimizer" not in final
+    index = json.loads((res / "policies" / "index.json").read_text())
+    assert {(e["run_id"], e["name"]) for e in index} == {(f"e2e-x-baseline-g10-s{s}", n) for s in (1, 2)
+                                                         for n in ("final", "late_start")}
+    pol = load_policy(res / "policies" / rid / "final.pt")
+    assert pol.act(torch.zeros(1, 5, 11, 11, 3, dtype=torch.uint8).numpy()).shape == (1, 5)
+    import shutil
+
+    shutil.rmtree(res / "policies")
+    r = CliRunner().invoke(app, ["study", "report", str(study), "--from-results", "--out", str(res)])
+    assert r.exit_code == 0, r.output
+
+
+EVALS = """
+[[evaluations]]
+id = "alone"
+scenario = "solo"
+focal = "baseline"
+episodes = 1
+[[evaluations]]
+id = "among-random"
+scenario = "cross-play"
+focal = "baseline"
+background = "random"
+n_focal = 2
+episodes = 1
+policy = "late_start"
+"""
+
+
+def test_a_study_declares_evaluations_and_the_report_includes_them(tmp, e2e_clean):
+    import shutil
+
+    study, clean = e2e_clean
+    lake = tmp / "lake"
+    shutil.copytree(clean, lake)  # evaluations write eval runs: not into the shared lake
+    st = parse_study(_write(tmp, E2E + EVALS, "e2e"))
+    assert [e["id"] for e in st.evaluations] == ["alone", "among-random"]
+    assert manifest_for(st)["tasks"] == manifest_for(parse_study(study))["tasks"]  # nothing new to train
+    res = tmp / "res"
+    build_report(st, str(lake), res, episodes=False)
+    data = json.loads((res / "evaluations.json").read_text())
+    assert data["skipped"] == []
+    got = {(r["evaluation"], r["seed"], r["role"], r["policy"]) for r in data["rows"]}
+    assert got == {("alone", s, "solo", f"baseline-s{s}") for s in (1, 2)} | {
+        ("among-random", s, role, p) for s in (1, 2) for role, p in (("focal", f"baseline-s{s}"), ("background", "random"))}
+    assert all(r["policy_file"] == ("final" if r["evaluation"] == "alone" else "late_start") for r in data["rows"])
+    md = (res / "report.md").read_text()
+    assert "## Evaluations" in md and "| among-random | cross-play | 10 | x | focal | baseline | 2 |" in md
+    evals = lambda: sorted(p.name for p in (lake / "eval_agents").iterdir())  # noqa: E731
+    before = evals()
+    assert len(before) == 4
+    build_report(st, str(lake), res, episodes=False)
+    assert evals() == before  # finished eval runs are reused, not played again
+    assert json.loads((res / "evaluations.json").read_text()) == data
+    r = CliRunner().invoke(app, ["study", "report", str(tmp / "e2e.toml"), "--from-results", "--out", str(res)])
+    assert r.exit_code == 0, r.output
+    assert (res / "report.md").read_text() == md
+
+
+@pytest.mark.parametrize("body, needle", [
+    ('[[evaluations]]\nid = "a"\nscenario = "duel"\nfocal = "baseline"', "scenario must be one of"),
+    ('[[evaluations]]\nid = "a"\nscenario = "solo"\nfocal = "random"', "focal must be a trained condition"),
+    ('[[evaluations]]\nid = "a"\nscenario = "cross-play"\nfocal = "baseline"', "cross-play needs background"),
+    ('[[evaluations]]\nid = "a"\nscenario = "solo"\nfocal = "baseline"\npolicy = "best"', "policy must be one of"),
+])
+def test_a_bad_evaluation_is_one_line(tmp, body, needle):
+    with pytest.raises(StudyError, match=needle):
+        parse_study(_write(tmp, E2E + body, "e2e"))

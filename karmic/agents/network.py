@@ -19,8 +19,8 @@ Spec:
   ``[h_t, memory reads_t]``. ``forward(..., memory=(rows, valid))`` passes the memory
   (``rows (B, R, word)``, ``valid (T, B, R)``); without it the reads are empty (zeros). The last
   read (weights, strengths) is kept in ``agent.last_read`` for the transport.
-- Mixed precision: under ``torch.autocast("cpu", dtype=torch.bfloat16)`` the encoder and the
-  LSTM run in bf16; the returned logits, values, state and ``z``, and the memory reads, are fp32.
+- Mixed precision: under ``torch.autocast(<the inputs' device type>, dtype=torch.bfloat16)``
+  the encoder and the LSTM run in bf16; the returned logits, values, state and ``z``, and the memory reads, are fp32.
 
 Domain code: no file I/O.
 """
@@ -110,7 +110,7 @@ class KarmicAgent(nn.Module):
         }
 
     def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        z = torch.zeros(1, batch, self.hidden)
+        z = torch.zeros(1, batch, self.hidden, device=self.actor.weight.device)
         return z, z.clone()
 
     def prepare_obs(self, obs: torch.Tensor) -> torch.Tensor:
@@ -120,7 +120,7 @@ class KarmicAgent(nn.Module):
         shard's observations once per update and each minibatch only gathers its rows (1.4 ms once
         against 0.7 ms per minibatch, 16 minibatches). In fp32 the uint8 observations are returned
         as they are (``encode`` converts them on the fly, as before)."""
-        if not torch.is_autocast_enabled("cpu"):
+        if not torch.is_autocast_enabled(obs.device.type):
             return obs
         v, _, c = self.obs_shape
         return self._encoder_input(obs.reshape(-1, *self.obs_shape)).reshape(*obs.shape[:-3], c, v, v)
@@ -128,7 +128,7 @@ class KarmicAgent(nn.Module):
     def _encoder_input(self, obs: torch.Tensor) -> torch.Tensor:
         """(N, V, V, C) uint8 -> (N, C, V, V) in the encoder's dtype."""
         x = obs.permute(0, 3, 1, 2)
-        if torch.is_autocast_enabled("cpu"):
+        if torch.is_autocast_enabled(obs.device.type):
             # straight to bf16 (exact for uint8) in plain NCHW: oneDNN's bf16 convolutions and
             # their backward run about 1.3x faster on it than on the channels-last view of the
             # (V, V, C) observations. Only the order of the weight gradients' sums can differ
@@ -163,7 +163,7 @@ class KarmicAgent(nn.Module):
         h, c = state
         keep0 = (~starts[0]).to(h.dtype).view(1, -1, 1)
         h, c = h * keep0, c * keep0
-        amp = torch.is_autocast_enabled("cpu")
+        amp = torch.is_autocast_enabled(x.device.type)
         if x.shape[0] == 1:  # acting: one step, cheaper as two matmuls than the fused layer
             h1, c1 = self._lstm_step(x[0], h[0], c[0])
             out, h, c = h1[None], h1[None], c1[None]
@@ -183,7 +183,7 @@ class KarmicAgent(nn.Module):
         # memory reads (read strengths are compared with the transport threshold) and the heads
         # (logits and values feed the losses and the value targets) stay fp32
         out, h, c = out.float(), h.float(), c.float()
-        with torch.autocast("cpu", enabled=False):
+        with torch.autocast(out.device.type, enabled=False):
             logits, value = self._heads(out, memory)
         return logits, value, (h, c), z.float()
 
@@ -191,14 +191,14 @@ class KarmicAgent(nn.Module):
         if self.tvt is not None:
             if memory is None:  # no memory given: nothing to read
                 memory = (out.new_zeros(out.shape[1], 0, self.tvt.word),
-                          torch.zeros(out.shape[0], out.shape[1], 0, dtype=torch.bool))
+                          torch.zeros(out.shape[0], out.shape[1], 0, dtype=torch.bool, device=out.device))
             self.last_read = self.tvt.read(out, *memory)
             out = torch.cat([out, self.last_read.vec], -1)
         return self.actor(out), self.critic(out).squeeze(-1)
 
     def _lstm_step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
         lstm = self.lstm
-        if torch.is_autocast_enabled("cpu"):
+        if torch.is_autocast_enabled(x.device.type):
             # bf16 matmuls, fp32 gates and cell state (an in-place addmm_ cannot mix the two).
             # linear, not mm(x, w.t()): autocast casts the weight itself, a leaf, which it can
             # cache across the steps of a rollout (Trainer.acting_scope); a transposed view it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from pathlib import Path
 import typer
 
 DEFAULT_LAKE = "data_lake"
+WRITE_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
 EXIT_USAGE = 2
 
 
@@ -35,6 +37,13 @@ def user_errors():
     except (KarmicError, ValueError, FileNotFoundError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         fail(msg)
+    except OSError as exc:
+        # a read-only lake or --out folder (or a full disk): the first write fails, before any
+        # part of the run is in the lake (run.json, parts and reports are written by atomic rename)
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        where = exc.filename or "the lake"
+        fail(f"cannot write {where}: {exc.strerror or 'read-only'} (a read-only lake or --out folder?)")
 
 
 def lake_path(lake: str | None) -> Path:
@@ -45,8 +54,20 @@ def lake_path(lake: str | None) -> Path:
     return resolve(lake or os.environ.get("KARMIC_LAKE") or DEFAULT_LAKE)
 
 
+def check_writable(path) -> None:
+    """Before a command starts a run: the lake folder exists (an empty lake) and takes a file, or
+    one line and exit 2 (user_errors) with nothing written. An s3:// lake is checked by its writes."""
+    import tempfile
+
+    if not isinstance(path, Path):
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+        pass
+
+
 LAKE_OPTION = typer.Option(
-    None, "--lake", help="Lake directory or s3://bucket/prefix (default: $KARMIC_LAKE or ./data_lake).")
+    None, "--lake", help="Lake directory or s3://bucket/prefix.", show_default="$KARMIC_LAKE or ./data_lake")
 
 
 def lake_arg(lake: str | None) -> str:

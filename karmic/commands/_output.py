@@ -45,8 +45,13 @@ def print_rows(columns: list[str], rows: list[tuple], fmt: str = "table", title:
         from rich.table import Table
 
         t = Table(title=title, show_lines=False)
-        for c in columns:
-            t.add_column(c)
+        for i, c in enumerate(columns):
+            if c == "id" or c.endswith("_id"):
+                # an id is what the user types next: never cut it (`sim-mix…`), other columns wrap
+                width = max([len(c), *(len(_cell(r[i])) for r in rows)])
+                t.add_column(c, no_wrap=True, min_width=width, overflow="ignore")
+            else:
+                t.add_column(c)
         for r in rows:
             t.add_row(*(_cell(v) for v in r))
         Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200).print(t)

@@ -8,6 +8,7 @@ import typer
 
 from karmic.commands._common import LAKE_OPTION, lake_path, user_errors
 from karmic.commands.report import duckdb_errors
+from karmic.definitions import LATE_FRACTION, MIN_HITS
 
 
 def register(app: typer.Typer) -> None:
@@ -16,11 +17,12 @@ def register(app: typer.Typer) -> None:
         run: list[str] = typer.Option(None, "--run", help="Only these runs (repeatable)."),
         out: Path = typer.Option(Path("plots"), "--out", help="Directory for the PNGs."),
         late_fraction: float = typer.Option(
-            0.1, "--late-fraction", help="Late training = this last fraction of each run's steps."
+            LATE_FRACTION, "--late-fraction",
+            help="Late training = this last fraction of each run's env steps (karmic/definitions.py).",
         ),
         bins: int = typer.Option(20, "--bins", help="Bins of global_step per curve."),
         min_hits: int = typer.Option(
-            20, "--min-hits", help="Draw a retribution ratio only from at least this many hits."
+            MIN_HITS, "--min-hits", help="Draw a retribution ratio only from at least this many hits."
         ),
         lake: str = LAKE_OPTION,
     ) -> None:

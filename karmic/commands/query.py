@@ -4,7 +4,33 @@ from __future__ import annotations
 
 import typer
 
-from karmic.commands._common import LAKE_OPTION, fail, lake_path, user_errors
+from karmic.commands._common import LAKE_OPTION, KarmicError, fail, lake_path, user_errors
+
+# what a query's parameters must parse as (SQL's try_cast would turn a malformed one into NULL,
+# which the query reads as "unset": the default, silently)
+PARAM_TYPES = {"n_bins": int, "min_hits": int, "small_grid": int, "big_grid": int,
+               "late_fraction": float, "by": ("episode",)}
+
+
+def check_params(name: str, params: dict[str, str], by_given: bool) -> None:
+    """A parameter the query does not read, or one that does not parse: one line, exit 2."""
+    from karmic.lake import query_variables
+
+    reads = query_variables(name)
+    for k, v in params.items():
+        opt = "--by" if k == "by" and by_given else f"--param {k}={v}"
+        if k not in reads:
+            said = ", ".join(sorted(reads)) or "none"
+            raise KarmicError(f"{opt}: query {name} does not read {k} (it reads: {said})")
+        want = PARAM_TYPES.get(k)
+        if isinstance(want, tuple):
+            if v not in want:
+                raise KarmicError(f"{opt}: must be one of {', '.join(want)}")
+        elif want is not None:
+            try:
+                want(v)
+            except ValueError:
+                raise KarmicError(f"{opt}: must be {'an integer' if want is int else 'a number'}") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -39,6 +65,7 @@ def register(app: typer.Typer) -> None:
                     params[k.strip()] = v
                 if by is not None:
                     params["by"] = by
+                check_params(name, params, by is not None)
                 cols, rows = run_query(name, lake_path(lake), run=run, params=params)
             except LakeError as exc:
                 fail(str(exc))

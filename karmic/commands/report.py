@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from karmic.commands._common import LAKE_OPTION, fail, lake_path, user_errors
+from karmic.definitions import LATE_FRACTION, MIN_HITS
 
 
 @contextmanager
@@ -32,11 +33,13 @@ def register(app: typer.Typer) -> None:
         ),
         run: list[str] = typer.Option(None, "--run", help="Only these runs (repeatable)."),
         late_fraction: float = typer.Option(
-            0.1, "--late-fraction", help="Late training = this last fraction of each run's steps."
+            LATE_FRACTION, "--late-fraction",
+            help="Late training = this last fraction of each run's env steps (the one definition "
+            "in karmic/definitions.py, shared with `karmic study report`).",
         ),
         bins: int = typer.Option(20, "--bins", help="Bins of global_step per curve."),
         min_hits: int = typer.Option(
-            20, "--min-hits", help="Draw a retribution ratio only from at least this many hits."
+            MIN_HITS, "--min-hits", help="Draw a retribution ratio only from at least this many hits."
         ),
         title: str = typer.Option(None, "--title", help="Report title."),
         lake: str = LAKE_OPTION,

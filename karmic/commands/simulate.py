@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from karmic.commands._common import LAKE_OPTION, fail, lake_path, user_errors
+from karmic.commands._common import LAKE_OPTION, check_writable, fail, lake_path, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -19,8 +19,8 @@ def register(app: typer.Typer) -> None:
         ),
         matchmaker: bool = typer.Option(False, "--matchmaker/--no-matchmaker",
                                         help="Live debt ledger and rigged spawns."),
-        seed: int = typer.Option(0, "--seed"),
-        max_steps: int = typer.Option(None, "--max-steps", help="Episode length (default 1000; 500 at 10x10)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the env resets and the policy's choices (same seed, same events)."),
+        max_steps: int = typer.Option(None, "--max-steps", help="Episode length.", show_default="1000; 500 at 10x10"),
         preset: str = typer.Option(None, "--preset", help="small | medium | big | ssd | seed"),
         lake: str = LAKE_OPTION,
     ) -> None:
@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
             from pipelines.simulate import resolve_policy, simulate
 
             resolve_policy(policy, seed)  # bad policy: one line before anything is written
+            check_writable(lake_path(lake))
             err = Console(stderr=True)
             with Progress(TextColumn("[bold]simulate"), BarColumn(), TextColumn("{task.completed}/{task.total} episodes"),
                           TimeRemainingColumn(), console=err, transient=True) as prog:

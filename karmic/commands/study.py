@@ -20,6 +20,7 @@ import sys
 import typer
 
 from karmic.commands._common import LAKE_OPTION, KarmicError, fail, lake_arg, user_errors
+from karmic.commands.sweep import DEVICE_OPTION, PER_DEVICE_OPTION
 
 study_app = typer.Typer(help="Pre-registered studies: run, status, report.", no_args_is_help=True)
 
@@ -70,10 +71,12 @@ def run(
     lake: str = LAKE_OPTION,
     carry: bool = CARRY_OPTION,
     results: str = RESULTS_OPTION,
+    device: str = DEVICE_OPTION,
+    workers_per_device: int = PER_DEVICE_OPTION,
 ) -> None:
     """Run every cell of a study (resumes: completed runs are never redone)."""
     with user_errors():
-        from karmic.commands.sweep import SweepDisplay
+        from karmic.commands.sweep import SweepDisplay, sweep_device
         from pipelines import study as stm
         from pipelines import sweep as sw
 
@@ -88,11 +91,13 @@ def run(
         for g, why in sorted(st.pending.items()):
             print(f"study {st.name}: grid {g} skipped, its ecology is pending ({why})", file=sys.stderr)
         lake_s = _lake(lake)
+        device = sweep_device(device, backend, workers_per_device)
         be = sw.make_backend(backend, workers=workers, address=address)
         with stm.StudyLock(lake_s, st.name):
             manifest = stm.sync_manifest(st, lake_s)
             manifest.setdefault("invocations", []).append(
                 {"backend": backend, "workers": workers, "address": address, "retries": retries,
+                 "device": device, "workers_per_device": workers_per_device,
                  "carry": str(_results(results, st.name)) if carry else None,
                  "pid": os.getpid(), "at": sw.now_iso()})
             n_carried = 0
@@ -108,7 +113,8 @@ def run(
             try:
                 with display:
                     manifest = sw.run_sweep(manifest, lake_s, be, retries=retries, on_event=display.on_event,
-                                            fail=sw.parse_fail_spec(os.environ.get(sw.FAIL_ENV)))
+                                            fail=sw.parse_fail_spec(os.environ.get(sw.FAIL_ENV)),
+                                            device=device, per_device=workers_per_device)
             except KeyboardInterrupt:
                 again = f" --carry --results {_results(results, st.name)}" if carry else ""
                 print(f"interrupted; continue with: karmic study run {name} --lake {lake_s}{again}", file=sys.stderr)

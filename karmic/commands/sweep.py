@@ -32,6 +32,20 @@ from karmic.conditions import names
 from karmic.training.config import TrainConfig
 
 DEFAULT_STEPS = TrainConfig.total_steps
+DEVICE_OPTION = typer.Option("auto", "--device", help="auto (cuda where torch sees a GPU, else cpu) | cpu | cuda (every GPU here) | cuda:N: where each task's network runs; tasks keep their own num_envs.")
+PER_DEVICE_OPTION = typer.Option(None, "--workers-per-device", help="Tasks at once on one GPU [default: the workers spread over the GPUs]; each is one CPU process.")
+
+
+def sweep_device(device: str, backend: str, per_device: int | None) -> str:
+    """--device resolved for a sweep or a study (said once when auto), checked with the backend."""
+    from karmic.training.device import resolve_device
+
+    if per_device is not None and per_device < 1:
+        raise KarmicError(f"--workers-per-device must be >= 1, got {per_device}")
+    dev = resolve_device(device)
+    if backend == "ray" and dev != "cpu":
+        raise KarmicError(f"--device {device}: the ray backend runs its tasks on the CPU; use --backend local")
+    return dev
 
 
 def _int_list(flag: str, text: str, minimum: int | None = None) -> list[int]:
@@ -186,6 +200,8 @@ def register(app: typer.Typer) -> None:
         overrides: list[str] = typer.Option(None, "--set", help="KEY=VALUE for every task: a TrainConfig field (num_envs, hidden, ...) or an env config field (repeatable)."),
         sweep_id: str = typer.Option(None, "--sweep-id", help="Name of a new sweep [default: sweep-<utc time>-<hex>]."),
         resume: str = typer.Option(None, "--resume", help="Run the unfinished tasks of sweep SWEEP_ID (its own settings)."),
+        device: str = DEVICE_OPTION,
+        workers_per_device: int = PER_DEVICE_OPTION,
     ) -> None:
         """Run an ablation sweep (conditions x grid sizes x seeds) on a process pool or a Ray cluster."""
         with user_errors():
@@ -199,6 +215,7 @@ def register(app: typer.Typer) -> None:
             if backend not in ("local", "ray"):
                 raise KarmicError(f"unknown --backend {backend!r}; choose local or ray")
             fail_spec = sw.parse_fail_spec(os.environ.get(sw.FAIL_ENV))
+            device = sweep_device(device, backend, workers_per_device)
             if resume:
                 given = [f for f, v in (("--modes", modes), ("--grid-sizes", grid_sizes), ("--seeds", seeds),
                                         ("--total-steps", total_steps), ("--set", overrides),
@@ -235,7 +252,8 @@ def register(app: typer.Typer) -> None:
                 )
             be = sw.make_backend(backend, workers=workers, address=address)
             manifest.setdefault("invocations", []).append(
-                {"backend": backend, "workers": workers, "address": address, "retries": retries})
+                {"backend": backend, "workers": workers, "address": address, "retries": retries,
+                 "device": device, "workers_per_device": workers_per_device})
             sid = manifest["sweep_id"]
             todo = [e for e in manifest["tasks"] if sw.run_status(lake_s, e["run_id"]) != "completed"]
             print(f"sweep {sid}: {len(manifest['tasks'])} task(s), {len(todo)} to run, "
@@ -244,7 +262,8 @@ def register(app: typer.Typer) -> None:
             try:
                 with display:
                     manifest = sw.run_sweep(manifest, lake_s, be, retries=retries,
-                                            on_event=display.on_event, fail=fail_spec)
+                                            on_event=display.on_event, fail=fail_spec,
+                                            device=device, per_device=workers_per_device)
             except KeyboardInterrupt:
                 print(f"interrupted; continue with: karmic sweep --resume {sid} --lake {lake_s}", file=sys.stderr)
                 raise typer.Exit(130) from None

@@ -24,6 +24,7 @@ APPLE_CONTEXT_RADIUS = 2  # docs/DESIGN.md: ZAP_HIT.apple_context = any apple wi
 DEFAULT_BEAM_LENGTH = 5
 DEFAULT_REMOVAL_STEPS = 25
 DEFAULT_HIT_PENALTY = -0.5
+IDENTITIES = ("none", "onehot")
 
 # SSD harvest map (sequential_social_dilemma_games, maps.py HARVEST_MAP): '@' wall, 'A' apple,
 # 'P' agent spawn point (the only cells agents spawn on when spawn_on_points is set), ' ' empty.
@@ -73,6 +74,10 @@ class HarvestConfig:
     hit_penalty: float = DEFAULT_HIT_PENALTY
     fire_cost: float = 0.0
     ledger_decay: float = DEFAULT_DECAY  # the matchmaker's per-episode debt decay (docs/DESIGN.md ledger)
+    # who is who (SSD and Melting Pot draw each player in its own colour): "none" (the 3 channels
+    # apple / wall / other agent) or "onehot" (n_agents more channels, channel 3 + k marks agent
+    # k's cell, the observer's own included, so a net can tell agents apart and knows who it is)
+    identity: str = "none"
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -111,6 +116,8 @@ class HarvestConfig:
             bad("spawn_on_points", "needs layout 'ssd' (only its map has 'P' spawn points)")
         if self.spawn_on_points and self.n_agents > self.n_spawn_points():
             bad("n_agents", f"{self.n_agents} agents for {self.n_spawn_points()} spawn points")
+        if self.identity not in IDENTITIES:
+            bad("identity", f"{self.identity!r} is not one of {', '.join(IDENTITIES)}")
         if not 0.0 <= self.ledger_decay <= 1.0:
             bad("ledger_decay", f"{self.ledger_decay} is outside [0, 1]")
         free = self.height * self.width - self.n_apple_cells_upper_bound()
@@ -203,9 +210,17 @@ PRESETS: dict[str, dict] = {
     # cells per agent of the 10x10 board, so scale changes space and encounters, not wealth; the
     # default 18 patches make baseline agents stop zapping altogether.
     "karmic-big": {"grid_size": 30, "n_patches": 2},
+    # The calibrated worlds with identity in the observations (karmic.envs.core: one channel per
+    # agent), so "norm enforcement" on a known offender can be learned; the presets above stay
+    # as they were, so the committed results reproduce.
+    "karmic-small-id": {},  # filled in below: karmic-small + identity "onehot"
+    "karmic-big-id": {},  # karmic-big + identity "onehot"
     # The original Karmic README: 10x10 small world, beam 5, removal 25 steps, -0.5 when hit.
     "seed": {"grid_size": 10, "max_steps": 500, "beam_width": 1, "removal_steps": 25},
 }
+
+PRESETS["karmic-small-id"] = {**PRESETS["karmic-small"], "identity": "onehot"}
+PRESETS["karmic-big-id"] = {**PRESETS["karmic-big"], "identity": "onehot"}
 
 
 def make_config(preset: str | None = None, **overrides) -> HarvestConfig:

@@ -21,7 +21,12 @@ from karmic.envs.config import (
 from karmic.envs.kernels import N_ACTIONS, STAT_NAMES
 from karmic.events import EventBatch
 
-N_CHANNELS = 3  # apple, wall, other agent
+N_CHANNELS = 3  # apple, wall, other agent (identity "onehot" adds one channel per agent)
+
+
+def n_channels(config: HarvestConfig) -> int:
+    """Observation channels: 3, plus one per agent with identity "onehot"."""
+    return N_CHANNELS + (config.n_agents if config.identity == "onehot" else 0)
 
 
 def disk_offsets(radius: int, include_centre: bool = True) -> np.ndarray:
@@ -88,7 +93,7 @@ class HarvestState:
 
 
 class HarvestVecEnv:
-    """B Harvest environments stepped together. See docs/INTERFACES.md for the contract."""
+    """B Harvest environments stepped together. See docs/DESIGN.md ("Internal interfaces") for the contract."""
 
     def __init__(self, config: HarvestConfig | None = None, num_envs: int = 1):
         if num_envs < 1:
@@ -102,7 +107,8 @@ class HarvestVecEnv:
         if int((~self.walls).sum()) < N:
             raise ValueError("invalid HarvestConfig.grid_size: too small for its agents")
         V = config.view_size
-        self.obs_shape = (V, V, N_CHANNELS)
+        self.obs_shape = (V, V, n_channels(config))
+        self._id_channels = config.identity == "onehot"
         self.max_steps = config.episode_length
         self._params = np.array([config.beam_length, config.removal_steps, config.apple_reward,
                                  config.hit_penalty, config.fire_cost, config.zap_after_moves,
@@ -181,7 +187,7 @@ class HarvestVecEnv:
         self.episode += 1
         self._recorded = [self._ev[: self._ne[0]].copy()] if self.record_events else []
         self.reset_events = self._collect()
-        K.observe_kernel(self.walls, s.apples, s.pos, s.dirs, s.removed, self._obs)
+        K.observe_kernel(self.walls, s.apples, s.pos, s.dirs, s.removed, self._obs, self._id_channels)
         return self._obs
 
     def step(self, actions: np.ndarray):
@@ -199,10 +205,17 @@ class HarvestVecEnv:
         if self.record_events and self._ne[0]:
             self._recorded.append(self._ev[: self._ne[0]].copy())
         events = self._collect()
-        K.observe_kernel(self.walls, s.apples, s.pos, s.dirs, s.removed, self._obs)
+        K.observe_kernel(self.walls, s.apples, s.pos, s.dirs, s.removed, self._obs, self._id_channels)
         dones = s.t >= self.max_steps
         self.last_events = events
         return self._obs, self._rew, dones, events
+
+    def observe(self) -> np.ndarray:
+        """The observations of the current state again (after a caller changed it by hand, as
+        ``karmic evaluate`` does to take agents off the board)."""
+        s = self.state
+        K.observe_kernel(self.walls, s.apples, s.pos, s.dirs, s.removed, self._obs, self._id_channels)
+        return self._obs
 
     def take_recorded(self) -> EventBatch:
         """Every event since the last reset (with ``record_events``), in (env, step, seq) order
@@ -229,7 +242,7 @@ class HarvestVecEnv:
     def episode_stats(self) -> dict[str, np.ndarray]:
         st = self.state.stats
         out = {name: st[:, :, i].copy() for i, name in enumerate(STAT_NAMES)}
-        for name in STAT_NAMES[1:]:
+        for name in STAT_NAMES[1:]:  # every count but the return
             out[name] = out[name].astype(np.int64)
         return out
 

@@ -28,8 +28,10 @@ NOOP, FORWARD, BACKWARD, LEFT, RIGHT, TURN_LEFT, TURN_RIGHT, ZAP = range(8)
 N_ACTIONS = 8
 
 # per-agent episode statistics: the columns of the stats array, by name
-STAT_NAMES = ("return", "apples", "steps", "zaps_fired", "zaps_hit", "times_hit", "frozen_steps")
-S_RETURN, S_APPLES, S_STEPS, S_FIRED, S_HIT, S_TIMES_HIT, S_FROZEN = range(len(STAT_NAMES))
+# encounters: steps the agent began on the board with another agent within zap range (see
+# _encounters); the denominator of "predation per encounter"
+STAT_NAMES = ("return", "apples", "steps", "zaps_fired", "zaps_hit", "times_hit", "frozen_steps", "encounters")
+S_RETURN, S_APPLES, S_STEPS, S_FIRED, S_HIT, S_TIMES_HIT, S_FROZEN, S_ENC = range(len(STAT_NAMES))
 N_EVENT_COLS = 13  # env, t, seq, type, agent, target, x, y, tx, ty, dir, apple_ctx, cause
 
 
@@ -264,6 +266,26 @@ def _zaps(b, tb, walls, apples, pos, dirs, removed, seq, stats, actions, rewards
 
 
 @njit(cache=True)
+def _encounters(b, pos, removed, stats, beam_length, lat_max):
+    """Count an encounter for every on-board agent with another on-board agent within zap range:
+    at most ``beam_length`` cells away along its row or column, at most ``lat_max`` lanes across
+    (the cells some facing's beam covers; walls ignored). Counted on the positions agents act
+    from, before the step's zaps and moves."""
+    N = removed.shape[1]
+    for n in range(N):
+        if removed[b, n] > 0:
+            continue
+        for m in range(N):
+            if m == n or removed[b, m] > 0:
+                continue
+            dx = abs(pos[b, m, 0] - pos[b, n, 0])
+            dy = abs(pos[b, m, 1] - pos[b, n, 1])
+            if (dx <= lat_max and dy <= beam_length) or (dy <= lat_max and dx <= beam_length):
+                stats[b, n, S_ENC] += 1
+                break
+
+
+@njit(cache=True)
 def _moves_in_random_order(rng, b, walls, pos, dirs, removed, actions, occ, order):
     """Moves and turns one agent at a time in a random priority order: a move succeeds if its
     target is free at the agent's turn."""
@@ -424,6 +446,7 @@ def step_kernel(rng, walls, spawn_ok, apple_cells, apples, pos, dirs, removed, t
         occ[:, :] = -1
         _occupancy(pos, removed, b, N, occ)
         hit_buf[:] = 0
+        _encounters(b, pos, removed, stats, beam_length, beam_lat[beam_lat.shape[0] - 1])
         # 1. zaps --------------------------------------------------------------------------------
         if not zap_after_moves:
             _zaps(b, tb, walls, apples, pos, dirs, removed, seq, stats, actions, rewards,
@@ -490,8 +513,9 @@ def step_kernel(rng, walls, spawn_ok, apple_cells, apples, pos, dirs, removed, t
 
 
 @njit(cache=True)
-def observe_kernel(walls, apples, pos, dirs, removed, obs):
-    """Egocentric (V, V, 3) windows rotated so the agent faces up: apple, wall, other agent."""
+def observe_kernel(walls, apples, pos, dirs, removed, obs, identity):
+    """Egocentric (V, V, C) windows rotated so the agent faces up: apple, wall, other agent; with
+    ``identity`` channel 3 + k marks agent k's cell (the observer's own, at the centre, included)."""
     B, N = dirs.shape
     h, w = walls.shape
     V = obs.shape[2]
@@ -524,5 +548,8 @@ def observe_kernel(walls, apples, pos, dirs, removed, obs):
                     if apples[b, y, x]:
                         o[r, c, 0] = 1
                     v = occ[y, x]
-                    if v >= 0 and v != n:
-                        o[r, c, 2] = 1
+                    if v >= 0:
+                        if v != n:
+                            o[r, c, 2] = 1
+                        if identity:
+                            o[r, c, 3 + v] = 1

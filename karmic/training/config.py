@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from karmic.conditions import get_condition, names
+from karmic.training.device import check_name
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -34,6 +35,8 @@ class _Modes(Mapping):
 
 
 MODES: Mapping[str, tuple[bool, bool]] = _Modes()
+TVT_SELECTS = ("learner", "rollout")
+TVT_LEARNS = ("replay", "lagged")
 
 # fields a condition's record may set (Condition.train), with their value where it sets nothing
 CONDITION_FIELDS: dict[str, Any] = {"tvt_threshold": 2.0, "tvt_read_cost": 1.0, "tvt_read_power": 1,
@@ -98,9 +101,16 @@ class TrainConfig:
     """Checkpoints kept per run."""
     threads: int = 0
     """Torch threads; 0 = all cores."""
-    precision: str = "auto"
-    """fp32 | bf16 (autocast for the network) | auto (bf16 where it measures faster:
-    ``karmic.training.ppo.choose_precision``); a run records fp32 or bf16."""
+    precision: str = "fp32"
+    """fp32 | bf16 (autocast for the network; an opt-in) | auto (measure once: bf16 where its
+    matmuls are >= 1.25x fp32's; on CUDA fp32). The default is fp32 so two runs of one command
+    train alike on any machine; a run records the precision it used and why (run.json), a resume
+    keeps it."""
+    device: str = "cpu"
+    """Where the network acts and learns: cpu | cuda | cuda:N | auto (cuda where torch sees a GPU;
+    ``karmic.training.device``). The env steps on the CPU whatever this says. A run records the
+    device it resolved to; the CLI's default is auto, this class's cpu (library calls and tests
+    stay on the CPU)."""
     preset: str | None = None
     """HarvestConfig preset (karmic.envs.PRESETS), or None for the defaults."""
     tvt_mode: str = "both"
@@ -126,6 +136,22 @@ class TrainConfig:
     hit_cost: float | None = None
     """Reward taken at every step where the agent's own zap hit another agent; None: the
     condition's (hit-cost: karmic.conditions.HIT_COST; 0 elsewhere, and only hit-cost may set it)."""
+    tvt_select: str = "learner"
+    """Which memory rows the learner's reads attend to (docs/tvt-speed.md): ``learner`` (the
+    method of old): every minibatch selects each step's top-k rows with its current keys;
+    ``rollout``: the rows the acting read selected, stored in the shard, so the learner reads
+    only those k rows (no selection over the whole bank). TVT_SELECTS."""
+    tvt_learn: str = "replay"
+    """How transported value reaches earlier shards (tvt / full; docs/tvt-speed.md): ``replay``
+    (the method of old): each shard is learned when new, then one clipped policy-gradient pass
+    over every earlier shard that received value; ``lagged``: each shard is learned once,
+    ``tvt_lag`` updates late, with the value transported into it by then, off-policy (PPO's
+    clipped ratio against the policy at the start of its learning, times the truncated
+    importance weight of that policy over the behaviour policy that acted). TVT_LEARNS."""
+    tvt_lag: int | None = None
+    """``tvt_learn = lagged``: updates between a shard's rollout and its learning. None: the
+    memory's span in shards (ceil(memory_size / num_steps)), after which no transport can reach
+    it; less learns sooner and loses the value transported later (the run reports its share)."""
     env_overrides: dict[str, Any] = field(default_factory=dict)
     """HarvestConfig fields set over the preset."""
     run_id: str | None = None
@@ -168,8 +194,15 @@ class TrainConfig:
             raise ValueError(f"memory_size must be >= 1, got {self.memory_size}")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ValueError("gamma must be in (0, 1] and gae_lambda in [0, 1]")
+        if self.tvt_select not in TVT_SELECTS:
+            raise ValueError(f"unknown tvt_select {self.tvt_select!r}; choose {', '.join(TVT_SELECTS)}")
+        if self.tvt_learn not in TVT_LEARNS:
+            raise ValueError(f"unknown tvt_learn {self.tvt_learn!r}; choose {', '.join(TVT_LEARNS)}")
+        if self.tvt_lag is not None and self.tvt_lag < 0:
+            raise ValueError(f"tvt_lag must be >= 0, got {self.tvt_lag}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}")
+        check_name(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -181,5 +214,86 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+@dataclass
+class DRQNConfig(TrainConfig):
+    """TrainConfig plus the DRQN learner's fields; stored in run.json and checkpoints like PPO's."""
 
-__all__ = ["CONDITION_FIELDS", "MODES", "PRECISIONS", "TrainConfig"]
+    algo: str = "drqn"
+    """Learner name (dispatch in karmic.training.learners)."""
+    lr: float = 1e-4
+    """Adam learning rate (R2D2, Kapturowski et al. 2019, Table 2)."""
+    adam_eps: float = 1e-3
+    """Adam epsilon (R2D2, Table 2)."""
+    max_grad_norm: float = 40.0
+    """Global gradient-norm clip (the R2D2 configs of JORLDY; rlpyt's r2d1 uses 80)."""
+    n_step: int = 5
+    """Steps of reward before the bootstrap (R2D2, Table 2)."""
+    burn_in: int = 10
+    """Steps at a window's start that only warm the LSTM state (R2D2: 40 of an 80-step trace;
+    here 10 before a 25-step trained part, the same 1:2 ratio)."""
+    batch_size: int = 32
+    """Windows per gradient step (R2D2 uses 64; halved for a 2-core CPU)."""
+    grad_steps: int = 8
+    """Gradient steps per rollout: 8 x 32 windows x 25 trained steps = 6,400 trained steps per
+    8,000 new agent-steps at the default 16 envs x 5 agents x 100 steps (replay ratio ~0.8, R2D2's)."""
+    target_period: int = 100
+    """Gradient steps between target-network copies (R2D2: 2,500 of ~10^6 learner steps; scaled
+    to a default run's ~1,000 gradient steps, ten copies)."""
+    replay_shards: int = 8
+    """Trajectory shards sampled from (the last K up to the current update): 64,000 agent-steps
+    at the defaults."""
+    huber_delta: float = 1.0
+    """Huber loss threshold (DQN, Mnih et al. 2015: error clipping at 1)."""
+    eps_start: float = 1.0
+    """Initial epsilon of epsilon-greedy acting (CleanRL dqn_atari)."""
+    eps_end: float = 0.01
+    """Final epsilon (CleanRL dqn_atari)."""
+    eps_fraction: float = 0.1
+    """Fraction of the run's env steps over which epsilon decays linearly (CleanRL dqn_atari)."""
+    mask_after_done: bool = True
+    """Leave trained steps after an episode end inside a window out of the loss (R2D2; rlpyt's
+    valid_from_done). The LSTM state is also reset there, so off is sound too."""
+    gae_lambda: float = 0.0
+    """Only for TVT's semantic matching: 0 makes it match on the one-step TD error of max Q."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.algo != "drqn":
+            raise ValueError(f"DRQNConfig.algo must be 'drqn', got {self.algo!r}")
+        for name in ("n_step", "batch_size", "grad_steps", "target_period", "replay_shards"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.burn_in < 0 or self.burn_in + self.n_step > self.seq_len:
+            raise ValueError(f"burn_in + n_step ({self.burn_in} + {self.n_step}) must be <= seq_len ({self.seq_len})")
+        if not 0 <= self.eps_end <= 1 or not 0 <= self.eps_start <= 1 or not 0 < self.eps_fraction <= 1:
+            raise ValueError("eps_start, eps_end must be in [0, 1] and eps_fraction in (0, 1]")
+
+
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Each dataclass field's docstring (the string literal under it, CleanRL/tyro style), read
+    from the source of ``cls`` and its bases; the CLI's help for the generated flags."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body
+        for node, nxt in zip(body, body[1:], strict=False):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+__all__ = ["CONDITION_FIELDS", "MODES", "PRECISIONS", "TVT_LEARNS", "TVT_SELECTS", "DRQNConfig", "TrainConfig",
+           "field_docs"]

@@ -40,7 +40,6 @@ The seed's baseline learner (Hausknecht & Stone 2015), in the form of R2D2 (Kapt
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,62 +49,8 @@ from torch import nn
 from karmic.agents.network import KarmicAgent
 from karmic.envs.kernels import N_ACTIONS
 from karmic.rl import nstep_double_q_targets
-from karmic.training.ppo import TrainConfig, Trainer
-
-
-@dataclass
-class DRQNConfig(TrainConfig):
-    """TrainConfig plus the DRQN learner's fields; stored in run.json and checkpoints like PPO's."""
-
-    algo: str = "drqn"
-    """Learner name (dispatch in karmic.training.learners)."""
-    lr: float = 1e-4
-    """Adam learning rate (R2D2, Kapturowski et al. 2019, Table 2)."""
-    adam_eps: float = 1e-3
-    """Adam epsilon (R2D2, Table 2)."""
-    max_grad_norm: float = 40.0
-    """Global gradient-norm clip (the R2D2 configs of JORLDY; rlpyt's r2d1 uses 80)."""
-    n_step: int = 5
-    """Steps of reward before the bootstrap (R2D2, Table 2)."""
-    burn_in: int = 10
-    """Steps at a window's start that only warm the LSTM state (R2D2: 40 of an 80-step trace;
-    here 10 before a 25-step trained part, the same 1:2 ratio)."""
-    batch_size: int = 32
-    """Windows per gradient step (R2D2 uses 64; halved for a 2-core CPU)."""
-    grad_steps: int = 8
-    """Gradient steps per rollout: 8 x 32 windows x 25 trained steps = 6,400 trained steps per
-    8,000 new agent-steps at the default 16 envs x 5 agents x 100 steps (replay ratio ~0.8, R2D2's)."""
-    target_period: int = 100
-    """Gradient steps between target-network copies (R2D2: 2,500 of ~10^6 learner steps; scaled
-    to a default run's ~1,000 gradient steps, ten copies)."""
-    replay_shards: int = 8
-    """Trajectory shards sampled from (the last K up to the current update): 64,000 agent-steps
-    at the defaults."""
-    huber_delta: float = 1.0
-    """Huber loss threshold (DQN, Mnih et al. 2015: error clipping at 1)."""
-    eps_start: float = 1.0
-    """Initial epsilon of epsilon-greedy acting (CleanRL dqn_atari)."""
-    eps_end: float = 0.01
-    """Final epsilon (CleanRL dqn_atari)."""
-    eps_fraction: float = 0.1
-    """Fraction of the run's env steps over which epsilon decays linearly (CleanRL dqn_atari)."""
-    mask_after_done: bool = True
-    """Leave trained steps after an episode end inside a window out of the loss (R2D2; rlpyt's
-    valid_from_done). The LSTM state is also reset there, so off is sound too."""
-    gae_lambda: float = 0.0
-    """Only for TVT's semantic matching: 0 makes it match on the one-step TD error of max Q."""
-
-    def validate(self) -> None:
-        super().validate()
-        if self.algo != "drqn":
-            raise ValueError(f"DRQNConfig.algo must be 'drqn', got {self.algo!r}")
-        for name in ("n_step", "batch_size", "grad_steps", "target_period", "replay_shards"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.burn_in < 0 or self.burn_in + self.n_step > self.seq_len:
-            raise ValueError(f"burn_in + n_step ({self.burn_in} + {self.n_step}) must be <= seq_len ({self.seq_len})")
-        if not 0 <= self.eps_end <= 1 or not 0 <= self.eps_start <= 1 or not 0 < self.eps_fraction <= 1:
-            raise ValueError("eps_start, eps_end must be in [0, 1] and eps_fraction in (0, 1]")
+from karmic.training.config import DRQNConfig  # noqa: F401  (torch-free, so the CLI reads it)
+from karmic.training.ppo import Trainer
 
 
 def epsilon_at(cfg: DRQNConfig, step: int, total: int) -> float:
@@ -171,6 +116,10 @@ class DRQNTrainer(Trainer):
 
     def __init__(self, cfg: DRQNConfig, lake, on_update=None, tensorboard=False,
                  resume_from: dict[str, Any] | None = None, env=None, io_factory=None) -> None:
+        # the learner's tensors are the CPU's (issue 37 moved PPO's acting and learning only)
+        cfg.device = "cpu" if cfg.device == "auto" else cfg.device
+        if cfg.device != "cpu":
+            raise ValueError(f"drqn runs on the CPU only, not {cfg.device}: use --device cpu (or --algo ppo)")
         super().__init__(cfg, lake, on_update=on_update, tensorboard=tensorboard, resume_from=None,
                          env=env, io_factory=io_factory)
         torch.manual_seed(cfg.seed)

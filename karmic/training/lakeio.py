@@ -8,10 +8,15 @@ atomic part files, a directory or an ``s3://`` lake), flushed once per round.
 - A round's events get run episode numbers ``round * B + env`` and
   ``global_step = (round * max_steps + t) * B``; the episodes rows get the same numbering and
   ``global_step`` at episode start.
-- Resume safety: at construction the highest episode already in the run's events and episodes
-  partitions is read; a re-run round whose episodes are already there is not written again
-  (a deterministic re-run produces the same rows), so a run killed after writing a round but
-  before its checkpoint resumes without duplicates.
+- Exactly once across a kill and a resume: a resumed run re-runs every round and update after
+  its last checkpoint, and re-produces the same rows (the run is deterministic). Each round's
+  events, actions and episode rows are one part per table named by the round
+  (``round-<r>.parquet``), each update's TVT transports one part named by the update
+  (``update-<u>.parquet``, :meth:`write_transports`), written with
+  ``pipelines.writer.write_table_once``: a part whose name is taken is not written again. Parts of
+  older lakes (``part-<n>.parquet``) are read once at construction for the rounds (highest
+  episode) and updates they hold, which are not written again either. Temporary files a killed
+  writer of this run left behind are removed at construction.
 - Actions (``begin_round`` / ``record_actions``, called by the rollout): every step's joint action
   of the round, each env's reset RNG state and rigged pairs, written with the round's events as the
   ``actions`` table (``pipelines.replay`` re-simulates any episode from it).
@@ -34,18 +39,41 @@ from karmic.events import EVENT_COLUMNS, EVENT_TYPES, NULL, SPAWN_CAUSES, EventB
 from pipelines import storage
 from pipelines.replay import env_digest
 from pipelines.storage import LakePath
-from pipelines.writer import LakeWriter, actions_table, episodes_table, now_iso, versions
+from pipelines.writer import (
+    LakeWriter,
+    actions_table,
+    episodes_table,
+    events_table,
+    now_iso,
+    versions,
+    write_table_once,
+)
+
+TABLES = ("events", "episodes", "actions", "tvt_transports")
+
+
+def _legacy_parts(part_dir: LakePath) -> list[LakePath]:
+    """A run partition's parts from before parts were named by round / update (``part-<n>``)."""
+    files = sorted(part_dir.glob("part-*.parquet")) if storage.is_remote(part_dir) or part_dir.is_dir() else []
+    return files
 
 
 def _max_episode(part_dir: LakePath) -> int:
-    """Highest episode in a run partition's parquet files, -1 if none."""
+    """Highest episode in a run partition's legacy parts, -1 if none."""
     best = -1
-    files = sorted(part_dir.glob("*.parquet")) if storage.is_remote(part_dir) or part_dir.is_dir() else []
-    for f in files:
+    for f in _legacy_parts(part_dir):
         col = storage.read_parquet(f, columns=["episode"]).column("episode")
         if len(col):
             best = max(best, int(pc.max(col).as_py()))
     return best
+
+
+def _legacy_updates(part_dir: LakePath) -> set[int]:
+    """The updates a run's legacy ``tvt_transports`` parts hold."""
+    out: set[int] = set()
+    for f in _legacy_parts(part_dir):
+        out.update(int(u) for u in pc.unique(storage.read_parquet(f, columns=["update"]).column("update")).to_pylist())
+    return out
 
 
 class RunLake:
@@ -58,9 +86,12 @@ class RunLake:
         # one part file per round and table, written at the end of the round (before any
         # checkpoint that counts the round), as the resume logic below expects
         self.writer = LakeWriter(self.lake, run_id, flush_events=1, flush_episodes=1)
+        for table in (*TABLES, "trajectories", "checkpoints"):
+            storage.remove_stale_temps(self.lake / table / f"run_id={run_id}")
         self.events_written = _max_episode(self.lake / "events" / f"run_id={run_id}")
         self.episodes_written = _max_episode(self.lake / "episodes" / f"run_id={run_id}")
         self.actions_written = _max_episode(self.lake / "actions" / f"run_id={run_id}")
+        self.transports_written = _legacy_updates(self.lake / "tvt_transports" / f"run_id={run_id}")
         self._env = None  # set by begin_round: the round's actions are then recorded
         self.log_actions = True  # False only to measure what the action log costs
 
@@ -84,8 +115,10 @@ class RunLake:
             "total_steps": int(total_steps),
             "config": self.env_config.to_dict(),
             "train_config": cfg.to_dict(),
+            "precision": getattr(self, "precision_note", None),
             "started_at": now_iso(),
             "versions": {**versions(), "torch": torch.__version__},
+            **getattr(self, "extra_meta", {}),  # the command line and --config file (karmic train)
         }
         self.writer.set_status("created")
 
@@ -130,15 +163,24 @@ class RunLake:
         ev = ev.take(order)
         gstep = ((rnd * max_steps + ev.t.astype(np.int64)) * B).astype(np.int64)
         last_episode = rnd * B + B - 1
-        if last_episode > self.events_written:
-            self.writer.write_events(ev, global_step=gstep)
+        # events first, then the actions that produced them, then the episode rows that
+        # summarise them; each part written once (module docstring)
+        if last_episode > self.events_written and len(ev):
+            self._write_once("events", events_table(self.run_id, ev, gstep), "round", rnd)
         if self._env is not None and last_episode > self.actions_written:
-            self.writer.write_actions(self._actions_table(rnd, max_steps, B))
+            self._write_once("actions", self._actions_table(rnd, max_steps, B), "round", rnd)
         if last_episode > self.episodes_written:
-            self.writer.write_episodes(self._episode_table(rnd, stats, max_steps, B))
-        self.writer.flush()
+            self._write_once("episodes", self._episode_table(rnd, stats, max_steps, B), "round", rnd)
         self._env = None
         return ev
+
+    def _write_once(self, table: str, rows: pa.Table, kind: str, key: int) -> None:
+        write_table_once(self.lake, table, self.run_id, rows, kind, key)
+
+    def write_transports(self, update: int, rows: pa.Table) -> None:
+        """An update's ``tvt_transports`` rows, once (a resumed run re-runs the update)."""
+        if update not in self.transports_written:
+            self._write_once("tvt_transports", rows, "update", update)
 
     def _episode_table(self, rnd, stats, max_steps, B) -> pa.Table:
         """The round's B episodes x N agents (stats: (B, N) arrays), docs/DESIGN.md's episodes table."""

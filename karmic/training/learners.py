@@ -49,11 +49,16 @@ def make_trainer(cfg, lake, **kw):
     return trainer_class(getattr(cfg, "algo", "ppo"))(cfg, lake, **kw)
 
 
-def resumed_trainer(run_id, lake, on_update=None, total_steps=None, tensorboard=False, env=None):
+def resumed_trainer(run_id, lake, on_update=None, total_steps=None, tensorboard=False, env=None,
+                    device=None):
+    """``device``: None keeps the device the run recorded; another GPU of the same type may be
+    named (a sweep's slot), never another type (``karmic.training.device.check_resume``)."""
+    from karmic.training.device import check_resume
     from pipelines.checkpoints import latest_checkpoint, load_checkpoint
 
     ck = load_checkpoint(latest_checkpoint(lake, run_id))
     cfg = config_from_dict(ck["train_config"])
     if total_steps is not None:
         cfg.total_steps = total_steps
+    cfg.device = check_resume(cfg.device, device)
     return make_trainer(cfg, lake, on_update=on_update, tensorboard=tensorboard, resume_from=ck, env=env)

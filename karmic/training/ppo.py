@@ -76,8 +76,16 @@ from karmic.envs.core import HarvestVecEnv
 from karmic.envs.kernels import N_ACTIONS
 from karmic.rl import clipped_surrogate, gae, landed_hits, shaped_rewards
 from karmic.training.config import MODES, TrainConfig
+from karmic.training.device import (
+    CUDA_AUTO_PRECISION,
+    check_resume,
+    configure,
+    device_type,
+    resolve_device,
+)
 from karmic.training.lakeio import RunLake
 from karmic.training.tvt_run import TVTRun
+from pipelines import faults
 from pipelines.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from pipelines.storage import resolve
 from pipelines.trajectories import (
@@ -144,18 +152,30 @@ def choose_precision(flags: list[str], speedup: Callable[[], float]) -> tuple[st
                     f"bf16 needs {BF16_MIN_SPEEDUP}x")
 
 
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> the faster precision on this CPU (``choose_precision``: bf16 where it has bf16
-    instructions and they measure faster, else fp32), decided and said once per process on
-    stderr. The run records what was chosen, so a resume keeps it."""
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """The precision a run trains in: fp32 / bf16 as asked; ``auto`` (an explicit opt-in, never
+    the default) -> ``precision_choice``'s choice for the device."""
+    return precision_choice(precision, device)[0]
+
+
+def precision_choice(precision: str, device: str = "cpu") -> tuple[str, str]:
+    """(precision, why). The default is fp32: the same bits on every machine, since bf16's speed
+    depends on the CPU (3x on one EPYC, 0.5x on a Xeon with the same flag) and a measurement moves
+    with the machine's load (2.2x-5.5x on successive runs here), so a default that measured could
+    train two runs of one command in different precisions. ``auto`` on the CPU measures once per
+    process and says so on stderr; on CUDA it is ``CUDA_AUTO_PRECISION`` (``karmic.training.device``).
+    The run records what was chosen and why (run.json ``precision``), so a resume or a repeat of
+    the run never switches."""
     global _auto_precision
     if precision != "auto":
-        return precision
+        return precision, "asked for (--precision)"
+    if device_type(device) != "cpu":
+        return CUDA_AUTO_PRECISION, "auto on CUDA: fp32 (docs/devices.md)"
     if _auto_precision is None:
         _auto_precision = choose_precision(cpu_bf16_flags(), bf16_matmul_speedup)
         print(f"precision: {_auto_precision[0]} ({_auto_precision[1]}; --precision fp32|bf16 to choose)",
               file=sys.stderr)
-    return _auto_precision[0]
+    return _auto_precision[0], f"auto: {_auto_precision[1]}"
 
 
 def new_run_id(cfg: TrainConfig) -> str:
@@ -198,7 +218,14 @@ class Trainer:
         io_factory: Callable[..., Any] | None = None,
     ) -> None:
         cfg.validate()
-        cfg.precision = resolve_precision(cfg.precision)
+        cfg.device = resolve_device(cfg.device)  # recorded resolved: a resume keeps it
+        requested = cfg.precision
+        cfg.precision, why = precision_choice(cfg.precision, cfg.device)
+        if resume_from is not None:
+            why = "recorded in the run (a resume never switches precision)"
+        self.precision_note = {"requested": requested, "used": cfg.precision, "why": why}
+        configure(cfg.device)
+        self.device = torch.device(cfg.device)
         self.cfg = cfg
         self.lake = resolve(lake)  # a directory (Path) or an s3:// prefix (pipelines.storage)
         self.on_update = on_update
@@ -238,13 +265,13 @@ class Trainer:
             latent=cfg.latent,
             n_agents=self.N if cfg.agent_id else 0,
             memory_size=cfg.memory_size,
-        )
+        ).to(self.device)
         # fused: one kernel over all parameters, 0.2-0.3 ms a step against 0.65-1.1 ms for the
         # per-tensor loop (benchmarks/adam_step.py); the same update up to the last bit
         self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=cfg.lr, eps=1e-5, fused=True)
-        self.gen = torch.Generator().manual_seed(cfg.seed)  # action sampling
+        self.gen = torch.Generator(self.device).manual_seed(cfg.seed)  # action sampling
         self.rng = np.random.default_rng([cfg.seed, 1])  # minibatch shuffles
-        self.agent_ids = torch.arange(self.S) % self.N
+        self.agent_ids = torch.arange(self.S, device=self.device) % self.N
         self.bf16 = cfg.precision == "bf16"
 
         # training counters; a run ends at a round boundary
@@ -262,8 +289,9 @@ class Trainer:
         self.tvt = TVTRun(cfg, self.S, self.agent.tvt) if self.use_tvt else None
         self.keep_shards = cfg.keep_shards
         if self.tvt is not None:  # the learner rebuilds each step's memory from the shards
-            self.keep_shards = max(cfg.keep_shards, self.tvt.shards_needed + 1)
+            self.keep_shards = max(cfg.keep_shards, self.tvt.history_needed + 1)
         self.io = (io_factory or RunLake)(self.lake, self.run_id, cfg, self.env_config, self.N)
+        self.io.precision_note = self.precision_note  # run.json says which precision and why
         self.ledger = self.io.new_ledger() if self.use_matchmaker else None
         if resume_from is not None:
             self._restore(resume_from)
@@ -307,12 +335,13 @@ class Trainer:
             self.ledger = self.io.rebuild_ledger(episodes_before=self.round * self.B)
         if self.tvt is not None:  # the memory is rebuilt from the shards the lake kept
             self.tvt.restore(self.lake, self.run_id, self.update)
+            self.tvt.load_state(ck.get("tvt_state"))
 
     def resume_needs_from(self) -> int | None:
         """The oldest shard a resume from the last checkpoint reads (TVT refills its memory from
         the shards before it); retention keeps every shard from there on, however many updates
         past the checkpoint the run gets before it is killed. None: a resume reads no shard."""
-        return self.last_ckpt_update - self.tvt.shards_needed if self.tvt is not None else None
+        return self.last_ckpt_update - self.tvt.history_needed if self.tvt is not None else None
 
     def checkpoint_payload(self) -> dict[str, Any]:
         return {
@@ -327,18 +356,24 @@ class Trainer:
             "global_step": self.global_step,
             "train_config": self.cfg.to_dict(),
             "resumable": True,
+            # TVT's lagged queue (tvt_learn = lagged); absent for the method of old
+            **({"tvt_state": self.tvt.state()} if self.tvt is not None and self.tvt.state() else {}),
         }
 
     def amp(self):
         """The network's precision: bf16 autocast, or nothing (fp32: the code path of old)."""
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
     def acting_scope(self):
         """Around a whole rollout: autocast keeps its bf16 copies of the weights until the
         outermost autocast region exits, so this (disabled) outer region lets the per-step
         ``amp()`` regions cast each weight once per rollout instead of once per step. Sound
         only where the weights do not change inside it: no optimizer step in a rollout."""
-        return torch.autocast("cpu", enabled=False) if self.bf16 else contextlib.nullcontext()
+        return torch.autocast(self.device.type, enabled=False) if self.bf16 else contextlib.nullcontext()
+
+    def tensor(self, a: np.ndarray) -> torch.Tensor:
+        """A numpy array as a tensor on the run's device (on the CPU: the array's own memory)."""
+        return torch.from_numpy(a).to(self.device)
 
     # -- rollout -----------------------------------------------------------------------------
     def _reset_round(self) -> np.ndarray:
@@ -346,6 +381,10 @@ class Trainer:
         seeds = round_seeds(self.cfg.seed, self.round, self.B)
         obs = self.env.reset(seed=seeds, pairs=pairs if pairs and any(pairs) else None)
         self.io.begin_round(self.env, seeds, pairs)  # the action log (pipelines.replay)
+        # the agents start the round from the zero state (the start flags zero it anyway); set
+        # here, the shard's stored h0 / c0 of a round's first sequence do not depend on whether
+        # the run was resumed at this round, so a resumed run's shards equal the uninterrupted's
+        self.loop.state = self.agent.initial_state(self.S)
         self.loop.t_in_episode = 0
         self.loop.round_events = [self.env.reset_events]
         return obs
@@ -379,31 +418,33 @@ class Trainer:
                 lp.obs = self._reset_round()
                 lp.need_reset = False
                 lp.starts[:] = True
+            faults.point("rollout.step")  # the crash tests' kill points (pipelines.faults)
             flat = lp.obs.reshape(self.S, *self.obs_shape)
             self.buf_obs[t] = flat
             self.buf_start[t] = lp.starts
             if t % L == 0:
                 k = t // L
-                self.buf_h0[k] = lp.state[0][0].numpy()
-                self.buf_c0[k] = lp.state[1][0].numpy()
+                self.buf_h0[k] = lp.state[0][0].cpu().numpy()
+                self.buf_c0[k] = lp.state[1][0].cpu().numpy()
                 self.buf_episode[k] = self.round * self.B + np.repeat(np.arange(self.B), self.N)
                 self.buf_t0[k] = lp.t_in_episode
                 self.buf_gstep[k] = self.global_step
             with self.amp():
                 logits, value, lp.state, z = self.agent(
-                    torch.from_numpy(flat)[None],
+                    self.tensor(flat)[None],
                     lp.state,
-                    torch.from_numpy(lp.starts)[None],
+                    self.tensor(lp.starts)[None],
                     self.agent_ids,
                     memory=tvt.acting_memory() if tvt is not None else None,
                 )
             logp_all = torch.log_softmax(logits[0], -1)
             action = torch.multinomial(logp_all.exp(), 1, generator=self.gen)[:, 0]
-            self.buf_act[t] = action.numpy()
+            act_np = action.cpu().numpy()
+            self.buf_act[t] = act_np
             self.io.record_actions(lp.t_in_episode, self.buf_act[t])
-            self.buf_logp[t] = logp_all.gather(1, action[:, None])[:, 0].numpy()
-            self.buf_val[t] = value[0].numpy()
-            lp.obs, rew, dones, events = self.env.step(action.numpy().reshape(self.B, self.N))
+            self.buf_logp[t] = logp_all.gather(1, action[:, None])[:, 0].cpu().numpy()
+            self.buf_val[t] = value[0].cpu().numpy()
+            lp.obs, rew, dones, events = self.env.step(act_np.reshape(self.B, self.N))
             self.buf_rew[t] = rew.reshape(self.S)
             lp.round_events.append(events)
             if "hits_landed" in self.buf_extra:
@@ -428,13 +469,13 @@ class Trainer:
         else:
             with self.amp():
                 _, v, _, _ = self.agent(
-                    torch.from_numpy(lp.obs.reshape(self.S, *self.obs_shape))[None],
+                    self.tensor(lp.obs.reshape(self.S, *self.obs_shape))[None],
                     lp.state,
-                    torch.zeros(1, self.S, dtype=torch.bool),
+                    torch.zeros(1, self.S, dtype=torch.bool, device=self.device),
                     self.agent_ids,
                     memory=tvt.acting_memory() if tvt is not None else None,
                 )
-            lp.next_value = v[0].numpy().copy()
+            lp.next_value = v[0].cpu().numpy().copy()
             lp.next_start = np.zeros(self.S, np.uint8)
 
     def make_shard(self):
@@ -472,40 +513,50 @@ class Trainer:
         )
 
     # -- learning ----------------------------------------------------------------------------
-    def learn(self, shard, rewards: np.ndarray) -> dict[str, float]:
-        """GAE then PPO epochs over minibatches of whole sequences of ``shard``."""
+    def learn(self, shard, rewards: np.ndarray, off_policy: bool = False) -> dict[str, float]:
+        """GAE then PPO epochs over minibatches of whole sequences of ``shard``.
+
+        ``off_policy`` (TVT's lagged learner, docs/tvt-speed.md): the shard was acted by an
+        older policy. A forward pass first gives the current policy's log-probs and values (the
+        "proximal" policy); the clipped ratio is taken against it, each step's loss is weighted
+        by its importance weight over the behaviour policy, truncated at 1 (V-trace's rho-bar),
+        and GAE, the value targets and the value clip use its values."""
         cfg = self.cfg
         tm = shard.time_major
-        # rows with chunk K-1 hold the rollout's final bootstrap
-        last = shard.rows["chunk"] == shard.rows["chunk"].max()
-        adv_tm, ret_tm = gae(
-            tm(rewards), tm(shard.value), tm(shard.start),
-            shard.rows["next_value"][last], shard.rows["next_start"][last],
-            cfg.gamma, cfg.gae_lambda,
-        )
-        adv = shard.from_time_major(adv_tm)
-        ret = shard.from_time_major(ret_tm)
         R = shard.n_rows
-        obs = torch.from_numpy(shard.obs)
-        act = torch.from_numpy(shard.action.astype(np.int64))
-        starts = torch.from_numpy(shard.start.astype(bool))
-        old_logp = torch.from_numpy(shard.logprob)
-        old_val = torch.from_numpy(shard.value)
-        adv_t = torch.from_numpy(adv)
-        ret_t = torch.from_numpy(ret)
-        h0 = torch.from_numpy(shard.h0)
-        c0 = torch.from_numpy(shard.c0)
-        ids = torch.from_numpy(shard.rows["agent"].astype(np.int64))
+        obs = self.tensor(shard.obs)
+        act = self.tensor(shard.action.astype(np.int64))
+        starts = self.tensor(shard.start.astype(bool))
+        old_logp = self.tensor(shard.logprob)
+        old_val = self.tensor(shard.value)
+        h0 = self.tensor(shard.h0)
+        c0 = self.tensor(shard.c0)
+        ids = self.tensor(shard.rows["agent"].astype(np.int64))
         mb_rows = max(1, R // cfg.num_minibatches)
-        stats: dict[str, list[float]] = {k: [] for k in
-                                         ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac")}
         mem = self.tvt.learner_memory(shard) if self.tvt is not None else None
         with self.amp():  # the encoder's input, converted once for all minibatches
             obs_in = self.agent.prepare_obs(obs)
+        is_w = None
+        if off_policy:
+            behaviour = old_logp
+            old_logp, old_val = self._evaluate(obs_in, h0, c0, starts, ids, act, mem, mb_rows)
+            is_w = (old_logp - behaviour).exp().clamp(max=1.0)
+        # rows with chunk K-1 hold the rollout's final bootstrap
+        last = shard.rows["chunk"] == shard.rows["chunk"].max()
+        adv_tm, ret_tm = gae(
+            tm(rewards), tm(old_val.cpu().numpy() if off_policy else shard.value), tm(shard.start),
+            shard.rows["next_value"][last], shard.rows["next_start"][last],
+            cfg.gamma, cfg.gae_lambda,
+        )
+        adv_t = self.tensor(shard.from_time_major(adv_tm))
+        ret_t = self.tensor(shard.from_time_major(ret_tm))
+        stats: dict[str, list[float]] = {k: [] for k in
+                                         ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac")}
         for _ in range(cfg.update_epochs):
             perm = self.rng.permutation(R)
             for s in range(0, R, mb_rows):
-                idx = torch.from_numpy(perm[s : s + mb_rows])
+                faults.point("learn.minibatch")
+                idx = self.tensor(perm[s : s + mb_rows])
                 with self.amp():
                     logits, value, _, z = self.agent(
                         obs_in.index_select(0, idx).transpose(0, 1),
@@ -524,7 +575,10 @@ class Trainer:
                 mb_adv = adv_t[idx]
                 if cfg.norm_adv:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                pg_loss = clipped_surrogate(mb_adv, ratio, cfg.clip_coef).mean()
+                if is_w is None:
+                    pg_loss = clipped_surrogate(mb_adv, ratio, cfg.clip_coef).mean()
+                else:
+                    pg_loss = (is_w[idx] * clipped_surrogate(mb_adv, ratio, cfg.clip_coef)).mean()
                 if cfg.clip_vloss:
                     v_clipped = old_val[idx] + (value - old_val[idx]).clamp(-cfg.clip_coef, cfg.clip_coef)
                     v_loss = 0.5 * torch.max((value - ret_t[idx]) ** 2, (v_clipped - ret_t[idx]) ** 2).mean()
@@ -545,6 +599,23 @@ class Trainer:
                     stats["clipfrac"].append(float(((ratio - 1).abs() > cfg.clip_coef).float().mean()))
         return {k: float(np.mean(v)) for k, v in stats.items()}
 
+    @torch.no_grad()
+    def _evaluate(self, obs_in, h0, c0, starts, ids, act, mem, mb_rows) -> tuple[torch.Tensor, torch.Tensor]:
+        """The current policy's log-probs of the taken actions and its values, (rows, L) each, in
+        row order, a minibatch of rows at a time (``learn(off_policy=True)``)."""
+        logps, values = [], []
+        for s in range(0, len(ids), mb_rows):
+            idx = torch.arange(s, min(s + mb_rows, len(ids)))
+            with self.amp():
+                logits, value, _, _ = self.agent(
+                    obs_in.index_select(0, idx).transpose(0, 1), (h0[idx][None], c0[idx][None]),
+                    starts[idx].transpose(0, 1), ids[idx], memory=mem.memory(idx) if mem is not None else None,
+                )
+            logp_all = torch.log_softmax(logits.transpose(0, 1).float(), -1)
+            logps.append(logp_all.gather(-1, act[idx][..., None])[..., 0])
+            values.append(value.transpose(0, 1).float())
+        return torch.cat(logps).contiguous(), torch.cat(values).contiguous()
+
     def learn_replay(self, shard, added: np.ndarray) -> float:
         """One clipped policy-gradient pass over an earlier shard whose steps received value.
 
@@ -560,19 +631,19 @@ class Trainer:
         rows = np.flatnonzero(np.abs(adv).sum(1) > 0)
         if len(rows) == 0:
             return 0.0
-        idx = torch.from_numpy(rows)
+        idx = self.tensor(rows)
         with self.amp():
             logits, _, _, _ = self.agent(
-                torch.from_numpy(shard.obs)[idx].transpose(0, 1),
-                (torch.from_numpy(shard.h0)[idx][None], torch.from_numpy(shard.c0)[idx][None]),
-                torch.from_numpy(shard.start.astype(bool))[idx].transpose(0, 1),
-                torch.from_numpy(shard.rows["agent"].astype(np.int64))[idx],
+                self.tensor(shard.obs)[idx].transpose(0, 1),
+                (self.tensor(shard.h0)[idx][None], self.tensor(shard.c0)[idx][None]),
+                self.tensor(shard.start.astype(bool))[idx].transpose(0, 1),
+                self.tensor(shard.rows["agent"].astype(np.int64))[idx],
                 memory=self.tvt.learner_memory(shard).memory(idx),
             )
         logp = torch.log_softmax(logits.transpose(0, 1), -1).gather(
-            -1, torch.from_numpy(shard.action.astype(np.int64))[idx][..., None])[..., 0]
-        ratio = (logp - torch.from_numpy(shard.logprob)[idx]).exp()
-        a = torch.from_numpy(adv)[idx]
+            -1, self.tensor(shard.action.astype(np.int64))[idx][..., None])[..., 0]
+        ratio = (logp - self.tensor(shard.logprob)[idx]).exp()
+        a = self.tensor(adv)[idx]
         pg = clipped_surrogate(a, ratio, cfg.clip_coef).mean()
         self.optimizer.zero_grad(set_to_none=True)
         pg.backward()
@@ -600,6 +671,7 @@ class Trainer:
                 t1 = time.perf_counter()
                 shard = self.make_shard()
                 path = write_shard(self.lake, shard)
+                faults.point("update.after_shard")
                 replay = read_shard(path)
                 history = [p for p in list_shards(self.lake, self.run_id)
                            if shard_update(p) < self.update][-max(self.keep_shards - 1, 0):]
@@ -617,6 +689,7 @@ class Trainer:
                 timing["learn"] += t3 - t2
                 self.update += 1
                 done_updates += 1
+                faults.point("update.before_checkpoint")
                 if self.loop.need_reset and (
                     self.update - self.last_ckpt_update >= cfg.checkpoint_every
                     or self.update == self.n_updates
@@ -696,12 +769,13 @@ def resume(
 
 
 def resumed_trainer(
-    run_id, lake, on_update=None, total_steps=None, tensorboard=False, env=None
+    run_id, lake, on_update=None, total_steps=None, tensorboard=False, env=None, device=None
 ) -> Trainer:
     ck = load_checkpoint(latest_checkpoint(lake, run_id))
     cfg = TrainConfig.from_dict(ck["train_config"])
     if total_steps is not None:
         cfg.total_steps = total_steps
+    cfg.device = check_resume(cfg.device, device)  # the device it recorded (or another GPU)
     return Trainer(cfg, lake, on_update=on_update, tensorboard=tensorboard, resume_from=ck, env=env)
 
 

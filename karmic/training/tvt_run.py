@@ -40,11 +40,21 @@ from karmic.tvt.harvest import (
     stream_times,
     transport_rewards,
 )
-from karmic.tvt.memory import window_valid
+from karmic.tvt.memory import Selection, window_valid
 from pipelines.trajectories import load_bank, read_shard, shard_update, transports_table
-from pipelines.writer import write_table
 
 TOP_ROWS_KEPT = 3  # rows of each read stored per step (the learned transport's candidates)
+
+
+def stored_selection(off: np.ndarray, taus: np.ndarray, bank_times: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows the rollout's reads selected, as rows of the learner's bank: ``off`` (rows, L, H,
+    k) int16, how many stream steps before the reading step each row was written (0: no row);
+    ``taus`` (rows, L) the steps' stream times; ``bank_times`` (n,) the bank's. Returns (bank
+    row (rows, L, H, k) int64, ok bool): a row the bank does not hold is not read."""
+    want = taus[:, :, None, None].astype(np.int64) - off
+    pos = np.clip(np.searchsorted(bank_times, want), 0, max(len(bank_times) - 1, 0))
+    ok = (off > 0) & (bank_times[pos] == want) if len(bank_times) else np.zeros(off.shape, bool)
+    return torch.from_numpy(np.where(ok, pos, 0).astype(np.int64)), torch.from_numpy(ok)
 
 
 class LearnerMemory:
@@ -54,12 +64,21 @@ class LearnerMemory:
     def __init__(self, cfg: TrainConfig, bank: tuple[torch.Tensor, torch.Tensor, torch.Tensor], shard) -> None:
         self.cfg = cfg
         self.words, self.unit, self.times = bank  # (S, R, word), normalised, (R,): one per update
-        self.taus = torch.from_numpy(stream_times(shard))
-        self.prev_a = torch.from_numpy(shard.extra["tvt_prev_action"].astype(np.int64))
-        self.prev_r = torch.from_numpy(shard.extra["tvt_prev_reward"])
-        self.slots = torch.from_numpy(shard.rows["slot"].astype(np.int64))
+        dev = self.words.device  # the run's device: the bank is on it
+        self.taus = torch.from_numpy(stream_times(shard)).to(dev)
+        self.prev_a = torch.from_numpy(shard.extra["tvt_prev_action"].astype(np.int64)).to(dev)
+        self.prev_r = torch.from_numpy(shard.extra["tvt_prev_reward"]).to(dev)
+        self.slots = torch.from_numpy(shard.rows["slot"].astype(np.int64)).to(dev)
+        self.sel = None
+        if cfg.tvt_select == "rollout":  # the acting read's rows, as rows of this bank
+            self.sel = stored_selection(shard.extra["tvt_sel_off"], stream_times(shard), self.times.cpu().numpy())
 
-    def memory(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def memory(self, idx: torch.Tensor) -> tuple:
+        if self.sel is not None:  # (whole bank, -, its unit rows, the rows each step reads)
+            rows, ok = self.sel
+            return (self.words, None, self.unit,
+                    Selection(rows[idx].transpose(0, 1).contiguous(), ok[idx].transpose(0, 1).contiguous(),
+                              self.slots[idx]))
         valid = window_valid(self.times[None].expand(len(idx), -1), self.taus[idx].T, self.cfg.memory_size)
         slots = self.slots[idx]
         return self.words.index_select(0, slots), valid, self.unit.index_select(0, slots)
@@ -84,18 +103,35 @@ class TVTRun:
         self.cfg = cfg
         self.S = slots
         self.word = tvt_module.word
-        self.ring = MemoryRing(slots, cfg.memory_size, tvt_module.word)
+        self.device = next(tvt_module.parameters()).device  # the run's: the ring lives there
+        self.ring = MemoryRing(slots, cfg.memory_size, tvt_module.word, device=self.device)
         self.k = min(TOP_ROWS_KEPT, tvt_module.top_k)
         self.shapes = extra_shapes(tvt_module.heads, self.k, tvt_module.word)
+        if cfg.tvt_select == "rollout":  # the acting read's rows, for the learner (docs/tvt-speed.md)
+            self.shapes["tvt_sel_off"] = (np.dtype(np.int16), (tvt_module.heads, min(tvt_module.top_k, cfg.memory_size)))
+        self.lagged = cfg.tvt_learn == "lagged" and get_condition(cfg.mode).transport != "none"
         # earlier shards whose words cover the memory: the learner's bank and the resume refill
         self.shards_needed = math.ceil(cfg.memory_size / cfg.num_steps)
-        self.prev_a = torch.full((slots,), -1, dtype=torch.long)
-        self.prev_r = torch.zeros(slots)
+        self.prev_a = torch.full((slots,), -1, dtype=torch.long, device=self.device)
+        self.prev_r = torch.zeros(slots, device=self.device)
         self.shard_cache: dict[int, Any] = {}  # update -> the kept shards as read back once
         self.bank: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # words, unit, times
         self.transported = 0.0  # |value| moved by the last update's transports
         # none (memory), learned, semantic, both or sham: the condition's (karmic.conditions)
         self.transport = get_condition(cfg.mode).transport_for(cfg.tvt_mode)
+        # tvt_learn = lagged: the shards rolled out and not learned yet -> their rewards with the
+        # value transported into them so far (oldest first; saved in checkpoints)
+        self.pending: dict[int, np.ndarray] = {}
+        # earlier shards an update needs: the memory of the shard it learns, which is tvt_lag old
+        self.lag = self.shards_needed if cfg.tvt_lag is None else cfg.tvt_lag
+        self.history_needed = self.shards_needed + (self.lag if self.lagged else 0)
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps beyond the lake: the lagged queue (empty for the old method)."""
+        return {"pending": {int(u): r.copy() for u, r in self.pending.items()}} if self.lagged else {}
+
+    def load_state(self, state: dict[str, Any] | None) -> None:
+        self.pending = {int(u): np.asarray(r, np.float32) for u, r in (state or {}).get("pending", {}).items()}
 
     def restore(self, lake: Path | str, run_id: str, update: int) -> None:
         """Refill the ring from the words of the shards the lake kept before ``update``."""
@@ -116,29 +152,35 @@ class TVTRun:
         ``tau``, tag it from the events (``reset_events``: the episode's reset, whose rigged
         spawns tag its first step, given only there)."""
         ring, read = self.ring, agent.last_read
-        st = torch.from_numpy(starts.astype(bool))
+        st = torch.from_numpy(starts.astype(bool)).to(self.device)
         prev_a = torch.where(st, -1, self.prev_a)
         prev_r = torch.where(st, 0.0, self.prev_r)
-        x["tvt_strength"][t] = read.strength[0].numpy()
+        x["tvt_strength"][t] = read.strength[0].cpu().numpy()
         if read.weights.shape[-1]:
             w, rows = read.weights[0].topk(self.k, dim=-1)  # (S, H, k)
             if read.index is not None:  # a sparse read: weights over the rows it selected
                 rows = read.index[0].gather(-1, rows)
-            x["tvt_top_w"][t] = w.numpy()
-            x["tvt_top_tau"][t] = torch.gather(ring.time[:, None, :].expand(-1, rows.shape[1], -1), 2, rows).numpy()
+            x["tvt_top_w"][t] = w.cpu().numpy()
+            x["tvt_top_tau"][t] = torch.gather(ring.time[:, None, :].expand(-1, rows.shape[1], -1), 2, rows).cpu().numpy()
         else:
             x["tvt_top_w"][t] = 0.0
             x["tvt_top_tau"][t] = -1
+        if "tvt_sel_off" in x:  # before the write: the rows' stream times as the read saw them
+            if read.index is not None and read.index.shape[-1]:
+                sel_tau = torch.gather(ring.time[:, None, :].expand(-1, read.index.shape[2], -1), 2, read.index[0])
+                x["tvt_sel_off"][t] = torch.where(read.ok[0], tau - sel_tau, 0).numpy()
+            else:
+                x["tvt_sel_off"][t] = 0
         word = agent.tvt.write(z, prev_a, prev_r)
         ring.write(word, tau)
-        x["tvt_word"][t] = word.numpy()
-        x["tvt_prev_action"][t] = prev_a.numpy()
-        x["tvt_prev_reward"][t] = prev_r.numpy()
+        x["tvt_word"][t] = word.cpu().numpy()
+        x["tvt_prev_action"][t] = prev_a.cpu().numpy()
+        x["tvt_prev_reward"][t] = prev_r.cpu().numpy()
         for k, v in role_tags(events, B, N).items():
             x[k][t] = v
         if reset_events is not None:
             x["partner"][t] = role_tags(reset_events, B, N)["partner"]
-        self.prev_a, self.prev_r = action.long(), torch.from_numpy(rew.astype(np.float32))
+        self.prev_a, self.prev_r = action.long(), torch.from_numpy(rew.astype(np.float32)).to(self.device)
 
     def learn(self, trainer, replay, history: list) -> dict[str, float]:
         """One update's learning (see the module docstring); ``trainer`` supplies the learner
@@ -151,8 +193,11 @@ class TVTRun:
             return trainer.learn(replay, np.asarray(replay.reward, np.float32))
         res = transport_rewards(replay, hist, trainer.agent, cfg, self.transport)
         log = transports_table(replay, res.parts, trainer.max_steps) if res.parts else None
-        if log is not None:
-            write_table(trainer.lake, "tvt_transports", trainer.run_id, log)
+        if log is not None:  # once per update, however often a resume re-runs it
+            trainer.io.write_transports(replay.update, log)
+        if self.lagged:
+            self.transported = float(np.abs(log.column("amount").to_numpy()).sum()) if log is not None else 0.0
+            return self._learn_lagged(trainer, replay, hist, res)
         self.bank = self._bank(bank_shards)
         losses = trainer.learn(replay, res.rewards)
         for sh in hist:
@@ -161,11 +206,39 @@ class TVTRun:
         self.transported = float(np.abs(log.column("amount").to_numpy()).sum()) if log is not None else 0.0
         return losses
 
+    def _learn_lagged(self, trainer, replay, hist: list, res) -> dict[str, float]:
+        """``tvt_learn = lagged``: the new shard joins the queue with its rewards (the env's and
+        the transports into itself); the transports into queued shards are added to theirs; the
+        shard ``tvt_lag`` updates old leaves the queue and is learned once, off-policy
+        (``Trainer.learn(..., off_policy=True)``).
+        Value transported into a shard already learned is not learned: its share of this
+        update's transported value is reported as ``tvt_late_share``."""
+        by_update = {sh.update: sh for sh in hist}
+        self.pending[replay.update] = np.asarray(res.rewards, np.float32).copy()
+        late = 0.0
+        for u, added in res.replay.items():  # time-major (T, S) value added to earlier shard u
+            if u in self.pending:
+                self.pending[u] += by_update[u].from_time_major(added.astype(np.float32))
+            else:
+                late += float(np.abs(added).sum())
+        out: dict[str, float] = {"tvt_late_share": late / self.transported if self.transported > 0 else 0.0}
+        due = replay.update - self.lag
+        stale = [u for u in self.pending if u < due]
+        if stale:  # cannot happen in a run of one lag; a queue that skipped a shard is a bug
+            raise RuntimeError(f"lagged TVT queue holds shards {stale} older than the one due ({due})")
+        if due not in self.pending:  # the queue is still filling (the run's first tvt_lag updates)
+            return out
+        shard = replay if due == replay.update else by_update[due]
+        before = [sh for sh in hist if sh.update < due][-self.shards_needed:]
+        self.bank = self._bank(before + [shard])
+        losses = trainer.learn(shard, self.pending.pop(due), off_policy=True)
+        return {**losses, **out, "learned_update": float(due)}
+
     def _bank(self, shards: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The update's memory bank, normalised once for the learner and every replay pass."""
         words, times = memory_bank(shards, self.S, self.word)
-        w = torch.from_numpy(words)
-        return w, nn.functional.normalize(w, dim=-1), torch.from_numpy(times)
+        w = torch.from_numpy(words).to(self.device)
+        return w, nn.functional.normalize(w, dim=-1), torch.from_numpy(times).to(self.device)
 
     def learner_memory(self, shard) -> LearnerMemory:
         return LearnerMemory(self.cfg, self.bank, shard)

@@ -53,11 +53,11 @@ def make_tvt_module(agent) -> TVTMemory:
 class MemoryRing:
     """The last ``size`` words of each of S streams, with the stream time each was written at."""
 
-    def __init__(self, slots: int, size: int, word: int) -> None:
+    def __init__(self, slots: int, size: int, word: int, device: torch.device | str | None = None) -> None:
         self.size = size
-        self.words = torch.zeros(slots, size, word)
-        self.unit = torch.zeros(slots, size, word)  # the words normalised, kept for the reads
-        self.time = torch.full((slots, size), -1, dtype=torch.long)
+        self.words = torch.zeros(slots, size, word, device=device)
+        self.unit = torch.zeros(slots, size, word, device=device)  # the words normalised, kept for the reads
+        self.time = torch.full((slots, size), -1, dtype=torch.long, device=device)
 
     def view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rows (S, size, word), valid (1, S, size), unit rows) for a one-step read at the next time."""
@@ -71,7 +71,7 @@ class MemoryRing:
     def load(self, words: np.ndarray, times: np.ndarray) -> None:
         """Refill from stored history: words (S, n, word) written at stream times (n,)."""
         for i, tau in enumerate(np.asarray(times)[-self.size:].tolist()):
-            self.write(torch.from_numpy(words[:, len(times) - min(len(times), self.size) + i]), tau)
+            self.write(torch.from_numpy(words[:, len(times) - min(len(times), self.size) + i]).to(self.words.device), tau)
 
 
 def role_tags(events: EventBatch, B: int, N: int) -> dict[str, np.ndarray]:

@@ -157,4 +157,47 @@ def gather_sum(w, idx, out, table):  # pragma: no cover - compiled
                             ov[d] += c * r[d]
 
 
-__all__ = ["gather_dot", "gather_sum", "topk_valid"]
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def gather_dot_at(x, idx, out, table, slots):  # pragma: no cover - compiled
+    """``gather_dot`` with query b's rows in ``table[slots[b]]``: the learner's whole bank
+    (S, R, word) read in place, without a per-minibatch copy of each sequence's rows."""
+    T, B, H, K = idx.shape
+    D = x.shape[-1]
+    for t in range(T):
+        for b in range(B):
+            tb = table[slots[b]]
+            for h in range(H):
+                xv = x[t, b, h]
+                iv = idx[t, b, h]
+                ov = out[t, b, h]
+                for i in range(K):
+                    r = tb[iv[i]]
+                    s = np.float32(0.0)
+                    for d in range(D):
+                        s += xv[d] * r[d]
+                    ov[i] = s
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def gather_sum_at(w, idx, out, table, slots):  # pragma: no cover - compiled
+    """``gather_sum`` with query b's rows in ``table[slots[b]]``."""
+    T, B, H, K = idx.shape
+    D = table.shape[-1]
+    for t in range(T):
+        for b in range(B):
+            tb = table[slots[b]]
+            for h in range(H):
+                wv = w[t, b, h]
+                iv = idx[t, b, h]
+                ov = out[t, b, h]
+                for d in range(D):
+                    ov[d] = 0.0
+                for i in range(K):
+                    c = wv[i]
+                    if c != 0.0:
+                        r = tb[iv[i]]
+                        for d in range(D):
+                            ov[d] += c * r[d]
+
+
+__all__ = ["gather_dot", "gather_dot_at", "gather_sum", "gather_sum_at", "topk_valid"]

@@ -46,6 +46,18 @@ class Read:
     weights: torch.Tensor  # (T, B, H, R) attention over the memory rows (0 outside the top-k)
     strength: torch.Tensor  # (T, B, H)
     index: torch.Tensor | None = None  # sparse reads: (T, B, H, k) rows that ``weights`` covers
+    ok: torch.Tensor | None = None  # sparse reads: (T, B, H, k) which of ``index`` are valid rows
+
+
+@dataclass
+class Selection:
+    """Rows chosen before the read (``tvt_select = rollout``: the acting read's choice, stored in
+    the shard): query (t, b, h) attends to rows ``idx[t, b, h]`` of ``table[slots[b]]`` where
+    ``ok``; the read then skips the selection and reads only these rows."""
+
+    idx: torch.Tensor  # (T, B, H, k) int64 rows of the bank
+    ok: torch.Tensor  # (T, B, H, k) bool
+    slots: torch.Tensor  # (B,) int64: the bank's stream of each sequence
 
 
 class TVTMemory(nn.Module):
@@ -79,15 +91,17 @@ class TVTMemory(nn.Module):
         a = a * (prev_action >= 0).to(z.dtype)[..., None]  # -1: no previous action
         return torch.tanh(self.embed(torch.cat([z, a, prev_reward.to(z.dtype)[..., None]], -1)))
 
-    def read(self, h: torch.Tensor, mem: torch.Tensor, valid: torch.Tensor,
-             unit: torch.Tensor | None = None) -> Read:
+    def read(self, h: torch.Tensor, mem: torch.Tensor, valid: torch.Tensor | None,
+             unit: torch.Tensor | None = None, selection: Selection | None = None) -> Read:
         """h (T, B, hidden); mem (B, R, word); valid (T, B, R) bool: row j readable at step t;
         ``unit``: ``F.normalize(mem, dim=-1)`` where the caller keeps it (the trainer's ring).
 
         With ``unit`` given (the trainer's rollout and learner) the same read is computed
         sparsely: the top-k rows are selected without a graph over all R rows, then only those k
         rows are read (``weights`` then holds (T, B, H, k) over the rows in ``index``).
-        Otherwise ``weights`` is dense (T, B, H, R)."""
+        Otherwise ``weights`` is dense (T, B, H, R). With a ``selection`` (rows chosen before,
+        ``mem`` and ``unit`` then the whole bank (S, R, word), ``valid`` unused) only those rows
+        are scored and read."""
         T, B, _ = h.shape
         R = mem.shape[1]
         keys = F.normalize(self.keys(h).view(T, B, self.heads, self.word), dim=-1)
@@ -95,6 +109,8 @@ class TVTMemory(nn.Module):
         if R == 0:
             z = h.new_zeros(T, B, self.heads, 0)
             return Read(h.new_zeros(T, B, self.read_dim), z, strength)
+        if selection is not None:
+            return self._read_selected(keys, strength, mem, unit, selection)
         if unit is not None:
             return self._read_sparse(keys, strength, mem, valid, unit)
         cos = torch.einsum("tbhd,brd->tbhr", keys, F.normalize(mem, dim=-1))
@@ -120,19 +136,38 @@ class TVTMemory(nn.Module):
         k = min(self.top_k, mem.shape[1])
         keys, strength = keys.float(), strength.float()
         unit, mem = unit.float().contiguous(), mem.float().contiguous()
+        numba = numba_read(keys)
+        gathered = _Gathered.apply if numba else _gathered_torch
         with torch.no_grad():
             cos = torch.einsum("tbhd,brd->tbhr", keys, unit).contiguous()
-            idx = torch.empty(T, B, H, k, dtype=torch.int64)
-            top_cos = torch.empty(T, B, H, k)
-            kernels.topk_valid(cos.numpy(), valid.contiguous().numpy(), idx.numpy(), top_cos.numpy(), k)
+            if numba:
+                idx = torch.empty(T, B, H, k, dtype=torch.int64)
+                top_cos = torch.empty(T, B, H, k)
+                kernels.topk_valid(cos.numpy(), valid.contiguous().numpy(), idx.numpy(), top_cos.numpy(), k)
+            else:  # another device: torch's topk over the valid rows (ties in another order)
+                top_cos, idx = cos.masked_fill_(~valid[:, :, None, :], float("-inf")).topk(k, dim=-1)
             del cos
             ok = torch.isfinite(top_cos)  # a valid row (fewer than k valid: the rest weigh 0)
-        top = strength[..., None] * _Gathered.apply(keys, unit, idx, "dot")
+        top = strength[..., None] * gathered(keys, unit, idx, "dot")
         w_top = torch.softmax(top.masked_fill(~ok, float("-inf")).masked_fill(~ok.any(-1, keepdim=True), 0.0), -1)
         w_top = torch.where(ok, w_top, torch.zeros_like(w_top))
         w_top = w_top / w_top.sum(-1, keepdim=True).clamp(min=1e-12)
-        vec = _Gathered.apply(w_top, mem, idx, "sum").reshape(T, B, self.read_dim)
-        return Read(vec, w_top, strength, idx)
+        vec = gathered(w_top, mem, idx, "sum").reshape(T, B, self.read_dim)
+        return Read(vec, w_top, strength, idx, ok)
+
+    def _read_selected(self, keys, strength, mem, unit, sel: Selection) -> Read:
+        """``_read_sparse`` on rows selected beforehand: the softmax over the k rows' logits and
+        the weighted sum, taken from the bank in place (``kernels.gather_*_at``)."""
+        T, B, H, _ = keys.shape
+        keys, strength = keys.float(), strength.float()
+        unit, mem = unit.float().contiguous(), mem.float().contiguous()
+        ok = sel.ok
+        top = strength[..., None] * _GatheredAt.apply(keys, unit, sel.idx, sel.slots, "dot")
+        w_top = torch.softmax(top.masked_fill(~ok, float("-inf")).masked_fill(~ok.any(-1, keepdim=True), 0.0), -1)
+        w_top = torch.where(ok, w_top, torch.zeros_like(w_top))
+        w_top = w_top / w_top.sum(-1, keepdim=True).clamp(min=1e-12)
+        vec = _GatheredAt.apply(w_top, mem, sel.idx, sel.slots, "sum").reshape(T, B, self.read_dim)
+        return Read(vec, w_top, strength, sel.idx, ok)
 
     def losses(self, words: torch.Tensor, obs_flat: torch.Tensor, prev_action: torch.Tensor,
                prev_reward: torch.Tensor, strength: torch.Tensor, power: int = 1,
@@ -172,6 +207,49 @@ class _Gathered(torch.autograd.Function):
     def backward(ctx, g):
         table, idx = ctx.saved_tensors
         return _Gathered._run(_Gathered.KERNELS[ctx.kind][1], g, table, idx), None, None, None
+
+
+def numba_read(x: torch.Tensor) -> bool:
+    """The sparse read's kernels: numba's for CPU tensors, torch's for any other device (a GPU);
+    ``NUMBA_ON_CPU = False`` sends CPU tensors through torch's too (the tests compare the two)."""
+    return x.device.type == "cpu" and NUMBA_ON_CPU
+
+
+NUMBA_ON_CPU = True
+
+
+def _gathered_torch(x: torch.Tensor, table: torch.Tensor, idx: torch.Tensor, kind: str) -> torch.Tensor:
+    """``_Gathered`` in torch ops (autograd's own gradient): the k rows of every query gathered
+    into one (T, B, H, k, word) tensor, then the products; the memory a GPU has to spare."""
+    b = torch.arange(table.shape[0], device=table.device).view(1, -1, 1, 1)
+    rows = table[b, idx]  # (T, B, H, k, word)
+    if kind == "dot":
+        return (rows * x[..., None, :]).sum(-1)
+    return (x[..., None] * rows).sum(-2)
+
+
+class _GatheredAt(torch.autograd.Function):
+    """``_Gathered`` over a whole bank (S, R, word): query b's rows are ``table[slots[b]]``."""
+
+    KERNELS = {"dot": (kernels.gather_dot_at, kernels.gather_sum_at),
+               "sum": (kernels.gather_sum_at, kernels.gather_dot_at)}
+
+    @staticmethod
+    def _run(kernel, x, table, idx, slots):
+        out = x.new_empty(idx.shape if kernel is kernels.gather_dot_at else (*idx.shape[:3], table.shape[-1]))
+        kernel(x.detach().contiguous().numpy(), idx.numpy(), out.numpy(), table.numpy(), slots.numpy())
+        return out
+
+    @staticmethod
+    def forward(ctx, x, table, idx, slots, kind):
+        ctx.save_for_backward(table, idx, slots)
+        ctx.kind = kind
+        return _GatheredAt._run(_GatheredAt.KERNELS[kind][0], x, table, idx, slots)
+
+    @staticmethod
+    def backward(ctx, g):
+        table, idx, slots = ctx.saved_tensors
+        return _GatheredAt._run(_GatheredAt.KERNELS[ctx.kind][1], g, table, idx, slots), None, None, None, None
 
 
 def window_valid(row_time: torch.Tensor, step_time: torch.Tensor, memory_size: int) -> torch.Tensor:

@@ -8,6 +8,11 @@
 -- semantic_amount: |value| moved by semantic role matching (tvt_transports, mode 'semantic')
 -- from a hit in this episode; semantic_on_target_amount: the part of it that landed on a step
 -- where the agent had hit the one who hit it (the ZAP_HIT events at both ends say so).
+-- Welfare and mechanism (docs/metrics-welfare.md; views episode_welfare, episode_gini,
+-- episode_eating): equality = 1 - Gini of returns (null when they sum to <= 0), equality_apples
+-- = 1 - Gini of apples, sustainability = mean t of APPLE_EATEN (null: none), encounters
+-- (null: not recorded), rigged_pairs and rigged_pairs_hit_back. Efficiency is total_return /
+-- steps and peace (n_agents * steps - frozen_steps) / steps, from the columns above.
 with
 cells as (
     select * from study_cells
@@ -97,10 +102,19 @@ select
     ep.frozen_steps::bigint as frozen_steps,
     coalesce(d.total_debt, 0.0)::double as total_debt,
     coalesce(sm.semantic_amount, 0.0)::double as semantic_amount,
-    coalesce(sm.semantic_on_target_amount, 0.0)::double as semantic_on_target_amount
+    coalesce(sm.semantic_on_target_amount, 0.0)::double as semantic_on_target_amount,
+    (1.0 - w.gini_returns)::double as equality,
+    (1.0 - g.gini)::double as equality_apples,
+    eat.mean_t::double as sustainability,
+    w.encounters::bigint as encounters,
+    w.rigged_pairs::bigint as rigged_pairs,
+    w.rigged_pairs_hit_back::bigint as rigged_pairs_hit_back
 from ep
 join cells as c on c.run_id = ep.run_id
 left join hit_class as h on h.run_id = ep.run_id and h.episode = ep.episode
 left join debt as d on d.run_id = ep.run_id and d.episode = ep.episode
 left join semantic as sm on sm.run_id = ep.run_id and sm.episode = ep.episode
+left join episode_welfare as w on w.run_id = ep.run_id and w.episode = ep.episode
+left join episode_gini as g on g.run_id = ep.run_id and g.episode = ep.episode
+left join episode_eating as eat on eat.run_id = ep.run_id and eat.episode = ep.episode
 order by c.grid_size, c.level, c.condition, c.seed, ep.run_id, ep.episode

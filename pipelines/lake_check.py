@@ -1,0 +1,181 @@
+"""``karmic lake check``: what a crash, a bug or a hand edit can leave wrong in a lake.
+
+:func:`check_lake(lake) -> list[str]` returns one line per problem (empty: the lake is sound):
+
+- **torn**: a ``*.parquet`` part whose footer does not read, a checkpoint that is not a whole
+  zip archive (``torch.save``'s format), a temporary file (``.<name>.tmp-<pid>``) a killed
+  writer left (harmless to readers, which never list it; a resume of its run removes it);
+- then, over the readable parts, the data checks of ``queries/checks/*.sql``, each a query that
+  returns one ``problem`` row per offending run and table (SQL as data checks: the rule is the
+  query, a known-answer test shows it): **duplicates** (a key written twice, one update's
+  transports in two parts), **orphans** (rows of a run without run.json, episode rows without
+  events, actions or transports whose episode has no rows), **uncommitted** (rows past a killed
+  training run's last checkpoint, rows of a simulation that did not finish), **missing** (a
+  finished run without all of its episodes).
+
+The checks read tables ``events``, ``episodes``, ``actions``, ``tvt_transports`` (each with a
+``filename`` column) and two the checker builds: ``_runs`` (one row per run.json: kind, status,
+``last_checkpoint`` update, ``committed_episodes`` up to it, ``expected_episodes`` of a finished
+run) and ``_partitions`` (every ``<table>/run_id=<id>`` directory, checkpoints and trajectories
+included). Read-only: nothing in the lake is changed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from karmic.lake import _DUCK_TYPES, LakeError, _first_line, queries_dir
+from pipelines import storage
+from pipelines.schema import ACTIONS_SCHEMA, EPISODES_SCHEMA, EVENTS_SCHEMA, TVT_TRANSPORTS_SCHEMA
+from pipelines.storage import LakePath
+
+TABLES = {"events": EVENTS_SCHEMA, "episodes": EPISODES_SCHEMA, "actions": ACTIONS_SCHEMA,
+          "tvt_transports": TVT_TRANSPORTS_SCHEMA}
+TEMP_RE = re.compile(r"^\..+\.tmp-(\d+)$")
+CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
+
+
+def check_dir() -> Path:
+    return queries_dir() / "checks"
+
+
+def _partitions(lake: LakePath) -> list[tuple[str, str, LakePath]]:
+    """(table, run_id, directory) of every ``<table>/run_id=<id>`` in the lake."""
+    out = []
+    for d in sorted(lake.glob("*/run_id=*")):
+        out.append((d.parent.name, d.name.split("=", 1)[1], d))
+    return out
+
+
+def _torn_parquet(path: LakePath) -> str | None:
+    try:
+        if storage.is_remote(path):
+            pq.read_metadata(pa.BufferReader(path.read_bytes()))
+        else:
+            pq.read_metadata(path)
+    except Exception as exc:  # any reason a reader would fail on it
+        return f"torn: {path}: unreadable Parquet ({type(exc).__name__}: {_first_line(exc)})"
+    return None
+
+
+def _torn_checkpoint(path: LakePath) -> str | None:
+    try:
+        data = path.read_bytes()
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            bad = z.testzip()
+        if bad is not None:
+            return f"torn: {path}: checkpoint member {bad} fails its CRC"
+    except Exception as exc:
+        return f"torn: {path}: not a whole checkpoint ({type(exc).__name__}: {_first_line(exc)})"
+    return None
+
+
+def _run_row(run_id: str, meta: dict, checkpoints: list[int]) -> dict:
+    kind, status = meta.get("kind"), meta.get("status")
+    last = max(checkpoints) if checkpoints else None
+    committed = expected = None
+    if kind == "train":
+        tc = meta.get("train_config") or {}
+        cfg = meta.get("config") or {}
+        num_steps, max_steps = tc.get("num_steps"), cfg.get("max_steps")
+        num_envs = meta.get("num_envs") or tc.get("num_envs")
+        if num_steps and max_steps and num_envs:
+            # checkpoints are taken at round boundaries: update U has run U * T / max_steps rounds
+            committed = (last or 0) * int(num_steps) // int(max_steps) * int(num_envs)
+            expected = committed if status == "completed" else None
+    elif kind == "simulate" and status == "finished":
+        expected = meta.get("episodes_done", meta.get("episodes"))
+    return {"run_id": run_id, "kind": kind, "status": status, "last_checkpoint": last,
+            "committed_episodes": committed, "expected_episodes": expected}
+
+
+RUNS_SCHEMA = pa.schema([("run_id", pa.string()), ("kind", pa.string()), ("status", pa.string()),
+                         ("last_checkpoint", pa.int64()), ("committed_episodes", pa.int64()),
+                         ("expected_episodes", pa.int64())])
+
+
+def check_lake(lake: Path | str) -> list[str]:
+    """One line per problem found in ``lake`` (module docstring); [] when there is none."""
+    root = storage.resolve(lake)
+    if not root.is_dir():
+        raise LakeError(f"lake not found: {root}")
+    problems: list[str] = []
+    files: dict[str, list[str]] = {t: [] for t in TABLES}
+    ckpts: dict[str, list[int]] = {}
+    parts = _partitions(root)
+    for table, run_id, d in parts:
+        if table == "runs":
+            continue
+        for f in sorted(d.iterdir()):
+            name = f.name
+            m = TEMP_RE.match(name)
+            if m:
+                if storage.is_remote(f) or not storage._pid_alive(int(m.group(1))):
+                    problems.append(f"torn: {f}: temporary file of a killed writer (never read; "
+                                    f"safe to delete, a resume of run {run_id} removes it)")
+                continue
+            if name.endswith(".parquet"):
+                bad = _torn_parquet(f)
+                if bad:
+                    problems.append(bad)
+                elif table in files:
+                    files[table].append(str(f))
+            elif table == "checkpoints" and (c := CKPT_RE.match(name)):
+                bad = _torn_checkpoint(f)
+                if bad:
+                    problems.append(bad)
+                else:
+                    ckpts.setdefault(run_id, []).append(int(c.group(1)))
+    runs = []
+    for p in sorted(root.glob("runs/run_id=*/run.json")):
+        run_id = p.parent.name.split("=", 1)[1]
+        try:
+            meta = json.loads(p.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except Exception as exc:
+            problems.append(f"torn: {p}: unreadable run.json ({type(exc).__name__})")
+            continue
+        runs.append(_run_row(run_id, meta, ckpts.get(run_id, [])))
+    problems += run_checks(root, files, runs, [(t, r) for t, r, _ in parts if t != "runs"])
+    return problems
+
+
+def _view_sql(table: str, paths: list[str]) -> str:
+    schema = TABLES[table]
+    if not paths:
+        cols = ", ".join(f'null::{_DUCK_TYPES[f.type]} as "{f.name}"' for f in schema)
+        return f"select {cols}, null::varchar as filename where false"
+    lst = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+    return (f"select * from read_parquet([{lst}], hive_partitioning = true, union_by_name = true, "
+            "filename = true)")
+
+
+def run_checks(root: LakePath, files: dict[str, list[str]], runs: list[dict],
+               partitions: list[tuple[str, str]]) -> list[str]:
+    """The ``queries/checks/*.sql`` data checks over the given readable parts."""
+    con = duckdb.connect(config={"autoinstall_known_extensions": False,
+                                 "autoload_known_extensions": False})
+    storage.register_duckdb(con, root)
+    con.register("_runs_arrow", pa.Table.from_pylist(runs, schema=RUNS_SCHEMA))
+    con.execute("create table _runs as select * from _runs_arrow")
+    con.register("_partitions_arrow", pa.table({"tbl": [t for t, _ in partitions],
+                                                "run_id": [r for _, r in partitions]}))
+    con.execute("create table _partitions as select * from _partitions_arrow")
+    out = []
+    try:
+        for table, paths in files.items():
+            con.execute(f"create view {table} as {_view_sql(table, paths)}")
+        for sql_file in sorted(check_dir().glob("*.sql")):
+            out += [r[0] for r in con.execute(sql_file.read_text()).fetchall()]
+    except duckdb.Error as exc:
+        raise LakeError(f"lake check: {_first_line(exc)}") from None
+    return out

@@ -1,0 +1,120 @@
+"""`karmic evaluate`: solo and cross-play on two short trained runs in a lake and on policy files in a
+results folder; eval runs readable by SQL; bad sources and mismatched observations are one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from karmic.cli import app
+from karmic.lake import connect
+
+EP = ["--episodes", "1", "--max-steps", "20"]
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    """Two tiny trained runs (baseline seeds 1 and 2), 20-step episodes."""
+    from karmic.training.ppo import TrainConfig, train
+
+    lake = tmp_path_factory.mktemp("eval")
+    for seed in (1, 2):
+        train(TrainConfig(mode="baseline", grid_size=10, seed=seed, num_envs=2, num_steps=20, seq_len=10, hidden=16,
+                          latent=8, total_steps=80, checkpoint_every=1, threads=1, precision="fp32",
+                          env_overrides={"max_steps": 20}, run_id=f"r{seed}"), lake)
+    return lake
+
+
+def _eval(lake, *args):
+    return CliRunner().invoke(app, ["evaluate", *args, "--lake", str(lake)])
+
+
+def test_solo_and_cross_play_on_two_runs_write_eval_runs(lake):
+    r = _eval(lake, "r1", "r2", *EP, "--focal", "2", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout.strip().splitlines()[-1])
+    got = {(x["scenario"], x["focal"], x["role"], x["policy"]) for x in rows}
+    # solo for each run and the two scripted references, solo-frozen likewise, cross-play both ways
+    for p in ("r1", "r2", "random", "greedy"):
+        assert ("solo", p, "solo", p) in got
+        assert ("solo-frozen", p, "focal", p) in got and ("solo-frozen", p, "frozen", "no-op") in got
+    assert ("cross-play", "r1", "focal", "r1") in got and ("cross-play", "r1", "background", "r2") in got
+    assert ("cross-play", "r2", "focal", "r2") in got and ("cross-play", "r2", "background", "r1") in got
+    cross = {(x["focal"], x["role"]): x for x in rows if x["scenario"] == "cross-play"}
+    assert cross[("r1", "focal")]["agents"] == 2 and cross[("r1", "background")]["agents"] == 3
+    con = connect(lake)
+    kinds = dict(con.sql("select kind, count(*) from runs group by kind").fetchall())
+    assert kinds == {"train": 2, "eval": 4 + 4 + 2}
+    # alone on the board: the others never act, eat, get seen or met
+    solo = con.sql("select e.agent, a.role, e.apples, e.zaps_fired, e.times_hit, e.encounters, e.frozen_steps "
+                   "from episodes e join eval_agents a using (run_id, agent) join runs using (run_id) "
+                   "where runs.condition = 'eval-solo' and a.role = 'absent'").fetchall()
+    assert solo and all(row[2:6] == (0, 0, 0, 0) and row[6] == 20 for row in solo)
+    assert con.sql("select count(*) from episodes e join eval_agents a using (run_id, agent) "
+                   "where a.role = 'solo' and e.encounters > 0").fetchall()[0][0] == 0
+    frozen = con.sql("select sum(e.zaps_fired) from episodes e join eval_agents a using (run_id, agent) "
+                     "where a.role = 'frozen'").fetchall()[0][0]
+    assert frozen == 0
+    # the per-agent query carries the role, the summary query is listed
+    roles = {row[0] for row in con.sql("select distinct role from (" + (
+        __import__("karmic.lake", fromlist=["query_sql"]).query_sql("agent_episodes")) + ")").fetchall()}
+    assert {"solo", "focal", "background", "frozen", "absent", None} <= roles
+    lst = CliRunner().invoke(app, ["query", "--list", "--lake", str(lake)])
+    assert "eval_summary" in lst.stdout and "welfare" in lst.stdout
+
+
+def test_the_same_seed_plays_the_same_episodes(lake):
+    def played():
+        r = _eval(lake, "r1", *EP, "--scenario", "solo-frozen", "--no-references", "--seed", "3", "--json")
+        assert r.exit_code == 0, r.output
+        rid = json.loads(r.stdout.strip().splitlines()[-1])[0]["run_id"]
+        return connect(lake, run=rid).sql(
+            "select episode, agent, \"return\", apples, zaps_fired, times_hit, encounters from episodes order by all"
+        ).fetchall()
+
+    assert played() == played()
+
+
+def test_policy_files_of_a_results_folder(lake, tmp_path):
+    from pipelines.study_report import copy_policies
+
+    runs = [{"run_id": rid, "status": "completed", "scripted": False, "condition": "baseline"} for rid in ("r1", "r2")]
+    index = copy_policies(str(lake), tmp_path, runs)  # runs without kept policies: final.pt from the checkpoint
+    assert {e["file"] for e in index} == {"policies/r1/final.pt", "policies/r2/final.pt"}
+    out = tmp_path / "lake2"
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "policies" / "r1"), str(tmp_path / "policies" / "r2" / "final.pt"),
+                                 *EP, "--scenario", "cross-play", "--lake", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout.strip().splitlines()[-1])
+    assert {(x["focal"], x["role"], x["policy"]) for x in rows} == {
+        ("r1", "focal", "r1"), ("r1", "background", "r2"), ("r2", "focal", "r2"), ("r2", "background", "r1")}
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "policies" / "r1"), *EP, "--scenario", "solo",
+                                 "--lake", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "greedy" in r.stdout and "r1" in r.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["/no/such/policy.pt"], "unknown policy"),
+    (["no-such-run"], "unknown policy"),
+    (["r1", "--preset", "karmic-small-id"], "takes observations (11, 11, 3)"),
+    (["r1", "--episodes", "0"], "--episodes must be >= 1"),
+    (["r1", "--scenario", "duel"], "unknown scenario"),
+    (["r1", "--scenario", "cross-play"], "cross-play needs two policies"),
+    (["r1", "r2", "--scenario", "cross-play", "--focal", "5"], "--focal 5"),
+])
+def test_bad_input_is_one_line_and_exit_2(lake, args, needle):
+    before = sorted(p.name for p in (lake / "runs").iterdir())
+    r = _eval(lake, *args)
+    assert r.exit_code == 2, r.output
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert sorted(p.name for p in (lake / "runs").iterdir()) == before  # nothing written
+
+
+def test_a_foreign_file_is_one_line(lake, tmp_path):
+    bad = tmp_path / "x.pt"
+    bad.write_bytes(b"not a policy")
+    r = _eval(lake, str(bad))
+    assert r.exit_code == 2 and "not a karmic policy" in r.stderr
