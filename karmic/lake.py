@@ -13,7 +13,8 @@
 - ``runs``     one row per ``runs/run_id=<id>/run.json``: run_id, kind, condition, policy,
   grid_size, seed, n_agents, num_envs, status, started_at, finished_at, algo (a training run's
   learner, ``ppo`` | ``drqn``; ``ppo`` for training runs from before it was recorded), and the run's
-  environment ``config`` as JSON (``json_extract(config, '$.ledger_decay')``);
+  environment ``config`` as JSON (``json_extract(config, '$.ledger_decay')``), and a training
+  run's ``memory_size`` (its TVT memory rows; null for runs that do not record one);
 - ``conditions`` the registry of conditions (``karmic.conditions.table_rows``): condition,
   display_order, agent, spawns, transport, shaping, policy, trained, color, linestyle, marker,
   claim, controls_for; queries order conditions by joining it (``left join conditions using
@@ -111,10 +112,13 @@ def _runs_table(lake: LakePath) -> pa.Table:
             row[c] = None if row[c] is None else str(row[c])
         row["status"] = LEGACY_STATUSES.get(row["status"], row["status"])  # one vocabulary
         row["config"] = json.dumps(meta.get("config") or {})
+        # a training run's TVT memory rows (the window of the transport checks, _transport_targets.sql)
+        ms = tc.get("memory_size")
+        row["memory_size"] = int(ms) if isinstance(ms, (int, float)) and not isinstance(ms, bool) else None
         rows.append(row)
     schema = pa.schema(
         [(c, pa.int64() if c in ("grid_size", "seed", "n_agents", "num_envs") else pa.string())
-         for c in RUNS_COLUMNS] + [("config", pa.string())]
+         for c in RUNS_COLUMNS] + [("config", pa.string()), ("memory_size", pa.int64())]
     )
     return pa.Table.from_pylist(rows, schema=schema)
 
