@@ -37,6 +37,7 @@ def load_kernels(root: Path):
     path = root / "karmic" / "envs" / "kernels.py"
     spec = importlib.util.spec_from_file_location("_kernels_before", path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # numba's on-disk cache finds the module again by this name
     spec.loader.exec_module(mod)
     return mod
 
