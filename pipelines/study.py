@@ -370,7 +370,7 @@ def _parse_evaluations(study: Study, raw: Any, where: str) -> list[dict[str, Any
 
     if not isinstance(raw, list):
         raise StudyError(f"{where}: evaluations must be an array of tables ([[evaluations]])")
-    trained = [c for c in study.conditions if c in conditions_registry.names(trained=True)]
+    trained = [c for c in study.conditions if _trained(c)]
     out, ids = [], set()
     for i, ev in enumerate(raw):
         ew = f"{where}: evaluations[{i}]"

@@ -483,13 +483,16 @@ def test_study_killed_with_sigkill_resumes_to_the_uninterrupted_verdicts(tmp, e2
     assert ra["verdicts"] == rb["verdicts"]
 
     # the report travels: rebuilt from results/ alone, byte for byte
-    before = {f.name: f.read_bytes() for f in (tmp / "res_clean").iterdir()}
+    # (files and policies/: the kept policies, which --from-results leaves as they are)
+    before = {str(f.relative_to(tmp)): f.read_bytes() for f in (tmp / "res_clean").rglob("*") if f.is_file()}
     res = CliRunner().invoke(app, ["study", "report", str(study), "--from-results", "--out", str(tmp / "res_clean")])
     assert res.exit_code == 0, res.output
-    after = {f.name: f.read_bytes() for f in (tmp / "res_clean").iterdir()}
+    after = {str(f.relative_to(tmp)): f.read_bytes() for f in (tmp / "res_clean").rglob("*") if f.is_file()}
     assert before.keys() == after.keys()
+    assert any("/policies/" in name for name in before)
     for name in ("verdicts.json", "report.md", "cells.json", "fig_hits_per_agent_step.png"):
-        assert before[name] == after[name], name
+        assert before[f"res_clean/{name}"] == after[f"res_clean/{name}"], name
+    assert all(before[n] == after[n] for n in before if "/policies/" in n)
 
     # a late episode of each trained cell, re-simulated from the action log and checked, as a GIF
     rg = build_report(st, str(clean), tmp / "res_gif", episodes=True)
