@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from karmic.cli import app
+from pipelines import commits
 from pipelines.lake_check import check_lake
 from pipelines.schema import TVT_TRANSPORTS_SCHEMA
 from pipelines.simulate import simulate
@@ -46,10 +47,13 @@ def test_each_problem_is_one_line_and_exit_1(lake):
     ev = sorted((lake / "events" / "run_id=a").glob("*.parquet"))
     # a part written twice (what the resume bug did): every row of it a duplicate
     shutil.copy(ev[1], ev[1].with_name("part-000099.parquet"))
+    commits.commit(lake, "events", commits.record_from_file("a", ev[1].with_name("part-000099.parquet")))
+    # a part its writer did not live to commit
+    shutil.copy(ev[0], ev[0].with_name("part-000098.parquet"))
     # a run's rows without its run.json
     shutil.copytree(lake / "episodes" / "run_id=b", lake / "episodes" / "run_id=ghost")
     # a finished run that lost a part: episodes 2..3 of run a's actions
-    sorted((lake / "actions" / "run_id=a").glob("*.parquet"))[1].unlink()
+    sorted((lake / "actions" / "run_id=a").glob("*.parquet"))[1].unlink()  # (its commit stays)
     # a torn part and a temporary file of a killed writer (pid 2**22 + 1: no such process)
     torn = lake / "episodes" / "run_id=a" / "part-000077.parquet"
     torn.write_bytes(ev[0].read_bytes()[:200])
@@ -60,7 +64,13 @@ def test_each_problem_is_one_line_and_exit_1(lake):
     assert got[0].startswith(f"torn: {torn}: unreadable Parquet (")  # pyarrow's reason follows
     assert got[1:] == [
         f"torn: {tmpf}: temporary file of a killed writer (never read; safe to delete, a resume of run b removes it)",
-        f"duplicates: events of run a: {dup_rows} row(s) written more than once (episodes 2 .. 3)",
+        f"uncommitted: {ev[0].with_name('part-000098.parquet')}: a part no commit names (its writer was killed "
+        "before committing it; a resume of run a commits it)",
+        f"uncommitted: {lake / 'episodes' / 'run_id=ghost' / 'part-000000.parquet'}: a part no commit names (its "
+        "writer was killed before committing it; a resume of run ghost commits it)",
+        f"missing: {sorted((lake / 'actions' / 'run_id=a').glob('*.parquet'))[0].with_name('part-000001.parquet')}: "
+        "committed (10 rows) but not in the lake (or unreadable)",
+        f"duplicates: events of run a: {dup_rows + _rows(ev[0])} row(s) written more than once (episodes 0 .. 3)",
         "missing: actions of run a: 2 of its 4 episodes (episodes 0 .. 3, highest present 1)",
         "orphans: episodes of run ghost: 2 episode(s) without events (first 0)",
         "orphans: episodes of run ghost: no runs/run_id=ghost/run.json",
@@ -89,12 +99,14 @@ def _train_run(lake, run_id: str, status: str, checkpoint: int | None, episodes:
     for ep in episodes:
         t = src.set_column(1, "episode", pa.array([ep] * src.num_rows, pa.int64()))
         pq.write_table(t, e / f"round-{ep:06d}.parquet")
+        commits.commit(lake, "events", commits.record_of(run_id, f"round-{ep:06d}.parquet", t))
     ep_src = pq.read_table(sorted((lake / "episodes" / "run_id=a").glob("*.parquet"))[0]).filter(one)
     ed = lake / "episodes" / f"run_id={run_id}"
     ed.mkdir(parents=True)
     for ep in episodes:
-        pq.write_table(ep_src.set_column(1, "episode", pa.array([ep] * ep_src.num_rows, pa.int64())),
-                       ed / f"round-{ep:06d}.parquet")
+        t = ep_src.set_column(1, "episode", pa.array([ep] * ep_src.num_rows, pa.int64()))
+        pq.write_table(t, ed / f"round-{ep:06d}.parquet")
+        commits.commit(lake, "episodes", commits.record_of(run_id, f"round-{ep:06d}.parquet", t))
 
 
 def test_rows_past_a_killed_runs_checkpoint_are_uncommitted(lake):
@@ -108,8 +120,9 @@ def test_rows_past_a_killed_runs_checkpoint_are_uncommitted(lake):
     row = {"run_id": "killed", "agent": "agent_0", "source_episode": 2, "source_t": 5,
            "target_episode": 0, "target_t": 1, "amount": 0.5, "mode": "learned", "head": 0}
     for name, update in (("update-000001", 1), ("update-000002", 2), ("part-000000", 2)):
-        pq.write_table(pa.Table.from_pylist([{**row, "update": update}], schema=TVT_TRANSPORTS_SCHEMA),
-                       tr / f"{name}.parquet")
+        t = pa.Table.from_pylist([{**row, "update": update}], schema=TVT_TRANSPORTS_SCHEMA)
+        pq.write_table(t, tr / f"{name}.parquet")
+        commits.commit(lake, "tvt_transports", commits.record_of("killed", f"{name}.parquet", t))
     got = check_lake(lake)
     assert got == [
         "duplicates: tvt_transports of run killed: 1 row(s) written more than once (updates 2 .. 2)",
