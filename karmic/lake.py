@@ -53,7 +53,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from pipelines import storage
+from pipelines import commits, storage
 from pipelines.schema import (
     ACTIONS_SCHEMA,
     EPISODES_SCHEMA,
@@ -123,7 +123,19 @@ def _runs_table(lake: LakePath) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def _table_view(lake: LakePath, table: str, schema: pa.Schema) -> str:
+def _table_view(lake: LakePath, table: str, schema: pa.Schema, run: str | None = None) -> str:
+    """The view's SELECT: from the commit log (``pipelines.commits``) where the table has one:
+    the committed parts as a list, one ``read_parquet`` per schema (DuckDB reads one footer of
+    each to bind); else, a lake from before the log, a glob of every part (every footer read)."""
+    if commits.is_ready(lake, table):
+        by_schema: dict[str, list[str]] = {}
+        for c in commits.committed(lake, table, run):
+            by_schema.setdefault(c.schema, []).append(str(c.path(lake, table)))
+        if not by_schema:
+            return _empty_select(schema)
+        return " union all by name ".join(
+            f"select * from read_parquet([{', '.join(_quote(f) for f in files)}], hive_partitioning = true)"
+            for files in by_schema.values())
     files = list((lake / table).glob("run_id=*/*.parquet"))
     if not files:
         return _empty_select(schema)
@@ -135,8 +147,8 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
             check_run: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the lake's views (see the module docstring)."""
     # s3: read through a filesystem holding the lake's listing as of now (pipelines.storage)
-    lake = storage.snapshot(storage.resolve(path), ("runs", "events", "episodes", "tvt_transports",
-                                                            "actions", "eval_agents"))
+    lake = storage.snapshot(storage.resolve(path), ("runs", "_log", "events", "episodes",
+                                                            "tvt_transports", "actions", "eval_agents"))
     if not lake.is_dir():
         raise LakeError(f"lake not found: {lake} (create one with `karmic simulate --lake {lake}`)")
     check_is_lake(lake)
@@ -152,7 +164,7 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
         for table, schema in (("events", EVENTS_SCHEMA), ("episodes", EPISODES_SCHEMA),
                               ("tvt_transports", TVT_TRANSPORTS_SCHEMA), ("actions", ACTIONS_SCHEMA),
                               ("eval_agents", EVAL_AGENTS_SCHEMA)):
-            con.execute(f"create view {table} as select * from ({_table_view(lake, table, schema)}){where}")
+            con.execute(f"create view {table} as select * from ({_table_view(lake, table, schema, run)}){where}")
     except duckdb.Error as exc:
         raise LakeError(_first_line(exc)) from None
     con.execute(f"create view runs as select * replace (config::json as config) from _karmic_runs{where}")

@@ -203,8 +203,8 @@ class Study:
 
 # --- parsing ------------------------------------------------------------------------------------
 def find_study(name_or_path: str, root: Path | None = None) -> Path:
-    """``ecology`` -> ``studies/ecology.toml`` (from the working directory, then the checkout);
-    a path is taken as it is."""
+    """``ecology`` -> ``studies/ecology.toml`` (from the working directory, then the checkout,
+    then the studies an installed package ships); a path is taken as it is."""
     p = Path(name_or_path)
     if p.suffix == ".toml" or os.sep in name_or_path:
         if not p.is_file():
@@ -212,7 +212,10 @@ def find_study(name_or_path: str, root: Path | None = None) -> Path:
         return p
     if not NAME_RE.fullmatch(name_or_path):
         raise StudyError(f"invalid study name {name_or_path!r}: use letters, digits, '_', '-', '.'")
-    bases = [root] if root else [Path.cwd(), Path(__file__).resolve().parent.parent]
+    import karmic
+
+    bases = [root] if root else [Path.cwd(), Path(__file__).resolve().parent.parent,
+                                 Path(karmic.__file__).resolve().parent]
     for base in bases:
         cand = base / STUDIES_DIR / f"{name_or_path}.toml"
         if cand.is_file():
