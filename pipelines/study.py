@@ -82,6 +82,7 @@ METRICS = {
     "retribution_ratio": "retribution hits / all hits (pooled over the window)",
     "total_debt": "total ledger debt at episode end, mean over the window's episodes",
     "semantic_on_target_share": "share of semantic transport value landing where the agent hit its hitter",
+    "transported_per_agent_step": "|value| moved by TVT transports (learned and semantic) from the window's steps / agent-steps",
 }
 SIDE_KEYS = ("condition", "grid_size", "level", "window", "value")
 DEFAULT_LEVEL = "default"

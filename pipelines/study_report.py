@@ -41,6 +41,9 @@ from pipelines.study import (
 )
 
 RESULTS_FILES = ("metrics.parquet", "runs.json")
+# metrics.sql columns newer than some results/ on disk (read as NULL there): transported_amount
+# (issue 33's studies/tvt-speed.toml)
+ADDED_COLUMNS = ("transported_amount",)
 # metrics.sql's order (a total order: one row per run x episode); the merged table is sorted again
 METRICS_ORDER = ("grid_size", "level", "condition", "seed", "run_id", "episode")
 # the figures: metric, title, y label
@@ -101,6 +104,9 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
         parts.append(con.sql(_sql("metrics")).to_arrow_table())
     if carried:
         old = pq.read_table(out_dir / "metrics.parquet")
+        for c in ADDED_COLUMNS:  # carried rows from before a column existed: unknown (null)
+            if c not in old.column_names:
+                old = old.append_column(c, pa.nulls(old.num_rows, pa.float64()))
         if parts and not old.schema.equals(parts[0].schema):
             raise StudyError(
                 f"cannot carry {len(carried)} run(s): {out_dir / 'metrics.parquet'} has other columns than "
@@ -151,6 +157,12 @@ def _read_run_json(lake: str, run_id: str) -> dict[str, Any] | None:
 def analysis_connection(study: Study, metrics_path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     con.execute(f"create view study_metrics as select * from read_parquet('{_q(str(metrics_path))}')")
+    have = {r[0] for r in con.execute("describe study_metrics").fetchall()}
+    added = [c for c in ADDED_COLUMNS if c not in have]
+    if added:  # a metrics.parquet written before these columns: they read as unknown (NULL)
+        nulls = ", ".join(f"null::double as {c}" for c in added)
+        con.execute(f"create or replace view study_metrics as select *, {nulls} "
+                    f"from read_parquet('{_q(str(metrics_path))}')")
     con.register("study_windows", pa.Table.from_pylist(
         [{"name": n, "lo": lo, "hi": hi} for n, (lo, hi) in study.windows.items()]))
     preds = []

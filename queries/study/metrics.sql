@@ -8,6 +8,8 @@
 -- semantic_amount: |value| moved by semantic role matching (tvt_transports, mode 'semantic')
 -- from a hit in this episode; semantic_on_target_amount: the part of it that landed on a step
 -- where the agent had hit the one who hit it (the ZAP_HIT events at both ends say so).
+-- transported_amount: |value| moved by every transport (learned and semantic) from a step of
+-- this episode.
 with
 cells as (
     select * from study_cells
@@ -69,6 +71,13 @@ semantic as (
     group by s.run_id, s.source_episode
 ),
 
+transported as (
+    select run_id, source_episode as episode, sum(abs(amount)) as transported_amount
+    from tvt_transports
+    where run_id in (select run_id from cells)
+    group by run_id, source_episode
+),
+
 debt as (
     select run_id, episode, sum(debt) as total_debt
     from ledger_debt
@@ -97,10 +106,12 @@ select
     ep.frozen_steps::bigint as frozen_steps,
     coalesce(d.total_debt, 0.0)::double as total_debt,
     coalesce(sm.semantic_amount, 0.0)::double as semantic_amount,
-    coalesce(sm.semantic_on_target_amount, 0.0)::double as semantic_on_target_amount
+    coalesce(sm.semantic_on_target_amount, 0.0)::double as semantic_on_target_amount,
+    coalesce(tp.transported_amount, 0.0)::double as transported_amount
 from ep
 join cells as c on c.run_id = ep.run_id
 left join hit_class as h on h.run_id = ep.run_id and h.episode = ep.episode
 left join debt as d on d.run_id = ep.run_id and d.episode = ep.episode
 left join semantic as sm on sm.run_id = ep.run_id and sm.episode = ep.episode
+left join transported as tp on tp.run_id = ep.run_id and tp.episode = ep.episode
 order by c.grid_size, c.level, c.condition, c.seed, ep.run_id, ep.episode
