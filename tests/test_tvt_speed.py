@@ -162,6 +162,7 @@ def _mean_return(env, act, on_reset=None, episodes=4, seed=1000) -> float:
     return float(np.mean(out))
 
 
+@pytest.mark.slow  # 6 min on today's loaded 2-core machine: `make test-slow`
 def test_the_new_method_learns_to_beat_random(tmp_path):
     """10x10, 50-step episodes (as tests/test_train.py's baseline check): a short `tvt` run in the
     new method (rollout selection, lagged queue) harvests clearly more than random play."""
