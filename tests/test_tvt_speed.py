@@ -236,3 +236,19 @@ def test_the_tvt_speed_study_is_accepted_and_plans_both_methods():
     assert {p["metric"] for p in study.predictions} == {
         "predatory_hits_per_agent_step", "apples_per_agent_step", "zaps_fired_per_agent_step",
         "transported_per_agent_step"}
+
+
+def test_train_cli_takes_the_method_and_refuses_a_bad_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from karmic.cli import app
+
+    tiny = ["--grid-size", "10", "--num-envs", "2", "--num-steps", "20", "--seq-len", "10", "--hidden", "32",
+            "--set", "max_steps=20", "--threads", "1", "--memory-size", "40", "--lake", str(tmp_path)]
+    res = CliRunner().invoke(app, ["train", "--mode", "tvt", "--total-steps", "160", "--tvt-select", "rollout",
+                                   "--tvt-learn", "lagged", "--tvt-lag", "1", *tiny])
+    assert res.exit_code == 0, res.output
+    meta = json.loads(next((tmp_path / "runs").rglob("run.json")).read_text())["train_config"]
+    assert (meta["tvt_select"], meta["tvt_learn"], meta["tvt_lag"]) == ("rollout", "lagged", 1)
+    res = CliRunner().invoke(app, ["train", "--mode", "tvt", "--tvt-learn", "later", *tiny])
+    assert res.exit_code == 2 and "Traceback" not in res.output and "tvt_learn" in res.output

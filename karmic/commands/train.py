@@ -109,6 +109,9 @@ def register(app: typer.Typer) -> None:
         overrides: list[str] = typer.Option(None, "--set", help="Env config override KEY=VALUE (repeatable)."),
         tvt_mode: str = typer.Option(_D.tvt_mode, "--tvt-mode", help="TVT transport: learned | semantic | both (tvt, full)."),
         memory_size: int = typer.Option(_D.memory_size, "--memory-size", help="TVT memory rows per agent (tvt, full)."),
+        tvt_select: str = typer.Option(_D.tvt_select, "--tvt-select", help="TVT learner's reads: learner (each minibatch selects the top-k rows; the default) | rollout (the rows the acting read selected; docs/tvt-speed.md)."),
+        tvt_learn: str = typer.Option(_D.tvt_learn, "--tvt-learn", help="TVT value into earlier shards: replay (replay passes; the default) | lagged (each shard learned once, --tvt-lag updates late; docs/tvt-speed.md)."),
+        tvt_lag: int = typer.Option(None, "--tvt-lag", help="--tvt-learn lagged: updates between a shard's rollout and its learning [default: the memory's span in shards]."),
         tensorboard: bool = typer.Option(False, "--tensorboard", help="Log charts/, losses/, social/ scalars (needs tensorboard)."),
     ) -> None:
         """Train recurrent PPO or DRQN agents (one network per run) from trajectories replayed from the lake."""
@@ -155,7 +158,8 @@ def register(app: typer.Typer) -> None:
                         agent_id=agent_id, keep_shards=keep_shards,
                         keep_trajectories=keep_trajectories, checkpoint_every=checkpoint_every,
                         threads=threads, precision=precision, preset=preset, env_overrides=env_overrides,
-                        tvt_mode=tvt_mode, memory_size=memory_size,
+                        tvt_mode=tvt_mode, memory_size=memory_size, tvt_select=tvt_select, tvt_learn=tvt_learn,
+                        tvt_lag=tvt_lag,
                         **{k: v for k, v in optional.items() if v is not None},
                     )
                     cfg.validate()
