@@ -100,6 +100,7 @@ METRICS = {
     "equality_apples": "1 - Gini of the agents' apples, mean over the window's episodes",
     "sustainability": "mean time step of apple collection, mean over the window's episodes (Perolat et al. 2017)",
     "rigged_hit_back_share": "rigged pairs whose partner hit back within the episode / rigged pairs",
+    "transported_per_agent_step": "|value| moved by TVT transports (learned and semantic) from the window's steps / agent-steps",
 }
 SIDE_KEYS = ("condition", "grid_size", "level", "window", "value")
 DEFAULT_LEVEL = "default"

@@ -82,7 +82,7 @@ def _metrics(values: dict[tuple[str, str, int], list[float]], episodes: int = 11
                          "n_agents": 5, "steps": 20000, "agent_steps": 100_000, "total_return": 0.0, "apples": 0,
                          "zaps_fired": 0, "hits": round(v * 100_000), "predatory_hits": round(v * 100_000),
                          "retribution_hits": 0, "frozen_steps": 0, "total_debt": 0.0,
-                         "semantic_amount": 0.0, "semantic_on_target_amount": 0.0})
+                         "semantic_amount": 0.0, "semantic_on_target_amount": 0.0, "transported_amount": 0.0})
     return pa.Table.from_pylist(rows)
 
 
@@ -959,3 +959,25 @@ b = { condition = "baseline" }
     assert got["equality"] == pytest.approx((0.5 + 0.8) / 2)
     assert got["sustainability"] == pytest.approx(200.0)
     assert got["rigged_hit_back_share"] == pytest.approx(3 / 4)
+
+
+def test_a_metrics_parquet_from_before_transported_amount_still_analyses(tmp):
+    """results/ written before the transported_amount column (issue 33): the verdicts of the
+    other metrics are unchanged, the new metric reads as unknown."""
+    a, b = [0.030, 0.032, 0.034], [0.010, 0.012, 0.011]
+    vals = {("tvt", "late", s): [a[s - 1]] for s in (1, 2, 3)} | {("baseline", "late", s): [b[s - 1]] for s in (1, 2, 3)}
+    preds = """
+[[predictions]]
+id = "up"
+metric = "hits_per_agent_step"
+test = "greater"
+a = { condition = "tvt" }
+b = { condition = "baseline" }
+"""
+    study = parse_study(_write(tmp, HEAD + preds))
+    out = tmp / "res"
+    out.mkdir()
+    pq.write_table(_metrics(vals).drop(["transported_amount"]), out / "metrics.parquet")
+    old = {v["id"]: v for v in analyse(study, out)["verdicts"]}
+    assert old["up"]["verdict"] == "supported"
+    assert old["up"]["diff"] == pytest.approx(_analyse(tmp, preds, vals)["up"]["diff"])
