@@ -939,7 +939,7 @@ b = { condition = "baseline" }
                              "retribution_hits": 0, "frozen_steps": 0, "total_debt": 0.0, "semantic_amount": 0.0,
                              "semantic_on_target_amount": 0.0, "equality": e["eq"], "equality_apples": e["eq"],
                              "sustainability": e["sus"], "encounters": e["enc"], "rigged_pairs": e["rp"],
-                             "rigged_pairs_hit_back": e["hb"]})
+                             "rigged_pairs_hit_back": e["hb"], "transported_amount": 0.0})
     out = tmp / "res"
     out.mkdir()
     pq.write_table(pa.Table.from_pylist(rows), out / "metrics.parquet")

@@ -251,4 +251,4 @@ def test_train_cli_takes_the_method_and_refuses_a_bad_one(tmp_path):
     meta = json.loads(next((tmp_path / "runs").rglob("run.json")).read_text())["train_config"]
     assert (meta["tvt_select"], meta["tvt_learn"], meta["tvt_lag"]) == ("rollout", "lagged", 1)
     res = CliRunner().invoke(app, ["train", "--mode", "tvt", "--tvt-learn", "later", *tiny])
-    assert res.exit_code == 2 and "Traceback" not in res.output and "tvt_learn" in res.output
+    assert res.exit_code == 2 and "Traceback" not in res.output and "--tvt-learn" in res.output
