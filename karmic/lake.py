@@ -164,7 +164,12 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
         for table, schema in (("events", EVENTS_SCHEMA), ("episodes", EPISODES_SCHEMA),
                               ("tvt_transports", TVT_TRANSPORTS_SCHEMA), ("actions", ACTIONS_SCHEMA),
                               ("eval_agents", EVAL_AGENTS_SCHEMA)):
-            con.execute(f"create view {table} as select * from ({_table_view(lake, table, schema, run)}){where}")
+            body = _table_view(lake, table, schema, run)
+            # files written before a column of the schema existed: it reads as null, so a query
+            # over an older lake binds instead of failing on the missing column
+            have = {r[0] for r in con.execute(f"describe select * from ({body})").fetchall()}
+            missing = "".join(f', null::{_DUCK_TYPES[f.type]} as "{f.name}"' for f in schema if f.name not in have)
+            con.execute(f"create view {table} as select *{missing} from ({body}){where}")
     except duckdb.Error as exc:
         raise LakeError(_first_line(exc)) from None
     con.execute(f"create view runs as select * replace (config::json as config) from _karmic_runs{where}")

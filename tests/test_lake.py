@@ -299,3 +299,21 @@ def test_events_table_schema_is_explicit():
     t = events_table("r", EventBatch.empty(0), np.zeros(0, np.int64))
     assert t.schema.equals(EVENTS_SCHEMA)
     assert t.schema.metadata[b"karmic_schema_version"] == str(SCHEMA_VERSION).encode()
+
+
+def test_a_lake_written_before_a_column_existed_still_answers(tmp_path):
+    """Episodes written before `encounters` was counted (every lake before 2026-12-04): the
+    column reads as null and the views that use it (episode_welfare) bind and answer."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    lake = tmp_path / "old"
+    simulate(lake, grid_size=10, episodes=2, policy="mixed", seed=5, max_steps=60, run_id="old")
+    for f in (lake / "episodes").rglob("*.parquet"):
+        t = pq.read_table(f)
+        pq.write_table(t.drop(["encounters"]), tmp_path / "x.parquet")
+        shutil.move(tmp_path / "x.parquet", f)
+    con = connect(lake)
+    assert fetch(con, "select count(*), count(encounters) from episodes")[1] == [(10, 0)]
+    assert len(fetch(con, "select * from episode_welfare")[1]) == 2
