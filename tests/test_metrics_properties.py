@@ -21,7 +21,7 @@ def _con() -> duckdb.DuckDBPyConnection:
     con.execute(
         "create table episodes (run_id varchar, episode bigint, global_step bigint, agent varchar, "
         'steps int, "return" double, apples int, zaps_fired int, zaps_hit int, times_hit int, '
-        "frozen_steps int, condition varchar, grid_size int, seed bigint)"
+        "frozen_steps int, condition varchar, grid_size int, seed bigint, encounters int)"
     )
     con.execute(
         "create table events (run_id varchar, episode bigint, t int, global_step bigint, seq int, "
@@ -50,7 +50,7 @@ def test_equality_is_one_minus_pairwise_gini(apples: list[int]) -> None:
     con = _con()
     for i, a in enumerate(apples):
         con.execute(
-            "insert into episodes values ('r', 0, 0, ?, 10, ?, ?, 0, 0, 0, 0, 'baseline', 10, 0)",
+            "insert into episodes values ('r', 0, 0, ?, 10, ?, ?, 0, 0, 0, 0, 'baseline', 10, 0, null)",
             [f"agent_{i}", float(a), a],
         )
     (row,) = _rows(con, "equality")
@@ -94,7 +94,7 @@ def test_aggression_curve_agrees_with_the_ledger_rule(hits: list) -> None:
     for e in range(n_ep):
         for i in range(4):
             con.execute(
-                "insert into episodes values ('r', ?, ?, ?, 10, 0, 0, 0, 0, 0, 0, 'baseline', 10, 0)",
+                "insert into episodes values ('r', ?, ?, ?, 10, 0, 0, 0, 0, 0, 0, 'baseline', 10, 0, null)",
                 [e, e, f"agent_{i}"],
             )
     for seq, (e, a, b, ctx) in enumerate(hits):
