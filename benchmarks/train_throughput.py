@@ -270,14 +270,19 @@ def tvt_speed(args, out) -> list[dict]:
     for g in [int(x) for x in args.grids.split(",")]:
         with tempfile.TemporaryDirectory() as lake:
             runs: dict[str, Trainer] = {}
-            names = ["baseline"] + [f"{c}-{m}" for c in ("tvt", "full") for m in methods]
+            conds = [c for c in args.conditions.split(",") if c in ("tvt", "full")]
+            names = ["baseline"] + [f"{c}-{m}" for c in conds for m in methods]
             for name in names:
                 cond, _, method = name.partition("-")
                 cfg = TrainConfig(mode=cond, grid_size=g, seed=0, num_envs=args.num_envs, total_steps=10**9,
                                   checkpoint_every=10**6, threads=args.threads, precision=args.precision,
                                   run_id=f"speed-{name}", **TVT_METHODS.get(method, {}))
+                if method == "new" and args.tvt_lag is not None:
+                    cfg.tvt_lag = args.tvt_lag
                 tr = Trainer(cfg, lake)
                 warm = 1 + (math.ceil(cfg.memory_size / cfg.num_steps) if MODES[cond][0] else 0)
+                if MODES[cond][0] and args.tvt_warmup:
+                    warm = args.tvt_warmup
                 tr.run(stop_after=warm, at_boundary=False)
                 runs[name] = tr
             times: dict[str, list[float]] = {n: [] for n in names}
@@ -336,6 +341,12 @@ def main() -> None:
                     help="with --algos: alternations per grid; tvt-speed: measured updates per run")
     ap.add_argument("--tvt-methods", default="old,new",
                     help="tvt-speed: TVT methods to time, of " + ", ".join(TVT_METHODS))
+    ap.add_argument("--tvt-warmup", type=int, default=0,
+                    help="tvt-speed: warm-up updates of a TVT run [default 0: until its memory spans the "
+                         "earlier shards; fewer: a smaller bank than in a long run, which flatters the old method]")
+    ap.add_argument("--tvt-lag", type=int, default=None,
+                    help="tvt-speed: tvt_lag of the new method [default: the memory's span]; a shorter lag "
+                         "starts its learning sooner (the cost of an update does not depend on it)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     try:
@@ -344,6 +355,10 @@ def main() -> None:
         ap.error(f"--grids takes integers like 10,30, got {args.grids!r}")
     if min(args.updates, args.num_envs, args.threads, args.repeats) < 1:
         ap.error("--updates, --num-envs, --threads and --repeats must be >= 1")
+    if args.tvt_warmup < 0 or (args.tvt_lag is not None and args.tvt_lag < 0):
+        ap.error("--tvt-warmup and --tvt-lag must be >= 0")
+    if args.tvt_warmup and (args.tvt_lag is None or args.tvt_lag >= args.tvt_warmup):
+        ap.error("--tvt-warmup needs a --tvt-lag below it (the lagged queue learns in every measured update)")
     torch.set_num_threads(args.threads)
     if args.algos:
         records = compare_learners(args)

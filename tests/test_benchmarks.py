@@ -48,7 +48,11 @@ def test_bad_options_are_one_line_and_exit_2():
     import subprocess
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
-    for args in (["--sections", "nope"], ["--precision", "fp16"], ["--updates", "0"], ["--grids", "x"]):
+    for args in (["--sections", "nope"], ["--precision", "fp16"], ["--updates", "0"], ["--grids", "x"],
+                 ["--sections", "tvt-speed", "--tvt-methods", "fast"],
+                 ["--sections", "tvt-speed", "--tvt-warmup", "3"],
+                 ["--sections", "tvt-speed", "--tvt-warmup", "3", "--tvt-lag", "3"],
+                 ["--sections", "tvt-speed", "--precision", "fp32,bf16"]):
         p = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
         assert p.returncode == 2, (args, p.stderr)
         assert "Traceback" not in p.stderr and p.stderr.strip().splitlines()[-1].startswith("train_throughput.py: error:")
