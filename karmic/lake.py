@@ -3,6 +3,11 @@
 ``connect(path, run=None, params=None)`` returns an in-memory DuckDB connection with these views
 (``path``: a directory or ``s3://bucket/prefix``, read through s3fs, see ``pipelines.storage``):
 
+Each table view reads the table's committed parts, learned from its commit log
+(``<lake>/_log/<table>/``, ``pipelines.commits``: one listing, one footer per schema to bind), or,
+in a lake written before the log, every ``<lake>/<table>/run_id=*/*.parquet`` (docs/lake.md).
+``connect(..., sql=...)`` binds only the views that statement reads (:func:`views_needed`).
+
 - ``events``   over ``<lake>/events/run_id=*/part-*.parquet`` (hive-partitioned, docs/DESIGN.md schema);
 - ``episodes`` over ``<lake>/episodes/run_id=*/part-*.parquet``;
 - ``tvt_transports`` over ``<lake>/tvt_transports/run_id=*/part-*.parquet``: every TVT transport
@@ -28,7 +33,8 @@ this.
 Read-only: user SQL (``karmic sql``, query files) may only be SELECT / WITH / EXPLAIN statements
 (checked with ``duckdb.extract_statements``); COPY, ATTACH, INSTALL, CREATE, INSERT ... are
 rejected with one line. Part files are immutable and only ever appear by atomic rename; a torn
-or foreign ``*.parquet`` makes a query fail with one line naming the file (``LakeError``).
+committed ``*.parquet`` makes a query fail with one line naming the file (``LakeError``); a part
+no commit names is not read (``karmic lake check`` reports it).
 
 Queries: ``queries/NAME.sql`` at the repository root (found relative to this package, which is
 where an editable install or a source checkout has it), or the directory in ``$KARMIC_QUERIES``.
