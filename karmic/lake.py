@@ -3,6 +3,11 @@
 ``connect(path, run=None, params=None)`` returns an in-memory DuckDB connection with these views
 (``path``: a directory or ``s3://bucket/prefix``, read through s3fs, see ``pipelines.storage``):
 
+Each table view reads the table's committed parts, learned from its commit log
+(``<lake>/_log/<table>/``, ``pipelines.commits``: one listing, one footer per schema to bind), or,
+in a lake written before the log, every ``<lake>/<table>/run_id=*/*.parquet`` (docs/lake.md).
+``connect(..., sql=...)`` binds only the views that statement reads (:func:`views_needed`).
+
 - ``events``   over ``<lake>/events/run_id=*/part-*.parquet`` (hive-partitioned, docs/DESIGN.md schema);
 - ``episodes`` over ``<lake>/episodes/run_id=*/part-*.parquet``;
 - ``tvt_transports`` over ``<lake>/tvt_transports/run_id=*/part-*.parquet``: every TVT transport
@@ -35,7 +40,8 @@ this.
 Read-only: user SQL (``karmic sql``, query files) may only be SELECT / WITH / EXPLAIN statements
 (checked with ``duckdb.extract_statements``); COPY, ATTACH, INSTALL, CREATE, INSERT ... are
 rejected with one line. Part files are immutable and only ever appear by atomic rename; a torn
-or foreign ``*.parquet`` makes a query fail with one line naming the file (``LakeError``).
+committed ``*.parquet`` makes a query fail with one line naming the file (``LakeError``); a part
+no commit names is not read (``karmic lake check`` reports it).
 
 Queries: ``queries/NAME.sql`` at the repository root (found relative to this package, which is
 where an editable install or a source checkout has it), or the directory in ``$KARMIC_QUERIES``.
@@ -87,6 +93,12 @@ def _quote(s: str) -> str:
     return "'" + str(s).replace("'", "''") + "'"
 
 
+_RUNS_SCHEMA = pa.schema(
+    [(c, pa.int64() if c in ("grid_size", "seed", "n_agents", "num_envs") else pa.string())
+     for c in RUNS_COLUMNS] + [("config", pa.string()), ("memory_size", pa.int64())]
+)
+
+
 def _runs_table(lake: LakePath) -> pa.Table:
     rows = []
     paths = sorted((lake / "runs").glob("run_id=*/run.json"))
@@ -116,11 +128,11 @@ def _runs_table(lake: LakePath) -> pa.Table:
         ms = tc.get("memory_size")
         row["memory_size"] = int(ms) if isinstance(ms, (int, float)) and not isinstance(ms, bool) else None
         rows.append(row)
-    schema = pa.schema(
-        [(c, pa.int64() if c in ("grid_size", "seed", "n_agents", "num_envs") else pa.string())
-         for c in RUNS_COLUMNS] + [("config", pa.string()), ("memory_size", pa.int64())]
-    )
-    return pa.Table.from_pylist(rows, schema=schema)
+    return pa.Table.from_pylist(rows, schema=_RUNS_SCHEMA)
+
+
+def _runs_table_empty() -> pa.Table:
+    return pa.Table.from_pylist([], schema=_RUNS_SCHEMA)
 
 
 def _table_view(lake: LakePath, table: str, schema: pa.Schema, run: str | None = None) -> str:
@@ -143,9 +155,47 @@ def _table_view(lake: LakePath, table: str, schema: pa.Schema, run: str | None =
     return f"select * from read_parquet({_quote(glob)}, hive_partitioning = true, union_by_name = true)"
 
 
+TABLE_VIEWS = ("events", "episodes", "tvt_transports", "actions", "eval_agents")
+
+
+_VIEW_RE = re.compile(r"create\s+or\s+replace\s+view\s+([a-z_][a-z0-9_]*)", re.IGNORECASE)
+_WORD_RE = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def _shared_defs() -> dict[str, str]:
+    """Every shared view's name -> the SQL that defines it (a file may define several)."""
+    defs = {"ledger_hits": ledger_hits_sql()}
+    for name in SHARED_VIEWS:
+        text = (queries_dir() / f"{name}.sql").read_text()
+        for v in _VIEW_RE.findall(text):
+            defs[v.lower()] = text
+    return defs
+
+
+def views_needed(sql: str) -> set[str]:
+    """The views ``sql`` reads, directly or through the shared views (their definitions scanned
+    the same way): a connection made for one statement binds only these. Binding a view over many
+    parts costs time for every view that reads it, so ``select count(*) from events`` should not
+    pay for ``ledger_hits`` and the rest."""
+    defs = _shared_defs()
+    known = set(defs) | set(TABLE_VIEWS) | {"runs"}
+    need: set[str] = set()
+    todo = [w for w in _WORD_RE.findall(sql.lower()) if w in known]
+    while todo:
+        v = todo.pop()
+        if v in need:
+            continue
+        need.add(v)
+        if v in defs:
+            todo += [w for w in _WORD_RE.findall(defs[v].lower()) if w in known and w not in need]
+    return need
+
+
 def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | None = None,
-            check_run: bool = True) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the lake's views (see the module docstring)."""
+            check_run: bool = True, sql: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the lake's views (see the module docstring); ``sql``: only the
+    views that statement needs (:func:`views_needed`)."""
+    need = None if sql is None else views_needed(sql) | ({"events"} if run and check_run else set())
     # s3: read through a filesystem holding the lake's listing as of now (pipelines.storage)
     lake = storage.snapshot(storage.resolve(path), ("runs", "_log", "events", "episodes",
                                                             "tvt_transports", "actions", "eval_agents"))
@@ -157,13 +207,16 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
     con = duckdb.connect(config={"autoinstall_known_extensions": False,
                                  "autoload_known_extensions": False})
     storage.register_duckdb(con, lake)
-    runs = _runs_table(lake)
+    # every run.json is read for the runs view: only where the statement reads it (or --run)
+    runs = _runs_table(lake) if need is None or "runs" in need or run else _runs_table_empty()
     con.register("_karmic_runs", runs)
     where = f" where run_id = {_quote(run)}" if run else ""
     try:  # binding the views reads every file's footer: a torn file fails here, named
         for table, schema in (("events", EVENTS_SCHEMA), ("episodes", EPISODES_SCHEMA),
                               ("tvt_transports", TVT_TRANSPORTS_SCHEMA), ("actions", ACTIONS_SCHEMA),
                               ("eval_agents", EVAL_AGENTS_SCHEMA)):
+            if need is not None and table not in need:
+                continue
             body = _table_view(lake, table, schema, run)
             # files written before a column of the schema existed: it reads as null, so a query
             # over an older lake binds instead of failing on the missing column
@@ -174,7 +227,7 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
         raise LakeError(_first_line(exc)) from None
     con.execute(f"create view runs as select * replace (config::json as config) from _karmic_runs{where}")
     register_conditions(con)
-    create_shared_views(con)
+    create_shared_views(con, need)
     if run and check_run:
         known = run in set(runs.column("run_id").to_pylist())
         if not known:
@@ -289,7 +342,7 @@ SHARED_VIEWS = ("_t975", "_episode_totals", "_episode_social", "_episode_welfare
                 "_late_cell_stats", "_transport_targets")
 
 
-def create_shared_views(con: duckdb.DuckDBPyConnection) -> None:
+def create_shared_views(con: duckdb.DuckDBPyConnection, only: set[str] | None = None) -> None:
     """The views the named queries share, over a connection that has ``events``, ``episodes`` and
     ``runs``: ``ledger_hits`` (every ZAP_HIT classified by the ledger rule) and SHARED_VIEWS.
     ``default_ledger_decay`` (karmic.ledger.DEFAULT_DECAY) is the decay of a run whose config
@@ -302,9 +355,12 @@ def create_shared_views(con: duckdb.DuckDBPyConnection) -> None:
     # the one definition of "late" and of min_hits (karmic.definitions) as the SQL's defaults
     con.execute(f"set variable default_late_fraction = {float(LATE_FRACTION)!r}")
     con.execute(f"set variable default_min_hits = {int(MIN_HITS)}")
-    con.execute(f"create view ledger_hits as {ledger_hits_sql()}")
+    if only is None or "ledger_hits" in only:
+        con.execute(f"create view ledger_hits as {ledger_hits_sql()}")
     for name in SHARED_VIEWS:
-        con.execute((queries_dir() / f"{name}.sql").read_text())
+        text = (queries_dir() / f"{name}.sql").read_text()
+        if only is None or any(v.lower() in only for v in _VIEW_RE.findall(text)):
+            con.execute(text)
 
 
 def ledger_hits_sql() -> str:
@@ -354,7 +410,7 @@ def run_query(name: str, lake: str | Path, run: str | None = None,
               params: dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
     """Run ``queries/NAME.sql`` over the lake: (column names, rows)."""
     sql = query_sql(name)
-    con = connect(lake, run=run, params=params)
+    con = connect(lake, run=run, params=params, sql=sql)
     return fetch(con, sql)
 
 

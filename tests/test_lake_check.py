@@ -145,3 +145,23 @@ def test_a_simulation_that_did_not_finish_is_uncommitted(lake):
 def test_no_lake_is_one_line_and_exit_2(tmp_path):
     res = CliRunner().invoke(app, ["lake", "check", "--lake", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "lake not found" in res.stderr
+
+
+def test_a_lake_from_before_the_log_stays_readable_and_is_migrated_by_its_next_writer(lake):
+    from karmic.lake import connect
+
+    def count(sql="select count(*), count(distinct run_id) from events"):
+        return connect(lake).sql(sql).fetchall()[0]
+
+    with_log = count()
+    shutil.rmtree(lake / "_log")  # the layout of a lake written before the commit log
+    assert count() == with_log  # read by glob
+    simulate(lake, episodes=1, seed=3, grid_size=10, max_steps=10, run_id="c")  # its first writer
+    assert (lake / "_log" / "events" / "_ready").is_file()
+    n_c = pq.read_metadata(next((lake / "events" / "run_id=c").glob("*.parquet"))).num_rows
+    assert count() == (with_log[0] + n_c, 3)  # the old parts were committed before the new one
+    assert check_lake(lake) == []
+    shutil.rmtree(lake / "_log")
+    res = CliRunner().invoke(app, ["lake", "migrate", "--lake", str(lake)])
+    assert res.exit_code == 0 and "events: 4 part(s) committed" in res.stdout  # a: 2 parts, b, c, res.output
+    assert count() == (with_log[0] + n_c, 3)

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
             from karmic.lake import LakeError, connect, fetch
 
             try:
-                con = connect(lake_path(lake), run=run)
+                con = connect(lake_path(lake), run=run, sql=query)
                 cols, rows = fetch(con, query)
             except LakeError as exc:
                 fail(str(exc))
