@@ -23,24 +23,27 @@ def test_license_file_and_pyproject_agree():
     assert meta["version"] == karmic.__version__  # what `karmic --version` prints
 
 
-def _make_n(target: str) -> str:
+def _make_n(target: str, *args: str) -> str:
     if shutil.which("make") is None:
         pytest.skip("no make")
-    return subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run(["make", "-n", "-B", target, *args], cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout
 
 
-def test_make_install_is_the_install_step_alone():
-    out = _make_n("install")
-    assert "pip install -q --no-deps -e ." in out and re.search(r"pip install .*-r requirements[\w-]*\.lock", out)
+@pytest.mark.parametrize("torch_build, lock", [("cuda", "requirements.lock"), ("cpu", "requirements-cpu.lock")])
+def test_make_install_is_the_install_step_alone(torch_build, lock):
+    import re
+
+    # TORCH: the torch build (issue 37); the CPU one may add pytorch.org's index before -r
+    out = _make_n("install", f"TORCH={torch_build}")
+    assert re.search(rf"pip install -q --force-reinstall +(--extra-index-url \S+ )?-r {re.escape(lock)}\n", out)
+    assert "pip install -q --no-deps -e ." in out
     assert "pytest" not in out and "karmic " not in out
 
 
 def test_make_lock_headers_name_the_file_written():
-    """pip-compile's default header repeats its command line, which named a temporary path when
-    a lock was compiled elsewhere and copied; each lock's header now names the file itself."""
-    lines = [ln for ln in _make_n("lock").splitlines() if "pip-compile -q" in ln]
-    assert len(lines) >= 2
-    for line in lines:
-        written = re.search(r" -o (\S+)", line).group(1)
-        assert f'CUSTOM_COMPILE_COMMAND="make lock, writing {written}"' in line, line
+    out = [ln for ln in _make_n("lock").splitlines() if "pip-compile -q" in ln]
+    locks = ("requirements.lock", "requirements-dev.lock", "requirements-cpu.lock", "requirements-dev-cpu.lock")
+    assert len(out) == len(locks)
+    for line, lock in zip(out, locks, strict=True):
+        assert f'CUSTOM_COMPILE_COMMAND="make lock, writing {lock}"' in line and f"-o {lock}" in line
