@@ -32,7 +32,6 @@ def _make_n(target: str, *args: str) -> str:
 
 @pytest.mark.parametrize("torch_build, lock", [("cuda", "requirements.lock"), ("cpu", "requirements-cpu.lock")])
 def test_make_install_is_the_install_step_alone(torch_build, lock):
-    import re
 
     # TORCH: the torch build (issue 37); the CPU one may add pytorch.org's index before -r
     out = _make_n("install", f"TORCH={torch_build}")
