@@ -68,7 +68,7 @@ def test_condition_defaults_reach_the_config_and_a_run_may_override_them():
     assert (cfg.tvt_read_power, cfg.tvt_transport_top_k, cfg.tvt_read_cost) == (2, 1, 0.001)
     assert TrainConfig.from_dict({"mode": "tvt-learned", "tvt_read_cost": 0.5}).tvt_read_cost == 0.5
     assert TrainConfig.from_dict({"mode": "hit-cost"}).hit_cost == conditions.HIT_COST
-    assert TrainConfig.from_dict({"mode": "tvt", "precision": "auto"}).to_dict() == TrainConfig(mode="tvt").to_dict()
+    assert TrainConfig.from_dict({"mode": "tvt", "precision": "fp32"}).to_dict() == TrainConfig(mode="tvt").to_dict()
     with pytest.raises(ValueError, match="hit_cost"):
         TrainConfig(mode="baseline", hit_cost=0.1).validate()
     with pytest.raises(ValueError, match="needs hit_cost > 0"):
