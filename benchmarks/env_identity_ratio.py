@@ -7,8 +7,9 @@ other round), so load drifts hit them alike:
 - ``plain``: the preset as it is (identity "none"; the encounter count of this code included);
 - ``id``: the preset with identity "onehot" (3 + N observation channels);
 - ``before`` (with ``--baseline-root``): the same preset stepped by the step and observe kernels
-  of another checkout (e.g. the main branch before identity and encounters existed), loaded from
-  its ``karmic/envs/kernels.py`` and driven over this env's state arrays.
+  of another checkout (e.g. the code before identity and encounters existed), loaded from its
+  ``karmic/envs/kernels.py`` and swapped in for ``HarvestVecEnv.step``'s kernel calls. A
+  checkout of this very code as the baseline is the control: its ratios should be 1.
 
 For each preset: the total steps/s of each variant, and the median of the per-round ratios to
 ``before`` (or to ``plain`` without a baseline). ``--json``: the last line is the result as JSON.
@@ -20,14 +21,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import statistics
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
 
+from karmic.envs import core
 from karmic.envs.config import make_config
 from karmic.envs.core import HarvestVecEnv
 
@@ -37,28 +41,30 @@ def load_kernels(root: Path):
     path = root / "karmic" / "envs" / "kernels.py"
     spec = importlib.util.spec_from_file_location("_kernels_before", path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # numba's on-disk cache finds the module again by this name
     spec.loader.exec_module(mod)
     return mod
 
 
 class Before:
-    """This env's state stepped by the old kernels: what HarvestVecEnv.step did there."""
+    """This env stepped by HarvestVecEnv.step itself, with the old kernels swapped in for the call
+    (``karmic.envs.core.K``), so both variants pay the same Python around the kernels. The old
+    kernels write the first 7 stats columns; an old observe kernel takes no identity argument."""
 
-    def __init__(self, env: HarvestVecEnv, K) -> None:
-        self.env, self.K = env, K
-        s = env.state
-        self.stats = np.zeros((env.num_envs, env.n_agents, len(K.STAT_NAMES)), np.float64)
-        self.obs = np.zeros((env.num_envs, env.n_agents, *env.obs_shape[:2], 3), np.uint8)
-        self.s = s
+    def __init__(self, env: HarvestVecEnv, K0) -> None:
+        self.env = env
+        takes_identity = len(inspect.signature(K0.observe_kernel.py_func).parameters) == 7
+        self.shim = types.SimpleNamespace(
+            step_kernel=K0.step_kernel, reset_kernel=K0.reset_kernel,
+            observe_kernel=K0.observe_kernel if takes_identity else (lambda *args: K0.observe_kernel(*args[:6])))
 
     def step(self, a) -> None:
-        e, s, K = self.env, self.s, self.K
-        e._ne[0] = 0
-        K.step_kernel(s.rng, e.walls, e.spawn_ok, e.apple_cells, s.apples, s.pos, s.dirs, s.removed, s.t, s.seq,
-                      self.stats, a, e._rew, e._params, e._probs, e._nbr, e._ctx, e._lat, e._ev, e._ne, e._hit,
-                      e._move_tgt, e._move_state)
-        e._collect()
-        K.observe_kernel(e.walls, s.apples, s.pos, s.dirs, s.removed, self.obs)
+        new = core.K
+        core.K = self.shim
+        try:
+            self.env.step(a)
+        finally:
+            core.K = new
 
 
 def main() -> None:

@@ -13,7 +13,8 @@
 - ``runs``     one row per ``runs/run_id=<id>/run.json``: run_id, kind, condition, policy,
   grid_size, seed, n_agents, num_envs, status, started_at, finished_at, algo (a training run's
   learner, ``ppo`` | ``drqn``; ``ppo`` for training runs from before it was recorded), and the run's
-  environment ``config`` as JSON (``json_extract(config, '$.ledger_decay')``);
+  environment ``config`` as JSON (``json_extract(config, '$.ledger_decay')``), and a training
+  run's ``memory_size`` (its TVT memory rows; null for runs that do not record one);
 - ``conditions`` the registry of conditions (``karmic.conditions.table_rows``): condition,
   display_order, agent, spawns, transport, shaping, policy, trained, color, linestyle, marker,
   claim, controls_for; queries order conditions by joining it (``left join conditions using
@@ -52,7 +53,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from pipelines import storage
+from pipelines import commits, storage
 from pipelines.schema import (
     ACTIONS_SCHEMA,
     EPISODES_SCHEMA,
@@ -111,15 +112,30 @@ def _runs_table(lake: LakePath) -> pa.Table:
             row[c] = None if row[c] is None else str(row[c])
         row["status"] = LEGACY_STATUSES.get(row["status"], row["status"])  # one vocabulary
         row["config"] = json.dumps(meta.get("config") or {})
+        # a training run's TVT memory rows (the window of the transport checks, _transport_targets.sql)
+        ms = tc.get("memory_size")
+        row["memory_size"] = int(ms) if isinstance(ms, (int, float)) and not isinstance(ms, bool) else None
         rows.append(row)
     schema = pa.schema(
         [(c, pa.int64() if c in ("grid_size", "seed", "n_agents", "num_envs") else pa.string())
-         for c in RUNS_COLUMNS] + [("config", pa.string())]
+         for c in RUNS_COLUMNS] + [("config", pa.string()), ("memory_size", pa.int64())]
     )
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def _table_view(lake: LakePath, table: str, schema: pa.Schema) -> str:
+def _table_view(lake: LakePath, table: str, schema: pa.Schema, run: str | None = None) -> str:
+    """The view's SELECT: from the commit log (``pipelines.commits``) where the table has one:
+    the committed parts as a list, one ``read_parquet`` per schema (DuckDB reads one footer of
+    each to bind); else, a lake from before the log, a glob of every part (every footer read)."""
+    if commits.is_ready(lake, table):
+        by_schema: dict[str, list[str]] = {}
+        for c in commits.committed(lake, table, run):
+            by_schema.setdefault(c.schema, []).append(str(c.path(lake, table)))
+        if not by_schema:
+            return _empty_select(schema)
+        return " union all by name ".join(
+            f"select * from read_parquet([{', '.join(_quote(f) for f in files)}], hive_partitioning = true)"
+            for files in by_schema.values())
     files = list((lake / table).glob("run_id=*/*.parquet"))
     if not files:
         return _empty_select(schema)
@@ -131,8 +147,8 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
             check_run: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the lake's views (see the module docstring)."""
     # s3: read through a filesystem holding the lake's listing as of now (pipelines.storage)
-    lake = storage.snapshot(storage.resolve(path), ("runs", "events", "episodes", "tvt_transports",
-                                                            "actions", "eval_agents"))
+    lake = storage.snapshot(storage.resolve(path), ("runs", "_log", "events", "episodes",
+                                                            "tvt_transports", "actions", "eval_agents"))
     if not lake.is_dir():
         raise LakeError(f"lake not found: {lake} (create one with `karmic simulate --lake {lake}`)")
     check_is_lake(lake)
@@ -148,7 +164,12 @@ def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | N
         for table, schema in (("events", EVENTS_SCHEMA), ("episodes", EPISODES_SCHEMA),
                               ("tvt_transports", TVT_TRANSPORTS_SCHEMA), ("actions", ACTIONS_SCHEMA),
                               ("eval_agents", EVAL_AGENTS_SCHEMA)):
-            con.execute(f"create view {table} as select * from ({_table_view(lake, table, schema)}){where}")
+            body = _table_view(lake, table, schema, run)
+            # files written before a column of the schema existed: it reads as null, so a query
+            # over an older lake binds instead of failing on the missing column
+            have = {r[0] for r in con.execute(f"describe select * from ({body})").fetchall()}
+            missing = "".join(f', null::{_DUCK_TYPES[f.type]} as "{f.name}"' for f in schema if f.name not in have)
+            con.execute(f"create view {table} as select *{missing} from ({body}){where}")
     except duckdb.Error as exc:
         raise LakeError(_first_line(exc)) from None
     con.execute(f"create view runs as select * replace (config::json as config) from _karmic_runs{where}")

@@ -5,6 +5,8 @@
 - **torn**: a ``*.parquet`` part whose footer does not read, a checkpoint that is not a whole
   zip archive (``torch.save``'s format), a temporary file (``.<name>.tmp-<pid>``) a killed
   writer left (harmless to readers, which never list it; a resume of its run removes it);
+- **uncommitted** / **missing** parts of a table with a commit log (``pipelines.commits``): a
+  part no marker names, a marker whose part is gone;
 - then, over the readable parts, the data checks of ``queries/checks/*.sql``, each a query that
   returns one ``problem`` row per offending run and table (SQL as data checks: the rule is the
   query, a known-answer test shows it): **duplicates** (a key written twice, one update's
@@ -33,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from karmic.lake import _DUCK_TYPES, LakeError, _first_line, queries_dir
-from pipelines import storage
+from pipelines import commits, storage
 from pipelines.schema import ACTIONS_SCHEMA, EPISODES_SCHEMA, EVENTS_SCHEMA, TVT_TRANSPORTS_SCHEMA
 from pipelines.storage import LakePath
 
@@ -134,6 +136,7 @@ def check_lake(lake: Path | str) -> list[str]:
                     problems.append(bad)
                 else:
                     ckpts.setdefault(run_id, []).append(int(c.group(1)))
+    problems += _log_problems(root, files)
     runs = []
     for p in sorted(root.glob("runs/run_id=*/run.json")):
         run_id = p.parent.name.split("=", 1)[1]
@@ -147,6 +150,26 @@ def check_lake(lake: Path | str) -> list[str]:
         runs.append(_run_row(run_id, meta, ckpts.get(run_id, [])))
     problems += run_checks(root, files, runs, [(t, r) for t, r, _ in parts if t != "runs"])
     return problems
+
+
+def _log_problems(root: LakePath, files: dict[str, list[str]]) -> list[str]:
+    """Tables with a commit log: parts no marker names (uncommitted: a writer killed between the
+    part and its marker) and markers whose part is gone (missing)."""
+    out = []
+    for table, paths in files.items():
+        if not commits.is_ready(root, table):
+            continue
+        logged = {str(c.path(root, table)): c for c in commits.committed(root, table)}
+        for p in paths:
+            if p not in logged:
+                run = Path(p).parent.name.split("=", 1)[1]
+                out.append(f"uncommitted: {p}: a part no commit names (its writer was killed before "
+                           f"committing it; a resume of run {run} commits it)")
+        have = set(paths)
+        for p, c in sorted(logged.items()):
+            if p not in have:
+                out.append(f"missing: {p}: committed ({c.rows} rows) but not in the lake (or unreadable)")
+    return out
 
 
 def _view_sql(table: str, paths: list[str]) -> str:

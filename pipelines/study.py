@@ -93,6 +93,14 @@ METRICS = {
     "retribution_ratio": "retribution hits / all hits (pooled over the window)",
     "total_debt": "total ledger debt at episode end, mean over the window's episodes",
     "semantic_on_target_share": "share of semantic transport value landing where the agent hit its hitter",
+    "predatory_hits_per_zap": "predation hits / ZAP_FIRED events (how selective the shots are)",
+    "predatory_hits_per_encounter": "predation hits / encounters (agent-steps with another agent in zap range)",
+    "encounters_per_agent_step": "encounters / agent-steps (how often agents meet)",
+    "equality": "1 - Gini of the agents' returns, mean over the window's episodes (Perolat et al. 2017)",
+    "equality_apples": "1 - Gini of the agents' apples, mean over the window's episodes",
+    "sustainability": "mean time step of apple collection, mean over the window's episodes (Perolat et al. 2017)",
+    "rigged_hit_back_share": "rigged pairs whose partner hit back within the episode / rigged pairs",
+    "transported_per_agent_step": "|value| moved by TVT transports (learned and semantic) from the window's steps / agent-steps",
 }
 SIDE_KEYS = ("condition", "grid_size", "level", "window", "value")
 DEFAULT_LEVEL = "default"
@@ -196,8 +204,8 @@ class Study:
 
 # --- parsing ------------------------------------------------------------------------------------
 def find_study(name_or_path: str, root: Path | None = None) -> Path:
-    """``ecology`` -> ``studies/ecology.toml`` (from the working directory, then the checkout);
-    a path is taken as it is."""
+    """``ecology`` -> ``studies/ecology.toml`` (from the working directory, then the checkout,
+    then the studies an installed package ships); a path is taken as it is."""
     p = Path(name_or_path)
     if p.suffix == ".toml" or os.sep in name_or_path:
         if not p.is_file():
@@ -205,7 +213,10 @@ def find_study(name_or_path: str, root: Path | None = None) -> Path:
         return p
     if not NAME_RE.fullmatch(name_or_path):
         raise StudyError(f"invalid study name {name_or_path!r}: use letters, digits, '_', '-', '.'")
-    bases = [root] if root else [Path.cwd(), Path(__file__).resolve().parent.parent]
+    import karmic
+
+    bases = [root] if root else [Path.cwd(), Path(__file__).resolve().parent.parent,
+                                 Path(karmic.__file__).resolve().parent]
     for base in bases:
         cand = base / STUDIES_DIR / f"{name_or_path}.toml"
         if cand.is_file():
@@ -363,7 +374,7 @@ def _parse_evaluations(study: Study, raw: Any, where: str) -> list[dict[str, Any
 
     if not isinstance(raw, list):
         raise StudyError(f"{where}: evaluations must be an array of tables ([[evaluations]])")
-    trained = [c for c in study.conditions if c in conditions_registry.names(trained=True)]
+    trained = [c for c in study.conditions if _trained(c)]
     out, ids = [], set()
     for i, ev in enumerate(raw):
         ew = f"{where}: evaluations[{i}]"

@@ -43,6 +43,9 @@ from pipelines.study import (
 )
 
 RESULTS_FILES = ("metrics.parquet", "runs.json")
+# metrics.sql columns newer than some results/ on disk (read as NULL there): transported_amount
+# (issue 33's studies/tvt-speed.toml)
+ADDED_COLUMNS = ("transported_amount",)
 # metrics.sql's order (a total order: one row per run x episode); the merged table is sorted again
 METRICS_ORDER = ("grid_size", "level", "condition", "seed", "run_id", "episode")
 # the figures: metric, title, y label
@@ -103,6 +106,9 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
         parts.append(con.sql(_sql("metrics")).to_arrow_table())
     if carried:
         old = pq.read_table(out_dir / "metrics.parquet")
+        for c in ADDED_COLUMNS:  # carried rows from before a column existed: unknown (null)
+            if c not in old.column_names:
+                old = old.append_column(c, pa.nulls(old.num_rows, pa.float64()))
         if parts and not old.schema.equals(parts[0].schema):
             old = _widen(old, parts[0].schema)
             if old is None:
@@ -299,9 +305,17 @@ def evaluation_section(out_dir: Path) -> list[str]:
 
 
 # --- stage 2: metrics -> verdicts, tables, curves ------------------------------------------------
+# columns metrics.parquet gained after results/ablation and results/ecology were written
+LATER_METRIC_COLUMNS = {"equality": "double", "equality_apples": "double", "sustainability": "double",
+                        "encounters": "bigint", "rigged_pairs": "bigint", "rigged_pairs_hit_back": "bigint",
+                        "transported_amount": "double"}
+
 def analysis_connection(study: Study, metrics_path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    con.execute(f"create view study_metrics as select * from read_parquet('{_q(str(metrics_path))}')")
+    # metrics.parquet of an older report lacks the later per-episode columns: they read as null
+    have = set(pq.read_schema(metrics_path).names)
+    extra = "".join(f", null::{t} as {c}" for c, t in LATER_METRIC_COLUMNS.items() if c not in have)
+    con.execute(f"create view study_metrics as select *{extra} from read_parquet('{_q(str(metrics_path))}')")
     register_conditions(con)  # the registry, for queries that order or group by it
     con.register("study_windows", pa.Table.from_pylist(
         [{"name": n, "lo": lo, "hi": hi} for n, (lo, hi) in study.windows.items()]))

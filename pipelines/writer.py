@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from karmic.events import EVENT_TYPES, NULL, SPAWN, SPAWN_CAUSES, ZAP_HIT, EventBatch
-from pipelines import storage
+from pipelines import commits, storage
 from pipelines.schema import ACTIONS_SCHEMA, EPISODES_SCHEMA, EVENTS_SCHEMA
 from pipelines.storage import LakePath
 
@@ -148,7 +148,10 @@ def write_table_once(lake: Path | str, table_name: str, run_id: str, table: pa.T
     through here, so a resumed run that produces a round or an update again does not add it
     twice. Returns whether it wrote."""
     path = partition(lake, table_name, run_id) / keyed_name(kind, key)
-    return storage.write_keyed(path, lambda f: pq.write_table(table, f, compression=COMPRESSION))
+    wrote = storage.write_keyed(path, lambda f: pq.write_table(table, f, compression=COMPRESSION))
+    # committed even if it was there: a kill may have come between the part and its marker
+    commits.commit(lake, table_name, commits.record_of(run_id, path.name, table))
+    return wrote
 
 
 def written_through(lake: Path | str, table_name: str, run_id: str) -> int:
@@ -170,8 +173,10 @@ def write_table(lake: Path | str, table_name: str, run_id: str, table: pa.Table)
     """Append ``table`` as the next part file of ``<lake>/<table_name>/run_id=<run_id>/``
     (never overwriting one: on object storage the PUT is conditional, see pipelines.storage)."""
     d = partition(lake, table_name, run_id)
-    return storage.write_new_part(d, lambda n: f"part-{n:06d}.parquet", next_part(d),
+    path = storage.write_new_part(d, lambda n: f"part-{n:06d}.parquet", next_part(d),
                                   lambda f: pq.write_table(table, f, compression=COMPRESSION))
+    commits.commit(lake, table_name, commits.record_of(run_id, path.name, table))
+    return path
 
 
 # --- events and episodes as Arrow ------------------------------------------------------------

@@ -9,14 +9,17 @@
 --   window_steps / eligible_steps / base_rate: the memory window (the memory_size steps before the
 --     source, at most the stream's steps so far), how many of its steps are such on-target steps,
 --     and their share: where value landing at random would be on target.
--- memory_size: `--param memory_size=N` (a DuckDB variable), default 1000 (TrainConfig's).
+-- The window is the run's own memory_size (runs.memory_size, from its train_config); `--param
+-- memory_size=N` sets it for every run; runs that record none use 1000 (TrainConfig's default).
 create or replace view transport_targets as
 with
 geom as materialized (
     select
         e.run_id,
         max(e.steps)::bigint as ep_len,
-        greatest(coalesce(any_value(r.num_envs), 1), 1)::bigint as num_envs
+        greatest(coalesce(any_value(r.num_envs), 1), 1)::bigint as num_envs,
+        coalesce(try_cast(getvariable('memory_size') as bigint), any_value(r.memory_size), 1000)::bigint
+            as memory_size
     from episode_totals as e
     left join runs as r on r.run_id = e.run_id
     group by e.run_id
@@ -31,7 +34,7 @@ tr as materialized (
         t.source_episode % g.num_envs as stream,
         (t.source_episode // g.num_envs) * g.ep_len + t.source_t as source_tau,
         (t.target_episode // g.num_envs) * g.ep_len + t.target_t as target_tau,
-        coalesce(try_cast(getvariable('memory_size') as bigint), 1000) as memory_size
+        g.memory_size
     from tvt_transports as t
     join geom as g on g.run_id = t.run_id
 ),

@@ -1,6 +1,6 @@
 -- per run, transport mode and episode: the share of transported |value| landing where the agent hit the one who later hit it, against that step kind's base rate in the memory window
--- From the view transport_targets (queries/_transport_targets.sql; `--param memory_size=N`, default
--- 1000). on_target_share: |value| on such steps / all |value|; base_rate: the |value|-weighted mean,
+-- From the view transport_targets (queries/_transport_targets.sql; the window is the run's
+-- memory_size, `--param memory_size=N` to set one). on_target_share: |value| on such steps / all |value|; base_rate: the |value|-weighted mean,
 -- over the transports, of the share of such steps in the memory window before the source: what
 -- value dropped at random inside the window would give. Semantic matching is on target by
 -- construction (share 1); a sham should sit near the base rate; a learned transport that found the

@@ -32,7 +32,8 @@ pytest.importorskip("karmic.envs.core", reason="needs the Harvest env (karmic.en
 KINDS = {"plain": "baseline", "tvt": "tvt", "matchmaker": "matchmaker", "full": "full"}
 POINTS = ("rollout.step", "learn.minibatch", "update.after_shard", "update.before_checkpoint",
           "write.events", "write.actions", "write.episodes", "write.tvt_transports",
-          "write.trajectories", "write.checkpoints")
+          "write.trajectories", "write.checkpoints", "commit.events", "commit.episodes",
+          "commit.actions", "commit.tvt_transports")
 
 
 def _cfg(mode: str, run_id: str) -> TrainConfig:
@@ -114,7 +115,7 @@ def _check(kind: str, point: str, k: int, tmp_path_factory) -> None:
 
 # make test: every kill point once, each with one kind (a moment drawn per case); the whole
 # matrix, four moments per case, is the slow test below
-FAST = [("plain", "rollout.step"), ("plain", "update.before_checkpoint"), ("plain", "write.episodes"),
+FAST = [("plain", "rollout.step"), ("plain", "commit.events"), ("tvt", "commit.tvt_transports"), ("plain", "update.before_checkpoint"), ("plain", "write.episodes"),
         ("plain", "write.checkpoints"), ("tvt", "learn.minibatch"), ("tvt", "write.tvt_transports"),
         ("tvt", "update.after_shard"), ("tvt", "write.actions"), ("tvt", "update.before_checkpoint"),
         ("matchmaker", "write.events"), ("matchmaker", "write.trajectories"),

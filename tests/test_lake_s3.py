@@ -87,7 +87,7 @@ def sim_pair(s3_server, tmp_path_factory):
 
 def test_simulate_sql_and_query_on_s3_match_a_local_lake(sim_pair):
     s3, local = sim_pair
-    assert sorted({k.split("/")[0] for k in keys(s3)}) == ["actions", "episodes", "events", "runs"]
+    assert sorted({k.split("/")[0] for k in keys(s3)}) == ["_log", "actions", "episodes", "events", "runs"]
     sql = "select * exclude (run_id) from events order by episode, seq"
     a = rows_json("sql", sql, "--lake", s3)
     assert len(a) > 100 and a == rows_json("sql", sql, "--lake", str(local))
@@ -260,6 +260,10 @@ def test_local_lakes_do_not_need_s3fs(tmp_path):
 def test_foreign_object_in_an_s3_lake_is_one_line_naming_it(s3_lake):
     cli("simulate", "--episodes", "1", "--max-steps", "20", "--lake", s3_lake)
     storage.write_bytes(f"{s3_lake}/events/run_id=zz/part-000000.parquet", b"not parquet at all")
+    cli("sql", "select count(*) from events", "--lake", s3_lake)  # not committed: not read
+    from pipelines import commits
+
+    commits.commit(s3_lake, "events", commits.Commit("zz", "part-000000.parquet", 1, 0, 0, "00000000"))
     res = cli("sql", "select count(*) from events", "--lake", s3_lake, ok=False)
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.output
@@ -280,7 +284,7 @@ def test_sweep_on_an_s3_lake_and_resume(s3_lake):
     for mode in ("baseline", "matchmaker"):
         run = json.loads(storage.read_text(f"{s3_lake}/runs/run_id=s3w-{mode}-g10-s1/run.json"))
         assert run["status"] == "completed"
-        assert any(k.startswith(f"events/run_id=s3w-{mode}-g10-s1/part-") for k in ks)
+        assert any(k.startswith(f"events/run_id=s3w-{mode}-g10-s1/round-") for k in ks)
     manifest = json.loads(storage.read_text(f"{s3_lake}/sweeps/sweep_id=s3w/sweep.json"))
     assert manifest["status"] == "completed"
     res = cli("sweep", "--resume", "s3w", "--lake", s3_lake)

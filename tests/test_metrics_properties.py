@@ -21,7 +21,7 @@ def _con() -> duckdb.DuckDBPyConnection:
     con.execute(
         "create table episodes (run_id varchar, episode bigint, global_step bigint, agent varchar, "
         'steps int, "return" double, apples int, zaps_fired int, zaps_hit int, times_hit int, '
-        "frozen_steps int, condition varchar, grid_size int, seed bigint)"
+        "frozen_steps int, encounters int, condition varchar, grid_size int, seed bigint)"
     )
     con.execute(
         "create table events (run_id varchar, episode bigint, t int, global_step bigint, seq int, "
@@ -31,9 +31,12 @@ def _con() -> duckdb.DuckDBPyConnection:
     )
     con.execute(
         "create table runs as select 'r' as run_id, 'baseline' as condition, 10 as grid_size, "
-        "0 as seed, 'finished' as status, 1 as num_envs, 'ppo' as algo, '{\"ledger_decay\": 0.95}'::json as config"
+        "0 as seed, 'finished' as status, 1 as num_envs, 'ppo' as algo, 1000 as memory_size, '{\"ledger_decay\": 0.95}'::json as config"
     )
-    from karmic.lake import create_shared_views
+    from karmic.lake import _empty_select, create_shared_views
+    from pipelines.schema import TVT_TRANSPORTS_SCHEMA
+
+    con.execute(f"create view tvt_transports as {_empty_select(TVT_TRANSPORTS_SCHEMA)}")
 
     create_shared_views(con)  # as karmic.lake.connect does
     return con
@@ -50,7 +53,7 @@ def test_equality_is_one_minus_pairwise_gini(apples: list[int]) -> None:
     con = _con()
     for i, a in enumerate(apples):
         con.execute(
-            "insert into episodes values ('r', 0, 0, ?, 10, ?, ?, 0, 0, 0, 0, 'baseline', 10, 0)",
+            "insert into episodes values ('r', 0, 0, ?, 10, ?, ?, 0, 0, 0, 0, null, 'baseline', 10, 0)",
             [f"agent_{i}", float(a), a],
         )
     (row,) = _rows(con, "equality")
@@ -94,7 +97,7 @@ def test_aggression_curve_agrees_with_the_ledger_rule(hits: list) -> None:
     for e in range(n_ep):
         for i in range(4):
             con.execute(
-                "insert into episodes values ('r', ?, ?, ?, 10, 0, 0, 0, 0, 0, 0, 'baseline', 10, 0)",
+                "insert into episodes values ('r', ?, ?, ?, 10, 0, 0, 0, 0, 0, 0, null, 'baseline', 10, 0)",
                 [e, e, f"agent_{i}"],
             )
     for seq, (e, a, b, ctx) in enumerate(hits):

@@ -17,6 +17,8 @@ Transports (memory_size 30):
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -83,9 +85,14 @@ def test_transport_on_target_known_answer(lake):
     assert rows["semantic"]["on_target_share"] == pytest.approx(1.0)
     assert rows["semantic"]["base_rate"] == pytest.approx(1 / 20)
     assert rows["learned"]["on_target_share"] == pytest.approx(1.0)
-    # the default window (1000 steps) is capped by the steps the stream has had
+    # a run that records no memory_size: 1000 steps, capped by the steps the stream has had
     rows = {r["mode"]: r for r in run_query(connect(lake), "transport_on_target")}
     assert rows["sham"]["base_rate"] == pytest.approx(2 / 50)  # steps 10 and 30 of [0, 50)
+    # the run's own memory_size (run.json's train_config) is the window
+    p = lake / "runs" / "run_id=r" / "run.json"
+    p.write_text(json.dumps({**json.loads(p.read_text()), "train_config": {"memory_size": 30}}))
+    rows = {r["mode"]: r for r in run_query(connect(lake), "transport_on_target")}
+    assert rows["sham"]["base_rate"] == pytest.approx(1 / 30)
 
 
 def test_transport_step_types_known_answer(lake):

@@ -82,7 +82,7 @@ def _metrics(values: dict[tuple[str, str, int], list[float]], episodes: int = 11
                          "n_agents": 5, "steps": 20000, "agent_steps": 100_000, "total_return": 0.0, "apples": 0,
                          "zaps_fired": 0, "hits": round(v * 100_000), "predatory_hits": round(v * 100_000),
                          "retribution_hits": 0, "frozen_steps": 0, "total_debt": 0.0,
-                         "semantic_amount": 0.0, "semantic_on_target_amount": 0.0})
+                         "semantic_amount": 0.0, "semantic_on_target_amount": 0.0, "transported_amount": 0.0})
     return pa.Table.from_pylist(rows)
 
 
@@ -483,13 +483,16 @@ def test_study_killed_with_sigkill_resumes_to_the_uninterrupted_verdicts(tmp, e2
     assert ra["verdicts"] == rb["verdicts"]
 
     # the report travels: rebuilt from results/ alone, byte for byte
-    before = {f.name: f.read_bytes() for f in (tmp / "res_clean").iterdir()}
+    # (files and policies/: the kept policies, which --from-results leaves as they are)
+    before = {str(f.relative_to(tmp)): f.read_bytes() for f in (tmp / "res_clean").rglob("*") if f.is_file()}
     res = CliRunner().invoke(app, ["study", "report", str(study), "--from-results", "--out", str(tmp / "res_clean")])
     assert res.exit_code == 0, res.output
-    after = {f.name: f.read_bytes() for f in (tmp / "res_clean").iterdir()}
+    after = {str(f.relative_to(tmp)): f.read_bytes() for f in (tmp / "res_clean").rglob("*") if f.is_file()}
     assert before.keys() == after.keys()
+    assert any("/policies/" in name for name in before)
     for name in ("verdicts.json", "report.md", "cells.json", "fig_hits_per_agent_step.png"):
-        assert before[name] == after[name], name
+        assert before[f"res_clean/{name}"] == after[f"res_clean/{name}"], name
+    assert all(before[n] == after[n] for n in before if "/policies/" in n)
 
     # a late episode of each trained cell, re-simulated from the action log and checked, as a GIF
     rg = build_report(st, str(clean), tmp / "res_gif", episodes=True)
@@ -905,3 +908,76 @@ def test_a_study_declares_evaluations_and_the_report_includes_them(tmp, e2e_clea
 def test_a_bad_evaluation_is_one_line(tmp, body, needle):
     with pytest.raises(StudyError, match=needle):
         parse_study(_write(tmp, E2E + body, "e2e"))
+
+
+def test_selectivity_welfare_and_matchmaker_metrics_known_answers(tmp):
+    """The mechanism study's metrics from hand-made episodes: ratios pool the window's episodes
+    (sum num / sum den), welfare values average the episodes that have one (a null equality or
+    sustainability counts in neither sum), and an episode without encounters recorded is left out
+    of the per-encounter rate."""
+    study = parse_study(_write(tmp, HEAD + """
+[[predictions]]
+id = "p"
+metric = "hits_per_agent_step"
+test = "greater"
+a = { condition = "tvt" }
+b = { condition = "baseline" }
+"""))
+    # late window of a 11-episode run: episodes 8, 9 and 10 (frac >= 0.8)
+    late = {8: dict(pred=2, zaps=10, enc=40, eq=0.5, sus=100.0, rp=2, hb=1),
+            9: dict(pred=4, zaps=30, enc=None, eq=None, sus=None, rp=0, hb=0),
+            10: dict(pred=6, zaps=20, enc=60, eq=0.8, sus=300.0, rp=2, hb=2)}
+    rows = []
+    for cond in ("tvt", "baseline"):
+        for seed in (1, 2, 3):
+            for ep in range(11):
+                e = late.get(ep, dict(pred=9, zaps=9, enc=9, eq=0.1, sus=9.0, rp=9, hb=0))
+                rows.append({"level": "x", "condition": cond, "grid_size": 10, "seed": seed, "scripted": False,
+                             "run_id": f"known-x-{cond}-g10-s{seed}", "episode": ep, "global_step": ep * 100,
+                             "n_agents": 5, "steps": 200, "agent_steps": 1000, "total_return": 0.0, "apples": 0,
+                             "zaps_fired": e["zaps"], "hits": e["pred"], "predatory_hits": e["pred"],
+                             "retribution_hits": 0, "frozen_steps": 0, "total_debt": 0.0, "semantic_amount": 0.0,
+                             "semantic_on_target_amount": 0.0, "equality": e["eq"], "equality_apples": e["eq"],
+                             "sustainability": e["sus"], "encounters": e["enc"], "rigged_pairs": e["rp"],
+                             "rigged_pairs_hit_back": e["hb"], "transported_amount": 0.0})
+    out = tmp / "res"
+    out.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), out / "metrics.parquet")
+    analyse(study, out)  # binds the study views over metrics.parquet
+    con = duckdb.connect()
+    con.execute(f"create view study_metrics as select * from read_parquet('{out / 'metrics.parquet'}')")
+    con.execute("create view study_windows as select 'late' as name, 0.8 as lo, 1.0 as hi")
+    for name in ("_metric_values", "_seed_values"):
+        con.execute((queries_dir() / "study" / f"{name}.sql").read_text())
+    got = dict(con.execute("select metric, value from study_seed_values where condition = 'tvt' and seed = 1 "
+                           "and metric in ('predatory_hits_per_zap', 'predatory_hits_per_encounter', "
+                           "'encounters_per_agent_step', 'equality', 'sustainability', 'rigged_hit_back_share')"
+                           ).fetchall())
+    assert got["predatory_hits_per_zap"] == pytest.approx(12 / 60)
+    assert got["predatory_hits_per_encounter"] == pytest.approx((2 + 6) / (40 + 60))
+    assert got["encounters_per_agent_step"] == pytest.approx(100 / 2000)
+    assert got["equality"] == pytest.approx((0.5 + 0.8) / 2)
+    assert got["sustainability"] == pytest.approx(200.0)
+    assert got["rigged_hit_back_share"] == pytest.approx(3 / 4)
+
+
+def test_a_metrics_parquet_from_before_transported_amount_still_analyses(tmp):
+    """results/ written before the transported_amount column (issue 33): the verdicts of the
+    other metrics are unchanged, the new metric reads as unknown."""
+    a, b = [0.030, 0.032, 0.034], [0.010, 0.012, 0.011]
+    vals = {("tvt", "late", s): [a[s - 1]] for s in (1, 2, 3)} | {("baseline", "late", s): [b[s - 1]] for s in (1, 2, 3)}
+    preds = """
+[[predictions]]
+id = "up"
+metric = "hits_per_agent_step"
+test = "greater"
+a = { condition = "tvt" }
+b = { condition = "baseline" }
+"""
+    study = parse_study(_write(tmp, HEAD + preds))
+    out = tmp / "res"
+    out.mkdir()
+    pq.write_table(_metrics(vals).drop(["transported_amount"]), out / "metrics.parquet")
+    old = {v["id"]: v for v in analyse(study, out)["verdicts"]}
+    assert old["up"]["verdict"] == "supported"
+    assert old["up"]["diff"] == pytest.approx(_analyse(tmp, preds, vals)["up"]["diff"])

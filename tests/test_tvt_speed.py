@@ -95,7 +95,7 @@ def test_the_lagged_queue_learns_every_shard_once_with_its_transports_across_a_r
     0..6 of a 10-update run are learned, each once and in order, with exactly the value
     transported into it by then; killed past a checkpoint and resumed, the run is the
     uninterrupted one (queue restored from the checkpoint, parameters equal)."""
-    whole = Trainer(_cfg(run_id="whole", **NEW), tmp_path)
+    whole = Trainer(_cfg(run_id="whole", keep_trajectories=True, **NEW), tmp_path)
     seen = _record_learns(whole)
     infos: list[dict] = []
     whole.on_update = infos.append
@@ -162,6 +162,7 @@ def _mean_return(env, act, on_reset=None, episodes=4, seed=1000) -> float:
     return float(np.mean(out))
 
 
+@pytest.mark.slow  # 6 min on today's loaded 2-core machine: `make test-slow`
 def test_the_new_method_learns_to_beat_random(tmp_path):
     """10x10, 50-step episodes (as tests/test_train.py's baseline check): a short `tvt` run in the
     new method (rollout selection, lagged queue) harvests clearly more than random play."""
@@ -182,3 +183,72 @@ def test_the_new_method_learns_to_beat_random(tmp_path):
     pol = load_policy(tmp_path / "checkpoints" / "run_id=learn", seed=0)
     trained_return = _mean_return(env, pol.act, on_reset=pol.reset)
     assert trained_return > 1.5 * random_return + 0.5, (trained_return, random_return)
+
+
+def test_transported_per_agent_step_known_answer(tmp_path):
+    """queries/study/metrics.sql's transported_amount: per episode, the |amount| summed over the
+    lake's tvt_transports rows whose source step lies in it (computed here from the parquet)."""
+    import pyarrow as pa
+
+    from karmic.lake import connect, queries_dir, query_sql
+
+    Trainer(_cfg(run_id="m", total_steps=2 * 20 * 6), tmp_path).run()
+    t = pq.read_table(tmp_path / "tvt_transports" / "run_id=m").to_pydict()
+    want: dict[int, float] = {}
+    for ep, amt in zip(t["source_episode"], t["amount"], strict=True):
+        want[ep] = want.get(ep, 0.0) + abs(amt)
+    assert want
+    con = connect(tmp_path)
+    con.register("study_cells", pa.Table.from_pylist([{"run_id": "m", "condition": "full", "grid_size": 10,
+                                                        "level": "x", "seed": 5, "scripted": False}]))
+    con.execute(f"create temp view ledger_debt as {query_sql('ledger_debt').strip().rstrip(';')}")
+    got = con.sql((queries_dir() / "study" / "metrics.sql").read_text()).to_arrow_table().to_pydict()
+    assert len(got["episode"]) == 12  # 6 rounds x 2 envs
+    for ep, amount in zip(got["episode"], got["transported_amount"], strict=True):
+        assert amount == pytest.approx(want.get(ep, 0.0), abs=1e-9)
+
+
+def test_the_tvt_speed_study_is_accepted_and_plans_both_methods():
+    """studies/tvt-speed.toml: `karmic study check` accepts it, `karmic study run tvt-speed`
+    finds it by name, and every cell's training config is valid, with its level's method."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from karmic.cli import app
+    from karmic.training.learners import config_from_dict
+    from pipelines.study import find_study, manifest_for, parse_study
+
+    root = Path(__file__).resolve().parent.parent
+    path = find_study("tvt-speed", root)
+    assert path == root / "studies" / "tvt-speed.toml"
+    study = parse_study(path)
+    res = CliRunner().invoke(app, ["study", "check", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "24 cell(s)" in res.output and "16 prediction(s)" in res.output
+    method = {"old": ("learner", "replay"), "new": ("rollout", "lagged")}
+    for cell in study.cells():
+        cfg = config_from_dict(study.train_config(cell))
+        cfg.validate()
+        assert (cfg.tvt_select, cfg.tvt_learn) == method[cell.level]
+        assert cfg.mode in ("tvt", "full") and cfg.precision == "fp32" and cfg.tvt_lag is None
+    assert len(manifest_for(study)["tasks"]) == 24
+    assert {p["metric"] for p in study.predictions} == {
+        "predatory_hits_per_agent_step", "apples_per_agent_step", "zaps_fired_per_agent_step",
+        "transported_per_agent_step"}
+
+
+def test_train_cli_takes_the_method_and_refuses_a_bad_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from karmic.cli import app
+
+    tiny = ["--grid-size", "10", "--num-envs", "2", "--num-steps", "20", "--seq-len", "10", "--hidden", "32",
+            "--set", "max_steps=20", "--threads", "1", "--memory-size", "40", "--lake", str(tmp_path)]
+    res = CliRunner().invoke(app, ["train", "--mode", "tvt", "--total-steps", "160", "--tvt-select", "rollout",
+                                   "--tvt-learn", "lagged", "--tvt-lag", "1", *tiny])
+    assert res.exit_code == 0, res.output
+    meta = json.loads(next((tmp_path / "runs").rglob("run.json")).read_text())["train_config"]
+    assert (meta["tvt_select"], meta["tvt_learn"], meta["tvt_lag"]) == ("rollout", "lagged", 1)
+    res = CliRunner().invoke(app, ["train", "--mode", "tvt", "--tvt-learn", "later", *tiny])
+    assert res.exit_code == 2 and "Traceback" not in res.output and "--tvt-learn" in res.output

@@ -29,3 +29,18 @@ def register(app: typer.Typer) -> None:
             if problems:
                 raise typer.Exit(1)
             print(f"OK: {root}: no duplicates, orphans, uncommitted rows, missing episodes or torn files")
+
+    @lake_app.command("migrate")
+    def migrate_command(lake: str = LAKE_OPTION) -> None:
+        """Give a lake written before the commit log its log (pipelines.commits): every part of
+        every table committed, once. Readers then bind from the log instead of every footer.
+        Safe to repeat or interrupt; the first run writing to an old lake does the same."""
+        with user_errors():
+            from pipelines.commits import migrate
+            from pipelines.lake_check import TABLES
+
+            root = lake_path(lake)
+            if not root.is_dir():
+                fail(f"lake not found: {root}")
+            for table in TABLES:
+                print(f"{table}: {migrate(root, table)} part(s) committed")

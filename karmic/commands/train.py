@@ -34,7 +34,7 @@ from karmic.commands._common import (
     user_errors,
 )
 from karmic.conditions import ablation_names, names
-from karmic.training.config import MODES, DRQNConfig, TrainConfig, field_docs
+from karmic.training.config import CONDITION_FIELDS, MODES, DRQNConfig, TrainConfig, field_docs
 
 ALL_MODES = tuple(ablation_names())  # --mode all: the four conditions of the ablation
 _D = TrainConfig()  # the one source of the defaults below
@@ -93,6 +93,8 @@ def _option(name: str, tp: Any, doc: str, drqn_only: bool) -> tuple[Any, Any]:
         return ann, typer.Option(None, *decls, help=help_, show_default="the device's: cpu 16, cuda 256 (docs/devices.md)")
     if name == "total_steps":
         return ann, typer.Option(_D.total_steps, *decls, help=help_ + " With --resume: the run's own unless given.")
+    if name in CONDITION_FIELDS:  # None: the condition's value (karmic.conditions)
+        return ann, typer.Option(None, *decls, help=help_, show_default=f"the condition's ({CONDITION_FIELDS[name]} but where it sets one)")
     default = getattr(_DQ if drqn_only else _D, name)
     if default is None:
         return ann, typer.Option(None, *decls, help=help_, show_default="none")

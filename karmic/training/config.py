@@ -38,6 +38,10 @@ MODES: Mapping[str, tuple[bool, bool]] = _Modes()
 TVT_SELECTS = ("learner", "rollout")
 TVT_LEARNS = ("replay", "lagged")
 
+# fields a condition's record may set (Condition.train), with their value where it sets nothing
+CONDITION_FIELDS: dict[str, Any] = {"tvt_threshold": 2.0, "tvt_read_cost": 1.0, "tvt_read_power": 1,
+                                    "tvt_read_tolerance": 2.0, "tvt_transport_top_k": 3, "hit_cost": 0.0}
+
 
 @dataclass
 class TrainConfig:
@@ -113,23 +117,25 @@ class TrainConfig:
     """TVT transport of tvt / full: learned | semantic | both (other conditions fix their own)."""
     tvt_alpha: float = 0.9
     """Share of the value transported (Hung et al. 2019, Methods)."""
-    tvt_threshold: float = 2.0
-    """Read-strength threshold of the learned transport."""
+    tvt_threshold: float | None = None
+    """Read-strength threshold of the learned transport; None: the condition's (2.0 but tvt-learned)."""
     memory_size: int = 1000
     """TVT memory rows per agent."""
     tvt_recon_cost: float = 1.0
     """Weight of TVT's reconstruction loss."""
-    tvt_read_cost: float = 1.0
-    """Weight of TVT's read-strength cost ``mean(relu(strength - tolerance) ** power)``."""
-    tvt_read_power: int = 1
-    """Power of the read-strength cost (1 in Harvest; key-to-door's 2)."""
-    tvt_read_tolerance: float = 2.0
-    """Strength from which reads cost (Harvest: the threshold 2; key-to-door's 1)."""
-    tvt_transport_top_k: int = 3
-    """Rows each learned-transport span sends value to (key-to-door: 1, the row read most)."""
-    hit_cost: float = 0.0
-    """Reward taken at every step where the agent's zap hit another agent (the hit-cost
-    condition's shaping; 0 elsewhere)."""
+    tvt_read_cost: float | None = None
+    """Weight of TVT's read-strength cost ``mean(relu(strength - tolerance) ** power)``; None: the
+    condition's (1.0 but tvt-learned)."""
+    tvt_read_power: int | None = None
+    """Power of the read-strength cost; None: the condition's (1; tvt-learned: key-to-door's 2)."""
+    tvt_read_tolerance: float | None = None
+    """Strength from which reads cost; None: the condition's (2, the threshold; tvt-learned: 1)."""
+    tvt_transport_top_k: int | None = None
+    """Rows each learned-transport span sends value to; None: the condition's (3; tvt-learned: 1,
+    the row read most)."""
+    hit_cost: float | None = None
+    """Reward taken at every step where the agent's own zap hit another agent; None: the
+    condition's (hit-cost: karmic.conditions.HIT_COST; 0 elsewhere, and only hit-cost may set it)."""
     tvt_select: str = "learner"
     """Which memory rows the learner's reads attend to (docs/tvt-speed.md): ``learner`` (the
     method of old): every minibatch selects each step's top-k rows with its current keys;
@@ -151,8 +157,22 @@ class TrainConfig:
     run_id: str | None = None
     """The run's id; None: a new one (mode, grid, seed and a random suffix)."""
 
+    def __post_init__(self) -> None:
+        # the fields a condition may set (karmic.conditions): None takes the condition's value
+        try:
+            own = get_condition(self.mode).defaults
+        except ValueError:
+            own = {}  # validate() names the unknown condition
+        for name, default in CONDITION_FIELDS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, own.get(name, default))
+
     def validate(self) -> None:
         cond = get_condition(self.mode, trained=True)
+        bad = sorted(set(cond.defaults) - set(CONDITION_FIELDS))
+        if bad:
+            raise ValueError(f"condition {self.mode} sets {', '.join(bad)}: a condition may set only"
+                             f" {', '.join(CONDITION_FIELDS)}")
         for name in ("total_steps", "num_envs", "num_steps", "seq_len", "update_epochs",
                      "num_minibatches", "hidden", "latent", "checkpoint_every"):
             if getattr(self, name) < 1:
@@ -167,7 +187,7 @@ class TrainConfig:
         if self.hit_cost < 0 or (self.hit_cost and cond.shaping != "hit-cost"):
             raise ValueError(f"hit_cost ({self.hit_cost}) is the hit-cost condition's (>= 0), not {self.mode}'s")
         if cond.shaping == "hit-cost" and not self.hit_cost:
-            raise ValueError(f"{self.mode} needs hit_cost > 0 (TrainConfig.from_dict sets the condition's)")
+            raise ValueError(f"{self.mode} needs hit_cost > 0")
         if self.tvt_read_power < 1 or self.tvt_transport_top_k < 1:
             raise ValueError("tvt_read_power and tvt_transport_top_k must be >= 1")
         if self.memory_size < 1:
@@ -191,11 +211,6 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         d = {"precision": "fp32", **d}  # runs recorded before precision was a field ran fp32
-        mode = d.get("mode", cls.mode)
-        try:  # the condition's own defaults (karmic.conditions), under what ``d`` sets
-            d = {**get_condition(mode).defaults, **d}
-        except ValueError:
-            pass  # validate() names the unknown condition
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -280,4 +295,5 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
-__all__ = ["MODES", "PRECISIONS", "TVT_LEARNS", "TVT_SELECTS", "DRQNConfig", "TrainConfig", "field_docs"]
+__all__ = ["CONDITION_FIELDS", "MODES", "PRECISIONS", "TVT_LEARNS", "TVT_SELECTS", "DRQNConfig", "TrainConfig",
+           "field_docs"]

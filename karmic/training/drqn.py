@@ -22,7 +22,8 @@ The seed's baseline learner (Hausknecht & Stone 2015), in the form of R2D2 (Kapt
   Target network copied every ``target_period`` gradient steps; Huber loss; global gradient clip.
 - **Epsilon** decays linearly from ``eps_start`` to ``eps_end`` over the first ``eps_fraction`` of
   the run's env steps, set before each rollout from ``global_step`` (so resume needs no state).
-- **TVT** (``tvt`` / ``full``): the rollout is PPO's (memory ring, reads, role tags); the
+- **TVT** (every condition with a transport: ``tvt``, ``full``, ``sham``, ``tvt-learned``; the
+  ``hit-cost`` shaping reaches the learner the same way, as rewards added to the shard): the rollout is PPO's (memory ring, reads, role tags); the
   transport (``karmic.tvt.harvest.transport_rewards``) takes ``V = max_a Q`` from the shard; the
   learned transport's ``V(t2)`` is therefore ``max_a Q(t2, a)`` and semantic matching moves
   ``alpha * delta(t2)`` with ``delta`` the one-step TD error ``r + gamma max Q(t+1) - max Q(t)``

@@ -9,7 +9,7 @@ One update (CleanRL ``ppo_atari_lstm`` structure, with the recurrent state handl
 2. **Lake**: the rollout is written as a trajectory shard (``pipelines.trajectories``) and read
    back; the learner trains from what it read. Shards older than the last ``keep_shards`` are
    removed unless ``keep_trajectories``.
-3. **TVT** (``tvt`` / ``full`` / ``memory`` only): the one seam, :class:`karmic.training.tvt_run.TVTRun`,
+3. **TVT** (conditions whose agent has the TVT memory): the one seam, :class:`karmic.training.tvt_run.TVTRun`,
    which the loop calls at each acting step (the memory read), each rollout step (the read, the
    word written, the role tags) and each update (the kept earlier shards, the transports into
    this shard's rewards, the memory bank the learner reads, and the replay passes over earlier
@@ -45,10 +45,12 @@ TVT (what ``karmic.tvt`` provides for ``tvt`` / ``full`` / ``memory``):
 - ``TVTMemory.losses``: reconstruction and read-strength regulariser, added to the PPO loss of
   every minibatch.
 
-Conditions: ``baseline`` (no TVT, random spawns), ``matchmaker`` (no TVT, rigged spawns: env b's
-ledger folds env b's episodes, ``episode % B == b``, as ``karmic.ledger.VecLedger``; its pairs
-go to env b's reset), ``tvt`` and ``full`` (TVT; ``full`` with rigged spawns) and ``memory``
-(the TVT agent without transport).
+Conditions are records of ``karmic.conditions`` (``karmic conditions``); the trainer reads the
+run's record for what to build: the TVT memory (agent ``memory`` / ``tvt``), rigged spawns (env
+b's ledger folds env b's episodes, ``episode % B == b``, as ``karmic.ledger.VecLedger``; its pairs
+go to env b's reset), the transport (``TVTRun.transport``: learned / semantic / both / sham) and
+the shaping (``hit-cost``: each step's own landed hits are kept in the shard's ``hits_landed``
+column and the learner gets ``reward - hit_cost * hits``, ``karmic.rl.shaped_rewards``).
 """
 
 from __future__ import annotations

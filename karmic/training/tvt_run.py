@@ -109,7 +109,7 @@ class TVTRun:
         self.shapes = extra_shapes(tvt_module.heads, self.k, tvt_module.word)
         if cfg.tvt_select == "rollout":  # the acting read's rows, for the learner (docs/tvt-speed.md)
             self.shapes["tvt_sel_off"] = (np.dtype(np.int16), (tvt_module.heads, min(tvt_module.top_k, cfg.memory_size)))
-        self.lagged = cfg.tvt_learn == "lagged" and get_condition(cfg.mode).transport != "none"
+        self.lagged = cfg.tvt_learn == "lagged" and get_condition(cfg.mode).transport_for(cfg.tvt_mode) != "none"
         # earlier shards whose words cover the memory: the learner's bank and the resume refill
         self.shards_needed = math.ceil(cfg.memory_size / cfg.num_steps)
         self.prev_a = torch.full((slots,), -1, dtype=torch.long, device=self.device)

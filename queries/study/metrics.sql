@@ -13,6 +13,8 @@
 -- = 1 - Gini of apples, sustainability = mean t of APPLE_EATEN (null: none), encounters
 -- (null: not recorded), rigged_pairs and rigged_pairs_hit_back. Efficiency is total_return /
 -- steps and peace (n_agents * steps - frozen_steps) / steps, from the columns above.
+-- transported_amount: |value| moved by every transport (learned and semantic) from a step of
+-- this episode.
 with
 cells as (
     select * from study_cells
@@ -74,6 +76,13 @@ semantic as (
     group by s.run_id, s.source_episode
 ),
 
+transported as (
+    select run_id, source_episode as episode, sum(abs(amount)) as transported_amount
+    from tvt_transports
+    where run_id in (select run_id from cells)
+    group by run_id, source_episode
+),
+
 debt as (
     select run_id, episode, sum(debt) as total_debt
     from ledger_debt
@@ -108,7 +117,8 @@ select
     eat.mean_t::double as sustainability,
     w.encounters::bigint as encounters,
     w.rigged_pairs::bigint as rigged_pairs,
-    w.rigged_pairs_hit_back::bigint as rigged_pairs_hit_back
+    w.rigged_pairs_hit_back::bigint as rigged_pairs_hit_back,
+    coalesce(tp.transported_amount, 0.0)::double as transported_amount
 from ep
 join cells as c on c.run_id = ep.run_id
 left join hit_class as h on h.run_id = ep.run_id and h.episode = ep.episode
@@ -117,4 +127,5 @@ left join semantic as sm on sm.run_id = ep.run_id and sm.episode = ep.episode
 left join episode_welfare as w on w.run_id = ep.run_id and w.episode = ep.episode
 left join episode_gini as g on g.run_id = ep.run_id and g.episode = ep.episode
 left join episode_eating as eat on eat.run_id = ep.run_id and eat.episode = ep.episode
+left join transported as tp on tp.run_id = ep.run_id and tp.episode = ep.episode
 order by c.grid_size, c.level, c.condition, c.seed, ep.run_id, ep.episode

@@ -1,0 +1,196 @@
+"""The lake's commit log: which parts of a table are committed, with their row counts and stats,
+learned from one listing instead of opening every Parquet footer.
+
+Layout: ``<lake>/_log/<table>/`` holds one empty *marker* per committed part, whose name is the
+record::
+
+    <run_id>~<part name>~<rows>~<min key>~<max key>~<schema>
+
+(``~`` is not allowed in run ids or part names; the key is the part's ``episode`` or
+``update`` column; ``schema`` a short hash of its Arrow schema, so a reader binds each schema
+once). Committing a part = creating its marker after the part itself is durable (written
+atomically, ``pipelines.storage``): a kill between the two leaves a part no reader sees, and the
+resumed run, which writes the same part again (it finds it there), creates the marker then. A
+marker is created, never changed or removed: the log is append-only like the lake, and creating
+one twice is harmless (same name, same empty content).
+
+Readers (``karmic.lake``): where ``<lake>/_log/<table>/_ready`` exists, the table's committed
+parts are exactly the markers': one directory listing (object storage: one LIST per 1,000
+markers, no GET), and DuckDB is handed the list of files, reading one footer per schema to bind.
+Without ``_ready`` (a lake written before the log) the reader globs the table as before. The
+first writer to commit into a table without ``_ready`` first commits every part already there
+(one footer read each, once), then creates ``_ready``: an old lake is migrated by the first run
+that writes to it, or by ``karmic lake check --migrate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import storage
+from pipelines.storage import LakePath
+
+LOG = "_log"
+READY = "_ready"
+SEP = "~"
+KEY_COLUMNS = ("episode", "update")  # the first a table has is its key
+
+
+@dataclass(frozen=True)
+class Commit:
+    run_id: str
+    part: str
+    rows: int
+    lo: int | None
+    hi: int | None
+    schema: str
+
+    @property
+    def name(self) -> str:
+        return SEP.join([self.run_id, self.part, str(self.rows), _opt(self.lo), _opt(self.hi), self.schema])
+
+    def path(self, lake: LakePath, table: str) -> LakePath:
+        return lake / table / f"run_id={self.run_id}" / self.part
+
+
+def _opt(v: int | None) -> str:
+    return "" if v is None else str(int(v))
+
+
+def parse(name: str) -> Commit | None:
+    parts = name.split(SEP)
+    if len(parts) != 6:
+        return None
+    run_id, part, rows, lo, hi, schema = parts
+    try:
+        return Commit(run_id, part, int(rows), int(lo) if lo else None, int(hi) if hi else None, schema)
+    except ValueError:
+        return None
+
+
+_schema_ids: dict[str, str] = {}
+
+
+def schema_id(schema: pa.Schema) -> str:
+    """8 hex digits of the schema's field names and types as a Parquet file stores them (an
+    in-memory table and its file's footer give the same id: list item names, for one, differ)."""
+    key = schema.remove_metadata().to_string()
+    if key not in _schema_ids:
+        import io
+
+        buf = io.BytesIO()
+        pq.write_table(schema.remove_metadata().empty_table(), buf)
+        stored = pq.read_schema(pa.BufferReader(buf.getvalue()))
+        text = ";".join(f"{f.name}:{f.type}" for f in stored)
+        _schema_ids[key] = hashlib.sha1(text.encode()).hexdigest()[:8]
+    return _schema_ids[key]
+
+
+def log_dir(lake: LakePath, table: str) -> LakePath:
+    return lake / LOG / table
+
+
+def is_ready(lake: LakePath, table: str) -> bool:
+    return (log_dir(lake, table) / READY).is_file()
+
+
+def record(run_id: str, part: str, table: pa.Table | pa.Schema, rows: int, lo=None, hi=None) -> Commit:
+    schema = table if isinstance(table, pa.Schema) else table.schema
+    return Commit(run_id, part, int(rows), lo, hi, schema_id(schema))
+
+
+def record_of(run_id: str, part: str, table: pa.Table) -> Commit:
+    """A part's record from its rows: count and min / max of its key column."""
+    import pyarrow.compute as pc
+
+    lo = hi = None
+    for k in KEY_COLUMNS:
+        if k in table.column_names and table.num_rows:
+            mm = pc.min_max(table.column(k)).as_py()
+            lo, hi = mm["min"], mm["max"]
+            break
+    return record(run_id, part, table, table.num_rows, lo, hi)
+
+
+def record_from_file(run_id: str, path: LakePath) -> Commit:
+    """A part's record from its footer (migration): row count, key statistics, schema."""
+    if storage.is_remote(path):
+        md = pq.read_metadata(pa.BufferReader(path.read_bytes()))
+    else:
+        md = pq.read_metadata(path)
+    schema = md.schema.to_arrow_schema().remove_metadata()
+    lo = hi = None
+    for k in KEY_COLUMNS:
+        if k in schema.names:
+            i = schema.names.index(k)
+            los, his = [], []
+            for g in range(md.num_row_groups):
+                st = md.row_group(g).column(i).statistics
+                if st is not None and st.has_min_max:
+                    los.append(st.min), his.append(st.max)
+            if los:
+                lo, hi = min(los), max(his)
+            break
+    return record(run_id, path.name, schema, md.num_rows, lo, hi)
+
+
+_ready_seen: set[tuple[str, str]] = set()  # (lake, table) this process found ready
+
+
+def commit(lake: Path | str, table: str, c: Commit) -> None:
+    """Commit a durable part: its marker (after migrating the table's older parts, once)."""
+    from pipelines import faults
+
+    root = storage.resolve(lake)
+    key = (str(root), table)
+    if key not in _ready_seen:
+        if not is_ready(root, table):
+            migrate(root, table)
+        _ready_seen.add(key)
+    faults.point(f"commit.{table}")  # a kill here: the part is there, uncommitted
+    _touch(log_dir(root, table) / c.name)
+
+
+def _touch(p: LakePath) -> None:
+    """Create an empty marker (no-op if it exists): an empty file, or one PUT."""
+    if storage.is_remote(p):
+        if not p.is_file():
+            p.put(b"")
+        return
+    if not p.exists():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.touch()
+        storage._fsync_dir(p.parent)
+
+
+def _mark(root: LakePath, table: str, c: Commit) -> None:
+    _touch(log_dir(root, table) / c.name)
+
+
+def migrate(lake: Path | str, table: str) -> int:
+    """Commit every part of ``table`` already in the lake, then mark the log ready; returns the
+    parts committed. Idempotent, and safe to kill: readers ignore the log until ``_ready``."""
+    root = storage.resolve(lake)
+    n = 0
+    for d in sorted((root / table).glob("run_id=*")) if (root / table).is_dir() else []:
+        run_id = d.name.split("=", 1)[1]
+        for f in sorted(d.glob("*.parquet")):
+            _mark(root, table, record_from_file(run_id, f))
+            n += 1
+    _touch(log_dir(root, table) / READY)
+    return n
+
+
+def committed(lake: LakePath, table: str, run: str | None = None) -> list[Commit]:
+    """The table's committed parts (one listing), oldest name first; ``run``: that run's only."""
+    d = log_dir(lake, table)
+    names = [p.name for p in d.iterdir()] if storage.is_remote(d) or d.is_dir() else []
+    out = [c for n in names if (c := parse(n)) is not None]
+    if run is not None:
+        out = [c for c in out if c.run_id == run]
+    return sorted(out, key=lambda c: (c.run_id, c.part))
