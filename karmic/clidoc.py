@@ -69,6 +69,10 @@ def cli_markdown(app, prog: str = "karmic") -> str:
     ctx = root.context_class(root, info_name=prog)
     if root.help:
         out.append(root.help.strip() + "\n")
+    own = [p for p in root.params if p.param_type_name == "option" and not getattr(p, "hidden", False)]
+    if own:  # `karmic --version`
+        out.append("Options of `karmic` itself: "
+                   + "; ".join(f"`{p.opts[0]}`: {p.help}" for p in own if p.opts[0] != "--help") + "\n")
     for name in root.list_commands(ctx):
         _section(root.commands[name], [prog, name], ctx, out)
     return "\n".join(out)

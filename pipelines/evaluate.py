@@ -283,7 +283,7 @@ def run_scenario(lake, sc: Scenario, config, episodes: int, seed: int,
     except BaseException as exc:
         writer.close("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", episodes_done=done)
         raise
-    writer.close("finished", episodes_done=done)
+    writer.close("completed", episodes_done=done)  # one status vocabulary (pipelines.schema)
     return run_id
 
 

@@ -93,7 +93,7 @@ def _run_row(run_id: str, meta: dict, checkpoints: list[int]) -> dict:
             # checkpoints are taken at round boundaries: update U has run U * T / max_steps rounds
             committed = (last or 0) * int(num_steps) // int(max_steps) * int(num_envs)
             expected = committed if status == "completed" else None
-    elif kind == "simulate" and status in ("completed", "finished"):  # "finished": lakes before one vocabulary
+    elif kind == "simulate" and status in ("completed", "finished"):  # finished: lakes before one vocabulary
         expected = meta.get("episodes_done", meta.get("episodes"))
     return {"run_id": run_id, "kind": kind, "status": status, "last_checkpoint": last,
             "committed_episodes": committed, "expected_episodes": expected}

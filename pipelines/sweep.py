@@ -193,7 +193,7 @@ def task_config(manifest: dict[str, Any], entry: dict[str, Any]) -> dict[str, An
             "seed": int(entry["seed"]), "run_id": entry["run_id"], "threads": 1}
 
 
-# a trained run ends `completed`, a simulated one `finished` (pipelines.writer.LakeWriter)
+# a run that ended ends `completed` (simulations too); `finished`: a simulation of a lake written before one vocabulary
 DONE_STATUSES = ("completed", "finished")
 # a manifest task whose completed run lives in a results folder (pipelines.study.mark_carried)
 CARRIED = "carried"

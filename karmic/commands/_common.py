@@ -81,15 +81,21 @@ def lake_path(lake: str | None) -> Path:
 
 
 def check_writable(path) -> None:
-    """Before a command starts a run: the lake folder exists (an empty lake) and takes a file, or
-    one line and exit 2 (user_errors) with nothing written. An s3:// lake is checked by its writes."""
+    """Before a command starts a run: the lake folder (or, while it does not exist, the nearest
+    folder above it) takes a file, or one line and exit 2 (user_errors). Leaves nothing behind:
+    the probe is an anonymous temporary file. An s3:// lake is checked by its writes."""
     import tempfile
 
     if not isinstance(path, Path):
         return
-    path.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=path):
-        pass
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 LAKE_OPTION = typer.Option(

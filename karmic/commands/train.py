@@ -310,6 +310,7 @@ def _train(ctx: typer.Context, kw: dict[str, Any]) -> None:
     from karmic.training.learners import make_config, make_trainer, resumed_trainer
 
     lake_dir = lake_path(kw["lake"])
+    check_writable(lake_dir)  # a read-only lake: one line before anything else is said or written
     if kw["tensorboard"]:
         import importlib.util
 
@@ -414,7 +415,6 @@ def _train(ctx: typer.Context, kw: dict[str, Any]) -> None:
         print(f"note: {what}, so this run's pairs are random (as baseline's); --total-steps >= {need} "
               "for a run where it acts", file=sys.stderr)
 
-    check_writable(lake_dir)  # after every check of the input: a bad one writes nothing
     launch = {"command": _command_line(ctx), "config_file": kw["config"], "config_file_text": config_text}
     todo = [f"{c.mode} seed {c.seed}" for c in cfgs]
     for i, cfg in enumerate(cfgs):

@@ -16,7 +16,7 @@ past_tr as (
     group by t.run_id
 ),
 sims as (
-    select run_id, status from _runs where kind = 'simulate' and coalesce(status, '') not in ('completed', 'finished')
+    select run_id, status from _runs where kind = 'simulate' and coalesce(status, '') not in ('completed', 'finished')  -- finished: lakes before one status vocabulary
       and (run_id in (select run_id from events) or run_id in (select run_id from episodes))
 )
 select format('uncommitted: run {} ({}): {} episode(s) {} .. {} past its last checkpoint (update {}): '
