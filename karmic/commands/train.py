@@ -384,7 +384,9 @@ def _train(ctx: typer.Context, kw: dict[str, Any]) -> None:
 
     device = check_name(values.get("device", "auto"))
     # drqn's learner is the CPU's; ppo's device is resolved once, before the first run
-    values["device"] = "cpu" if algo == "drqn" and device == "auto" else resolve_device(device)
+    # resolved quietly here; what auto chose is said once the first run has its lake (a bad lake
+    # or flag stays one line)
+    values["device"] = "cpu" if algo == "drqn" and device == "auto" else resolve_device(device, say=False)
     if values.get("num_envs") is None:
         values["num_envs"] = device_defaults(values["device"])["num_envs"]
     modes = list(ALL_MODES) if mode == "all" else [mode]
@@ -419,6 +421,8 @@ def _train(ctx: typer.Context, kw: dict[str, Any]) -> None:
     todo = [f"{c.mode} seed {c.seed}" for c in cfgs]
     for i, cfg in enumerate(cfgs):
         trainer = make_trainer(cfg, lake_dir, tensorboard=kw["tensorboard"])
+        if i == 0 and device == "auto" and algo != "drqn":
+            resolve_device("auto")  # says what auto chose, once per process
         trainer.io.extra_meta = {"launch": launch}
         progress, on_update = _progress(f"{cfg.mode} g{cfg.grid_size} s{cfg.seed}", trainer.n_updates)
         trainer.on_update = on_update
