@@ -83,7 +83,7 @@ def home_page() -> str:
     # superfences wants a bare language
     text = (ROOT / "README.md").read_text().replace("```bash usage\n", "```bash\n")
     text = re.sub(r"\]\(docs/", "](", text)
-    text = re.sub(r"\]\(results/(\w+)/(report|READING)\.md\)", r"](results/\1/index.md)", text)
+    text = re.sub(r"\]\(results/([\w.-]+)/(report|READING)\.md\)", r"](results/\1/index.md)", text)
     text = text.replace("the site's CLI reference", "the [CLI reference](cli.md)")
     return text.replace("| CLI reference |", "| [CLI reference](cli.md) |").replace(
         "| results |", "| [results](results/index.md) |"
