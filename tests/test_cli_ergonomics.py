@@ -193,3 +193,14 @@ def test_environment_errors_name_the_flag_typed(tmp_path, argv, msg):
     res = _cli(*argv, "--lake", str(tmp_path / "lake"))
     assert res.exit_code == 2 and msg in res.output and "HarvestConfig" not in res.output, res.output
     assert "Traceback" not in res.output
+
+
+def test_a_policy_name_in_a_wide_table_is_never_cut(capsys):
+    """karmic evaluate's table names policies by run id: printed whole at any table width."""
+    from karmic.commands._output import print_rows
+
+    name = "mechanism-budget-default-baseline-g30-s101"
+    cols = ["scenario", "focal", "background", "policy"] + [f"metric_{i}_per_agent_step" for i in range(8)]
+    print_rows(cols, [("solo", name, "", name, *([0.123456] * 8))])
+    out = capsys.readouterr().out
+    assert out.count(name) == 2

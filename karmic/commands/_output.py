@@ -11,6 +11,8 @@ from decimal import Decimal
 from typing import Any
 
 FORMATS = ("table", "csv", "json")
+# columns that hold a run id or a policy's name (karmic evaluate): printed whole, like ids
+NAME_COLUMNS = ("focal", "background", "policy")
 
 
 def _jsonable(v: Any) -> Any:
@@ -46,7 +48,7 @@ def print_rows(columns: list[str], rows: list[tuple], fmt: str = "table", title:
 
         t = Table(title=title, show_lines=False)
         for i, c in enumerate(columns):
-            if c == "id" or c.endswith("_id"):
+            if c == "id" or c.endswith("_id") or c in NAME_COLUMNS:
                 # an id is what the user types next: never cut it (`sim-mix…`), other columns wrap
                 width = max([len(c), *(len(_cell(r[i])) for r in rows)])
                 t.add_column(c, no_wrap=True, min_width=width, overflow="ignore")
