@@ -70,7 +70,11 @@ from typing import Any
 
 from karmic import conditions as conditions_registry
 from karmic.definitions import LATE_WINDOW
-from pipelines.storage import ObjectPath, resolve
+from pipelines.storage import (
+    ObjectPath,
+    _pid_alive,  # the one liveness probe (a killed writer, a dead driver)
+    resolve,
+)
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 
@@ -591,16 +595,6 @@ def _parse_predictions(study: Study, raw: Any, where: str) -> list[dict[str, Any
 # --- the lock: one driver per study and lake ------------------------------------------------------
 def lock_path(lake: str, study: str):
     return resolve(lake) / "studies" / f"study={study}" / "driver.lock"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class StudyLock:
