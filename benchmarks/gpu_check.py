@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("tests", "throughput", "scaling", "study")
+SECTIONS = ("tests", "throughput", "scaling", "study", "study-cpu")
 
 
 def record(out: Path, section: str, data) -> None:
@@ -112,18 +112,33 @@ def karmic(*a: str, **kw) -> subprocess.CompletedProcess:
                           capture_output=True, **kw)
 
 
-def study(args, out: Path) -> dict:
-    lake = Path(tempfile.mkdtemp(prefix="gpu-ablation-"))
+def _progress(lake: Path) -> list[dict]:
+    st = karmic("study", "status", "ablation", "--lake", str(lake), "--format", "json")
+    return json.loads(st.stdout) if st.returncode == 0 else []
+
+
+def study(args, out: Path, device: str = "cuda") -> dict:
+    """The ablation on ``device`` for ``--study-minutes``; the rate is also taken between a mark at
+    40% of the time and the end, so the start (processes, numba compiles) is left out of it."""
+    lake = Path(tempfile.mkdtemp(prefix=f"gpu-ablation-{device}-"))
     workers = args.workers or os.cpu_count() or 1
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "karmic.cli", "study", "run", "ablation", "--lake", str(lake),
-           "--device", "cuda", "--workers", str(workers)]
+           "--device", device, "--workers", str(workers)]
     t0 = time.perf_counter()
-    with open(out / "study_run.log", "w") as log:
+    mark = None
+    with open(out / f"study_run_{device}.log", "w") as log:
         p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            p.wait(timeout=None if args.study_full else args.study_minutes * 60)
+            if args.study_full:
+                p.wait()
+            else:
+                try:
+                    p.wait(timeout=0.4 * args.study_minutes * 60)
+                except subprocess.TimeoutExpired:
+                    mark = (time.perf_counter(), sum(int(c["steps"]) for c in _progress(lake)))
+                p.wait(timeout=max(1.0, args.study_minutes * 60 - (time.perf_counter() - t0)))
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGINT)  # the driver marks the runs interrupted
             try:
@@ -132,15 +147,17 @@ def study(args, out: Path) -> dict:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
     wall = time.perf_counter() - t0
-    st = karmic("study", "status", "ablation", "--lake", str(lake), "--format", "json")
-    cells = json.loads(st.stdout) if st.returncode == 0 else []
+    cells = _progress(lake)
     done = sum(c["state"] == "done" for c in cells)
     steps = sum(int(c["steps"]) for c in cells)
     target = sum(int(c["target"]) for c in cells)
-    res = {"workers": workers, "wall_s": round(wall, 1), "cells": len(cells), "cells_done": done,
-           "env_steps_done": steps, "env_steps_planned": target,
+    res = {"device": device, "workers": workers, "wall_s": round(wall, 1), "cells": len(cells),
+           "cells_done": done, "env_steps_done": steps, "env_steps_planned": target,
            "aggregate_env_steps_per_s": round(steps / wall, 1),
            "finished": p.returncode == 0 and done == len(cells) > 0}
+    if mark is not None:
+        t1 = wall + t0
+        res["steady_env_steps_per_s"] = round((steps - mark[1]) / max(t1 - mark[0], 1e-9), 1)
     if res["finished"]:
         rep = karmic("study", "report", "ablation", "--lake", str(lake), "--out", str(out / "ablation"))
         mine = json.loads((out / "ablation" / "verdicts.json").read_text()) if rep.returncode == 0 else None
@@ -148,8 +165,9 @@ def study(args, out: Path) -> dict:
         res.update(measured_wall_min=round(wall / 60, 1), target_ok=wall <= 20 * 60,
                    same_verdicts=_verdicts(mine) == _verdicts(theirs) if mine is not None else None)
     else:
-        res["projected_wall_min"] = round(target / max(steps / wall, 1e-9) / 60, 1)
-        res["note"] = "projected: steps planned / the rate of the first minutes (not a measured study)"
+        rate = res.get("steady_env_steps_per_s") or steps / wall
+        res["projected_wall_min"] = round(target / max(rate, 1e-9) / 60, 1)
+        res["note"] = "projected: steps planned / the measured rate (steady if taken; not a measured study)"
     return res
 
 
@@ -185,18 +203,30 @@ def main() -> None:
         sys.exit(2)
     for s in args.sections.split(","):
         t = time.perf_counter()
-        if s == "tests":
-            r = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "tests/test_device_cuda.py", "-q",
-                                "-p", "no:cacheprovider", "-o", "addopts="], cwd=ROOT, text=True, capture_output=True)
-            data = {"rc": r.returncode, "tail": r.stdout.strip().splitlines()[-15:]}
-        elif s == "throughput":
-            data = throughput(args)
-        elif s == "scaling":
-            data = scaling(args)
-        else:
-            data = study(args, out)
+        try:
+            data = run_section(s, args, out)
+        except Exception as e:  # a section that breaks is recorded; the next ones still run
+            import traceback
+
+            data = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc().splitlines()[-8:]}
         data["section_s"] = round(time.perf_counter() - t, 1)
         record(out, s, data)
+
+
+def run_section(s: str, args, out: Path) -> dict:
+    if s == "tests":
+        r = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "tests/test_device_cuda.py", "-q",
+                            "-p", "no:cacheprovider", "-o", "addopts="], cwd=ROOT, text=True, capture_output=True)
+        data = {"rc": r.returncode, "tail": r.stdout.strip().splitlines()[-15:]}
+    elif s == "throughput":
+        data = throughput(args)
+    elif s == "scaling":
+        data = scaling(args)
+    elif s == "study-cpu":
+        data = study(args, out, device="cpu")
+    else:
+        data = study(args, out)
+    return data
 
 
 if __name__ == "__main__":

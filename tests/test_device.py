@@ -73,7 +73,7 @@ def test_cli_device_cuda_without_cuda_is_one_line_exit_2(tmp_path, cmd):
 def test_precision_and_defaults_per_device():
     from karmic.training.ppo import resolve_precision
 
-    assert resolve_precision("auto", "cuda") == dv.CUDA_AUTO_PRECISION == "fp32"
+    assert resolve_precision("auto", "cuda") == dv.CUDA_AUTO_PRECISION == "bf16"
     assert resolve_precision("bf16", "cuda") == "bf16"
     assert dv.device_defaults("cpu")["num_envs"] == 16 == __import__("karmic.training.config").training.config.TrainConfig.num_envs
     assert dv.device_defaults("cuda:1")["num_envs"] == 256
@@ -288,3 +288,11 @@ def test_gpu_check_reads_the_committed_verdicts():
     v = gpu_check._verdicts(json.loads((root / "results" / "ablation" / "verdicts.json").read_text()))
     assert "baseline-aggressive-10" in v and all(isinstance(x, str) for x in v.values())
     assert gpu_check._verdicts({"predictions": [{"id": "a", "verdict": "supported"}]}) == {"a": "supported"}
+
+
+def test_studies_and_sweeps_default_to_the_cpu():
+    """Measured on an H200 machine (docs/devices.md): 16 cells side by side ran faster with their
+    networks on the CPU than sharing the GPU, so `study run` and `sweep` stay on the CPU unless told."""
+    from karmic.commands.sweep import DEVICE_OPTION
+
+    assert DEVICE_OPTION.default == "cpu"

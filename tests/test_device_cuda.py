@@ -75,7 +75,7 @@ def test_tvt_read_on_the_gpu_equals_numba_on_the_cpu():
     out = {}
     for dev in ("cpu", "cuda"):
         m = mod.to(dev)
-        hd = h.to(dev).requires_grad_(True)
+        hd = h.detach().clone().to(dev).requires_grad_(True)  # a leaf on each device
         r = m.read(hd, mem.to(dev), valid.to(dev), torch.nn.functional.normalize(mem, dim=-1).to(dev))
         r.vec.square().sum().backward()
         dense = torch.zeros(T, B, 2, R, device=dev).scatter_add_(-1, r.index, r.weights.detach())

@@ -32,7 +32,7 @@ from karmic.conditions import names
 from karmic.training.config import TrainConfig
 
 DEFAULT_STEPS = TrainConfig.total_steps
-DEVICE_OPTION = typer.Option("auto", "--device", help="auto (cuda where torch sees a GPU, else cpu) | cpu | cuda (every GPU here) | cuda:N: where each task's network runs; tasks keep their own num_envs.")
+DEVICE_OPTION = typer.Option("cpu", "--device", help="cpu | auto (cuda where torch sees a GPU) | cuda (every GPU here) | cuda:N: where each task's network runs; tasks keep their own num_envs. The CPU by default: on a 16-core H200 machine 16 cells side by side ran 8,800 env-steps/s on the CPU and 7,000 with their networks sharing the GPU (docs/devices.md).")
 PER_DEVICE_OPTION = typer.Option(None, "--workers-per-device", help="Tasks at once on one GPU [default: the workers spread over the GPUs]; each is one CPU process.")
 
 

@@ -18,11 +18,11 @@ Per device, what a run takes when the user does not say (``device_defaults``):
   ``num_envs``: at 256 envs 16x the CPU's. On the H200 a minibatch of 80 sequences x 25 steps
   took 4.9 ms and 1,280 sequences 10 ms: the GPU is far from busy at the CPU's size.
 - precision (``auto``): on the CPU, ``karmic.training.ppo.choose_precision`` (bf16 where the CPU
-  has bf16 instructions and its matmuls measure faster); on CUDA, fp32 (``CUDA_AUTO_PRECISION``),
-  a stated choice, not a measurement: the figures above are fp32 and launch-bound (10 ms for 16x
-  the rows), so bf16's faster matmuls have little to win and autocast adds a cast kernel per op;
-  bf16 on CUDA is there with ``--precision bf16`` and ``benchmarks/gpu_check.py`` times both, so
-  the rule can follow a measurement. fp32 on CUDA is fp32: TF32 is off for matmuls and convolutions.
+  has bf16 instructions and its matmuls measure faster); on CUDA, bf16 (``CUDA_AUTO_PRECISION``),
+  because it measured faster end to end: one run at 10x10 with 256 envs on the H200, in one script
+  (``benchmarks/gpu_check.py``, results/gpu-check/), baseline 41,600 env-steps/s in bf16 against
+  27,600-32,500 in fp32 (1.28-1.51x), tvt 7,550 against 6,620 (1.14x). ``--precision fp32`` on
+  CUDA is real fp32: TF32 is off for matmuls and convolutions.
 
 Determinism: the same seed on the same device gives the same run. CPU runs are the code path of
 before, bit for bit (the golden digests). On CUDA, ``configure`` asks for deterministic kernels
@@ -38,7 +38,7 @@ import sys
 from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda")
-CUDA_AUTO_PRECISION = "fp32"
+CUDA_AUTO_PRECISION = "bf16"
 DEFAULTS: dict[str, dict[str, Any]] = {
     "cpu": {"num_envs": 16, "num_minibatches": 4},
     "cuda": {"num_envs": 256, "num_minibatches": 4},
@@ -115,7 +115,9 @@ def configure(device: str) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.cuda.set_device(torch.device(device))
+    index = torch.device(device).index
+    if index is not None:  # plain "cuda" is the current device
+        torch.cuda.set_device(index)
 
 
 def check_resume(recorded: str, wanted: str | None) -> str:
