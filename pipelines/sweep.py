@@ -314,6 +314,8 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
         try:
             _limit_threads()
             run_simulate_task(payload, out)
+        except KeyboardInterrupt:
+            _interrupted(out)
         except Exception as exc:
             out.update(status="failed", error=one_line(exc), traceback=traceback.format_exc())
         out["seconds"] = time.perf_counter() - t0
@@ -350,10 +352,22 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
             save_policy(lake, run_id, "final", trainer.checkpoint_payload())
         out.update(status="completed", how=how, global_step=int(info["global_step"]),
                    mean_return=info["mean_return"], steps_per_s=info["steps_per_s"])
+    except KeyboardInterrupt:  # the trainer has marked its run `interrupted`
+        _interrupted(out)
     except Exception as exc:  # reported by the driver, which decides whether to retry
         out.update(status="failed", error=one_line(exc), traceback=traceback.format_exc())
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def _interrupted(out: dict[str, Any]) -> None:
+    """Ctrl-C in a terminal reaches every worker, and the driver passes it on once more: the task
+    returns ``interrupted`` and ignores the second signal, so the user sees the driver's one line
+    (how to continue), not a traceback from every worker."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out.update(status="interrupted")
 
 
 # --- backends -------------------------------------------------------------------------------------
@@ -588,6 +602,9 @@ def run_sweep(
                     slots.give(dev)
                 if isinstance(res, BaseException):
                     res = {"status": "failed", "error": one_line(res), "attempt": attempt}
+                if res.get("status") == "interrupted":  # Ctrl-C reached the worker before the driver
+                    inflight[handle] = (entry, attempt, dev)
+                    raise KeyboardInterrupt
                 for k in ("host", "how", "seconds", "global_step", "error", "run_id"):
                     if k in res:
                         entry[k] = res[k]

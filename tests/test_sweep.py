@@ -221,3 +221,34 @@ def test_episode_length_check_uses_the_default_length(tmp_path):
     assert res.exit_code == 2, res.output
     assert "num_steps (300) must divide the episode length (500)" in res.stderr
     assert list(lake.iterdir()) == []
+
+
+def test_ctrl_c_in_a_terminal_stops_a_sweep_with_one_line_and_it_resumes(tmp_path):
+    """Ctrl-C reaches the driver and every worker (one process group). Each worker returns
+    `interrupted` and ignores the driver's second signal, so the user reads the driver's line on
+    how to continue, not a traceback per worker; the sweep then resumes to completion."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    lake = tmp_path / "lake"
+    args = ["--modes", "baseline,matchmaker", "--grid-sizes", "10", "--seeds", "1", "--workers", "2",
+            "--sweep-id", "cc", "--lake", str(lake), "--total-steps", "800", *TINY[2:]]
+    p = subprocess.Popen([sys.executable, "-m", "karmic.cli", "sweep", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until both runs have written a round
+        runs = list((lake / "events").glob("run_id=*/*.parquet")) if (lake / "events").is_dir() else []
+        if len({f.parent for f in runs}) == 2 or p.poll() is not None:
+            break
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGINT)  # what a terminal does
+    out, err = p.communicate(timeout=120)
+    assert p.returncode != 0, out
+    assert "Traceback" not in err and "Traceback" not in out, err[-3000:]
+    assert _manifest(lake, "cc")["status"] == "interrupted"
+    res = _sweep("--resume", "cc", "--lake", str(lake))
+    assert res.exit_code == 0, res.output
+    assert _manifest(lake, "cc")["status"] == "completed"
