@@ -185,6 +185,23 @@ def test_a_bad_evaluation_prediction_is_one_line(tmp_path, pred, needle):
         parse_study(_write(tmp_path, HEAD + EVALS + pred))
 
 
+def test_the_mechanism_study_puts_solo_and_cross_play_in_the_holm_family():
+    """studies/mechanism.toml: predictions 5 and 6 read its evaluations with the criteria stated
+    before the study ran: solo apples >= 75% of baseline's; a tvt focal among baseline agents
+    keeps >= 75% of a baseline focal's apples and is hit <= 1.25x as often."""
+    st = parse_study(ROOT / "studies" / "mechanism.toml")
+    ev = {p["id"]: p for p in st.predictions if p.get("source") == "evaluation"}
+    assert {k: (p["metric"], p["test"], p["margin"], p["a"]["evaluation"], p["b"]["evaluation"], p["a"]["grid_size"])
+            for k, p in ev.items()} == {
+        "tvt-solo-competent-30": ("apples_per_agent_step", "not_less", 0.25, "solo", "solo-baseline", 30),
+        "tvt-focal-keeps-apples-30": ("apples_per_agent_step", "not_less", 0.25, "tvt-among-baseline",
+                                      "baseline-among-baseline", 30),
+        "tvt-focal-not-hit-more-30": ("hits_taken_per_agent_step", "not_greater", 0.25, "tvt-among-baseline",
+                                      "baseline-among-baseline", 30),
+    }
+    assert len(st.predictions) == 19
+
+
 # --- end to end: a tiny study with evaluations -----------------------------------------------------------
 TINY = """
 [study]
