@@ -202,6 +202,32 @@ def test_the_mechanism_study_puts_solo_and_cross_play_in_the_holm_family():
     assert len(st.predictions) == 19
 
 
+def test_the_mechanism_study_file_reads_made_up_evaluations_into_a_family_of_19(tmp_path):
+    """The study file as it is, on made-up numbers (no training rows of its cells, so its 16
+    training predictions wait): the three evaluation predictions read their 5 seeds at 30x30 and
+    share Holm's family with all 19."""
+    st = parse_study(ROOT / "studies" / "mechanism.toml")
+    made_up = {"solo": (0.060, 0.0), "solo-baseline": (0.062, 0.0), "tvt-among-baseline": (0.050, 0.010),
+               "baseline-among-baseline": (0.052, 0.011)}
+    rows = [{"evaluation": ev, "grid_size": 30, "level": "default", "seed": seed, "role": "solo" if "solo" in ev
+             else "focal", "apples_per_agent_step": apples + 0.001 * k, "hits_taken_per_agent_step": hits + 0.0001 * k}
+            for ev, (apples, hits) in made_up.items() for k, seed in enumerate(st.seeds)]
+    out = tmp_path / "res"
+    out.mkdir()
+    pq.write_table(_metrics(_marginal_values((1, 2, 3))), out / "metrics.parquet")  # other cells: no rows here
+    (out / "evaluations.json").write_text(json.dumps({"rows": rows, "skipped": []}))
+    v = {x["id"]: x for x in analyse(st, out)["verdicts"]}
+    assert len(v) == 19
+    ev = [k for k, x in v.items() if x.get("source") == "evaluation"]
+    assert sorted(ev) == ["tvt-focal-keeps-apples-30", "tvt-focal-not-hit-more-30", "tvt-solo-competent-30"]
+    assert all(v[k]["n_a"] == v[k]["n_b"] == 5 and v[k]["verdict"] == "supported" for k in ev)
+    run = 0.0
+    for i, (p, k) in enumerate(sorted((v[k]["p_support"], k) for k in ev)):  # the only p-values: ranks 1-3 of 19
+        run = max(run, min(1.0, (19 - i) * p))
+        assert v[k]["p_support_holm"] == pytest.approx(run), k
+    assert all(x["verdict"] == "inconclusive" and x["note"] == "no data on one side" for k, x in v.items() if k not in ev)
+
+
 # --- end to end: a tiny study with evaluations -----------------------------------------------------------
 TINY = """
 [study]
