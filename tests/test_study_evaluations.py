@@ -344,6 +344,9 @@ def test_the_report_puts_evaluation_verdicts_in_its_summary_and_draws_the_evalua
     n, problems = check_evaluations(parse_study(study), res)
     assert n == 0 and problems[0].startswith("skipped: [] in evaluations.json")
     assert len(problems) == 1 + n_rows and all("not played again" in x for x in problems[1:])
+    n, problems = check_evaluations(parse_study(study), res, seeds={2})  # one seed: its rows only
+    assert n == 0 and len(problems) == 1 + n_rows // 2
+    assert all(" s2" in x for x in problems) and not any(" s1" in x for x in problems)
 
 
 def _committed_with_evaluations() -> list[str]:
@@ -355,6 +358,8 @@ def _committed_with_evaluations() -> list[str]:
 @pytest.mark.parametrize("name", _committed_with_evaluations())
 def test_the_committed_kept_policies_play_again_to_the_committed_evaluations(name):
     """results/<study>/policies/ played again (a scratch lake) give results/<study>/evaluations.json:
-    the solo and cross-play numbers are the kept policies' (`--check-evaluations`)."""
-    n, problems = check_evaluations(parse_study(ROOT / "studies" / f"{name}.toml"), ROOT / "results" / name)
+    the solo and cross-play numbers are the kept policies' (`--check-evaluations` checks every
+    seed; this test the lowest seed of each evaluation, about 30 s of CPU per 30x30 episode)."""
+    st = parse_study(ROOT / "studies" / f"{name}.toml")
+    n, problems = check_evaluations(st, ROOT / "results" / name, seeds={min(st.seeds)})
     assert n and not problems, problems[:20]
