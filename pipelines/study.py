@@ -32,10 +32,14 @@ checked field by field before anything trains. Its tables:
   level that passes all three, else the highest-rate level, reported as not passing.
 - ``[[predictions]]``: ``id``, ``claim`` (words), ``metric`` (one of :data:`METRICS`), ``test``
   (``greater``: a > b; ``less``: a < b; ``equivalent``: |a - b| <= margin; ``not_less``:
-  a >= b - margin), sides ``a`` and ``b`` (``condition``, ``grid_size``, ``level``, ``window``;
-  ``b`` takes what it does not name from ``a``), and for ``equivalent`` / ``not_less`` a
-  ``margin`` (a fraction of |mean of b|) or ``margin_abs``. ``b = { value = 0.9 }`` compares
-  side a with a constant instead (a one-sample test over a's seeds).
+  a >= b - margin; ``not_greater``: a <= b + margin), sides ``a`` and ``b`` (``condition``,
+  ``grid_size``, ``level``, ``window``; ``b`` takes what it does not name from ``a``), and for
+  ``equivalent`` / ``not_less`` / ``not_greater`` a ``margin`` (a fraction of |mean of b|) or
+  ``margin_abs``. ``b = { value = 0.9 }`` compares side a with a constant instead (a one-sample
+  test over a's seeds). ``source = "evaluation"`` makes a prediction read the study's
+  evaluations instead of its training runs: ``metric`` one of :data:`EVAL_METRICS` (the focal
+  agents'), sides ``evaluation`` (an ``[[evaluations]]`` id), ``grid_size``, ``level``; each
+  seed's eval run is a replicate, and the prediction is in the same Holm family as the others.
 - ``[[evaluations]]`` (optional): ``karmic evaluate`` scenarios ``study report`` plays on the
   runs' kept policies, per grid, level and seed: ``id``, ``scenario`` (``solo`` | ``solo-frozen``
   | ``cross-play``), ``focal`` (a trained condition), ``background`` (cross-play: a trained
@@ -82,8 +86,8 @@ NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 def _trained(c: str) -> bool:
     """A trained condition of the registry (karmic.conditions); scripted ones are simulated."""
     return c in conditions_registry.names(trained=True)
-TESTS = ("greater", "less", "equivalent", "not_less")
-MARGIN_TESTS = ("equivalent", "not_less")
+TESTS = ("greater", "less", "equivalent", "not_less", "not_greater")
+MARGIN_TESTS = ("equivalent", "not_less", "not_greater")
 # Every metric is a rate per agent-step (comparable across grid sizes and episode lengths),
 # except the retribution ratio (a share of hits) and total_debt (ledger debt at episode end).
 METRICS = {
@@ -107,6 +111,18 @@ METRICS = {
     "transported_per_agent_step": "|value| moved by TVT transports (learned and semantic) from the window's steps / agent-steps",
 }
 SIDE_KEYS = ("condition", "grid_size", "level", "window", "value")
+# A prediction reads the training runs' episodes (``source = "training"``, the default: METRICS,
+# per cell and window) or the study's evaluations (``source = "evaluation"``: EVAL_METRICS of the
+# focal agents, per evaluation, grid size, level and seed, from evaluations.json). Both kinds
+# are one Holm family (queries/study/verdicts.sql).
+SOURCES = ("training", "evaluation")
+EVAL_METRICS = {
+    "apples_per_agent_step": "the focal agents' APPLE_EATEN events / their agent-steps",
+    "hits_taken_per_agent_step": "ZAP_HIT events the focal agents took / their agent-steps",
+    "hits_given_per_agent_step": "ZAP_HIT events the focal agents landed / their agent-steps",
+    "predation_per_encounter": "the focal agents' predation hits (ledger rule) / their encounters",
+}
+EVAL_SIDE_KEYS = ("evaluation", "grid_size", "level", "value")
 DEFAULT_LEVEL = "default"
 STUDIES_DIR = "studies"
 
@@ -361,8 +377,8 @@ def parse_study(path: Path) -> Study:
     )
     _check_configs(study)
     study.decision = _parse_decision(study, d.get("decision"), where)
-    study.predictions = _parse_predictions(study, d.get("predictions", []), where)
     study.evaluations = _parse_evaluations(study, d.get("evaluations", []), where)
+    study.predictions = _parse_predictions(study, d.get("predictions", []), where)
     return study
 
 
@@ -527,15 +543,20 @@ def _parse_predictions(study: Study, raw: Any, where: str) -> list[dict[str, Any
         pw = f"{where}: predictions[{i}]"
         if not isinstance(p, dict):
             raise StudyError(f"{pw} must be a table")
-        _unknown(p, ("id", "claim", "metric", "test", "a", "b", "margin", "margin_abs"), pw)
+        _unknown(p, ("id", "claim", "source", "metric", "test", "a", "b", "margin", "margin_abs"), pw)
         pid = p.get("id")
         if not isinstance(pid, str) or not NAME_RE.fullmatch(pid) or pid in ids:
             raise StudyError(f"{pw}: id must be a unique name (letters, digits, '_-.')")
         ids.add(pid)
         pw = f"{where}: prediction {pid}"
+        source = p.get("source", "training")
+        if source not in SOURCES:
+            raise StudyError(f"{pw}: unknown source {source!r} (known: {', '.join(SOURCES)})")
+        known = METRICS if source == "training" else EVAL_METRICS
         metric = p.get("metric")
-        if metric not in METRICS:
-            raise StudyError(f"{pw}: unknown metric {metric!r} (known: {', '.join(METRICS)})")
+        if metric not in known:
+            kind = "" if source == "training" else "evaluation "
+            raise StudyError(f"{pw}: unknown {kind}metric {metric!r} (known: {', '.join(known)})")
         test = p.get("test")
         if test not in TESTS:
             raise StudyError(f"{pw}: unknown test {test!r} (known: {', '.join(TESTS)})")
@@ -548,16 +569,17 @@ def _parse_predictions(study: Study, raw: Any, where: str) -> list[dict[str, Any
                 raise StudyError(f"{pw}: the margin must be a positive number")
         elif margin is not None or margin_abs is not None:
             raise StudyError(f"{pw}: a {test} prediction takes no margin")
+        keys = SIDE_KEYS if source == "training" else EVAL_SIDE_KEYS
         sides = {}
         for s in ("a", "b"):
             sd = p.get(s)
             if not isinstance(sd, dict):
-                raise StudyError(f"{pw}: side {s} must be a table of {', '.join(SIDE_KEYS)}")
-            _unknown(sd, SIDE_KEYS, f"{pw} side {s}")
+                raise StudyError(f"{pw}: side {s} must be a table of {', '.join(keys)}")
+            _unknown(sd, keys, f"{pw} side {s}")
             sides[s] = sd
         if "value" in sides["a"]:
             raise StudyError(f"{pw}: side a must be a cell (a constant goes on side b)")
-        a = {"window": "late", **sides["a"]}
+        a = {"window": "late", **sides["a"]} if source == "training" else dict(sides["a"])
         if len(study.levels) == 1:
             a.setdefault("level", study.levels[0].name)
         if len(study.grid_sizes) == 1:
@@ -569,27 +591,53 @@ def _parse_predictions(study: Study, raw: Any, where: str) -> list[dict[str, Any
             b = {"value": float(const)}
         else:
             b = {**a, **sides["b"]}
+        check = _check_side if source == "training" else _check_eval_side
         for s, side in (("a", a), ("b", b)):
-            if "value" in side:
-                continue
-            for k in ("condition", "grid_size", "level"):
-                if k not in side:
-                    raise StudyError(f"{pw}: side {s} needs {k}")
-            if side["window"] not in study.windows:
-                raise StudyError(f"{pw}: side {s}: unknown window {side['window']!r} (known: {', '.join(study.windows)})")
-            if side["condition"] not in study.conditions:
-                raise StudyError(f"{pw}: side {s}: condition {side['condition']!r} is not in the study")
-            if side["grid_size"] not in study.grid_sizes:
-                raise StudyError(f"{pw}: side {s}: grid size {side['grid_size']!r} is not in the study")
-            if side["level"] not in {lv.name for lv in study.levels}:
-                raise StudyError(f"{pw}: side {s}: unknown level {side['level']!r}")
-            if (side["condition"], side["grid_size"], side["level"]) not in cells:
-                raise StudyError(f"{pw}: side {s}: level {side['level']} does not run at grid {side['grid_size']}")
+            if "value" not in side:
+                check(study, cells, side, f"{pw}: side {s}")
         if a == b:
-            raise StudyError(f"{pw}: sides a and b are the same cell and window")
-        out.append({"id": pid, "claim": str(p.get("claim", "")), "metric": metric, "test": test,
-                    "margin": margin, "margin_abs": margin_abs, "a": a, "b": b})
+            raise StudyError(f"{pw}: sides a and b are the same {'cell and window' if source == 'training' else 'evaluation'}")
+        row = {"id": pid, "claim": str(p.get("claim", "")), "metric": metric, "test": test,
+               "margin": margin, "margin_abs": margin_abs, "a": a, "b": b}
+        if source != "training":
+            row["source"] = source
+        out.append(row)
     return out
+
+
+def _check_side(study: Study, cells: set[tuple[str, int, str]], side: dict[str, Any], sw: str) -> None:
+    """A training side: a cell of the study (condition, grid size, level) and a window of it."""
+    for k in ("condition", "grid_size", "level"):
+        if k not in side:
+            raise StudyError(f"{sw} needs {k}")
+    if side["window"] not in study.windows:
+        raise StudyError(f"{sw}: unknown window {side['window']!r} (known: {', '.join(study.windows)})")
+    if side["condition"] not in study.conditions:
+        raise StudyError(f"{sw}: condition {side['condition']!r} is not in the study")
+    if side["grid_size"] not in study.grid_sizes:
+        raise StudyError(f"{sw}: grid size {side['grid_size']!r} is not in the study")
+    if side["level"] not in {lv.name for lv in study.levels}:
+        raise StudyError(f"{sw}: unknown level {side['level']!r}")
+    if (side["condition"], side["grid_size"], side["level"]) not in cells:
+        raise StudyError(f"{sw}: level {side['level']} does not run at grid {side['grid_size']}")
+
+
+def _check_eval_side(study: Study, cells: set[tuple[str, int, str]], side: dict[str, Any], sw: str) -> None:
+    """An evaluation side: an ``[[evaluations]]`` id of the study, played at a grid size and level
+    where its focal condition's cells run."""
+    for k in ("evaluation", "grid_size", "level"):
+        if k not in side:
+            raise StudyError(f"{sw} needs {k}")
+    ev = next((e for e in study.evaluations if e["id"] == side["evaluation"]), None)
+    if ev is None:
+        known = ", ".join(e["id"] for e in study.evaluations) or "none declared"
+        raise StudyError(f"{sw}: evaluation {side['evaluation']!r} is not an [[evaluations]] id of the study ({known})")
+    if side["grid_size"] not in study.grid_sizes:
+        raise StudyError(f"{sw}: grid size {side['grid_size']!r} is not in the study")
+    if side["level"] not in {lv.name for lv in study.levels}:
+        raise StudyError(f"{sw}: unknown level {side['level']!r}")
+    if (ev["focal"], side["grid_size"], side["level"]) not in cells:
+        raise StudyError(f"{sw}: level {side['level']} does not run at grid {side['grid_size']}")
 
 
 # --- the lock: one driver per study and lake ------------------------------------------------------

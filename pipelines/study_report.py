@@ -29,9 +29,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from karmic import conditions as conditions_registry
 from karmic.definitions import LATE_WINDOW, late_label, window_fraction
 from karmic.lake import register_conditions
 from pipelines.study import (
+    EVAL_METRICS,
     METRICS,
     Study,
     StudyError,
@@ -221,25 +223,23 @@ EVAL_COLUMNS = ("apples_per_agent_step", "hits_given_per_agent_episode", "hits_t
                 "predation_per_agent_episode", "predation_per_encounter")
 
 
-def run_evaluations(study: Study, lake: str, out_dir: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Play the study's ``[[evaluations]]`` on the kept policies of ``out_dir/policies/`` (one eval
-    run per evaluation, grid, level and seed, run id ``<study>-eval-<id>-<level>-g<G>-s<S>``; a
-    finished one in the lake is reused) and write ``evaluations.json``: one row per eval run and
-    role (queries/eval_summary.sql) with the cell it belongs to. A cell without its policy file is
-    listed in ``skipped``. Returns the rows."""
+def play_evaluations(study: Study, lake: str, out_dir: Path, runs: list[dict[str, Any]],
+                     seeds: set[int] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Play the study's ``[[evaluations]]`` on the kept policies of ``out_dir/policies/`` into
+    ``lake`` (one eval run per evaluation, grid, level and seed, run id
+    ``<study>-eval-<id>-<level>-g<G>-s<S>``; a finished one in the lake is reused): (rows, skipped),
+    one row per eval run and role (queries/eval_summary.sql) with the cell it belongs to, and a
+    line per cell without its policy file. ``seeds``: only those seeds' cells (default: all)."""
     from pipelines import evaluate as E
     from pipelines.sweep import DONE_STATUSES, is_done, run_status
 
-    if not study.evaluations:
-        (out_dir / "evaluations.json").unlink(missing_ok=True)
-        return []
     done = {(r["condition"], r["grid_size"], r["level"], r["seed"]): r["run_id"] for r in runs
             if r.get("status") in DONE_STATUSES or r.get("carried")}
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     for ev in study.evaluations:
         for c in study.cells():
-            if c.condition != ev["focal"] or c.grid_size in study.pending:
+            if c.condition != ev["focal"] or c.grid_size in study.pending or (seeds is not None and c.seed not in seeds):
                 continue
             key = (c.grid_size, c.level, c.seed)
             names = [ev["focal"]] + ([ev["background"]] if ev["background"] else [])
@@ -271,9 +271,69 @@ def run_evaluations(study: Study, lake: str, out_dir: Path, runs: list[dict[str,
                     row = dict(zip(cols, r, strict=True))
                     rows.append({"evaluation": ev["id"], "grid_size": c.grid_size, "level": c.level, "seed": c.seed,
                                  "policy_file": ev["policy"], **{k: _clean(v) for k, v in row.items()}})
+    return rows, skipped
+
+
+def run_evaluations(study: Study, lake: str, out_dir: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`play_evaluations` into the study's lake, written to ``out_dir/evaluations.json``
+    (``rows`` and ``skipped``); a study without evaluations has no such file. Returns the rows."""
+    if not study.evaluations:
+        (out_dir / "evaluations.json").unlink(missing_ok=True)
+        return []
+    rows, skipped = play_evaluations(study, lake, out_dir, runs)
     (out_dir / "evaluations.json").write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=1,
                                                          sort_keys=True) + "\n")
     return rows
+
+
+def _eval_key(r: dict[str, Any]) -> tuple:
+    return (r.get("evaluation"), r.get("grid_size"), r.get("level"), r.get("seed"), r.get("role"), r.get("policy"))
+
+
+def _same(x: Any, y: Any) -> bool:
+    if isinstance(x, float) or isinstance(y, float):
+        import math
+
+        return (isinstance(x, (int, float)) and isinstance(y, (int, float))
+                and math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12))
+    return x == y
+
+
+def check_evaluations(study: Study, out_dir: Path, seeds: set[int] | None = None) -> tuple[int, list[str]]:
+    """Play every evaluation again from the kept policies of ``out_dir/policies/`` into a scratch
+    lake (never the study's) and compare with ``out_dir/evaluations.json``: (rows compared, one
+    line per difference). Every column but the eval run's id must be equal (floats to 1e-9).
+    ``seeds``: check only those seeds' rows (an eval run is about 30 s of CPU per 30x30 episode)."""
+    import tempfile
+
+    path = out_dir / "evaluations.json"
+    if not study.evaluations:
+        raise StudyError(f"study {study.name} declares no [[evaluations]]: nothing to check")
+    if not path.is_file():
+        raise StudyError(f"no {path}: build it from the lake first (karmic study report {study.name})")
+    if not (out_dir / "runs.json").is_file():
+        raise StudyError(f"no {out_dir / 'runs.json'}: check a results folder built from a lake")
+    old = json.loads(path.read_text())
+    runs = json.loads((out_dir / "runs.json").read_text())
+    with tempfile.TemporaryDirectory(prefix="karmic-eval-check-") as scratch:
+        rows, skipped = play_evaluations(study, str(Path(scratch) / "lake"), out_dir, runs, seeds)
+    problems = []
+    old_skipped = [x for x in old.get("skipped", []) if seeds is None or int(x.split(":")[0].rsplit(" s", 1)[1]) in seeds]
+    if sorted(skipped) != sorted(old_skipped):
+        problems.append(f"skipped: {sorted(old_skipped)} in evaluations.json, {sorted(skipped)} now")
+    want = {_eval_key(r): r for r in old.get("rows", []) if seeds is None or r.get("seed") in seeds}
+    got = {_eval_key(r): r for r in rows}
+    for k in sorted(set(want) | set(got), key=str):
+        name = "{} g{} {} s{} {} {}".format(*k)
+        if k not in got:
+            problems.append(f"{name}: in evaluations.json, not played again (its policy file is missing?)")
+        elif k not in want:
+            problems.append(f"{name}: played again, not in evaluations.json")
+        else:
+            for col in sorted((set(want[k]) | set(got[k])) - {"run_id"}):
+                if not _same(want[k].get(col), got[k].get(col)):
+                    problems.append(f"{name}: {col} = {want[k].get(col)} in evaluations.json, {got[k].get(col)} now")
+    return len(rows), problems
 
 
 def evaluation_section(out_dir: Path) -> list[str]:
@@ -310,6 +370,23 @@ LATER_METRIC_COLUMNS = {"equality": "double", "equality_apples": "double", "sust
                         "encounters": "bigint", "rigged_pairs": "bigint", "rigged_pairs_hit_back": "bigint",
                         "transported_amount": "double"}
 
+# verdicts.sql's columns for evaluation predictions: dropped from a training prediction's verdict,
+# so the verdicts.json of a study without evaluation predictions is what it was before them
+EVAL_VERDICT_KEYS = ("source", "a_evaluation", "b_evaluation")
+
+
+def eval_rows_table(study: Study, evaluations_path: Path) -> pa.Table:
+    """evaluations.json's rows as ``study_eval_rows`` (queries/study/_eval_values.sql): the cell
+    keys, the role and the EVAL_METRICS; no file, or a study without evaluations: no rows."""
+    schema = pa.schema([("evaluation", pa.string()), ("grid_size", pa.int64()), ("level", pa.string()),
+                        ("seed", pa.int64()), ("role", pa.string())]
+                       + [(m, pa.float64()) for m in EVAL_METRICS])
+    rows = []
+    if study.evaluations and evaluations_path.is_file():
+        rows = [{k: r.get(k) for k in schema.names} for r in json.loads(evaluations_path.read_text()).get("rows", [])]
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
 def analysis_connection(study: Study, metrics_path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     # metrics.parquet of an older report lacks the later per-episode columns: they read as null
@@ -319,27 +396,32 @@ def analysis_connection(study: Study, metrics_path: Path) -> duckdb.DuckDBPyConn
     register_conditions(con)  # the registry, for queries that order or group by it
     con.register("study_windows", pa.Table.from_pylist(
         [{"name": n, "lo": lo, "hi": hi} for n, (lo, hi) in study.windows.items()]))
+    focal = {e["id"]: e["focal"] for e in study.evaluations}
     preds = []
     for p in study.predictions:
-        row = {"id": p["id"], "claim": p["claim"], "metric": p["metric"], "test": p["test"],
+        source = p.get("source", "training")
+        row = {"id": p["id"], "claim": p["claim"], "source": source, "metric": p["metric"], "test": p["test"],
                "margin": None if p["margin"] is None else float(p["margin"]),
                "margin_abs": None if p["margin_abs"] is None else float(p["margin_abs"])}
         for s in ("a", "b"):
-            for k in ("condition", "level", "window"):
+            for k in ("condition", "level", "window", "evaluation"):
                 row[f"{s}_{k}"] = None if k not in p[s] else str(p[s][k])
             row[f"{s}_grid_size"] = None if "grid_size" not in p[s] else int(p[s]["grid_size"])
+            if row[f"{s}_evaluation"] is not None:  # an evaluation side: its focal condition's policies
+                row[f"{s}_condition"] = focal[row[f"{s}_evaluation"]]
         row["b_value"] = p["b"].get("value")
         preds.append(row)
-    schema = pa.schema([("id", pa.string()), ("claim", pa.string()), ("metric", pa.string()),
+    schema = pa.schema([("id", pa.string()), ("claim", pa.string()), ("source", pa.string()), ("metric", pa.string()),
                         ("test", pa.string()), ("margin", pa.float64()), ("margin_abs", pa.float64())]
                        + [(f"{s}_{k}", pa.int64() if k == "grid_size" else pa.string())
-                          for s in ("a", "b") for k in ("condition", "level", "window", "grid_size")]
+                          for s in ("a", "b") for k in ("condition", "level", "window", "evaluation", "grid_size")]
                        + [("b_value", pa.float64())])
     con.register("study_predictions", pa.Table.from_pylist(preds, schema=schema))
+    con.register("study_eval_rows", eval_rows_table(study, metrics_path.parent / "evaluations.json"))
     from karmic.lake import queries_dir
 
     con.execute((queries_dir() / "_t975.sql").read_text())  # the t table every query shares
-    for name in ("_t_sf", "_metric_values", "_seed_values"):
+    for name in ("_t_sf", "_metric_values", "_seed_values", "_eval_values"):
         con.execute(_sql(name))
     if study.decision is not None:
         con.register("study_decision_rule", pa.Table.from_pylist([study.decision]))
@@ -373,7 +455,8 @@ def analyse(study: Study, out_dir: Path) -> dict[str, Any]:
     if not metrics_path.is_file():
         raise StudyError(f"no {metrics_path}: build it from the lake first (karmic study report {study.name})")
     con = analysis_connection(study, metrics_path)
-    verdicts = [{k: _clean(v) for k, v in r.items()} for r in _rows(con, _sql("verdicts"))]
+    verdicts = [{k: _clean(v) for k, v in r.items()
+                 if r["source"] == "evaluation" or k not in EVAL_VERDICT_KEYS} for r in _rows(con, _sql("verdicts"))]
     cells = [{k: _clean(v) for k, v in r.items()} for r in _rows(con, _sql("cells"))]
     curves = [{k: _clean(v) for k, v in r.items()} for r in _rows(con, _sql("curves"))]
     decision = None
@@ -382,7 +465,11 @@ def analyse(study: Study, out_dir: Path) -> dict[str, Any]:
         decision = [{k: _clean(v) for k, v in r.items()} for r in _rows(con, _sql("decision"))]
     summary = _rows(con, "select count(distinct run_id) as runs, count(*) as episodes, "
                          "sum(agent_steps) as agent_steps from study_metrics")[0]
-    return {"verdicts": verdicts, "cells": cells, "curves": curves, "decision": decision, "summary": summary}
+    eval_cells = [{k: _clean(v) for k, v in r.items()} for r in _rows(con, _sql("eval_cells"))]
+    eval_seeds = [{k: _clean(v) for k, v in r.items()} for r in _rows(
+        con, "select * exclude (runs) from study_eval_values order by all")]
+    return {"verdicts": verdicts, "cells": cells, "curves": curves, "decision": decision, "summary": summary,
+            "eval_cells": eval_cells, "eval_seeds": eval_seeds}
 
 
 # --- figures ----------------------------------------------------------------------------------------
@@ -505,6 +592,78 @@ def draw_scale_figure(study: Study, cells: list[dict[str, Any]], out_dir: Path) 
                             SCALE_METRICS, note=note)
 
 
+# the evaluation figures: file, scenarios, (metric, y label) panels, title
+EVAL_FIGURES = (
+    ("fig_solo_competence.png", ("solo",), (("apples_per_agent_step", "apples / agent-step"),),
+     "Solo competence: the kept policy alone on the board"),
+    ("fig_cross_play.png", ("cross-play",), (("apples_per_agent_step", "apples / agent-step"),
+                                             ("hits_taken_per_agent_step", "hits taken / agent-step")),
+     "Cross-play: focal agents among another condition's agents"),
+)
+
+
+def _eval_label(ev: dict[str, Any]) -> str:
+    bg = f" among {ev['background']}" if ev["background"] else ""
+    n = f"{ev['n_focal']} x " if ev["background"] and ev["n_focal"] > 1 else ""
+    return f"{ev['id']}\n({n}{ev['focal']}{bg})"
+
+
+def draw_eval_figures(study: Study, eval_cells: list[dict[str, Any]], eval_seeds: list[dict[str, Any]],
+                      out_dir: Path) -> list[Path]:
+    """``fig_solo_competence.png`` (solo evaluations: the focal policy's apples per agent-step)
+    and ``fig_cross_play.png`` (cross-play: the focal agents' apples and hits taken per
+    agent-step): per evaluation and grid, each seed's value as a dot and the mean over seeds with
+    its 95% CI (queries/study/eval_cells.sql); a figure without data is not drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from karmic import plots
+    from karmic.plots import condition_style
+
+    paths = []
+    for fname, scenarios, panels, title in EVAL_FIGURES:
+        evs = [e for e in study.evaluations if e["scenario"] in scenarios]
+        ids = {e["id"] for e in evs}
+        cells = [c for c in eval_cells if c["evaluation"] in ids]
+        if not cells:
+            continue
+        keys = sorted({(c["grid_size"], c["level"]) for c in cells})
+        fig, axes = plt.subplots(len(panels), len(keys), figsize=(max(4.5, 1.3 * len(evs) + 1.5) * len(keys),
+                                                                  3.4 * len(panels)), squeeze=False)
+        for col, (g, lv) in enumerate(keys):
+            for row, (metric, ylabel) in enumerate(panels):
+                ax = axes[row][col]
+                for x, ev in enumerate(evs):
+                    colour, _, marker = condition_style(ev["focal"])
+                    seeds = [r["value"] for r in eval_seeds if r["evaluation"] == ev["id"] and r["grid_size"] == g
+                             and r["level"] == lv and r["metric"] == metric and r["value"] is not None]
+                    ax.scatter([x + 0.12] * len(seeds), seeds, s=12, color=colour, alpha=0.5, lw=0)
+                    c = next((c for c in cells if c["evaluation"] == ev["id"] and c["grid_size"] == g
+                              and c["level"] == lv and c["metric"] == metric), None)
+                    if c is None or c["mean"] is None:
+                        continue
+                    err = None
+                    if c["ci_low"] is not None:
+                        err = [[c["mean"] - c["ci_low"]], [c["ci_high"] - c["mean"]]]
+                    ax.errorbar([x], [c["mean"]], yerr=err, color=colour, marker=marker, ms=6, capsize=4, lw=1.5)
+                ax.set_xticks(range(len(evs)), [_eval_label(e) for e in evs], fontsize=7)
+                ax.set_xlim(-0.5, len(evs) - 0.5)
+                ax.set_ylabel(ylabel)
+                ax.set_title(f"{g}x{g}" + (f", {lv}" if len(study.levels) > 1 else ""), fontsize=9)
+                ax.grid(alpha=0.3, axis="y")
+        seeds = _seed_span(c["n_seeds"] for c in cells)
+        plots.wrapped_suptitle(fig, f"{title}. Mean over {seeds} seeds with 95% CI; dots: one seed each "
+                               "(the kept policies, karmic evaluate)", fontsize=9)
+        fig.tight_layout()
+        path = out_dir / fname
+        fig.savefig(path, dpi=90, metadata={"Software": None})
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 # --- the report -------------------------------------------------------------------------------------
 def _fmt(v: Any, digits: int = 4) -> str:
     if v is None:
@@ -521,10 +680,10 @@ def decided_by(v: dict[str, Any], alpha: float = 0.05) -> str:
     supported, the contradiction test's when contradicted (for an equivalence, each is the test
     against the margin, TOST), both when neither reached alpha; a check against a constant says so."""
     test, m = v["test"], _fmt(v.get("margin"))
-    support = {"equivalent": f"TOST against the margin +-{m}", "not_less": f"test against the margin -{m}"}.get(
-        test, f"{test} test")
-    contra = {"equivalent": f"test of |diff| > margin {m}", "not_less": f"test of diff < -{m}"}.get(
-        test, "test of the opposite")
+    support = {"equivalent": f"TOST against the margin +-{m}", "not_less": f"test against the margin -{m}",
+               "not_greater": f"test against the margin +{m}"}.get(test, f"{test} test")
+    contra = {"equivalent": f"test of |diff| > margin {m}", "not_less": f"test of diff < -{m}",
+              "not_greater": f"test of diff > +{m}"}.get(test, "test of the opposite")
     ps, pc = _fmt(v.get("p_support_holm"), 3), _fmt(v.get("p_contra_holm"), 3)
     const = (f"; one-sample, against the constant {_fmt(v['b_value'])}"
              if v.get("b_value") is not None else "")
@@ -538,6 +697,9 @@ def decided_by(v: dict[str, Any], alpha: float = 0.05) -> str:
 def _side(v: dict[str, Any], s: str) -> str:
     if s == "b" and v.get("b_value") is not None:
         return f"the constant {_fmt(v['b_value'])} (a check against a constant)"
+    if v.get(f"{s}_evaluation") is not None:
+        return (f"evaluation {v[f'{s}_evaluation']} ({v[f'{s}_condition']} focal) g{v[f'{s}_grid_size']} "
+                f"{v[f'{s}_level']}")
     return f"{v[f'{s}_condition']} g{v[f'{s}_grid_size']} {v[f'{s}_level']} [{v[f'{s}_window']}]"
 
 
@@ -553,6 +715,71 @@ def verdict_table(verdicts: list[dict[str, Any]]) -> list[str]:
                    f"{_side(v, 'b')} (n={v['n_b'] or 0}) | {_fmt(v['mean_a'])} | {_fmt(v['mean_b'])} | {ci} | "
                    f"{_fmt(v['margin'])} | {p} | {pc} | **{v['verdict']}** ({decided_by(v)}) | {v['note'] or ''} |")
     return out
+
+
+def _per_seed(study: Study, v: dict[str, Any], s: str) -> str:
+    """What one seed of a side is: a trained run's env steps (and the window read), a scripted
+    policy's episodes, or an evaluation's episodes and policy file (from the study file)."""
+    if s == "b" and v.get("b_value") is not None:
+        return "constant"
+    ev = next((e for e in study.evaluations if e["id"] == v.get(f"{s}_evaluation")), None)
+    if ev is not None:
+        return f"{ev['episodes']} episode{'s' if ev['episodes'] != 1 else ''}, {ev['policy']} policy"
+    if v[f"{s}_condition"] in conditions_registry.names(trained=False):
+        return f"{study.episodes} episodes"
+    steps = study.total_steps.get(v[f"{s}_grid_size"])
+    return f"{steps:,} env steps, {v[f'{s}_window']} window" if steps else f"{v[f'{s}_window']} window"
+
+
+def _short_side(study: Study, v: dict[str, Any], s: str) -> str:
+    """A side in a few words: condition or evaluation, grid, the level where there are several,
+    the window where it is not ``late``; a constant."""
+    if s == "b" and v.get("b_value") is not None:
+        return _fmt(v["b_value"])
+    name = v.get(f"{s}_evaluation") or v[f"{s}_condition"]
+    level = f" {v[f'{s}_level']}" if len(study.levels) > 1 else ""
+    window = f" [{v[f'{s}_window']}]" if v.get(f"{s}_window") not in (None, "late") else ""
+    return f"{name} g{v[f'{s}_grid_size']}{level}{window}"
+
+
+def summary_table(study: Study, verdicts: list[dict[str, Any]]) -> list[str]:
+    """Every verdict in one line as a front page shows it (the README's table): the estimate
+    mean(a) - mean(b) with its 95% CI, the Holm-adjusted p that decided it, the verdict, and the
+    data behind each side (seeds; steps or episodes per seed). Training and evaluation
+    predictions are one Holm family; the numbers are verdicts.sql's."""
+    head = ["prediction", "metric", "test", "a", "b", "mean a", "mean b", "estimate [95% CI]", "margin", "p (Holm)",
+            "verdict", "seeds a / b", "per seed a / b"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v in verdicts:
+        p = v["p_contra_holm"] if v["verdict"] == "contradicted" else v["p_support_holm"]
+        per = dict.fromkeys([_per_seed(study, v, "a"), _per_seed(study, v, "b")])
+        out.append(f"| {v['id']} | {v['metric']} | {v['test']} | {_short_side(study, v, 'a')} | "
+                   f"{_short_side(study, v, 'b')} | {_fmt(v['mean_a'], 3)} | {_fmt(v['mean_b'], 3)} | "
+                   f"{_fmt(v['diff'], 3)} [{_fmt(v['ci_low'], 3)}, {_fmt(v['ci_high'], 3)}] | "
+                   f"{_fmt(v['margin'], 3)} | {_fmt(p, 3)} | **{v['verdict']}** | {v['n_a'] or 0} / "
+                   f"{(v['n_b'] or 0) if v.get('b_value') is None else '-'} | {' / '.join(per)} |")
+    return out
+
+
+def summary_section(study: Study, verdicts: list[dict[str, Any]]) -> list[str]:
+    """report.md's one-table summary, for a study that declares evaluations (their verdicts sit in
+    the same Holm family as the training ones); the reports of studies without evaluations are
+    unchanged."""
+    if not study.evaluations:
+        return []
+    n_eval = sum(1 for v in verdicts if v.get("source") == "evaluation")
+    return [
+        "## Summary",
+        "",
+        f"All {len(verdicts)} predictions, {n_eval} of them on the evaluations of the kept policies, in one Holm "
+        "family. Estimate: mean(a) - mean(b) over seeds with its unadjusted 95% CI; p: the Holm-adjusted p-value "
+        "that decided the verdict (the contradiction test's when contradicted, else the support test's); "
+        "margin: the absolute margin of a `not_less` / `not_greater` / `equivalent` test. "
+        f"{study_late_label(study)}.",
+        "",
+        *summary_table(study, verdicts),
+        "",
+    ]
 
 
 def cell_table(cells: list[dict[str, Any]], window: str = "late") -> list[str]:
@@ -650,6 +877,7 @@ def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]
         "",
         *[f"- **{v['id']}**: {v['claim']}" for v in res["verdicts"]],
         "",
+        *summary_section(study, res["verdicts"]),
         *decision_section(study, res.get("decision")),
         "## Cells, late window (mean over seeds [95% CI])",
         "",
@@ -754,6 +982,7 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
     scale = draw_scale_figure(study, res["cells"], out_dir)
     if scale is not None:
         figures.append(scale)
+    figures += draw_eval_figures(study, res["eval_cells"], res["eval_seeds"], out_dir)
     verdicts = {"study": study.name, "registered": study.registered, "seeds": study.seeds,
                 "total_steps": {str(k): v for k, v in study.total_steps.items()},
                 "alpha": 0.05, "correction": "holm", "predictions": res["verdicts"]}
@@ -770,5 +999,5 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
     return {"summary": summary, "verdicts": res["verdicts"], "figures": figures, "carried": carried}
 
 
-__all__ = ["METRICS", "analyse", "build_report", "copy_policies", "evaluation_section", "extract_metrics",
-           "run_evaluations"]
+__all__ = ["METRICS", "analyse", "build_report", "check_evaluations", "copy_policies", "draw_eval_figures",
+           "evaluation_section", "extract_metrics", "play_evaluations", "run_evaluations", "summary_table"]

@@ -1,4 +1,4 @@
--- karmic evaluate's runs (kind eval): per run and role, apples per agent-step, hits given and taken, predation and encounters per agent-episode
+-- karmic evaluate's runs (kind eval): per run and role, apples per agent-step, hits given and taken, predation and encounters per agent-episode (hits also per agent-step)
 -- One row per (eval run, role, policy), with the run's focal and background policies, from the episodes, eval_agents (who played what) and the view
 -- ledger_hits (predation = hits the ledger rule calls predation). Roles: solo (alone on the
 -- board), focal (solo-frozen's agent, or cross-play's focal agents), background, frozen (no-op
@@ -48,7 +48,10 @@ select
     avg(r.times_hit)::double as hits_taken_per_agent_episode,
     avg(r.predation)::double as predation_per_agent_episode,
     avg(r.encounters)::double as encounters_per_agent_episode,
-    sum(r.predation)::double / nullif(sum(r.encounters), 0) as predation_per_encounter
+    sum(r.predation)::double / nullif(sum(r.encounters), 0) as predation_per_encounter,
+    -- per agent-step, as a study's evaluation predictions read them (pipelines.study.EVAL_METRICS)
+    sum(r.zaps_hit)::double / nullif(sum(r.steps), 0) as hits_given_per_agent_step,
+    sum(r.times_hit)::double / nullif(sum(r.steps), 0) as hits_taken_per_agent_step
 from rows_ as r
 left join opponents as o using (run_id)
 group by r.run_id, r.role, r.policy

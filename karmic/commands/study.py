@@ -7,8 +7,10 @@ study and lake: a second ``run`` while one is alive refuses with one line. ``--c
 the cells completed in ``--results DIR`` (default results/NAME) under the same plan.
 ``karmic study status NAME [--carry]``: every cell, done / carried / running / missing, its steps,
 and an ETA.
-``karmic study report NAME [--out results/NAME] [--from-results]``: verdicts, figures, metrics
-(completed runs already in OUT that this lake lacks are carried).
+``karmic study report NAME [--out results/NAME] [--from-results] [--check-evaluations]``:
+verdicts, figures, metrics (completed runs already in OUT that this lake lacks are carried);
+``--check-evaluations`` then plays the declared evaluations again from OUT's kept policies in a
+scratch lake and compares them with OUT/evaluations.json (exit 1 on a difference).
 Exit 2 on a bad study file or bad input, 1 when a cell finally failed, 130 on Ctrl-C.
 """
 
@@ -166,12 +168,17 @@ def report(
     out: str = typer.Option(None, "--out", help="Output folder [default: results/NAME]."),
     from_results: bool = typer.Option(False, "--from-results", help="Rebuild from OUT/metrics.parquet alone (no lake)."),
     episodes: bool = typer.Option(True, "--episodes/--no-episodes", help="Embed a late episode per condition (needs the lake)."),
+    check_evaluations: bool = typer.Option(
+        False, "--check-evaluations",
+        help="Then play every evaluation again from OUT/policies in a scratch lake and compare with "
+             "OUT/evaluations.json (exit 1 on a difference)."),
 ) -> None:
     """Verdicts (Holm-corrected), figures and metrics.parquet: a report that travels without the lake."""
     with user_errors():
         from pathlib import Path
 
         from pipelines.study_report import build_report
+        from pipelines.study_report import check_evaluations as check
 
         st = _load(name)
         out_dir = Path(out) if out else Path("results") / st.name
@@ -183,6 +190,15 @@ def report(
             print(f"kept {len(res['carried'])} carried run(s) already in {out_dir} (completed under this plan; "
                   "not in this lake)", file=sys.stderr)
         print(f"wrote {out_dir}/report.md, verdicts.json, metrics.parquet", file=sys.stderr)
+        if check_evaluations:
+            n, problems = check(st, out_dir)
+            for line in problems:
+                print(f"differs: {line}")
+            if problems:
+                fail(f"{len(problems)} difference(s) between {out_dir}/evaluations.json and its kept policies "
+                     f"played again ({n} rows)", code=1)
+            print(f"evaluations: {n} row(s) played again from {out_dir}/policies in a scratch lake, all equal to "
+                  f"{out_dir}/evaluations.json")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,17 +1,24 @@
 -- one verdict per prediction of a study: estimate, 95% CI, p-values, Holm-adjusted, supported | contradicted | inconclusive
--- Inputs: study_seed_values (per-seed values) and study_predictions (the study file's predictions:
--- id, claim, metric, test, margin, margin_abs, a_/b_ condition, grid_size, level, window, and
--- b_value: a constant side b, compared by a one-sample test over a's seeds, df = n_a - 1).
--- diff = mean(a) - mean(b). Sides of one cell (only the window differs) are paired by seed:
+-- Inputs: study_seed_values (per-seed values), study_eval_values (per-seed values of the study's
+-- evaluations) and study_predictions (the study file's predictions: id, claim, source, metric,
+-- test, margin, margin_abs, a_/b_ condition, grid_size, level, window, evaluation, and b_value: a
+-- constant side b, compared by a one-sample test over a's seeds, df = n_a - 1).
+-- source = 'training' reads a side's cell and window from study_seed_values; source =
+-- 'evaluation' reads a side's evaluation (its focal agents, at the side's grid size and level)
+-- from study_eval_values, with a_/b_condition the evaluation's focal condition and no window.
+-- Both kinds are one family: the tests, the CI and Holm's correction below treat them alike.
+-- diff = mean(a) - mean(b). Sides of one cell (only the window differs; for evaluations, one
+-- focal condition's policies in two evaluations) are paired by seed:
 -- diff and se from the per-seed differences, df = n - 1; otherwise Welch: se = sqrt(sd_a^2/n_a +
 -- sd_b^2/n_b), Welch-Satterthwaite df (floored). 95% CI = diff +- t(0.975, df) se (view t975).
--- margin m (equivalent, not_less) = margin * |mean(b)|, or margin_abs.
+-- margin m (equivalent, not_less, not_greater) = margin * |mean(b)|, or margin_abs.
 -- Each prediction has a support test and a contradiction test, both two-sided-scale p-values
 -- (p = 2 P(T > x), t_sf from queries/study/_t_sf.sql), so p < 0.05 <=> the matching 95% CI bound:
 --   greater:    support diff > 0                    contradiction diff < 0
 --   less:       support diff < 0                    contradiction diff > 0
 --   equivalent: support -m < diff < m (TOST)        contradiction |diff| > m
 --   not_less:   support diff > -m                   contradiction diff < -m
+--   not_greater: support diff < m                   contradiction diff > m
 -- Holm's step-down correction runs over the study's predictions, separately for the support and
 -- the contradiction p-values. Verdict: supported when the Holm-adjusted support p < alpha (0.05,
 -- `set variable alpha`) and the unadjusted 95% CI says so too; contradicted when the
@@ -35,8 +42,15 @@ side_a as (
     select s.id, v.seed, v.value
     from sides as s
     join study_seed_values as v
-        on v.metric = s.metric and v.condition = s.a_condition and v.grid_size = s.a_grid_size
-        and v.level = s.a_level and v.win = s.a_window
+        on s.source = 'training' and v.metric = s.metric and v.condition = s.a_condition
+        and v.grid_size = s.a_grid_size and v.level = s.a_level and v.win = s.a_window
+    where v.value is not null
+    union all
+    select s.id, v.seed, v.value
+    from sides as s
+    join study_eval_values as v
+        on s.source = 'evaluation' and v.metric = s.metric and v.evaluation = s.a_evaluation
+        and v.grid_size = s.a_grid_size and v.level = s.a_level
     where v.value is not null
 ),
 
@@ -44,8 +58,15 @@ side_b as (
     select s.id, v.seed, v.value
     from sides as s
     join study_seed_values as v
-        on v.metric = s.metric and v.condition = s.b_condition and v.grid_size = s.b_grid_size
-        and v.level = s.b_level and v.win = s.b_window
+        on s.source = 'training' and v.metric = s.metric and v.condition = s.b_condition
+        and v.grid_size = s.b_grid_size and v.level = s.b_level and v.win = s.b_window
+    where v.value is not null
+    union all
+    select s.id, v.seed, v.value
+    from sides as s
+    join study_eval_values as v
+        on s.source = 'evaluation' and v.metric = s.metric and v.evaluation = s.b_evaluation
+        and v.grid_size = s.b_grid_size and v.level = s.b_level
     where v.value is not null
 ),
 
@@ -67,9 +88,9 @@ pairs as (
 
 est as (
     select
-        s.id, s.claim, s.metric, s.test, s.paired, s.margin, s.margin_abs,
-        s.a_condition, s.a_grid_size, s.a_level, s.a_window,
-        s.b_condition, s.b_grid_size, s.b_level, s.b_window, s.b_value,
+        s.id, s.claim, s.source, s.metric, s.test, s.paired, s.margin, s.margin_abs,
+        s.a_condition, s.a_grid_size, s.a_level, s.a_window, s.a_evaluation,
+        s.b_condition, s.b_grid_size, s.b_level, s.b_window, s.b_evaluation, s.b_value,
         s.constant,
         a.n_a, a.mean_a, a.sd_a,
         case when s.constant then null else b.n_b end as n_b,
@@ -123,11 +144,13 @@ tests as (
             when 'greater' then c.diff
             when 'less' then -c.diff
             when 'not_less' then c.diff + c.m
+            when 'not_greater' then c.m - c.diff
         end as sup_num,
         case c.test
             when 'greater' then -c.diff
             when 'less' then c.diff
             when 'not_less' then -(c.diff + c.m)
+            when 'not_greater' then c.diff - c.m
             when 'equivalent' then abs(c.diff) - c.m
         end as con_num
     from ci as c
@@ -195,12 +218,14 @@ judged as (
             when 'less' then p.ci_high < 0
             when 'equivalent' then p.ci_low > -p.m and p.ci_high < p.m
             when 'not_less' then p.ci_low > -p.m
+            when 'not_greater' then p.ci_high < p.m
         end as ci_supports,
         case p.test
             when 'greater' then p.ci_high < 0
             when 'less' then p.ci_low > 0
             when 'equivalent' then p.ci_low > p.m or p.ci_high < -p.m
             when 'not_less' then p.ci_high < -p.m
+            when 'not_greater' then p.ci_low > p.m
         end as ci_contradicts
     from pvals as p
     left join holm_s as hs on hs.id = p.id
@@ -214,6 +239,8 @@ select
     j.test,
     j.a_condition, j.a_grid_size, j.a_level, j.a_window,
     j.b_condition, j.b_grid_size, j.b_level, j.b_window, j.b_value,
+    -- (added for evaluation predictions; pipelines.study_report drops them from training ones)
+    j.source, j.a_evaluation, j.b_evaluation,
     j.paired,
     j.n_a, j.mean_a, j.sd_a, j.n_b, j.mean_b, j.sd_b,
     j.diff, j.se, j.df, j.ci_low, j.ci_high, j.m as margin,
