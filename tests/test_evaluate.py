@@ -118,3 +118,22 @@ def test_a_foreign_file_is_one_line(lake, tmp_path):
     bad.write_bytes(b"not a policy")
     r = _eval(lake, str(bad))
     assert r.exit_code == 2 and "not a karmic policy" in r.stderr
+
+
+@pytest.mark.parametrize("tvt, n_agents", [(False, 0), (True, 0), (False, 5)])
+def test_a_policy_loads_to_the_weights_a_built_network_would_have(tvt, n_agents):
+    """agent_from_checkpoint builds on the meta device and takes the file's fp16 tensors: the same
+    weights, bit for bit and in fp32, as load_state_dict into a network built the usual way."""
+    import torch
+
+    from karmic.agents.network import KarmicAgent
+    from karmic.agents.policy import agent_from_checkpoint
+
+    m = KarmicAgent((11, 11, 8), use_tvt=tvt, n_agents=n_agents, hidden=32)
+    ck = {"agent_config": m.config(), "model": {k: v.half() for k, v in m.state_dict().items()}}
+    got = agent_from_checkpoint(ck)
+    want = KarmicAgent(**{**m.config(), "obs_shape": (11, 11, 8)})
+    want.load_state_dict(ck["model"])
+    g, w = got.state_dict(), want.state_dict()
+    assert set(g) == set(w) and all(torch.equal(g[k], w[k]) and g[k].dtype == w[k].dtype for k in w)
+    assert not any(t.is_meta for t in got.parameters())

@@ -71,10 +71,20 @@ class CheckpointPolicy:
 
 
 def agent_from_checkpoint(ck: dict[str, Any]) -> KarmicAgent:
+    """The network of a checkpoint or kept policy, in fp32 (a kept policy's fp16 weights widened).
+
+    Built on the meta device and given the file's tensors, so the random initialisation the
+    weights replace (orthogonal: a QR per layer, most of a load's time) is never computed; the
+    weights are the same bits as ``load_state_dict`` into a built network would give."""
     cfg = dict(ck["agent_config"])
     cfg["obs_shape"] = tuple(cfg["obs_shape"])
-    agent = KarmicAgent(**cfg)
-    agent.load_state_dict(ck["model"])
+    with torch.device("meta"):
+        agent = KarmicAgent(**cfg)
+    agent.load_state_dict(ck["model"], assign=True)
+    agent = agent.float()
+    if any(t.is_meta for t in (*agent.parameters(), *agent.buffers())):  # something not in the file
+        agent = KarmicAgent(**cfg)
+        agent.load_state_dict(ck["model"])
     return agent
 
 
