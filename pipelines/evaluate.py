@@ -21,8 +21,16 @@ is the first trained source's own (its train_config: preset, grid size, override
 preset / grid size is given; every trained policy must take its observations (same shape, same
 agent count if it was trained with identity input), else a one-line ``EvalError``.
 
-Episodes run one at a time from ``seed`` (the env is seeded once, like ``karmic simulate``), the
-policies sample with generators seeded from ``seed``. No actions table: the frozen and absent
+Episodes: the ``episodes`` of a scenario are played together as one batch of environments
+(``HarvestVecEnv(num_envs=B)``, at most ``MAX_BATCH`` at a time), each seeded on its own:
+episode ``e`` of seed ``s`` starts from ``episode_seed(s, e)`` and its policies draw their
+actions from streams of ``(s, the source's first agent, e)``, so an episode's randomness does
+not depend on how many are played with it. A trained policy acts only for the agents it
+controls, batched over the episodes, under ``torch.inference_mode`` with one torch thread (the
+same rounding on any machine with the same CPU kind, whatever its core count), and samples
+by inverse CDF from the softmax with the episode's uniforms; a scripted one (``karmic.policies``)
+is one instance per episode. Each episode is written as before: its events and rows as episode
+``e`` of env 0, ``global_step = e * max_steps + t``. No actions table: the frozen and absent
 agents are set by hand, so these runs are not replayable and say so in run.json.
 
 Orchestration (it plays policies and writes the lake), no CLI: ``karmic/commands/evaluate.py``
@@ -64,30 +72,6 @@ class Source:
     path: Any = None  # the policy or checkpoint file (a LakePath) of a trained source
     meta: dict[str, Any] = field(default_factory=dict)  # the file's train_config, algo, global_step
 
-    def make(self, seed: int):
-        """A fresh acting policy: ``act(env, obs) -> (B, N)``, ``reset()``, ``observe(events)``."""
-        if self.kind == "scripted":
-            from karmic.policies import make_policy
-
-            return make_policy(self.label, seed)
-        return _Trained(self.path, seed)
-
-
-class _Trained:
-    def __init__(self, path, seed: int) -> None:
-        from karmic.agents.policy import load_policy
-
-        self.policy = load_policy(path, seed=seed)
-
-    def reset(self) -> None:
-        self.policy.state = None
-        self.policy.shape = None
-
-    def observe(self, events) -> None:
-        pass
-
-    def act(self, env, obs: np.ndarray) -> np.ndarray:
-        return self.policy.act(obs)
 
 
 def _safe(s: str) -> str:
@@ -220,27 +204,125 @@ def roles(sc: Scenario, n_agents: int) -> list[tuple[str, Source | None]]:
     return [("focal", sc.focal)] * sc.n_focal + [("background", sc.background)] * (n_agents - sc.n_focal)
 
 
+MAX_BATCH = 32  # episodes played together as one batch of environments
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _stream(seed: int, *keys: int) -> int:
+    """A 64-bit seed for the stream ``keys`` of ``seed`` (numpy's SeedSequence: distinct keys,
+    unrelated streams)."""
+    return int(np.random.SeedSequence([int(seed) & _MASK64, *keys]).generate_state(1, np.uint64)[0])
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """The environment seed of episode ``episode`` of an evaluation run with ``seed``."""
+    return _stream(seed, 1, episode)
+
+
+def policy_stream(seed: int, agent: int, episode: int) -> int:
+    """The seed of the actions drawn in episode ``episode`` by the source whose first agent is
+    ``agent``."""
+    return _stream(seed, 2, agent, episode)
+
+
+class _TrainedActor:
+    """A trained source acting for ``agents`` in B episodes at once: one forward pass over the
+    (B * K) observations per step, each LSTM state its own (env, agent) slot."""
+
+    def __init__(self, src: Source, agents: np.ndarray, seed: int, first: int) -> None:
+        import torch
+
+        from karmic.agents.policy import load_policy
+
+        pol = load_policy(src.path)
+        self.agent, self.greedy = pol.agent, pol.greedy
+        self.agents, self.seed, self.first = agents, seed, first
+        self.torch = torch
+
+    def start(self, env, episodes: list[int]) -> None:
+        torch, B, K = self.torch, len(episodes), len(self.agents)
+        self.state = self.agent.initial_state(B * K)
+        self.starts = torch.ones(1, B * K, dtype=torch.bool)
+        self.ids = torch.from_numpy(np.tile(self.agents, B)) if self.agent.n_agents else None
+        # each episode's uniforms for its whole length, drawn from its own stream
+        self.u = None if self.greedy else np.stack([
+            np.random.default_rng(policy_stream(self.seed, self.first, e)).random((env.max_steps, K))
+            for e in episodes])
+
+    def act(self, env, obs: np.ndarray, t: int) -> np.ndarray:
+        B, K = obs.shape[0], len(self.agents)
+        x = self.torch.from_numpy(obs[:, self.agents].reshape(1, B * K, *obs.shape[2:]))
+        logits, _, self.state, _ = self.agent(x, self.state, self.starts, self.ids)
+        if self.starts[0, 0]:
+            self.starts = self.torch.zeros_like(self.starts)
+        if self.greedy:  # a Q-learner: the arg-max (karmic.agents.policy.load_policy)
+            return logits[0].argmax(-1).numpy().reshape(B, K)
+        # inverse CDF: the first action whose cumulative probability exceeds the uniform
+        cdf = self.torch.cumsum(self.torch.softmax(logits[0], -1), -1).numpy()
+        u = self.u[:, t].reshape(B * K, 1)
+        return (u >= cdf[:, :-1]).sum(-1).reshape(B, K)
+
+    def observe(self, events) -> None:
+        pass
+
+
+class _ScriptedActor:
+    """A scripted source (``karmic.policies``): one policy per episode, seeded by its stream."""
+
+    def __init__(self, src: Source, agents: np.ndarray, seed: int, first: int) -> None:
+        self.label, self.agents, self.seed, self.first = src.label, [int(n) for n in agents], seed, first
+
+    def start(self, env, episodes: list[int]) -> None:
+        from karmic.policies import make_policy
+
+        self.pols = [make_policy(self.label, policy_stream(self.seed, self.first, e)) for e in episodes]
+
+    def act(self, env, obs: np.ndarray, t: int) -> np.ndarray:
+        return np.array([[p.act_one(env, b, n) for n in self.agents] for b, p in enumerate(self.pols)],
+                        dtype=np.int64).reshape(len(self.pols), len(self.agents))
+
+    def observe(self, events) -> None:
+        for p in self.pols:  # events of every env: a policy keys what it keeps by env (b)
+            p.observe(events)
+
+
+def _episode_events(ev, lo: int, hi: int, episode: int):
+    """Rows lo:hi of a batch's recorded events (one env's) as episode ``episode`` of env 0."""
+    from dataclasses import fields, replace
+
+    part = replace(ev, **{f.name: getattr(ev, f.name)[lo:hi] for f in fields(ev)})
+    part.env = np.zeros(hi - lo, part.env.dtype)
+    part.episode = np.full(hi - lo, episode, part.episode.dtype)
+    return part
+
+
 def run_scenario(lake, sc: Scenario, config, episodes: int, seed: int,
                  on_episode: Callable[[], None] | None = None, run_id: str | None = None) -> str:
     """Play ``episodes`` episodes of ``sc`` and write them as one eval run; returns its run id."""
+    import contextlib
+
     from karmic.envs.core import HarvestVecEnv
 
-    env = HarvestVecEnv(config, num_envs=1)
-    N, T = config.n_agents, env.max_steps
+    N, T = config.n_agents, config.episode_length
     who = roles(sc, N)
     bg = sc.background.label if sc.background is not None else None
     run_id = run_id or _safe(f"eval-{sc.name}-{sc.focal.label}" + (f"-in-{bg}" if bg else "")
                              + f"-s{seed}-{uuid.uuid4().hex[:6]}")
-    # one acting policy per distinct source (agents of a source share it, as in training)
-    acting: dict[str, Any] = {}
+    # one acting policy per distinct source, for the agents it controls (agents of a source share
+    # it, as in training); its streams are named by its first agent
+    by_label: dict[str, tuple[Source, list[int]]] = {}
     for k, (_, src) in enumerate(who):
-        if src is not None and src.label not in acting:
-            acting[src.label] = src.make(seed + 7919 * k)
-    masks = {lbl: np.array([src is not None and src.label == lbl for _, src in who]) for lbl in acting}
+        if src is not None:
+            by_label.setdefault(src.label, (src, []))[1].append(k)
+    acting = [((_TrainedActor if src.kind == "trained" else _ScriptedActor)(src, np.array(ks), seed, ks[0]),
+               np.array(ks)) for src, ks in by_label.values()]
+    trained = any(isinstance(a, _TrainedActor) for a, _ in acting)
+    listens = [a for a, _ in acting if isinstance(a, _ScriptedActor)]
     condition = f"eval-{sc.name}"
     writer = LakeWriter(lake, run_id, meta={
         "kind": "eval", "condition": condition, "policy": sc.focal.label, "grid_size": config.grid_size,
-        "seed": seed, "n_agents": N, "num_envs": 1, "episodes": episodes, "scenario": sc.name,
+        "seed": seed, "n_agents": N, "num_envs": min(episodes, MAX_BATCH), "episodes": episodes,
+        "scenario": sc.name,
         "focal": {"label": sc.focal.label, "origin": sc.focal.origin, "agents": sc.n_focal if bg else 1},
         "background": None if sc.background is None else {"label": bg, "origin": sc.background.origin},
         "replayable": False, "config": config.to_dict(),
@@ -250,36 +332,49 @@ def run_scenario(lake, sc: Scenario, config, episodes: int, seed: int,
          "policy": src.label if src is not None else "no-op" if role == "frozen" else None,
          "source": src.origin if src is not None else None, "scenario": sc.name}
         for k, (role, src) in enumerate(who)], schema=EVAL_AGENTS_SCHEMA))
-    env.record_events = True
     others = np.array([src is None for _, src in who])
     done = 0
     try:
-        for ep in range(episodes):
-            if ep == 0:
-                env.seed(seed)
-            obs = env.reset()
-            if sc.name == "solo":
-                # the others leave the board for the whole episode: their timers outlast it
-                env.state.removed[0, others] = T + 1
-                obs = env.observe()
-            for p in acting.values():
-                p.reset()
-            for _ in range(T):
-                a = np.zeros((1, N), np.int64)
-                for lbl, p in acting.items():
-                    a[:, masks[lbl]] = np.asarray(p.act(env, obs)).reshape(1, N)[:, masks[lbl]]
-                obs, _, _, ev = env.step(a)
-                if len(ev):
-                    for p in acting.values():
-                        p.observe(ev)
-            base = ep * T
-            ev = env.take_recorded()
-            writer.write_events(ev, base + ev.t.astype(np.int64))
-            writer.write_episodes(episodes_table(run_id, np.array([ep]), np.array([base]), env.episode_stats(),
-                                                 condition, config.grid_size, seed))
-            done += 1
-            if on_episode is not None:
-                on_episode()
+        with contextlib.ExitStack() as stack:
+            if trained:
+                import torch
+
+                threads = torch.get_num_threads()
+                stack.callback(torch.set_num_threads, threads)
+                torch.set_num_threads(1)
+                stack.enter_context(torch.inference_mode())
+            for first in range(0, episodes, MAX_BATCH):
+                eps = list(range(first, min(episodes, first + MAX_BATCH)))
+                B = len(eps)
+                env = HarvestVecEnv(config, num_envs=B)
+                env.record_events = True
+                obs = env.reset(seed=[episode_seed(seed, e) for e in eps])
+                if sc.name == "solo":
+                    # the others leave the board for the whole episode: their timers outlast it
+                    env.state.removed[:, others] = T + 1
+                    obs = env.observe()
+                for p, _ in acting:
+                    p.start(env, eps)
+                a = np.full((B, N), NOOP, np.int64)  # the frozen and absent agents: no-op
+                for t in range(T):
+                    for p, ks in acting:
+                        a[:, ks] = p.act(env, obs, t)
+                    obs, _, _, ev = env.step(a)
+                    if listens and len(ev):
+                        for p in listens:
+                            p.observe(ev)
+                ev = env.take_recorded()  # ordered by (env, step, seq)
+                bounds = np.searchsorted(ev.env, np.arange(B + 1))
+                stats = env.episode_stats()
+                for b, e in enumerate(eps):
+                    part = _episode_events(ev, bounds[b], bounds[b + 1], e)
+                    writer.write_events(part, e * T + part.t.astype(np.int64))
+                    writer.write_episodes(episodes_table(run_id, np.array([e]), np.array([e * T]),
+                                                         {k: v[b : b + 1] for k, v in stats.items()},
+                                                         condition, config.grid_size, seed))
+                    done += 1
+                    if on_episode is not None:
+                        on_episode()
     except BaseException as exc:
         writer.close("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", episodes_done=done)
         raise
@@ -322,5 +417,5 @@ def evaluate(lake, specs: list[str], scenarios: list[str], episodes: int = 4, se
     return cols, rows, run_ids
 
 
-__all__ = ["SCENARIOS", "EvalError", "Scenario", "Source", "env_config_for", "evaluate", "plan",
-           "resolve_source", "run_scenario", "summary"]
+__all__ = ["MAX_BATCH", "SCENARIOS", "EvalError", "Scenario", "Source", "env_config_for", "episode_seed", "evaluate",
+           "plan", "policy_stream", "resolve_source", "run_scenario", "summary"]

@@ -303,7 +303,7 @@ def check_evaluations(study: Study, out_dir: Path, seeds: set[int] | None = None
     """Play every evaluation again from the kept policies of ``out_dir/policies/`` into a scratch
     lake (never the study's) and compare with ``out_dir/evaluations.json``: (rows compared, one
     line per difference). Every column but the eval run's id must be equal (floats to 1e-9).
-    ``seeds``: check only those seeds' rows (an eval run is about 30 s of CPU per 30x30 episode)."""
+    ``seeds``: check only those seeds' rows (a 10-episode 30x30 eval run is a few seconds of CPU: docs/performance.md)."""
     import tempfile
 
     path = out_dir / "evaluations.json"
