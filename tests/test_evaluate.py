@@ -200,3 +200,22 @@ def test_a_policy_loads_to_the_weights_a_built_network_would_have(tvt, n_agents)
     g, w = got.state_dict(), want.state_dict()
     assert set(g) == set(w) and all(torch.equal(g[k], w[k]) and g[k].dtype == w[k].dtype for k in w)
     assert not any(t.is_meta for t in got.parameters())
+
+
+def test_a_q_learner_acts_on_its_arg_max(lake, monkeypatch):
+    """A DRQN policy (load_policy(...).greedy) takes the arg-max of its head: no uniforms drawn."""
+    from karmic.agents import policy as P
+    from pipelines import evaluate as E
+
+    real = P.load_policy
+    monkeypatch.setattr(P, "load_policy", lambda path, **kw: real(path, greedy=True, **kw))
+    starts = []
+    start = E._TrainedActor.start
+
+    def spy(self, env, episodes):
+        start(self, env, episodes)
+        starts.append((self.greedy, self.u))
+
+    monkeypatch.setattr(E._TrainedActor, "start", spy)
+    a = _play(lake, ["r1", "r2"], "cross-play", 2)
+    assert starts == [(True, None), (True, None)] and a == _play(lake, ["r1", "r2"], "cross-play", 2)
