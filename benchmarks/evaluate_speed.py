@@ -67,7 +67,8 @@ def load_old(ref: str, tmp: Path):
 def play(mod, lake: Path, sources: list[str], scenario: str, episodes: int, seed: int) -> tuple[float, float]:
     srcs = [mod.resolve_source(str(ROOT / s) if (ROOT / s).exists() else s) for s in sources]
     for i, s in enumerate(srcs):  # two seeds of one condition: distinct labels
-        s.label = f"{s.label}-{i}"
+        if s.kind == "trained":
+            s.label = f"{s.label}-{i}"
     config = mod.env_config_for(srcs)
     sc = mod.Scenario(scenario, srcs[0], srcs[1] if len(srcs) > 1 else None, 1)
     w, c = time.perf_counter(), time.process_time()

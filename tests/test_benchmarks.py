@@ -56,3 +56,14 @@ def test_bad_options_are_one_line_and_exit_2():
         p = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
         assert p.returncode == 2, (args, p.stderr)
         assert "Traceback" not in p.stderr and p.stderr.strip().splitlines()[-1].startswith("train_throughput.py: error:")
+
+
+def test_the_evaluation_benchmark_plays_the_old_and_the_new_code(tmp_path):
+    """benchmarks/evaluate_speed.py: the old run_scenario from git (here HEAD) and this one each
+    play a scripted policy alone on the board into scratch lakes."""
+    import evaluate_speed as B
+
+    old = B.load_old("HEAD", tmp_path)
+    for mod, n in ((old, 1), (B.new, 2)):
+        wall, cpu = B.play(mod, tmp_path / f"lake-{n}", ["random"], "solo", n, seed=0)
+        assert wall > 0 and cpu > 0
