@@ -120,6 +120,40 @@ def stubbed_read():
         TVTMemory.read = orig
 
 
+@contextlib.contextmanager
+def engineering_of_old():
+    """TVT's code as it ran before issue 33's exact speed-ups, for before/after ratios in one
+    process (``--tvt-methods old0,new0``) and the tests that check the speed-ups change no bit:
+    the gathered sums' loops of old (``kernels.gather_sum_v0``, ``gather_sum_at_v0``), the
+    learner's bank laid out as ``np.concatenate`` left it (every read copied it), and the
+    reconstruction's target converted in every minibatch."""
+    from karmic.training import tvt_run
+    from karmic.tvt import kernels
+    from karmic.tvt.harvest import memory_bank
+    from karmic.tvt.memory import _Gathered, _GatheredAt
+
+    def bank(self, shards):
+        words, times = memory_bank(shards, self.S, self.word)
+        w = torch.from_numpy(words).to(self.device)
+        return w, torch.nn.functional.normalize(w, dim=-1), torch.from_numpy(times).to(self.device)
+
+    def obs_flat(self, obs, idx):
+        o = obs[idx].transpose(0, 1)
+        return o.reshape(*o.shape[:2], -1).float() / 255.0
+
+    saved = (dict(_Gathered.KERNELS), dict(_GatheredAt.KERNELS), tvt_run.TVTRun._bank,
+             tvt_run.LearnerMemory.obs_flat)
+    _Gathered.KERNELS = {"dot": (kernels.gather_dot, kernels.gather_sum_v0),
+                         "sum": (kernels.gather_sum_v0, kernels.gather_dot)}
+    _GatheredAt.KERNELS = {"dot": (kernels.gather_dot_at, kernels.gather_sum_at_v0),
+                           "sum": (kernels.gather_sum_at_v0, kernels.gather_dot_at)}
+    tvt_run.TVTRun._bank, tvt_run.LearnerMemory.obs_flat = bank, obs_flat
+    try:
+        yield
+    finally:
+        _Gathered.KERNELS, _GatheredAt.KERNELS, tvt_run.TVTRun._bank, tvt_run.LearnerMemory.obs_flat = saved
+
+
 def bench(grid: int, condition: str, updates: int, num_envs: int, threads: int,
           stub: bool = False, precision: str = "auto", n_agents: int = 5, stub_read: bool = False) -> dict:
     from karmic.training.ppo import TrainConfig, Trainer
@@ -241,12 +275,14 @@ def sweep(workers: int, grid: int, updates: int, num_envs: int, precision: str) 
             "aggregate_env_steps_per_s": round(sum(r["env_steps_per_s"] for r in recs), 1)}
 
 
-# TVT's methods (docs/tvt-speed.md): the TrainConfig fields each sets
+# TVT's methods (docs/tvt-speed.md): the TrainConfig fields each sets. A name ending in 0 runs
+# the same method with the code of before issue 33's exact speed-ups (``engineering_of_old``).
 TVT_METHODS = {
     "old": {},
     "select": {"tvt_select": "rollout"},
     "new": {"tvt_select": "rollout", "tvt_learn": "lagged"},
 }
+TVT_METHODS.update({f"{k}0": v for k, v in list(TVT_METHODS.items())})
 
 
 def tvt_speed(args, out) -> list[dict]:
@@ -277,13 +313,14 @@ def tvt_speed(args, out) -> list[dict]:
                 cfg = TrainConfig(mode=cond, grid_size=g, seed=0, num_envs=args.num_envs, total_steps=10**9,
                                   checkpoint_every=10**6, threads=args.threads, precision=args.precision,
                                   run_id=f"speed-{name}", **TVT_METHODS.get(method, {}))
-                if method == "new" and args.tvt_lag is not None:
+                if method.startswith("new") and args.tvt_lag is not None:
                     cfg.tvt_lag = args.tvt_lag
                 tr = Trainer(cfg, lake)
                 warm = 1 + (math.ceil(cfg.memory_size / cfg.num_steps) if MODES[cond][0] else 0)
                 if MODES[cond][0] and args.tvt_warmup:
                     warm = args.tvt_warmup
-                tr.run(stop_after=warm, at_boundary=False)
+                with engineering_of_old() if name.endswith("0") else contextlib.nullcontext():
+                    tr.run(stop_after=warm, at_boundary=False)
                 runs[name] = tr
             times: dict[str, list[float]] = {n: [] for n in names}
             for rep in range(args.repeats):
@@ -293,9 +330,10 @@ def tvt_speed(args, out) -> list[dict]:
                     loop = tr.loop
                     ppo.RolloutState = lambda *a, _loop=loop, **k: _loop  # run() keeps the running loop
                     try:
-                        t = time.perf_counter()
-                        tr.run(stop_after=1, at_boundary=False)
-                        times[name].append(time.perf_counter() - t)
+                        with engineering_of_old() if name.endswith("0") else contextlib.nullcontext():
+                            t = time.perf_counter()
+                            tr.run(stop_after=1, at_boundary=False)
+                            times[name].append(time.perf_counter() - t)
                     finally:
                         ppo.RolloutState = RolloutState
             steps = args.num_envs * runs["baseline"].cfg.num_steps

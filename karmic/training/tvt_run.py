@@ -70,6 +70,7 @@ class LearnerMemory:
         self.prev_r = torch.from_numpy(shard.extra["tvt_prev_reward"]).to(dev)
         self.slots = torch.from_numpy(shard.rows["slot"].astype(np.int64)).to(dev)
         self.sel = None
+        self._obs_flat: tuple[torch.Tensor, torch.Tensor] | None = None  # (obs, its reconstruction target)
         if cfg.tvt_select == "rollout":  # the acting read's rows, as rows of this bank
             self.sel = stored_selection(shard.extra["tvt_sel_off"], stream_times(shard), self.times.cpu().numpy())
 
@@ -83,14 +84,24 @@ class LearnerMemory:
         slots = self.slots[idx]
         return self.words.index_select(0, slots), valid, self.unit.index_select(0, slots)
 
+    def obs_flat(self, obs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The reconstruction's target: the minibatch's observations (``obs`` (rows, L, ...) uint8,
+        the whole shard's), (L, mb, V*V*C) in [0, 1]. Converted once per shard and gathered per
+        minibatch (issue 33: the conversion of a transposed uint8 gather took ~5 ms a minibatch);
+        the same values, laid out as before (contiguous), so the loss sums in the same order."""
+        if self._obs_flat is None or self._obs_flat[0] is not obs:
+            self._obs_flat = (obs, obs.reshape(*obs.shape[:2], -1).float() / 255.0)
+        return self._obs_flat[1].index_select(0, idx).transpose(0, 1).contiguous()
+
     def add_losses(self, loss: torch.Tensor, agent, idx: torch.Tensor, z: torch.Tensor,
                    obs: torch.Tensor) -> torch.Tensor:
         """``loss`` plus the weighted reconstruction and read-strength losses of the minibatch
-        (``obs`` its (L, mb, ...) uint8 observations, ``z`` the latents the forward pass made)."""
+        ``idx`` (``obs`` the shard's (rows, L, ...) uint8 observations, ``z`` the latents the
+        forward pass made)."""
         cfg, tvt = self.cfg, agent.tvt
         pa_, pr_ = self.prev_a[idx].T, self.prev_r[idx].T
         words = tvt.write(z, pa_, pr_)
-        obs_flat = obs.reshape(*words.shape[:2], -1).float() / 255.0
+        obs_flat = self.obs_flat(obs, idx)
         aux = tvt.losses(words, obs_flat, pa_, pr_, agent.last_read.strength, power=cfg.tvt_read_power,
                          tolerance=cfg.tvt_read_tolerance)
         return loss + cfg.tvt_recon_cost * aux["recon"] + cfg.tvt_read_cost * aux["read_reg"]
@@ -238,7 +249,11 @@ class TVTRun:
         """The update's memory bank, normalised once for the learner and every replay pass."""
         words, times = memory_bank(shards, self.S, self.word)
         w = torch.from_numpy(words).to(self.device)
-        return w, nn.functional.normalize(w, dim=-1), torch.from_numpy(times).to(self.device)
+        # contiguous once here: np.concatenate of the shards' (S, T, word) views lays the bank out
+        # time-major, and every learner read made a contiguous copy of the whole bank (words and
+        # unit rows, ~11 MB each at 1,100 rows) in every minibatch (issue 33; the same values)
+        return (w.contiguous(), nn.functional.normalize(w, dim=-1).contiguous(),
+                torch.from_numpy(times).to(self.device))
 
     def learner_memory(self, shard) -> LearnerMemory:
         return LearnerMemory(self.cfg, self.bank, shard)
