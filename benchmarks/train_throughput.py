@@ -125,12 +125,13 @@ def engineering_of_old():
     """TVT's code as it ran before issue 33's exact speed-ups, for before/after ratios in one
     process (``--tvt-methods old0,new0``) and the tests that check the speed-ups change no bit:
     the gathered sums' loops of old (``kernels.gather_sum_v0``, ``gather_sum_at_v0``), the
-    learner's bank laid out as ``np.concatenate`` left it (every read copied it), and the
-    reconstruction's target converted in every minibatch."""
+    learner's bank laid out as ``np.concatenate`` left it (every read copied it), the
+    reconstruction's target converted in every minibatch, and the stored selection gathered and
+    transposed in every minibatch."""
     from karmic.training import tvt_run
     from karmic.tvt import kernels
     from karmic.tvt.harvest import memory_bank
-    from karmic.tvt.memory import _Gathered, _GatheredAt
+    from karmic.tvt.memory import Selection, _Gathered, _GatheredAt
 
     def bank(self, shards):
         words, times = memory_bank(shards, self.S, self.word)
@@ -141,17 +142,31 @@ def engineering_of_old():
         o = obs[idx].transpose(0, 1)
         return o.reshape(*o.shape[:2], -1).float() / 255.0
 
-    saved = (dict(_Gathered.KERNELS), dict(_GatheredAt.KERNELS), tvt_run.TVTRun._bank,
-             tvt_run.LearnerMemory.obs_flat)
+    def init(self, cfg, bank_, shard):
+        init_now(self, cfg, bank_, shard)
+        if self.sel is not None:  # back to (rows, L, H, k), gathered and transposed per minibatch
+            self.sel = tuple(x.transpose(0, 1).contiguous() for x in self.sel)
+
+    def memory(self, idx):
+        if self.sel is None:
+            return memory_now(self, idx)
+        rows, ok = self.sel
+        return (self.words, None, self.unit, Selection(rows[idx].transpose(0, 1).contiguous(),
+                                                       ok[idx].transpose(0, 1).contiguous(), self.slots[idx]))
+
+    LM = tvt_run.LearnerMemory
+    init_now, memory_now = LM.__init__, LM.memory
+    saved = (dict(_Gathered.KERNELS), dict(_GatheredAt.KERNELS), tvt_run.TVTRun._bank, LM.obs_flat, LM.__init__,
+             LM.memory)
     _Gathered.KERNELS = {"dot": (kernels.gather_dot, kernels.gather_sum_v0),
                          "sum": (kernels.gather_sum_v0, kernels.gather_dot)}
     _GatheredAt.KERNELS = {"dot": (kernels.gather_dot_at, kernels.gather_sum_at_v0),
                            "sum": (kernels.gather_sum_at_v0, kernels.gather_dot_at)}
-    tvt_run.TVTRun._bank, tvt_run.LearnerMemory.obs_flat = bank, obs_flat
+    tvt_run.TVTRun._bank, LM.obs_flat, LM.__init__, LM.memory = bank, obs_flat, init, memory
     try:
         yield
     finally:
-        _Gathered.KERNELS, _GatheredAt.KERNELS, tvt_run.TVTRun._bank, tvt_run.LearnerMemory.obs_flat = saved
+        _Gathered.KERNELS, _GatheredAt.KERNELS, tvt_run.TVTRun._bank, LM.obs_flat, LM.__init__, LM.memory = saved
 
 
 def bench(grid: int, condition: str, updates: int, num_envs: int, threads: int,

@@ -72,14 +72,16 @@ class LearnerMemory:
         self.sel = None
         self._obs_flat: tuple[torch.Tensor, torch.Tensor] | None = None  # (obs, its reconstruction target)
         if cfg.tvt_select == "rollout":  # the acting read's rows, as rows of this bank
-            self.sel = stored_selection(shard.extra["tvt_sel_off"], stream_times(shard), self.times.cpu().numpy())
+            rows, ok = stored_selection(shard.extra["tvt_sel_off"], stream_times(shard), self.times.cpu().numpy())
+            # laid out time-major (L, rows, H, k) once, so a minibatch's (L, mb, H, k) is one
+            # gather, not a gather and a transposed copy (issue 33; the same values)
+            self.sel = (rows.transpose(0, 1).contiguous().to(dev), ok.transpose(0, 1).contiguous().to(dev))
 
     def memory(self, idx: torch.Tensor) -> tuple:
         if self.sel is not None:  # (whole bank, -, its unit rows, the rows each step reads)
             rows, ok = self.sel
-            return (self.words, None, self.unit,
-                    Selection(rows[idx].transpose(0, 1).contiguous(), ok[idx].transpose(0, 1).contiguous(),
-                              self.slots[idx]))
+            return self.words, None, self.unit, Selection(rows.index_select(1, idx), ok.index_select(1, idx),
+                                                          self.slots[idx])
         valid = window_valid(self.times[None].expand(len(idx), -1), self.taus[idx].T, self.cfg.memory_size)
         slots = self.slots[idx]
         return self.words.index_select(0, slots), valid, self.unit.index_select(0, slots)
@@ -87,11 +89,12 @@ class LearnerMemory:
     def obs_flat(self, obs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The reconstruction's target: the minibatch's observations (``obs`` (rows, L, ...) uint8,
         the whole shard's), (L, mb, V*V*C) in [0, 1]. Converted once per shard and gathered per
-        minibatch (issue 33: the conversion of a transposed uint8 gather took ~5 ms a minibatch);
-        the same values, laid out as before (contiguous), so the loss sums in the same order."""
-        if self._obs_flat is None or self._obs_flat[0] is not obs:
-            self._obs_flat = (obs, obs.reshape(*obs.shape[:2], -1).float() / 255.0)
-        return self._obs_flat[1].index_select(0, idx).transpose(0, 1).contiguous()
+        minibatch (issue 33: the conversion of a transposed uint8 gather took ~5 ms a minibatch),
+        time-major so that the gather is the minibatch's layout: the same values, laid out as
+        before (contiguous), so the loss sums in the same order."""
+        if self._obs_flat is None or self._obs_flat[0] is not obs:  # time-major (L, rows, V*V*C)
+            self._obs_flat = (obs, obs.transpose(0, 1).reshape(obs.shape[1], obs.shape[0], -1).float() / 255.0)
+        return self._obs_flat[1].index_select(1, idx)
 
     def add_losses(self, loss: torch.Tensor, agent, idx: torch.Tensor, z: torch.Tensor,
                    obs: torch.Tensor) -> torch.Tensor:
