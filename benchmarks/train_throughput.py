@@ -19,11 +19,18 @@ measured in the same script. Sections (all in the default run, a few minutes on 
 
 5. ``tvt-speed`` (not in the default run): ``tvt`` and ``full`` in TVT's old method and the new
    ones (``--tvt-methods old,select,new``: docs/tvt-speed.md) against ``baseline``, as ratios,
-   every run's updates interleaved one by one in one process (``--repeats`` per run).
+   every run's updates interleaved one by one in one process (``--repeats`` per run). A method
+   name ending in 0 (``old0``, ``select0``, ``new0``) runs that method with the code of before
+   issue 33's exact speed-ups (``engineering_of_old``: the same bits, slower), so
+   ``--tvt-methods old0,old,new0,new`` gives their before/after in one process.
+6. ``tvt-exact`` (not in the default run): each of those exact speed-ups on its own, the code it
+   replaced and its own timed alternately on a run's shapes (ms a call, calls an update).
 
     python benchmarks/train_throughput.py --algos ppo,drqn [--repeats 2]   # learners side by side
 
     python benchmarks/train_throughput.py --sections tvt-speed --grids 10,30 --repeats 5 [--tvt-methods old,new]
+    python benchmarks/train_throughput.py --sections tvt-speed --grids 10 --conditions tvt,full --repeats 7 \
+        --tvt-methods old0,old,new0,new --threads 1 --precision bf16     # issue 33's before/after
 
     python benchmarks/train_throughput.py [--grids 10,30] [--conditions baseline,tvt,full]
         [--updates 6] [--precision auto|fp32|bf16] [--sections main,threads,scaling] [--json]
@@ -368,6 +375,71 @@ def tvt_speed(args, out) -> list[dict]:
     return records
 
 
+def tvt_exact(args, out) -> list[dict]:
+    """The ``tvt-exact`` section: each of issue 33's exact speed-ups on its own, the replaced code
+    and its replacement timed alternately on the shapes of a 10x10 / 30x30 run (16 envs x 5
+    agents, 1,100 bank rows, 1,000 ring rows, minibatches of 80 sequences of 25 steps; the
+    shapes do not depend on the grid): milliseconds a call (median of ``--repeats`` x 10
+    alternations, caches evicted before each call as the rest of an update evicts them), and
+    the calls an update makes (lagged learner: 16 minibatches and 4 of the proximal pass)."""
+    import statistics
+
+    import numpy as np
+
+    from karmic.tvt import kernels
+
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    S, R, D, T, mb, H, k, rows = 80, 1100, 32, 25, 80, 2, 50, 320
+    bank_np = np.swapaxes(rng.standard_normal((R, S, D)).astype(np.float32), 0, 1)  # as np.concatenate lays it
+    bank_t = torch.from_numpy(bank_np)
+    bank_c = bank_t.contiguous()
+    w = rng.random((T, mb, H, k)).astype(np.float32)
+    idx = rng.integers(0, R, (T, mb, H, k))
+    slots = rng.permutation(S)
+    out_sum = np.empty((T, mb, H, D), np.float32)
+    ring = rng.standard_normal((S, 1000, D)).astype(np.float32)
+    w1, idx1, out1 = w[:1], rng.integers(0, 1000, (1, S, H, k)), np.empty((1, S, H, D), np.float32)
+    obs = torch.from_numpy(rng.integers(0, 2, (rows, T, 11, 11, 3), dtype=np.uint8))
+    flat_tm = obs.transpose(0, 1).reshape(T, rows, -1).float() / 255.0
+    mbi = torch.from_numpy(rng.permutation(rows)[:mb])
+    sel = torch.from_numpy(rng.integers(0, R, (rows, T, H, k)))
+    sel_tm = sel.transpose(0, 1).contiguous()
+    junk = torch.zeros(8 * 2**20)
+    cases = {  # name: (old, new, calls an update)
+        "gather_sum_at (learner read fwd + dot's bwd)": (
+            lambda: kernels.gather_sum_at_v0(w, idx, out_sum, bank_c.numpy(), slots[:mb]),
+            lambda: kernels.gather_sum_at(w, idx, out_sum, bank_c.numpy(), slots[:mb]), 36),
+        "gather_sum (acting read)": (lambda: kernels.gather_sum_v0(w1, idx1, out1, ring),
+                                     lambda: kernels.gather_sum(w1, idx1, out1, ring), 100),
+        "bank made contiguous in each learner read (words + unit)": (
+            lambda: (bank_t.contiguous(), bank_t.contiguous()), lambda: (bank_c.contiguous(), bank_c.contiguous()), 20),
+        "reconstruction target of a minibatch": (
+            lambda: obs[mbi].transpose(0, 1).reshape(T, mb, -1).float() / 255.0,
+            lambda: flat_tm[:, mbi], 16),
+        "stored selection of a minibatch (rows + ok)": (
+            lambda: (sel[mbi].transpose(0, 1).contiguous(), (sel[mbi] > 0).transpose(0, 1).contiguous()),
+            lambda: (sel_tm.index_select(1, mbi), sel_tm.index_select(1, mbi) > 0), 20),
+    }
+    records = []
+    for name, (f_old, f_new, calls) in cases.items():
+        f_old(), f_new()
+        t_old, t_new = [], []
+        for _ in range(10 * args.repeats):
+            for f, acc in ((f_old, t_old), (f_new, t_new)):
+                junk.add_(1.0)
+                t = time.perf_counter()
+                f()
+                acc.append(time.perf_counter() - t)
+        a, b = statistics.median(t_old) * 1e3, statistics.median(t_new) * 1e3
+        r = {"section": "tvt-exact", "part": name, "old_ms": round(a, 3), "new_ms": round(b, 3),
+             "speedup": round(a / b, 2), "calls_per_update": calls, "s_saved_per_update": round((a - b) * calls / 1e3, 4)}
+        records.append(r)
+        print(f"{name:<58} old {a:7.3f} ms  new {b:7.3f} ms  {a / b:5.2f}x  x{calls}/update: "
+              f"{r['s_saved_per_update']:.3f} s/update saved", file=out, flush=True)
+    return records
+
+
 def _line(r: dict) -> str:
     return (f"grid {r['grid_size']:>2} {r['condition']:<10} {r['precision']} t{r['threads']} "
             f"B{r['num_envs']:<3} N{r['n_agents']:<2} {r['env_steps_per_s']:>8.0f} env-steps/s  "
@@ -393,7 +465,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2,
                     help="with --algos: alternations per grid; tvt-speed: measured updates per run")
     ap.add_argument("--tvt-methods", default="old,new",
-                    help="tvt-speed: TVT methods to time, of " + ", ".join(TVT_METHODS))
+                    help="tvt-speed: TVT methods to time, of " + ", ".join(TVT_METHODS)
+                    + " (ending in 0: the code of before issue 33's exact speed-ups)")
     ap.add_argument("--tvt-warmup", type=int, default=0,
                     help="tvt-speed: warm-up updates of a TVT run [default 0: until its memory spans the "
                          "earlier shards; fewer: a smaller bank than in a long run, which flatters the old method]")
@@ -420,10 +493,10 @@ def main() -> None:
         return
     out = sys.stderr if args.json else sys.stdout
     sections = set(args.sections.split(","))
-    unknown = sections - {"main", "threads", "scaling", "tvt-parts", "tvt-speed"}
+    unknown = sections - {"main", "threads", "scaling", "tvt-parts", "tvt-speed", "tvt-exact"}
     if unknown:
         ap.error(f"unknown --sections {', '.join(sorted(unknown))}; "
-                 "choose from main, threads, scaling, tvt-parts, tvt-speed")
+                 "choose from main, threads, scaling, tvt-parts, tvt-speed, tvt-exact")
     bad = set(args.tvt_methods.split(",")) - set(TVT_METHODS)
     if bad:
         ap.error(f"unknown --tvt-methods {', '.join(sorted(bad))}; choose from {', '.join(TVT_METHODS)}")
@@ -479,6 +552,8 @@ def main() -> None:
                 args.precision, n_agents=n)
     if "tvt-parts" in sections:
         tvt_parts(args, run, out)
+    if "tvt-exact" in sections:
+        records += tvt_exact(args, out)
     if "tvt-speed" in sections:
         if len(precisions) > 1:
             ap.error("--sections tvt-speed takes one --precision")

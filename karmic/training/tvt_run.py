@@ -94,7 +94,7 @@ class LearnerMemory:
         before (contiguous), so the loss sums in the same order."""
         if self._obs_flat is None or self._obs_flat[0] is not obs:  # time-major (L, rows, V*V*C)
             self._obs_flat = (obs, obs.transpose(0, 1).reshape(obs.shape[1], obs.shape[0], -1).float() / 255.0)
-        return self._obs_flat[1].index_select(1, idx)
+        return self._obs_flat[1][:, idx]  # (index_select on dim 1 of a float tensor: ~40x slower on CPU)
 
     def add_losses(self, loss: torch.Tensor, agent, idx: torch.Tensor, z: torch.Tensor,
                    obs: torch.Tensor) -> torch.Tensor:
