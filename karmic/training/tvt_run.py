@@ -182,7 +182,7 @@ class TVTRun:
         if "tvt_sel_off" in x:  # before the write: the rows' stream times as the read saw them
             if read.index is not None and read.index.shape[-1]:
                 sel_tau = torch.gather(ring.time[:, None, :].expand(-1, read.index.shape[2], -1), 2, read.index[0])
-                x["tvt_sel_off"][t] = torch.where(read.ok[0], tau - sel_tau, 0).numpy()
+                x["tvt_sel_off"][t] = torch.where(read.ok[0], tau - sel_tau, 0).cpu().numpy()
             else:
                 x["tvt_sel_off"][t] = 0
         word = agent.tvt.write(z, prev_a, prev_r)
