@@ -316,7 +316,10 @@ def tvt_speed(args, out) -> list[dict]:
     an order rotated each round, timed end to end (rollout, lake, learner). On a shared machine
     the load drifts; interleaving update by update puts every run under the same drift. Speed is
     reported as baseline's seconds per update over the run's (the same env steps per update):
-    the median of the per-round ratios, and the ratio of the summed times."""
+    the median of the per-round ratios, and the ratio of the summed times; by wall time and by
+    the process's CPU time (with one torch thread, the work an update did: on a loaded machine
+    it moves far less than wall time). A run with its code of old beside it (``new`` and
+    ``new0``) also gets the median per-round ratio of their CPU times."""
     import statistics
 
     from karmic.training import ppo
@@ -345,6 +348,7 @@ def tvt_speed(args, out) -> list[dict]:
                     tr.run(stop_after=warm, at_boundary=False)
                 runs[name] = tr
             times: dict[str, list[float]] = {n: [] for n in names}
+            cpu: dict[str, list[float]] = {n: [] for n in names}  # the process's CPU seconds
             for rep in range(args.repeats):
                 order = names[rep % len(names):] + names[:rep % len(names)]
                 for name in order:
@@ -353,25 +357,41 @@ def tvt_speed(args, out) -> list[dict]:
                     ppo.RolloutState = lambda *a, _loop=loop, **k: _loop  # run() keeps the running loop
                     try:
                         with engineering_of_old() if name.endswith("0") else contextlib.nullcontext():
-                            t = time.perf_counter()
+                            t, c = time.perf_counter(), time.process_time()
                             tr.run(stop_after=1, at_boundary=False)
                             times[name].append(time.perf_counter() - t)
+                            cpu[name].append(time.process_time() - c)
                     finally:
                         ppo.RolloutState = RolloutState
             steps = args.num_envs * runs["baseline"].cfg.num_steps
             base = times["baseline"]
+            base_cpu = cpu["baseline"]
             for name in names:
                 ratios = [b / x for b, x in zip(base, times[name], strict=True)]
                 r = {"section": "tvt-speed", "grid_size": g, "run": name, "precision": runs[name].cfg.precision,
                      "threads": args.threads, "num_envs": args.num_envs, "repeats": args.repeats,
                      "s_per_update": [round(x, 4) for x in times[name]],
+                     "cpu_s_per_update": [round(x, 4) for x in cpu[name]],
                      "env_steps_per_s": round(steps * len(times[name]) / sum(times[name]), 1),
                      "vs_baseline_median": round(statistics.median(ratios), 3),
-                     "vs_baseline_total": round(sum(base) / sum(times[name]), 3)}
+                     "vs_baseline_total": round(sum(base) / sum(times[name]), 3),
+                     # by CPU time (1 torch thread: the work done, less moved by other processes' load)
+                     "vs_baseline_cpu_median": round(statistics.median(
+                         [b / x for b, x in zip(base_cpu, cpu[name], strict=True)]), 3),
+                     "vs_baseline_cpu_total": round(sum(base_cpu) / sum(cpu[name]), 3)}
+                if name.endswith("0") or f"{name}0" in names:  # the exact speed-ups: this run / its code of old
+                    ref = name if name.endswith("0") else f"{name}0"
+                    if ref in names and ref != name:
+                        r["vs_code_of_old_cpu_median"] = round(statistics.median(
+                            [b / x for b, x in zip(cpu[ref], cpu[name], strict=True)]), 3)
                 records.append(r)
+                extra = (f"; x its code of old (CPU, median) {r['vs_code_of_old_cpu_median']:.2f}"
+                         if "vs_code_of_old_cpu_median" in r else "")
                 print(f"grid {g:>2} {name:<12} {r['env_steps_per_s']:>7.0f} env-steps/s  x baseline: "
-                      f"median {r['vs_baseline_median']:.2f}, total {r['vs_baseline_total']:.2f}  "
-                      f"(s/update {' '.join(f'{x:.2f}' for x in times[name])})", file=out, flush=True)
+                      f"median {r['vs_baseline_median']:.2f}, total {r['vs_baseline_total']:.2f}; by CPU time: "
+                      f"median {r['vs_baseline_cpu_median']:.2f}, total {r['vs_baseline_cpu_total']:.2f}{extra}  "
+                      f"(s/update {' '.join(f'{x:.2f}' for x in times[name])}; CPU s "
+                      f"{' '.join(f'{x:.2f}' for x in cpu[name])})", file=out, flush=True)
     return records
 
 
