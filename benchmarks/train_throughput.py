@@ -19,11 +19,18 @@ measured in the same script. Sections (all in the default run, a few minutes on 
 
 5. ``tvt-speed`` (not in the default run): ``tvt`` and ``full`` in TVT's old method and the new
    ones (``--tvt-methods old,select,new``: docs/tvt-speed.md) against ``baseline``, as ratios,
-   every run's updates interleaved one by one in one process (``--repeats`` per run).
+   every run's updates interleaved one by one in one process (``--repeats`` per run). A method
+   name ending in 0 (``old0``, ``select0``, ``new0``) runs that method with the code of before
+   issue 33's exact speed-ups (``engineering_of_old``: the same bits, slower), so
+   ``--tvt-methods old0,old,new0,new`` gives their before/after in one process.
+6. ``tvt-exact`` (not in the default run): each of those exact speed-ups on its own, the code it
+   replaced and its own timed alternately on a run's shapes (ms a call, calls an update).
 
     python benchmarks/train_throughput.py --algos ppo,drqn [--repeats 2]   # learners side by side
 
     python benchmarks/train_throughput.py --sections tvt-speed --grids 10,30 --repeats 5 [--tvt-methods old,new]
+    python benchmarks/train_throughput.py --sections tvt-speed --grids 10 --conditions tvt,full --repeats 7 \
+        --tvt-methods old0,old,new0,new --threads 1 --precision bf16     # issue 33's before/after
 
     python benchmarks/train_throughput.py [--grids 10,30] [--conditions baseline,tvt,full]
         [--updates 6] [--precision auto|fp32|bf16] [--sections main,threads,scaling] [--json]
@@ -118,6 +125,55 @@ def stubbed_read():
         yield
     finally:
         TVTMemory.read = orig
+
+
+@contextlib.contextmanager
+def engineering_of_old():
+    """TVT's code as it ran before issue 33's exact speed-ups, for before/after ratios in one
+    process (``--tvt-methods old0,new0``) and the tests that check the speed-ups change no bit:
+    the gathered sums' loops of old (``kernels.gather_sum_v0``, ``gather_sum_at_v0``), the
+    learner's bank laid out as ``np.concatenate`` left it (every read copied it), the
+    reconstruction's target converted in every minibatch, and the stored selection gathered and
+    transposed in every minibatch."""
+    from karmic.training import tvt_run
+    from karmic.tvt import kernels
+    from karmic.tvt.harvest import memory_bank
+    from karmic.tvt.memory import Selection, _Gathered, _GatheredAt
+
+    def bank(self, shards):
+        words, times = memory_bank(shards, self.S, self.word)
+        w = torch.from_numpy(words).to(self.device)
+        return w, torch.nn.functional.normalize(w, dim=-1), torch.from_numpy(times).to(self.device)
+
+    def obs_flat(self, obs, idx):
+        o = obs[idx].transpose(0, 1)
+        return o.reshape(*o.shape[:2], -1).float() / 255.0
+
+    def init(self, cfg, bank_, shard):
+        init_now(self, cfg, bank_, shard)
+        if self.sel is not None:  # back to (rows, L, H, k), gathered and transposed per minibatch
+            self.sel = tuple(x.transpose(0, 1).contiguous() for x in self.sel)
+
+    def memory(self, idx):
+        if self.sel is None:
+            return memory_now(self, idx)
+        rows, ok = self.sel
+        return (self.words, None, self.unit, Selection(rows[idx].transpose(0, 1).contiguous(),
+                                                       ok[idx].transpose(0, 1).contiguous(), self.slots[idx]))
+
+    LM = tvt_run.LearnerMemory
+    init_now, memory_now = LM.__init__, LM.memory
+    saved = (dict(_Gathered.KERNELS), dict(_GatheredAt.KERNELS), tvt_run.TVTRun._bank, LM.obs_flat, LM.__init__,
+             LM.memory)
+    _Gathered.KERNELS = {"dot": (kernels.gather_dot, kernels.gather_sum_v0),
+                         "sum": (kernels.gather_sum_v0, kernels.gather_dot)}
+    _GatheredAt.KERNELS = {"dot": (kernels.gather_dot_at, kernels.gather_sum_at_v0),
+                           "sum": (kernels.gather_sum_at_v0, kernels.gather_dot_at)}
+    tvt_run.TVTRun._bank, LM.obs_flat, LM.__init__, LM.memory = bank, obs_flat, init, memory
+    try:
+        yield
+    finally:
+        _Gathered.KERNELS, _GatheredAt.KERNELS, tvt_run.TVTRun._bank, LM.obs_flat, LM.__init__, LM.memory = saved
 
 
 def bench(grid: int, condition: str, updates: int, num_envs: int, threads: int,
@@ -241,12 +297,14 @@ def sweep(workers: int, grid: int, updates: int, num_envs: int, precision: str) 
             "aggregate_env_steps_per_s": round(sum(r["env_steps_per_s"] for r in recs), 1)}
 
 
-# TVT's methods (docs/tvt-speed.md): the TrainConfig fields each sets
+# TVT's methods (docs/tvt-speed.md): the TrainConfig fields each sets. A name ending in 0 runs
+# the same method with the code of before issue 33's exact speed-ups (``engineering_of_old``).
 TVT_METHODS = {
     "old": {},
     "select": {"tvt_select": "rollout"},
     "new": {"tvt_select": "rollout", "tvt_learn": "lagged"},
 }
+TVT_METHODS.update({f"{k}0": v for k, v in list(TVT_METHODS.items())})
 
 
 def tvt_speed(args, out) -> list[dict]:
@@ -258,7 +316,10 @@ def tvt_speed(args, out) -> list[dict]:
     an order rotated each round, timed end to end (rollout, lake, learner). On a shared machine
     the load drifts; interleaving update by update puts every run under the same drift. Speed is
     reported as baseline's seconds per update over the run's (the same env steps per update):
-    the median of the per-round ratios, and the ratio of the summed times."""
+    the median of the per-round ratios, and the ratio of the summed times; by wall time and by
+    the process's CPU time (with one torch thread, the work an update did: on a loaded machine
+    it moves far less than wall time). A run with its code of old beside it (``new`` and
+    ``new0``) also gets the median per-round ratio of their CPU times."""
     import statistics
 
     from karmic.training import ppo
@@ -277,15 +338,17 @@ def tvt_speed(args, out) -> list[dict]:
                 cfg = TrainConfig(mode=cond, grid_size=g, seed=0, num_envs=args.num_envs, total_steps=10**9,
                                   checkpoint_every=10**6, threads=args.threads, precision=args.precision,
                                   run_id=f"speed-{name}", **TVT_METHODS.get(method, {}))
-                if method == "new" and args.tvt_lag is not None:
+                if method.startswith("new") and args.tvt_lag is not None:
                     cfg.tvt_lag = args.tvt_lag
                 tr = Trainer(cfg, lake)
                 warm = 1 + (math.ceil(cfg.memory_size / cfg.num_steps) if MODES[cond][0] else 0)
                 if MODES[cond][0] and args.tvt_warmup:
                     warm = args.tvt_warmup
-                tr.run(stop_after=warm, at_boundary=False)
+                with engineering_of_old() if name.endswith("0") else contextlib.nullcontext():
+                    tr.run(stop_after=warm, at_boundary=False)
                 runs[name] = tr
             times: dict[str, list[float]] = {n: [] for n in names}
+            cpu: dict[str, list[float]] = {n: [] for n in names}  # the process's CPU seconds
             for rep in range(args.repeats):
                 order = names[rep % len(names):] + names[:rep % len(names)]
                 for name in order:
@@ -293,25 +356,107 @@ def tvt_speed(args, out) -> list[dict]:
                     loop = tr.loop
                     ppo.RolloutState = lambda *a, _loop=loop, **k: _loop  # run() keeps the running loop
                     try:
-                        t = time.perf_counter()
-                        tr.run(stop_after=1, at_boundary=False)
-                        times[name].append(time.perf_counter() - t)
+                        with engineering_of_old() if name.endswith("0") else contextlib.nullcontext():
+                            t, c = time.perf_counter(), time.process_time()
+                            tr.run(stop_after=1, at_boundary=False)
+                            times[name].append(time.perf_counter() - t)
+                            cpu[name].append(time.process_time() - c)
                     finally:
                         ppo.RolloutState = RolloutState
             steps = args.num_envs * runs["baseline"].cfg.num_steps
             base = times["baseline"]
+            base_cpu = cpu["baseline"]
             for name in names:
                 ratios = [b / x for b, x in zip(base, times[name], strict=True)]
                 r = {"section": "tvt-speed", "grid_size": g, "run": name, "precision": runs[name].cfg.precision,
                      "threads": args.threads, "num_envs": args.num_envs, "repeats": args.repeats,
                      "s_per_update": [round(x, 4) for x in times[name]],
+                     "cpu_s_per_update": [round(x, 4) for x in cpu[name]],
                      "env_steps_per_s": round(steps * len(times[name]) / sum(times[name]), 1),
                      "vs_baseline_median": round(statistics.median(ratios), 3),
-                     "vs_baseline_total": round(sum(base) / sum(times[name]), 3)}
+                     "vs_baseline_total": round(sum(base) / sum(times[name]), 3),
+                     # by CPU time (1 torch thread: the work done, less moved by other processes' load)
+                     "vs_baseline_cpu_median": round(statistics.median(
+                         [b / x for b, x in zip(base_cpu, cpu[name], strict=True)]), 3),
+                     "vs_baseline_cpu_total": round(sum(base_cpu) / sum(cpu[name]), 3)}
+                if name.endswith("0") or f"{name}0" in names:  # the exact speed-ups: this run / its code of old
+                    ref = name if name.endswith("0") else f"{name}0"
+                    if ref in names and ref != name:
+                        r["vs_code_of_old_cpu_median"] = round(statistics.median(
+                            [b / x for b, x in zip(cpu[ref], cpu[name], strict=True)]), 3)
                 records.append(r)
+                extra = (f"; x its code of old (CPU, median) {r['vs_code_of_old_cpu_median']:.2f}"
+                         if "vs_code_of_old_cpu_median" in r else "")
                 print(f"grid {g:>2} {name:<12} {r['env_steps_per_s']:>7.0f} env-steps/s  x baseline: "
-                      f"median {r['vs_baseline_median']:.2f}, total {r['vs_baseline_total']:.2f}  "
-                      f"(s/update {' '.join(f'{x:.2f}' for x in times[name])})", file=out, flush=True)
+                      f"median {r['vs_baseline_median']:.2f}, total {r['vs_baseline_total']:.2f}; by CPU time: "
+                      f"median {r['vs_baseline_cpu_median']:.2f}, total {r['vs_baseline_cpu_total']:.2f}{extra}  "
+                      f"(s/update {' '.join(f'{x:.2f}' for x in times[name])}; CPU s "
+                      f"{' '.join(f'{x:.2f}' for x in cpu[name])})", file=out, flush=True)
+    return records
+
+
+def tvt_exact(args, out) -> list[dict]:
+    """The ``tvt-exact`` section: each of issue 33's exact speed-ups on its own, the replaced code
+    and its replacement timed alternately on the shapes of a 10x10 / 30x30 run (16 envs x 5
+    agents, 1,100 bank rows, 1,000 ring rows, minibatches of 80 sequences of 25 steps; the
+    shapes do not depend on the grid): milliseconds a call (median of ``--repeats`` x 10
+    alternations, caches evicted before each call as the rest of an update evicts them), and
+    the calls an update makes (lagged learner: 16 minibatches and 4 of the proximal pass)."""
+    import statistics
+
+    import numpy as np
+
+    from karmic.tvt import kernels
+
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    S, R, D, T, mb, H, k, rows = 80, 1100, 32, 25, 80, 2, 50, 320
+    bank_np = np.swapaxes(rng.standard_normal((R, S, D)).astype(np.float32), 0, 1)  # as np.concatenate lays it
+    bank_t = torch.from_numpy(bank_np)
+    bank_c = bank_t.contiguous()
+    w = rng.random((T, mb, H, k)).astype(np.float32)
+    idx = rng.integers(0, R, (T, mb, H, k))
+    slots = rng.permutation(S)
+    out_sum = np.empty((T, mb, H, D), np.float32)
+    ring = rng.standard_normal((S, 1000, D)).astype(np.float32)
+    w1, idx1, out1 = w[:1], rng.integers(0, 1000, (1, S, H, k)), np.empty((1, S, H, D), np.float32)
+    obs = torch.from_numpy(rng.integers(0, 2, (rows, T, 11, 11, 3), dtype=np.uint8))
+    flat_tm = obs.transpose(0, 1).reshape(T, rows, -1).float() / 255.0
+    mbi = torch.from_numpy(rng.permutation(rows)[:mb])
+    sel = torch.from_numpy(rng.integers(0, R, (rows, T, H, k)))
+    sel_tm = sel.transpose(0, 1).contiguous()
+    junk = torch.zeros(8 * 2**20)
+    cases = {  # name: (old, new, calls an update)
+        "gather_sum_at (learner read fwd + dot's bwd)": (
+            lambda: kernels.gather_sum_at_v0(w, idx, out_sum, bank_c.numpy(), slots[:mb]),
+            lambda: kernels.gather_sum_at(w, idx, out_sum, bank_c.numpy(), slots[:mb]), 36),
+        "gather_sum (acting read)": (lambda: kernels.gather_sum_v0(w1, idx1, out1, ring),
+                                     lambda: kernels.gather_sum(w1, idx1, out1, ring), 100),
+        "bank made contiguous in each learner read (words + unit)": (
+            lambda: (bank_t.contiguous(), bank_t.contiguous()), lambda: (bank_c.contiguous(), bank_c.contiguous()), 20),
+        "reconstruction target of a minibatch": (
+            lambda: obs[mbi].transpose(0, 1).reshape(T, mb, -1).float() / 255.0,
+            lambda: flat_tm[:, mbi], 16),
+        "stored selection of a minibatch (rows + ok)": (
+            lambda: (sel[mbi].transpose(0, 1).contiguous(), (sel[mbi] > 0).transpose(0, 1).contiguous()),
+            lambda: (sel_tm.index_select(1, mbi), sel_tm.index_select(1, mbi) > 0), 20),
+    }
+    records = []
+    for name, (f_old, f_new, calls) in cases.items():
+        f_old(), f_new()
+        t_old, t_new = [], []
+        for _ in range(10 * args.repeats):
+            for f, acc in ((f_old, t_old), (f_new, t_new)):
+                junk.add_(1.0)
+                t = time.perf_counter()
+                f()
+                acc.append(time.perf_counter() - t)
+        a, b = statistics.median(t_old) * 1e3, statistics.median(t_new) * 1e3
+        r = {"section": "tvt-exact", "part": name, "old_ms": round(a, 3), "new_ms": round(b, 3),
+             "speedup": round(a / b, 2), "calls_per_update": calls, "s_saved_per_update": round((a - b) * calls / 1e3, 4)}
+        records.append(r)
+        print(f"{name:<58} old {a:7.3f} ms  new {b:7.3f} ms  {a / b:5.2f}x  x{calls}/update: "
+              f"{r['s_saved_per_update']:.3f} s/update saved", file=out, flush=True)
     return records
 
 
@@ -340,7 +485,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2,
                     help="with --algos: alternations per grid; tvt-speed: measured updates per run")
     ap.add_argument("--tvt-methods", default="old,new",
-                    help="tvt-speed: TVT methods to time, of " + ", ".join(TVT_METHODS))
+                    help="tvt-speed: TVT methods to time, of " + ", ".join(TVT_METHODS)
+                    + " (ending in 0: the code of before issue 33's exact speed-ups)")
     ap.add_argument("--tvt-warmup", type=int, default=0,
                     help="tvt-speed: warm-up updates of a TVT run [default 0: until its memory spans the "
                          "earlier shards; fewer: a smaller bank than in a long run, which flatters the old method]")
@@ -367,10 +513,10 @@ def main() -> None:
         return
     out = sys.stderr if args.json else sys.stdout
     sections = set(args.sections.split(","))
-    unknown = sections - {"main", "threads", "scaling", "tvt-parts", "tvt-speed"}
+    unknown = sections - {"main", "threads", "scaling", "tvt-parts", "tvt-speed", "tvt-exact"}
     if unknown:
         ap.error(f"unknown --sections {', '.join(sorted(unknown))}; "
-                 "choose from main, threads, scaling, tvt-parts, tvt-speed")
+                 "choose from main, threads, scaling, tvt-parts, tvt-speed, tvt-exact")
     bad = set(args.tvt_methods.split(",")) - set(TVT_METHODS)
     if bad:
         ap.error(f"unknown --tvt-methods {', '.join(sorted(bad))}; choose from {', '.join(TVT_METHODS)}")
@@ -426,6 +572,8 @@ def main() -> None:
                 args.precision, n_agents=n)
     if "tvt-parts" in sections:
         tvt_parts(args, run, out)
+    if "tvt-exact" in sections:
+        records += tvt_exact(args, out)
     if "tvt-speed" in sections:
         if len(precisions) > 1:
             ap.error("--sections tvt-speed takes one --precision")

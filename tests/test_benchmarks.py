@@ -1,14 +1,17 @@
-"""The training benchmark's diagnostics: the stubbed TVT read (``--sections tvt-parts``)."""
+"""The training benchmark's diagnostics: the stubbed TVT read (``--sections tvt-parts``), and the
+code of before issue 33's exact speed-ups (``--sections tvt-speed``, methods ending in 0)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from train_throughput import stubbed_read  # noqa: E402
+from train_throughput import engineering_of_old, stubbed_read  # noqa: E402
 
 from karmic.training.ppo import TrainConfig, Trainer  # noqa: E402
 from karmic.tvt.memory import TVTMemory, window_valid  # noqa: E402
@@ -67,3 +70,33 @@ def test_the_evaluation_benchmark_plays_the_old_and_the_new_code(tmp_path):
     for mod, n in ((old, 1), (B.new, 2)):
         wall, cpu = B.play(mod, tmp_path / f"lake-{n}", ["random"], "solo", n, seed=0)
         assert wall > 0 and cpu > 0
+
+
+def _train_params(tmp_path, name, old_code, **kw):
+    cfg = TrainConfig(mode="tvt", grid_size=10, seed=3, num_envs=2, total_steps=10**6, checkpoint_every=10**6,
+                      threads=1, memory_size=150, run_id=f"exact-{name}", **kw)
+    with engineering_of_old() if old_code else contextlib.nullcontext():
+        tr = Trainer(cfg, tmp_path / name)
+        tr.run(stop_after=4, at_boundary=False)
+    return {k: v.detach().clone() for k, v in tr.agent.state_dict().items()}
+
+
+@pytest.mark.parametrize("method", [
+    {"precision": "fp32"},  # the method of old: the sparse read (gather_sum), the bank's index_select
+    {"precision": "fp32", "tvt_select": "rollout", "tvt_learn": "lagged", "tvt_lag": 1},  # gather_*_at
+    {"precision": "bf16", "tvt_select": "rollout", "tvt_learn": "lagged", "tvt_lag": 1},
+])
+def test_issue_33s_speed_ups_change_no_bit_and_the_code_of_old_is_restored(tmp_path, method):
+    """The vectorised gathered sums, the contiguous bank and the reconstruction target converted
+    once train to the same parameters, bit for bit, as the code they replaced (4 updates, each
+    read and learned); and the benchmark's context puts the code of old back, then takes it away."""
+    from karmic.training import tvt_run
+    from karmic.tvt.memory import _GatheredAt
+
+    kernels_now, bank_now = dict(_GatheredAt.KERNELS), tvt_run.TVTRun._bank
+    new = _train_params(tmp_path, "new", False, **method)
+    old = _train_params(tmp_path, "old", True, **method)
+    assert _GatheredAt.KERNELS == kernels_now and tvt_run.TVTRun._bank is bank_now
+    assert new.keys() == old.keys()
+    for k in new:
+        assert torch.equal(new[k], old[k]), k

@@ -74,3 +74,43 @@ def test_gathered_products_equal_their_einsum(T, B, R, K, D, seed):
     s = np.empty((T, B, H, D), np.float32)
     kernels.gather_sum(w, idx, s, table)
     np.testing.assert_allclose(s, np.einsum("tbhk,tbhkd->tbhd", w, rows), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(T=st.integers(1, 4), B=st.integers(1, 5), R=st.integers(1, 60), K=st.integers(1, 60),
+       D=st.integers(1, 70), p_zero=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1))
+def test_the_vectorised_gathered_sums_are_the_loops_of_old_bit_for_bit(T, B, R, K, D, p_zero, seed):
+    """issue 33: gather_sum / gather_sum_at index in full instead of through per-query views
+    (vectorised over the word); every output must be the old loops' to the last bit."""
+    rng = np.random.default_rng(seed)
+    H = 2
+    w = rng.standard_normal((T, B, H, K)).astype(np.float32)
+    w[rng.random(w.shape) < p_zero] = 0.0
+    S = B + 3
+    table = rng.standard_normal((S, R, D)).astype(np.float32)
+    idx = rng.integers(0, R, (T, B, H, K))
+    slots = rng.integers(0, S, B)
+    new, old = np.full((T, B, H, D), 7.0, np.float32), np.full((T, B, H, D), -7.0, np.float32)
+    kernels.gather_sum(w, idx, new, table[:B])
+    kernels.gather_sum_v0(w, idx, old, table[:B])
+    np.testing.assert_array_equal(new, old)
+    kernels.gather_sum_at(w, idx, new, table, slots)
+    kernels.gather_sum_at_v0(w, idx, old, table, slots)
+    np.testing.assert_array_equal(new, old)
+
+
+def test_the_vectorised_gathered_sums_are_bit_for_bit_on_a_learner_sized_read():
+    rng = np.random.default_rng(33)
+    T, B, H, K, S, R, D = 25, 80, 2, 50, 80, 1100, 32
+    w = rng.random((T, B, H, K)).astype(np.float32)
+    w[..., -7:] = 0.0
+    table = rng.standard_normal((S, R, D)).astype(np.float32)
+    idx = rng.integers(0, R, (T, B, H, K))
+    slots = rng.permutation(S)[:B]
+    new, old = np.empty((T, B, H, D), np.float32), np.empty((T, B, H, D), np.float32)
+    kernels.gather_sum_at(w, idx, new, table, slots)
+    kernels.gather_sum_at_v0(w, idx, old, table, slots)
+    np.testing.assert_array_equal(new, old)
+    kernels.gather_sum(w, idx, new, table[slots])
+    kernels.gather_sum_v0(w, idx, old, table[slots])
+    np.testing.assert_array_equal(new, old)

@@ -586,7 +586,7 @@ class Trainer:
                     v_loss = 0.5 * ((value - ret_t[idx]) ** 2).mean()
                 loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
                 if mem is not None:
-                    loss = mem.add_losses(loss, self.agent, idx, z, obs[idx].transpose(0, 1))
+                    loss = mem.add_losses(loss, self.agent, idx, z, obs)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.agent.parameters(), cfg.max_grad_norm)

@@ -70,27 +70,41 @@ class LearnerMemory:
         self.prev_r = torch.from_numpy(shard.extra["tvt_prev_reward"]).to(dev)
         self.slots = torch.from_numpy(shard.rows["slot"].astype(np.int64)).to(dev)
         self.sel = None
+        self._obs_flat: tuple[torch.Tensor, torch.Tensor] | None = None  # (obs, its reconstruction target)
         if cfg.tvt_select == "rollout":  # the acting read's rows, as rows of this bank
-            self.sel = stored_selection(shard.extra["tvt_sel_off"], stream_times(shard), self.times.cpu().numpy())
+            rows, ok = stored_selection(shard.extra["tvt_sel_off"], stream_times(shard), self.times.cpu().numpy())
+            # laid out time-major (L, rows, H, k) once, so a minibatch's (L, mb, H, k) is one
+            # gather, not a gather and a transposed copy (issue 33; the same values)
+            self.sel = (rows.transpose(0, 1).contiguous().to(dev), ok.transpose(0, 1).contiguous().to(dev))
 
     def memory(self, idx: torch.Tensor) -> tuple:
         if self.sel is not None:  # (whole bank, -, its unit rows, the rows each step reads)
             rows, ok = self.sel
-            return (self.words, None, self.unit,
-                    Selection(rows[idx].transpose(0, 1).contiguous(), ok[idx].transpose(0, 1).contiguous(),
-                              self.slots[idx]))
+            return self.words, None, self.unit, Selection(rows.index_select(1, idx), ok.index_select(1, idx),
+                                                          self.slots[idx])
         valid = window_valid(self.times[None].expand(len(idx), -1), self.taus[idx].T, self.cfg.memory_size)
         slots = self.slots[idx]
         return self.words.index_select(0, slots), valid, self.unit.index_select(0, slots)
 
+    def obs_flat(self, obs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The reconstruction's target: the minibatch's observations (``obs`` (rows, L, ...) uint8,
+        the whole shard's), (L, mb, V*V*C) in [0, 1]. Converted once per shard and gathered per
+        minibatch (issue 33: the conversion of a transposed uint8 gather took ~5 ms a minibatch),
+        time-major so that the gather is the minibatch's layout: the same values, laid out as
+        before (contiguous), so the loss sums in the same order."""
+        if self._obs_flat is None or self._obs_flat[0] is not obs:  # time-major (L, rows, V*V*C)
+            self._obs_flat = (obs, obs.transpose(0, 1).reshape(obs.shape[1], obs.shape[0], -1).float() / 255.0)
+        return self._obs_flat[1][:, idx]  # (index_select on dim 1 of a float tensor: ~40x slower on CPU)
+
     def add_losses(self, loss: torch.Tensor, agent, idx: torch.Tensor, z: torch.Tensor,
                    obs: torch.Tensor) -> torch.Tensor:
         """``loss`` plus the weighted reconstruction and read-strength losses of the minibatch
-        (``obs`` its (L, mb, ...) uint8 observations, ``z`` the latents the forward pass made)."""
+        ``idx`` (``obs`` the shard's (rows, L, ...) uint8 observations, ``z`` the latents the
+        forward pass made)."""
         cfg, tvt = self.cfg, agent.tvt
         pa_, pr_ = self.prev_a[idx].T, self.prev_r[idx].T
         words = tvt.write(z, pa_, pr_)
-        obs_flat = obs.reshape(*words.shape[:2], -1).float() / 255.0
+        obs_flat = self.obs_flat(obs, idx)
         aux = tvt.losses(words, obs_flat, pa_, pr_, agent.last_read.strength, power=cfg.tvt_read_power,
                          tolerance=cfg.tvt_read_tolerance)
         return loss + cfg.tvt_recon_cost * aux["recon"] + cfg.tvt_read_cost * aux["read_reg"]
@@ -168,7 +182,7 @@ class TVTRun:
         if "tvt_sel_off" in x:  # before the write: the rows' stream times as the read saw them
             if read.index is not None and read.index.shape[-1]:
                 sel_tau = torch.gather(ring.time[:, None, :].expand(-1, read.index.shape[2], -1), 2, read.index[0])
-                x["tvt_sel_off"][t] = torch.where(read.ok[0], tau - sel_tau, 0).numpy()
+                x["tvt_sel_off"][t] = torch.where(read.ok[0], tau - sel_tau, 0).cpu().numpy()
             else:
                 x["tvt_sel_off"][t] = 0
         word = agent.tvt.write(z, prev_a, prev_r)
@@ -238,7 +252,11 @@ class TVTRun:
         """The update's memory bank, normalised once for the learner and every replay pass."""
         words, times = memory_bank(shards, self.S, self.word)
         w = torch.from_numpy(words).to(self.device)
-        return w, nn.functional.normalize(w, dim=-1), torch.from_numpy(times).to(self.device)
+        # contiguous once here: np.concatenate of the shards' (S, T, word) views lays the bank out
+        # time-major, and every learner read made a contiguous copy of the whole bank (words and
+        # unit rows, ~11 MB each at 1,100 rows) in every minibatch (issue 33; the same values)
+        return (w.contiguous(), nn.functional.normalize(w, dim=-1).contiguous(),
+                torch.from_numpy(times).to(self.device))
 
     def learner_memory(self, shard) -> LearnerMemory:
         return LearnerMemory(self.cfg, self.bank, shard)

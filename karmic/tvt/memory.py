@@ -162,11 +162,12 @@ class TVTMemory(nn.Module):
         keys, strength = keys.float(), strength.float()
         unit, mem = unit.float().contiguous(), mem.float().contiguous()
         ok = sel.ok
-        top = strength[..., None] * _GatheredAt.apply(keys, unit, sel.idx, sel.slots, "dot")
+        gathered = _GatheredAt.apply if numba_read(keys) else _gathered_at_torch
+        top = strength[..., None] * gathered(keys, unit, sel.idx, sel.slots, "dot")
         w_top = torch.softmax(top.masked_fill(~ok, float("-inf")).masked_fill(~ok.any(-1, keepdim=True), 0.0), -1)
         w_top = torch.where(ok, w_top, torch.zeros_like(w_top))
         w_top = w_top / w_top.sum(-1, keepdim=True).clamp(min=1e-12)
-        vec = _GatheredAt.apply(w_top, mem, sel.idx, sel.slots, "sum").reshape(T, B, self.read_dim)
+        vec = gathered(w_top, mem, sel.idx, sel.slots, "sum").reshape(T, B, self.read_dim)
         return Read(vec, w_top, strength, sel.idx, ok)
 
     def losses(self, words: torch.Tensor, obs_flat: torch.Tensor, prev_action: torch.Tensor,
@@ -226,6 +227,12 @@ def _gathered_torch(x: torch.Tensor, table: torch.Tensor, idx: torch.Tensor, kin
     if kind == "dot":
         return (rows * x[..., None, :]).sum(-1)
     return (x[..., None] * rows).sum(-2)
+
+
+def _gathered_at_torch(x: torch.Tensor, table: torch.Tensor, idx: torch.Tensor, slots: torch.Tensor,
+                       kind: str) -> torch.Tensor:
+    """``_GatheredAt`` in torch ops, for a GPU (the numba kernels take CPU arrays only)."""
+    return _gathered_torch(x, table.index_select(0, slots), idx, kind)
 
 
 class _GatheredAt(torch.autograd.Function):
