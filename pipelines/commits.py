@@ -28,12 +28,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from pipelines import storage
 from pipelines.storage import LakePath
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow is imported where a part is written or read, not here: a reader that only lists the log
+# (``karmic sql "select count(*) from events"``, :func:`count`) starts without it
 
 LOG = "_log"
 READY = "_ready"
@@ -83,6 +87,9 @@ def schema_id(schema: pa.Schema) -> str:
     if key not in _schema_ids:
         import io
 
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         buf = io.BytesIO()
         pq.write_table(schema.remove_metadata().empty_table(), buf)
         stored = pq.read_schema(pa.BufferReader(buf.getvalue()))
@@ -100,6 +107,8 @@ def is_ready(lake: LakePath, table: str) -> bool:
 
 
 def record(run_id: str, part: str, table: pa.Table | pa.Schema, rows: int, lo=None, hi=None) -> Commit:
+    import pyarrow as pa
+
     schema = table if isinstance(table, pa.Schema) else table.schema
     return Commit(run_id, part, int(rows), lo, hi, schema_id(schema))
 
@@ -119,6 +128,9 @@ def record_of(run_id: str, part: str, table: pa.Table) -> Commit:
 
 def record_from_file(run_id: str, path: LakePath) -> Commit:
     """A part's record from its footer (migration): row count, key statistics, schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if storage.is_remote(path):
         md = pq.read_metadata(pa.BufferReader(path.read_bytes()))
     else:
@@ -194,3 +206,11 @@ def committed(lake: LakePath, table: str, run: str | None = None) -> list[Commit
     if run is not None:
         out = [c for c in out if c.run_id == run]
     return sorted(out, key=lambda c: (c.run_id, c.part))
+
+
+def count(lake: LakePath, table: str, run: str | None = None) -> int | None:
+    """The table's committed rows (``run``: that run's), summed from the log's records without
+    opening a part; None where the table has no log (``_ready``) to answer from."""
+    if not is_ready(lake, table):
+        return None
+    return sum(c.rows for c in committed(lake, table, run))
