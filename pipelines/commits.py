@@ -26,6 +26,7 @@ that writes to it, or by ``karmic lake check --migrate``.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -198,14 +199,42 @@ def migrate(lake: Path | str, table: str) -> int:
     return n
 
 
-def committed(lake: LakePath, table: str, run: str | None = None) -> list[Commit]:
-    """The table's committed parts (one listing), oldest name first; ``run``: that run's only."""
+def names(lake: LakePath, table: str) -> list[str]:
+    """The names in the table's log folder (one listing; no path object per marker, which at
+    200,000 markers costs more than the listing itself)."""
     d = log_dir(lake, table)
-    names = [p.name for p in d.iterdir()] if storage.is_remote(d) or d.is_dir() else []
-    out = [c for n in names if (c := parse(n)) is not None]
-    if run is not None:
-        out = [c for c in out if c.run_id == run]
+    if storage.is_remote(d):
+        return [p.name for p in d.iterdir()]
+    try:
+        return os.listdir(d)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _fields(name: str) -> list[str] | None:
+    """A marker name's six fields, the row count checked; None for anything else (``_ready``)."""
+    f = name.split(SEP)
+    if len(f) != 6 or not f[2].isdigit() or not all(not k or k.lstrip("-").isdigit() for k in (f[3], f[4])):
+        return None
+    return f
+
+
+def committed(lake: LakePath, table: str, run: str | None = None) -> list[Commit]:
+    """The table's committed parts (one listing), ordered by (run id, part); ``run``: that run's
+    only."""
+    out = [c for n in names(lake, table) if (c := parse(n)) is not None and (run is None or c.run_id == run)]
     return sorted(out, key=lambda c: (c.run_id, c.part))
+
+
+def files(lake: LakePath, table: str, run: str | None = None) -> dict[str, list[tuple[str, str]]]:
+    """The committed parts as ``{schema id: [(run id, part), ...]}``, ordered as :func:`committed`
+    (what a reader hands DuckDB; the same records without building one object per part)."""
+    rows = sorted((f[0], f[1], f[5]) for n in names(lake, table)
+                  if (f := _fields(n)) is not None and (run is None or f[0] == run))
+    out: dict[str, list[tuple[str, str]]] = {}
+    for run_id, part, schema in rows:
+        out.setdefault(schema, []).append((run_id, part))
+    return out
 
 
 def count(lake: LakePath, table: str, run: str | None = None) -> int | None:
@@ -213,4 +242,5 @@ def count(lake: LakePath, table: str, run: str | None = None) -> int | None:
     opening a part; None where the table has no log (``_ready``) to answer from."""
     if not is_ready(lake, table):
         return None
-    return sum(c.rows for c in committed(lake, table, run))
+    return sum(int(f[2]) for n in names(lake, table)
+               if (f := _fields(n)) is not None and (run is None or f[0] == run))
