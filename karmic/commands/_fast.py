@@ -9,8 +9,8 @@ returns True. Anything else (another statement, ``--help``, an unknown or malfor
 s3:// lake, a lake written before the log, a ``--run`` with no committed part) returns False and
 the command runs through typer as always, with its errors. The answer is the count DuckDB gives
 over the same committed parts: the view reads exactly the parts the log names, and each record
-holds its part's row count. What it does not do is open the parts: a committed part torn
-afterwards is reported by ``karmic lake check``, not by this count.
+holds its part's row count. What it does not do is open the parts: a committed part torn or
+deleted afterwards is reported by ``karmic lake check``, not by this count.
 """
 
 from __future__ import annotations
