@@ -2,17 +2,27 @@
 
 Each command lives in ``karmic/commands/<name>.py`` and registers itself with ``register(app)``.
 Command modules import only typer at module level; torch, the environment, DuckDB and the lake
-are imported inside the command bodies so ``karmic --help`` stays fast.
+are imported inside the command bodies so ``karmic --help`` stays fast. A bare count
+(``karmic sql "select count(*) from events"``) is answered from the lake's commit log before any
+of this is imported (``karmic.commands._fast``, whose ``main`` is the console script).
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import re
+import sys
 
-import typer
-from typer.models import ParameterInfo
+if __name__ == "__main__":  # python -m karmic.cli: the count needs neither typer nor DuckDB
+    from karmic.commands._fast import run as _run_fast
+
+    if _run_fast(sys.argv[1:]):
+        raise SystemExit(0)
+
+import importlib  # noqa: E402
+import inspect  # noqa: E402
+import re  # noqa: E402
+
+import typer  # noqa: E402
+from typer.models import ParameterInfo  # noqa: E402
 
 app = typer.Typer(
     name="karmic",

@@ -26,14 +26,19 @@ that writes to it, or by ``karmic lake check --migrate``.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from pipelines import storage
 from pipelines.storage import LakePath
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow is imported where a part is written or read, not here: a reader that only lists the log
+# (``karmic sql "select count(*) from events"``, :func:`count`) starts without it
 
 LOG = "_log"
 READY = "_ready"
@@ -83,6 +88,9 @@ def schema_id(schema: pa.Schema) -> str:
     if key not in _schema_ids:
         import io
 
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         buf = io.BytesIO()
         pq.write_table(schema.remove_metadata().empty_table(), buf)
         stored = pq.read_schema(pa.BufferReader(buf.getvalue()))
@@ -100,6 +108,8 @@ def is_ready(lake: LakePath, table: str) -> bool:
 
 
 def record(run_id: str, part: str, table: pa.Table | pa.Schema, rows: int, lo=None, hi=None) -> Commit:
+    import pyarrow as pa
+
     schema = table if isinstance(table, pa.Schema) else table.schema
     return Commit(run_id, part, int(rows), lo, hi, schema_id(schema))
 
@@ -119,6 +129,9 @@ def record_of(run_id: str, part: str, table: pa.Table) -> Commit:
 
 def record_from_file(run_id: str, path: LakePath) -> Commit:
     """A part's record from its footer (migration): row count, key statistics, schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if storage.is_remote(path):
         md = pq.read_metadata(pa.BufferReader(path.read_bytes()))
     else:
@@ -186,11 +199,48 @@ def migrate(lake: Path | str, table: str) -> int:
     return n
 
 
-def committed(lake: LakePath, table: str, run: str | None = None) -> list[Commit]:
-    """The table's committed parts (one listing), oldest name first; ``run``: that run's only."""
+def names(lake: LakePath, table: str) -> list[str]:
+    """The names in the table's log folder (one listing; no path object per marker, which at
+    200,000 markers costs more than the listing itself)."""
     d = log_dir(lake, table)
-    names = [p.name for p in d.iterdir()] if storage.is_remote(d) or d.is_dir() else []
-    out = [c for n in names if (c := parse(n)) is not None]
-    if run is not None:
-        out = [c for c in out if c.run_id == run]
+    if storage.is_remote(d):
+        return [p.name for p in d.iterdir()]
+    try:
+        return os.listdir(d)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _fields(name: str) -> list[str] | None:
+    """A marker name's six fields, the row count checked; None for anything else (``_ready``)."""
+    f = name.split(SEP)
+    if len(f) != 6 or not f[2].isdigit() or not all(not k or k.lstrip("-").isdigit() for k in (f[3], f[4])):
+        return None
+    return f
+
+
+def committed(lake: LakePath, table: str, run: str | None = None) -> list[Commit]:
+    """The table's committed parts (one listing), ordered by (run id, part); ``run``: that run's
+    only."""
+    out = [c for n in names(lake, table) if (c := parse(n)) is not None and (run is None or c.run_id == run)]
     return sorted(out, key=lambda c: (c.run_id, c.part))
+
+
+def files(lake: LakePath, table: str, run: str | None = None) -> dict[str, list[tuple[str, str]]]:
+    """The committed parts as ``{schema id: [(run id, part), ...]}``, ordered as :func:`committed`
+    (what a reader hands DuckDB; the same records without building one object per part)."""
+    rows = sorted((f[0], f[1], f[5]) for n in names(lake, table)
+                  if (f := _fields(n)) is not None and (run is None or f[0] == run))
+    out: dict[str, list[tuple[str, str]]] = {}
+    for run_id, part, schema in rows:
+        out.setdefault(schema, []).append((run_id, part))
+    return out
+
+
+def count(lake: LakePath, table: str, run: str | None = None) -> int | None:
+    """The table's committed rows (``run``: that run's), summed from the log's records without
+    opening a part; None where the table has no log (``_ready``) to answer from."""
+    if not is_ready(lake, table):
+        return None
+    return sum(int(f[2]) for n in names(lake, table)
+               if (f := _fields(n)) is not None and (run is None or f[0] == run))

@@ -8,10 +8,12 @@ classified as (
 
 ,
 
+-- each episode's first step, read only for --by episode (otherwise the condition is false when
+-- the query is planned and the scan of the events is left out)
 episode_start as (
     select run_id, episode, min(global_step) as global_step
     from events
-    where event_type = 'SPAWN' and t = 0
+    where event_type = 'SPAWN' and t = 0 and getvariable('by') = 'episode'
     group by run_id, episode
 )
 
