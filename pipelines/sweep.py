@@ -432,7 +432,9 @@ class LocalBackend:
                 p.join(max(0.0, deadline - time.monotonic()))
                 if p.is_alive():
                     p.terminate()
-        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        # wait even when cancelling (the workers are gone by now): a manager thread left running
+        # into interpreter exit races Python 3.11's atexit hook, which then prints a traceback
+        self.pool.shutdown(wait=True, cancel_futures=cancel)
         self.pool = None
 
 
