@@ -32,6 +32,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 MODES = ("baseline", "matchmaker", "tvt", "full", "memory", "sham", "hit-cost", "tvt-learned")
+# runs of a condition in another method (docs/tvt-speed.md): name -> the fields it sets. full-new
+# was recorded from the code before tvt_read_refresh existed, so its default (1) is that code
+VARIANTS = {"full-new": {"mode": "full", "tvt_select": "rollout", "tvt_learn": "lagged", "tvt_lag": 1}}
 GOLDEN = Path(__file__).with_name("golden.json")
 
 
@@ -91,14 +94,14 @@ def mismatches(got, want, path: str = "") -> list[str]:
     return [] if got == want else [f"{path}: {got!r} != {want!r}"]
 
 
-def digests(lake: Path, modes: tuple[str, ...] = MODES) -> dict[str, dict[str, str]]:
+def digests(lake: Path, modes: tuple[str, ...] = MODES + tuple(VARIANTS)) -> dict[str, dict[str, str]]:
     from karmic.training.ppo import TrainConfig, train
 
     out = {}
     for mode in modes:
         run_id = f"golden-{mode}"
         cfg = TrainConfig.from_dict(dict(
-            mode=mode, grid_size=10, seed=5, num_envs=2, num_steps=20, seq_len=10, hidden=32, latent=16,
+            **VARIANTS.get(mode, {"mode": mode}), grid_size=10, seed=5, num_envs=2, num_steps=20, seq_len=10, hidden=32, latent=16,
             total_steps=2 * 20 * 6, checkpoint_every=1, threads=1, memory_size=30, precision="fp32",
             env_overrides={"max_steps": 20}, run_id=run_id))
         train(cfg, lake)
@@ -116,7 +119,7 @@ def digests(lake: Path, modes: tuple[str, ...] = MODES) -> dict[str, dict[str, s
 if __name__ == "__main__":
     add = sys.argv[sys.argv.index("--add") + 1:] if "--add" in sys.argv else []
     with tempfile.TemporaryDirectory() as d:
-        got = digests(Path(d), tuple(add) or MODES)
+        got = digests(Path(d), tuple(add) or MODES + tuple(VARIANTS))
     print(json.dumps(got, indent=1, sort_keys=True))
     if "--write" in sys.argv:
         GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")

@@ -152,6 +152,13 @@ class TrainConfig:
     """``tvt_learn = lagged``: updates between a shard's rollout and its learning. None: the
     memory's span in shards (ceil(memory_size / num_steps)), after which no transport can reach
     it; less learns sooner and loses the value transported later (the run reports its share)."""
+    tvt_read_refresh: int = 1
+    """The acting read's selection over the memory ring (docs/tvt-speed.md): 1 (the method of
+    old): every step scores every row of the ring and reads its top-k; K > 1: only the steps whose
+    stream time is a multiple of K do; a step in between scores only the rows selected at the
+    last such step plus the rows written since, and reads the top-k of those (softmax weights
+    from its current keys, as always). Needs ``tvt_select = rollout`` (the learner then reads the
+    rows the rollout chose); PPO only."""
     env_overrides: dict[str, Any] = field(default_factory=dict)
     """HarvestConfig fields set over the preset."""
     run_id: str | None = None
@@ -200,6 +207,11 @@ class TrainConfig:
             raise ValueError(f"unknown tvt_learn {self.tvt_learn!r}; choose {', '.join(TVT_LEARNS)}")
         if self.tvt_lag is not None and self.tvt_lag < 0:
             raise ValueError(f"tvt_lag must be >= 0, got {self.tvt_lag}")
+        if self.tvt_read_refresh < 1:
+            raise ValueError(f"tvt_read_refresh must be >= 1, got {self.tvt_read_refresh}")
+        if self.tvt_read_refresh > 1 and self.tvt_select != "rollout":
+            # the learner's own selection would not be the rows the behaviour policy read
+            raise ValueError(f"tvt_read_refresh > 1 needs tvt_select = rollout, got {self.tvt_select!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}")
         check_name(self.device)
@@ -260,6 +272,8 @@ class DRQNConfig(TrainConfig):
         super().validate()
         if self.algo != "drqn":
             raise ValueError(f"DRQNConfig.algo must be 'drqn', got {self.algo!r}")
+        if self.tvt_read_refresh != 1:  # DRQN acts through its own reads, not TVTRun's ring
+            raise ValueError(f"tvt_read_refresh is PPO's (1 for drqn), got {self.tvt_read_refresh}")
         for name in ("n_step", "batch_size", "grad_steps", "target_period", "replay_shards"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

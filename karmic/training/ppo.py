@@ -435,7 +435,7 @@ class Trainer:
                     lp.state,
                     self.tensor(lp.starts)[None],
                     self.agent_ids,
-                    memory=tvt.acting_memory() if tvt is not None else None,
+                    memory=tvt.acting_memory(self.global_step // self.B) if tvt is not None else None,
                 )
             logp_all = torch.log_softmax(logits[0], -1)
             action = torch.multinomial(logp_all.exp(), 1, generator=self.gen)[:, 0]
@@ -473,7 +473,7 @@ class Trainer:
                     lp.state,
                     torch.zeros(1, self.S, dtype=torch.bool, device=self.device),
                     self.agent_ids,
-                    memory=tvt.acting_memory() if tvt is not None else None,
+                    memory=tvt.acting_memory(self.global_step // self.B) if tvt is not None else None,
                 )
             lp.next_value = v[0].cpu().numpy().copy()
             lp.next_start = np.zeros(self.S, np.uint8)

@@ -40,7 +40,7 @@ from karmic.tvt.harvest import (
     stream_times,
     transport_rewards,
 )
-from karmic.tvt.memory import Selection, window_valid
+from karmic.tvt.memory import Candidates, Selection, window_valid
 from pipelines.trajectories import load_bank, read_shard, shard_update, transports_table
 
 TOP_ROWS_KEPT = 3  # rows of each read stored per step (the learned transport's candidates)
@@ -139,13 +139,30 @@ class TVTRun:
         # earlier shards an update needs: the memory of the shard it learns, which is tvt_lag old
         self.lag = self.shards_needed if cfg.tvt_lag is None else cfg.tvt_lag
         self.history_needed = self.shards_needed + (self.lag if self.lagged else 0)
+        # tvt_read_refresh K > 1: the acting read's last full selection (ring rows (S, H, k),
+        # their stream times, which of them were read, the stream time of that read); saved in
+        # checkpoints, so a resume between two refreshes reads what the uninterrupted run reads
+        self.refresh = cfg.tvt_read_refresh
+        self.read_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None
 
     def state(self) -> dict[str, Any]:
-        """What a checkpoint keeps beyond the lake: the lagged queue (empty for the old method)."""
-        return {"pending": {int(u): r.copy() for u, r in self.pending.items()}} if self.lagged else {}
+        """What a checkpoint keeps beyond the lake: the lagged queue and the acting read's last
+        full selection (empty for the method of old)."""
+        out: dict[str, Any] = {}
+        if self.lagged:
+            out["pending"] = {int(u): r.copy() for u, r in self.pending.items()}
+        if self.refresh > 1 and self.read_cache is not None:
+            rows, times, ok, tau = self.read_cache
+            out["read_cache"] = {"rows": rows.cpu().numpy(), "times": times.cpu().numpy(),
+                                 "ok": ok.cpu().numpy(), "tau": int(tau)}
+        return out
 
     def load_state(self, state: dict[str, Any] | None) -> None:
         self.pending = {int(u): np.asarray(r, np.float32) for u, r in (state or {}).get("pending", {}).items()}
+        c = (state or {}).get("read_cache")
+        self.read_cache = None if c is None else (
+            torch.as_tensor(c["rows"], device=self.device), torch.as_tensor(c["times"], device=self.device),
+            torch.as_tensor(c["ok"], device=self.device), int(c["tau"]))
 
     def restore(self, lake: Path | str, run_id: str, update: int) -> None:
         """Refill the ring from the words of the shards the lake kept before ``update``."""
@@ -156,8 +173,39 @@ class TVTRun:
         """The shard's ``extra`` columns, preallocated time-major (T, S, ...)."""
         return {name: np.zeros((num_steps, self.S, *shape), dt) for name, (dt, shape) in self.shapes.items()}
 
-    def acting_memory(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.ring.view()
+    def refreshes(self, tau: int) -> bool:
+        """Whether the acting read at stream time ``tau`` scores the whole ring: every step at
+        ``tvt_read_refresh = 1``; else the steps at multiples of K, and any step without a
+        selection to reuse (a run's first, a resume from a checkpoint that saved none). Keyed
+        to the stream time, not the rollout's step, so a resume keeps the cycle."""
+        return self.refresh == 1 or tau % self.refresh == 0 or self.read_cache is None
+
+    def acting_memory(self, tau: int | None = None) -> tuple:
+        """The memory the read at stream time ``tau`` sees: the ring (words, valid, unit rows),
+        and between two refreshes (``tvt_read_refresh`` > 1) the rows it may select from: the
+        last full selection's rows the ring still holds and the rows written since."""
+        view = self.ring.view()
+        if tau is None or self.refreshes(tau):
+            return view
+        rows, times, ok, tau_r = self.read_cache
+        ring = self.ring
+        S, H, k = rows.shape
+        # a selected row overwritten since (the ring wrapped) is gone; its slot's new row is
+        # among the rows written since
+        held = ok & (ring.time.gather(1, rows.view(S, -1)).view(S, H, k) == times)
+        new_t = torch.arange(tau_r, tau, device=self.device)[-ring.size:]  # written at tau_r .. tau - 1
+        new = (new_t % ring.size).expand(S, H, -1)
+        new_ok = (ring.time[:, new_t % ring.size] == new_t)[:, None, :].expand(S, H, -1)
+        return (*view, None, Candidates(torch.cat([rows, new], -1), torch.cat([held, new_ok], -1)))
+
+    def keep_selection(self, read, tau: int) -> None:
+        """After the acting read at stream time ``tau`` and before the step's write: where that
+        read scored the whole ring (``refreshes``), keep its selection for the reads until the
+        next refresh (``tvt_read_refresh`` > 1)."""
+        if self.refresh > 1 and self.refreshes(tau) and read.index is not None:
+            rows = read.index[0]
+            times = self.ring.time.gather(1, rows.reshape(rows.shape[0], -1)).view(rows.shape)
+            self.read_cache = (rows.clone(), times, read.ok[0].clone(), tau)
 
     def record_step(self, x: dict[str, np.ndarray], t: int, agent, z: torch.Tensor, action: torch.Tensor,
                     rew: np.ndarray, events, starts: np.ndarray, tau: int, reset_events,
@@ -183,6 +231,7 @@ class TVTRun:
             if read.index is not None and read.index.shape[-1]:
                 sel_tau = torch.gather(ring.time[:, None, :].expand(-1, read.index.shape[2], -1), 2, read.index[0])
                 x["tvt_sel_off"][t] = torch.where(read.ok[0], tau - sel_tau, 0).cpu().numpy()
+                self.keep_selection(read, tau)
             else:
                 x["tvt_sel_off"][t] = 0
         word = agent.tvt.write(z, prev_a, prev_r)

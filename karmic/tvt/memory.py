@@ -60,6 +60,16 @@ class Selection:
     slots: torch.Tensor  # (B,) int64: the bank's stream of each sequence
 
 
+@dataclass
+class Candidates:
+    """Rows an acting read may select from (``tvt_read_refresh`` K > 1, between two refreshes:
+    the rows the last full selection chose plus the rows written since): query (b, h) scores
+    rows ``idx[b, h]`` of ``mem[b]`` where ``ok`` and reads the top-k of them."""
+
+    idx: torch.Tensor  # (B, H, C) int64 rows of the ring
+    ok: torch.Tensor  # (B, H, C) bool
+
+
 class TVTMemory(nn.Module):
     """Write embedding, read heads and decoders. Stateless: the memory rows live with the caller."""
 
@@ -92,7 +102,8 @@ class TVTMemory(nn.Module):
         return torch.tanh(self.embed(torch.cat([z, a, prev_reward.to(z.dtype)[..., None]], -1)))
 
     def read(self, h: torch.Tensor, mem: torch.Tensor, valid: torch.Tensor | None,
-             unit: torch.Tensor | None = None, selection: Selection | None = None) -> Read:
+             unit: torch.Tensor | None = None, selection: Selection | None = None,
+             candidates: Candidates | None = None) -> Read:
         """h (T, B, hidden); mem (B, R, word); valid (T, B, R) bool: row j readable at step t;
         ``unit``: ``F.normalize(mem, dim=-1)`` where the caller keeps it (the trainer's ring).
 
@@ -101,7 +112,8 @@ class TVTMemory(nn.Module):
         rows are read (``weights`` then holds (T, B, H, k) over the rows in ``index``).
         Otherwise ``weights`` is dense (T, B, H, R). With a ``selection`` (rows chosen before,
         ``mem`` and ``unit`` then the whole bank (S, R, word), ``valid`` unused) only those rows
-        are scored and read."""
+        are scored and read. With ``candidates`` (an acting read between two refreshes, T = 1;
+        ``unit`` given) the top-k is selected among those rows only."""
         T, B, _ = h.shape
         R = mem.shape[1]
         keys = F.normalize(self.keys(h).view(T, B, self.heads, self.word), dim=-1)
@@ -111,6 +123,8 @@ class TVTMemory(nn.Module):
             return Read(h.new_zeros(T, B, self.read_dim), z, strength)
         if selection is not None:
             return self._read_selected(keys, strength, mem, unit, selection)
+        if candidates is not None:
+            return self._read_candidates(keys, strength, mem, unit, candidates)
         if unit is not None:
             return self._read_sparse(keys, strength, mem, valid, unit)
         cos = torch.einsum("tbhd,brd->tbhr", keys, F.normalize(mem, dim=-1))
@@ -148,6 +162,38 @@ class TVTMemory(nn.Module):
                 top_cos, idx = cos.masked_fill_(~valid[:, :, None, :], float("-inf")).topk(k, dim=-1)
             del cos
             ok = torch.isfinite(top_cos)  # a valid row (fewer than k valid: the rest weigh 0)
+        return self._read_rows(keys, strength, mem, unit, idx, ok, gathered)
+
+    def _read_candidates(self, keys, strength, mem, unit, cand: Candidates) -> Read:
+        """``_read_sparse`` with the selection over ``cand``'s rows instead of the whole ring:
+        their cosines (``C`` = k plus the rows written since the last refresh, not R), the top-k
+        of those, laid out as ``topk_valid`` lays its rows (ascending row, the unread last with
+        row 0), so that a read whose candidates hold the full read's top-k is that read, bit for
+        bit. Both devices: the gathered cosines are the read's own kernels, the rest torch ops."""
+        T, B, H, _ = keys.shape
+        k = min(self.top_k, mem.shape[1])
+        keys, strength = keys.float(), strength.float()
+        unit, mem = unit.float().contiguous(), mem.float().contiguous()
+        gathered = _Gathered.apply if numba_read(keys) else _gathered_torch
+        with torch.no_grad():
+            cidx = cand.idx.expand(T, *cand.idx.shape).contiguous()  # (T, B, H, C)
+            cos = gathered(keys, unit, cidx, "dot").masked_fill_(~cand.ok, float("-inf"))
+            top_cos, pos = cos.topk(min(k, cos.shape[-1]), dim=-1)
+            idx = cidx.gather(-1, pos)
+            ok = torch.isfinite(top_cos)
+            if idx.shape[-1] < k:  # fewer candidates than k (cannot happen past the first refresh)
+                pad = (*idx.shape[:-1], k - idx.shape[-1])
+                idx = torch.cat([idx, idx.new_zeros(pad)], -1)
+                ok = torch.cat([ok, ok.new_zeros(pad)], -1)
+            order = torch.where(ok, idx, mem.shape[1]).argsort(dim=-1, stable=True)
+            ok = ok.gather(-1, order)
+            idx = torch.where(ok, idx.gather(-1, order), 0)
+        return self._read_rows(keys, strength, mem, unit, idx, ok, gathered)
+
+    def _read_rows(self, keys, strength, mem, unit, idx, ok, gathered) -> Read:
+        """The read of the selected rows ``idx`` (``ok``: a row to read): the softmax of their
+        logits with the current keys and strengths, and the weighted sum of their words."""
+        T, B = keys.shape[:2]
         top = strength[..., None] * gathered(keys, unit, idx, "dot")
         w_top = torch.softmax(top.masked_fill(~ok, float("-inf")).masked_fill(~ok.any(-1, keepdim=True), 0.0), -1)
         w_top = torch.where(ok, w_top, torch.zeros_like(w_top))
