@@ -15,8 +15,8 @@ import torch
 from karmic.training.config import DRQNConfig, TrainConfig
 from karmic.training.ppo import Trainer, resumed_trainer
 from karmic.training.tvt_run import TVTRun
-from karmic.tvt.harvest import stream_times
 from karmic.tvt import memory
+from karmic.tvt.harvest import stream_times
 from karmic.tvt.memory import TVTMemory
 from pipelines.trajectories import list_shards, read_shard, write_shard
 
