@@ -307,6 +307,23 @@ TVT_METHODS = {
 TVT_METHODS.update({f"{k}0": v for k, v in list(TVT_METHODS.items())})
 
 
+def tvt_method(name: str) -> dict | None:
+    """The TrainConfig fields of a ``--tvt-methods`` name: one of TVT_METHODS, or ``new-rK`` /
+    ``select-rK`` (that method with the acting read refreshed every K steps, ``tvt_read_refresh``);
+    None: unknown."""
+    base, _, r = name.partition("-r")
+    if r:
+        return {**TVT_METHODS[base], "tvt_read_refresh": int(r)} if base in ("new", "select") and r.isdigit() \
+            and int(r) >= 1 else None
+    return TVT_METHODS.get(name)
+
+
+def _code_of_old(run: str) -> bool:
+    """A tvt-speed run (``cond-method``) whose method runs with the code of before the exact speed-ups."""
+    method = run.partition("-")[2]
+    return method.endswith("0") and method in TVT_METHODS
+
+
 def tvt_speed(args, out) -> list[dict]:
     """The ``tvt-speed`` section: ``tvt`` and ``full`` in each of ``--tvt-methods`` (old: the method
     of old; select: the learner reads the rows the rollout selected; new: that and the lagged
@@ -337,14 +354,14 @@ def tvt_speed(args, out) -> list[dict]:
                 cond, _, method = name.partition("-")
                 cfg = TrainConfig(mode=cond, grid_size=g, seed=0, num_envs=args.num_envs, total_steps=10**9,
                                   checkpoint_every=10**6, threads=args.threads, precision=args.precision,
-                                  run_id=f"speed-{name}", **TVT_METHODS.get(method, {}))
+                                  run_id=f"speed-{name}", **(tvt_method(method) or {}))
                 if method.startswith("new") and args.tvt_lag is not None:
                     cfg.tvt_lag = args.tvt_lag
                 tr = Trainer(cfg, lake)
                 warm = 1 + (math.ceil(cfg.memory_size / cfg.num_steps) if MODES[cond][0] else 0)
                 if MODES[cond][0] and args.tvt_warmup:
                     warm = args.tvt_warmup
-                with engineering_of_old() if name.endswith("0") else contextlib.nullcontext():
+                with engineering_of_old() if _code_of_old(name) else contextlib.nullcontext():
                     tr.run(stop_after=warm, at_boundary=False)
                 runs[name] = tr
             times: dict[str, list[float]] = {n: [] for n in names}
@@ -356,7 +373,7 @@ def tvt_speed(args, out) -> list[dict]:
                     loop = tr.loop
                     ppo.RolloutState = lambda *a, _loop=loop, **k: _loop  # run() keeps the running loop
                     try:
-                        with engineering_of_old() if name.endswith("0") else contextlib.nullcontext():
+                        with engineering_of_old() if _code_of_old(name) else contextlib.nullcontext():
                             t, c = time.perf_counter(), time.process_time()
                             tr.run(stop_after=1, at_boundary=False)
                             times[name].append(time.perf_counter() - t)
@@ -379,14 +396,24 @@ def tvt_speed(args, out) -> list[dict]:
                      "vs_baseline_cpu_median": round(statistics.median(
                          [b / x for b, x in zip(base_cpu, cpu[name], strict=True)]), 3),
                      "vs_baseline_cpu_total": round(sum(base_cpu) / sum(cpu[name]), 3)}
-                if name.endswith("0") or f"{name}0" in names:  # the exact speed-ups: this run / its code of old
-                    ref = name if name.endswith("0") else f"{name}0"
+                if _code_of_old(name) or f"{name}0" in names:  # the exact speed-ups: this run / its code of old
+                    ref = name if _code_of_old(name) else f"{name}0"
                     if ref in names and ref != name:
                         r["vs_code_of_old_cpu_median"] = round(statistics.median(
                             [b / x for b, x in zip(cpu[ref], cpu[name], strict=True)]), 3)
+                cond, _, method = name.partition("-")
+                plain = f"{cond}-{method.partition('-r')[0]}"
+                if "-r" in method and plain in names:  # the refreshed read: its run / the run without it
+                    r["vs_unrefreshed_cpu_median"] = round(statistics.median(
+                        [b / x for b, x in zip(cpu[plain], cpu[name], strict=True)]), 3)
+                    r["vs_unrefreshed_median"] = round(statistics.median(
+                        [b / x for b, x in zip(times[plain], times[name], strict=True)]), 3)
                 records.append(r)
                 extra = (f"; x its code of old (CPU, median) {r['vs_code_of_old_cpu_median']:.2f}"
                          if "vs_code_of_old_cpu_median" in r else "")
+                if "vs_unrefreshed_cpu_median" in r:
+                    extra += (f"; x {plain} (median, CPU) {r['vs_unrefreshed_cpu_median']:.2f}"
+                              f" (wall {r['vs_unrefreshed_median']:.2f})")
                 print(f"grid {g:>2} {name:<12} {r['env_steps_per_s']:>7.0f} env-steps/s  x baseline: "
                       f"median {r['vs_baseline_median']:.2f}, total {r['vs_baseline_total']:.2f}; by CPU time: "
                       f"median {r['vs_baseline_cpu_median']:.2f}, total {r['vs_baseline_cpu_total']:.2f}{extra}  "
@@ -460,6 +487,70 @@ def tvt_exact(args, out) -> list[dict]:
     return records
 
 
+def tvt_acting(args, out) -> list[dict]:
+    """The ``tvt-acting`` section: the acting read alone, one rollout step of it at a run's shapes
+    (16 envs x 5 agents, a full 1,000-row ring, 2 heads, top 50, hidden 256; the shapes do not
+    depend on the grid), with ``tvt_read_refresh`` K = 1 (every step scores the whole ring) and
+    each K of ``--refresh`` (default 4, 8): per step the candidate rows when due (``TVTRun.
+    acting_memory``), the read (``TVTMemory.read``), the kept selection and the step's ring
+    write; ms a step, the median over ``--repeats`` x K-step cycles (as many steps for each K),
+    K-step blocks of the methods alternated, caches evicted before each step as the rest of a
+    rollout step evicts them."""
+    import statistics
+
+    import numpy as np
+
+    from karmic.training.config import TrainConfig
+    from karmic.training.tvt_run import TVTRun
+    from karmic.tvt.memory import TVTMemory
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    S, R, hidden = 80, 1000, 256
+    ks = [1] + [int(k) for k in args.refresh.split(",")]
+    mod = TVTMemory(hidden=hidden, latent=64, n_actions=8, obs_dim=363)
+    runs = {}
+    for k in ks:
+        cfg = TrainConfig(mode="tvt", memory_size=R, tvt_select="rollout", tvt_read_refresh=k)
+        run = TVTRun(cfg, S, mod)
+        run.ring.load(torch.tanh(torch.randn(S, R, mod.word)).numpy(), np.arange(R))
+        runs[k] = run
+    words = torch.tanh(torch.randn(64, S, mod.word))
+    hs = torch.randn(64, 1, S, hidden)
+    junk = torch.zeros(8 * 2**20)
+    cycle = max(ks) * 2  # steps per block: whole cycles of every K
+    per_step: dict[int, list[float]] = {k: [] for k in ks}
+    tau = {k: R for k in ks}
+    with torch.no_grad():
+        for rep in range(args.repeats + 1):  # the first round warms numba and the allocator up
+            for k in ks[rep % len(ks):] + ks[:rep % len(ks)]:
+                run = runs[k]
+                for _ in range(cycle):
+                    t = tau[k]
+                    junk.add_(1.0)
+                    t0 = time.perf_counter()
+                    mem = run.acting_memory(t)
+                    rd = mod.read(hs[t % 64], *mem)
+                    run.keep_selection(rd, t)
+                    run.ring.write(words[t % 64], t)
+                    if rep:
+                        per_step[k].append(time.perf_counter() - t0)
+                    tau[k] = t + 1
+    full = statistics.median(per_step[1]) * 1e3
+    records = []
+    for k in ks:
+        ms = statistics.mean(per_step[k]) * 1e3  # the mean: refresh steps and the others, in their share
+        med = statistics.median(per_step[k]) * 1e3
+        r = {"section": "tvt-acting", "refresh": k, "ms_per_step_mean": round(ms, 3), "ms_per_step_median": round(med, 3),
+             "vs_refresh_1": round(statistics.mean(per_step[1]) / statistics.mean(per_step[k]), 2),
+             "steps": len(per_step[k])}
+        records.append(r)
+        print(f"acting read, tvt_read_refresh {k:>2}: {ms:6.3f} ms a step (mean; median {med:.3f}; "
+              f"K = 1's median {full:.3f}) = {r['vs_refresh_1']:.2f}x faster than K = 1, "
+              f"{r['steps']} steps", file=out, flush=True)
+    return records
+
+
 def _line(r: dict) -> str:
     return (f"grid {r['grid_size']:>2} {r['condition']:<10} {r['precision']} t{r['threads']} "
             f"B{r['num_envs']:<3} N{r['n_agents']:<2} {r['env_steps_per_s']:>8.0f} env-steps/s  "
@@ -486,13 +577,16 @@ def main() -> None:
                     help="with --algos: alternations per grid; tvt-speed: measured updates per run")
     ap.add_argument("--tvt-methods", default="old,new",
                     help="tvt-speed: TVT methods to time, of " + ", ".join(TVT_METHODS)
-                    + " (ending in 0: the code of before issue 33's exact speed-ups)")
+                    + " (ending in 0: the code of before issue 33's exact speed-ups), or new-rK / select-rK "
+                    "(the acting read refreshed every K steps: tvt_read_refresh = K)")
     ap.add_argument("--tvt-warmup", type=int, default=0,
                     help="tvt-speed: warm-up updates of a TVT run [default 0: until its memory spans the "
                          "earlier shards; fewer: a smaller bank than in a long run, which flatters the old method]")
     ap.add_argument("--tvt-lag", type=int, default=None,
                     help="tvt-speed: tvt_lag of the new method [default: the memory's span]; a shorter lag "
                          "starts its learning sooner (the cost of an update does not depend on it)")
+    ap.add_argument("--refresh", default="4,8",
+                    help="tvt-acting: the tvt_read_refresh values timed against 1")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     try:
@@ -513,11 +607,11 @@ def main() -> None:
         return
     out = sys.stderr if args.json else sys.stdout
     sections = set(args.sections.split(","))
-    unknown = sections - {"main", "threads", "scaling", "tvt-parts", "tvt-speed", "tvt-exact"}
+    unknown = sections - {"main", "threads", "scaling", "tvt-parts", "tvt-speed", "tvt-exact", "tvt-acting"}
     if unknown:
         ap.error(f"unknown --sections {', '.join(sorted(unknown))}; "
-                 "choose from main, threads, scaling, tvt-parts, tvt-speed, tvt-exact")
-    bad = set(args.tvt_methods.split(",")) - set(TVT_METHODS)
+                 "choose from main, threads, scaling, tvt-parts, tvt-speed, tvt-exact, tvt-acting")
+    bad = {m for m in args.tvt_methods.split(",") if tvt_method(m) is None}
     if bad:
         ap.error(f"unknown --tvt-methods {', '.join(sorted(bad))}; choose from {', '.join(TVT_METHODS)}")
     bad = set(args.conditions.split(",")) - set(MODES)
@@ -574,6 +668,8 @@ def main() -> None:
         tvt_parts(args, run, out)
     if "tvt-exact" in sections:
         records += tvt_exact(args, out)
+    if "tvt-acting" in sections:
+        records += tvt_acting(args, out)
     if "tvt-speed" in sections:
         if len(precisions) > 1:
             ap.error("--sections tvt-speed takes one --precision")

@@ -217,3 +217,31 @@ def test_bad_refresh_values_are_refused_in_one_line(kw):
 def test_drqn_refuses_a_refreshed_read():
     with pytest.raises(ValueError, match="tvt_read_refresh"):
         DRQNConfig(mode="tvt", tvt_select="rollout", tvt_read_refresh=2).validate()
+
+
+def test_topk_rows_selects_as_topk_valid_does_over_the_same_rows():
+    """The candidate kernel, given every valid row of the ring as its candidates (shuffled, some
+    invalid), picks the rows ``topk_valid`` picks over the whole ring, in its layout."""
+    from karmic.tvt import kernels
+
+    rng = np.random.default_rng(3)
+    T, B, H, R, D, k = 1, 3, 2, 40, 8, 10
+    x = rng.standard_normal((T, B, H, D)).astype(np.float32)
+    table = rng.standard_normal((B, R, D)).astype(np.float32)
+    valid = rng.random((T, B, R)) > 0.3
+    logits = np.einsum("tbhd,brd->tbhr", x, table).astype(np.float32)
+    want_i, want_v = np.empty((T, B, H, k), np.int64), np.empty((T, B, H, k), np.float32)
+    kernels.topk_valid(logits, valid, want_i, want_v, k)
+    cand = np.stack([np.stack([rng.permutation(R) for _ in range(H)]) for _ in range(B)])  # (B, H, R)
+    ok = np.take_along_axis(np.broadcast_to(valid[0][:, None, :], (B, H, R)), cand, -1).copy()
+    got_i, got_v = np.empty_like(want_i), np.empty_like(want_v)
+    kernels.topk_rows(x, table, cand, ok, got_i, got_v, k)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_v, want_v, atol=1e-5)  # the dots summed in another order
+    few = ok & (cand < 12)  # fewer valid candidates than k: the rest value -inf and row 0
+    kernels.topk_rows(x, table, cand, few, got_i, got_v, k)
+    n = few.sum(-1)
+    for b in range(B):
+        for h in range(H):
+            assert (got_i[0, b, h, n[b, h]:] == 0).all() and np.isneginf(got_v[0, b, h, n[b, h]:]).all()
+            assert list(got_i[0, b, h, :n[b, h]]) == sorted(cand[b, h][few[b, h]])

@@ -12,6 +12,8 @@ products from the bank in place (``benchmarks/tvt_read.py``: the selection 2-3.5
   (the same set as ``torch.topk`` where the values differ; of tied values, the lower rows), in
   ascending row order, with their logits; a query with fewer than k valid rows fills the rest
   with value -inf and row 0.
+- ``topk_rows(x, table, cand, cand_ok, idx, val, k)``: the same selection among a few candidate
+  rows per query, scored here (the acting read between two refreshes, ``tvt_read_refresh``).
 - ``gather_dot(x, idx, out, table)``: ``out[q, j] = x[q] . table[b(q), idx[q, j]]``.
 - ``gather_sum(w, idx, out, table)``: ``out[q] = sum_j w[q, j] * table[b(q), idx[q, j]]``.
   Each is the other's gradient, so the two make the read's autograd (``karmic.tvt.memory``).
@@ -111,6 +113,62 @@ def topk_valid(logits, valid, idx, val, k):  # pragma: no cover - compiled
                             ties -= 1
                         out_v[o] = x
                         out_i[o] = cand_i[c]
+                        o += 1
+                for c in range(o, k):
+                    out_v[c] = neg
+                    out_i[c] = 0
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def topk_rows(x, table, cand, cand_ok, idx, val, k):  # pragma: no cover - compiled
+    """The acting read between two refreshes (``tvt_read_refresh``): per query (t, b, h), the
+    dots of ``x[t, b, h]`` with the candidate rows ``table[b, cand[b, h, c]]`` where
+    ``cand_ok[b, h, c]``, and of those the rows of the k largest, laid out as ``topk_valid``
+    lays its own (ascending row, of tied values the lower rows, fewer than k: the rest value
+    -inf and row 0). Candidates are few (k plus the rows written since the refresh), so the
+    rows are sorted by insertion and the k-th largest found by ``_kth_largest``; one call in
+    place of the torch ops' ten (their per-op overhead was most of the read's time)."""
+    T, B, H, D = x.shape
+    C = cand.shape[-1]
+    rows = np.empty(C, np.int64)
+    vals = np.empty(C, np.float32)
+    neg = np.float32(-np.inf)
+    for t in range(T):
+        for b in range(B):
+            for h in range(H):
+                xv = x[t, b, h]
+                n = 0
+                for c in range(C):
+                    if cand_ok[b, h, c]:
+                        r = cand[b, h, c]
+                        s = np.float32(0.0)
+                        for d in range(D):
+                            s += xv[d] * table[b, r, d]
+                        # insertion by row, so the rows come out ascending
+                        i = n
+                        while i > 0 and rows[i - 1] > r:
+                            rows[i] = rows[i - 1]
+                            vals[i] = vals[i - 1]
+                            i -= 1
+                        rows[i] = r
+                        vals[i] = s
+                        n += 1
+                tau, ties = neg, 0
+                if n > k:
+                    tau = _kth_largest(vals, n, k)
+                    ties = k
+                    for c in range(n):
+                        ties -= vals[c] > tau
+                out_i = idx[t, b, h]
+                out_v = val[t, b, h]
+                o = 0
+                for c in range(n):
+                    v = vals[c]
+                    if v > tau or (v == tau and ties > 0):
+                        if v == tau:
+                            ties -= 1
+                        out_v[o] = v
+                        out_i[o] = rows[c]
                         o += 1
                 for c in range(o, k):
                     out_v[c] = neg
@@ -244,4 +302,4 @@ def gather_sum_at_v0(w, idx, out, table, slots):  # pragma: no cover - compiled
 
 
 __all__ = ["gather_dot", "gather_dot_at", "gather_sum", "gather_sum_at", "gather_sum_at_v0", "gather_sum_v0",
-           "topk_valid"]
+           "topk_rows", "topk_valid"]

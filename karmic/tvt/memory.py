@@ -169,13 +169,21 @@ class TVTMemory(nn.Module):
         their cosines (``C`` = k plus the rows written since the last refresh, not R), the top-k
         of those, laid out as ``topk_valid`` lays its rows (ascending row, the unread last with
         row 0), so that a read whose candidates hold the full read's top-k is that read, bit for
-        bit. Both devices: the gathered cosines are the read's own kernels, the rest torch ops."""
+        bit. On the CPU one numba kernel (``kernels.topk_rows``); on another device torch's ops."""
         T, B, H, _ = keys.shape
         k = min(self.top_k, mem.shape[1])
         keys, strength = keys.float(), strength.float()
         unit, mem = unit.float().contiguous(), mem.float().contiguous()
-        gathered = _Gathered.apply if numba_read(keys) else _gathered_torch
-        with torch.no_grad():
+        numba = numba_read(keys)
+        gathered = _Gathered.apply if numba else _gathered_torch
+        if numba:  # one kernel: the candidates' cosines and their top-k, in topk_valid's layout
+            with torch.no_grad():
+                idx = torch.empty(T, B, H, k, dtype=torch.int64)
+                top_cos = torch.empty(T, B, H, k)
+                kernels.topk_rows(keys.detach().contiguous().numpy(), unit.numpy(), cand.idx.contiguous().numpy(),
+                                  cand.ok.contiguous().numpy(), idx.numpy(), top_cos.numpy(), k)
+            return self._read_rows(keys, strength, mem, unit, idx, torch.isfinite(top_cos), gathered)
+        with torch.no_grad():  # another device: torch's ops (ties in another order)
             cidx = cand.idx.expand(T, *cand.idx.shape).contiguous()  # (T, B, H, C)
             cos = gathered(keys, unit, cidx, "dot").masked_fill_(~cand.ok, float("-inf"))
             top_cos, pos = cos.topk(min(k, cos.shape[-1]), dim=-1)
