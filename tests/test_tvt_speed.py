@@ -208,7 +208,7 @@ def test_transported_per_agent_step_known_answer(tmp_path):
         assert amount == pytest.approx(want.get(ep, 0.0), abs=1e-9)
 
 
-def test_the_tvt_speed_study_is_accepted_and_plans_both_methods():
+def test_the_tvt_speed_study_is_accepted_and_plans_every_method():
     """studies/tvt-speed.toml: `karmic study check` accepts it, `karmic study run tvt-speed`
     finds it by name, and every cell's training config is valid, with its level's method."""
     from pathlib import Path
@@ -225,14 +225,14 @@ def test_the_tvt_speed_study_is_accepted_and_plans_both_methods():
     study = parse_study(path)
     res = CliRunner().invoke(app, ["study", "check", str(path)])
     assert res.exit_code == 0, res.output
-    assert "24 cell(s)" in res.output and "16 prediction(s)" in res.output
-    method = {"old": ("learner", "replay"), "new": ("rollout", "lagged")}
+    assert "36 cell(s)" in res.output and "32 prediction(s)" in res.output
+    method = {"old": ("learner", "replay", 1), "new": ("rollout", "lagged", 1), "new-r8": ("rollout", "lagged", 8)}
     for cell in study.cells():
         cfg = config_from_dict(study.train_config(cell))
         cfg.validate()
-        assert (cfg.tvt_select, cfg.tvt_learn) == method[cell.level]
+        assert (cfg.tvt_select, cfg.tvt_learn, cfg.tvt_read_refresh) == method[cell.level]
         assert cfg.mode in ("tvt", "full") and cfg.precision == "fp32" and cfg.tvt_lag is None
-    assert len(manifest_for(study)["tasks"]) == 24
+    assert len(manifest_for(study)["tasks"]) == 36
     assert {p["metric"] for p in study.predictions} == {
         "predatory_hits_per_agent_step", "apples_per_agent_step", "zaps_fired_per_agent_step",
         "transported_per_agent_step"}
