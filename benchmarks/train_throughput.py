@@ -23,8 +23,12 @@ measured in the same script. Sections (all in the default run, a few minutes on 
    name ending in 0 (``old0``, ``select0``, ``new0``) runs that method with the code of before
    issue 33's exact speed-ups (``engineering_of_old``: the same bits, slower), so
    ``--tvt-methods old0,old,new0,new`` gives their before/after in one process.
+   ``new-rK`` (or ``select-rK``) is that method with the acting read refreshed every K steps
+   (``tvt_read_refresh = K``); its records add the ratio to the run without it.
 6. ``tvt-exact`` (not in the default run): each of those exact speed-ups on its own, the code it
    replaced and its own timed alternately on a run's shapes (ms a call, calls an update).
+7. ``tvt-acting`` (not in the default run): the acting read alone, one rollout step of it, with
+   ``tvt_read_refresh`` 1 and each K of ``--refresh`` (ms a step).
 
     python benchmarks/train_throughput.py --algos ppo,drqn [--repeats 2]   # learners side by side
 
