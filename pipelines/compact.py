@@ -155,7 +155,7 @@ def _write_file(root: LakePath, table: str, path: LakePath, markers: list[commit
 
     def write(f) -> None:
         nonlocal written
-        reader = rel.fetch_record_batch(ROW_GROUP_ROWS)
+        reader = rel.to_arrow_reader(ROW_GROUP_ROWS)
         with pq.ParquetWriter(f, reader.schema, compression=COMPRESSION) as w:
             for batch in reader:
                 w.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
