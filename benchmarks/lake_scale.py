@@ -19,6 +19,12 @@ times, and the median is reported:
 - ``retribution_ratio``: ``python -m karmic.cli query retribution_ratio --format csv`` (only
   up to ``--query-max-runs``; the listing layout only up to ``--listing-max-runs``).
 
+``compacted`` is the same lake after ``karmic lake compact`` (pipelines.compact; its time is
+reported); the compaction is undone before the lake grows to the next size, so ``log`` is
+always measured on the uncompacted lake. ``--layouts`` picks which are measured;
+``--pause-cmd`` / ``--resume-cmd`` run around each layout's tries (pausing other work on a shared
+machine; the resume runs even if a try fails).
+
 Usage (what docs/lake.md reports)::
 
     python benchmarks/lake_scale.py --runs 2000 20000 200000 --repeat 3 \\
@@ -106,6 +112,35 @@ def _duckdb_count(lake: Path) -> tuple[float, int]:
     return time.perf_counter() - t, n
 
 
+def compact_lake(lake: Path) -> float:
+    """``karmic lake compact`` on the benchmark lake (in-process); its wall time."""
+    from pipelines.compact import compact
+
+    t = time.perf_counter()
+    compact(lake)
+    return time.perf_counter() - t
+
+
+def uncompact(lake: Path) -> None:
+    """Back to the lake before its compaction (benchmark lakes only): covered markers back into
+    the listing, the compactions' records, markers and files removed."""
+    for t in (*TABLES, "runs"):
+        log = commits.log_dir(lake, t)
+        cov = log / commits.COVERED
+        if cov.is_dir():
+            for d in cov.iterdir():
+                for m in d.iterdir():
+                    os.rename(m, log / m.name)
+            shutil.rmtree(cov)
+        shutil.rmtree(log / commits.COMPACTED, ignore_errors=True)
+        shutil.rmtree(lake / t / commits.COMPACTED, ignore_errors=True)
+
+
+def _hook(cmd: str | None) -> None:
+    if cmd:
+        subprocess.run(cmd, shell=True, check=False, capture_output=True)
+
+
 def measure(lake: Path, layout: str, with_query: bool) -> dict:
     from karmic.lake import query_sql
 
@@ -137,8 +172,14 @@ def main() -> None:
     ap.add_argument("--listing-max-runs", type=int, default=20000)
     ap.add_argument("--tmp", default=None, help="where to build (default: the system's temporary folder)")
     ap.add_argument("--keep", default=None, help="build into this folder and keep it")
+    ap.add_argument("--layouts", nargs="+", default=["listing", "log", "compacted"],
+                    choices=["listing", "log", "compacted"])
+    ap.add_argument("--pause-cmd", default=None, help="shell command run before each layout's tries "
+                    "(e.g. pausing other work on a shared machine)")
+    ap.add_argument("--resume-cmd", default=None, help="shell command run after them, even on failure")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    args.layouts = [lay for lay in ("listing", "log", "compacted") if lay in args.layouts]
     if sorted(args.runs) != args.runs or min(args.runs) < 1 or args.repeat < 1:
         print("error: --runs must be increasing and >= 1, --repeat >= 1", file=sys.stderr)
         sys.exit(2)
@@ -157,17 +198,27 @@ def main() -> None:
             extend(lake, built, runs, parts, meta)
             build_s = time.perf_counter() - t
             built = runs
-            layouts = ["listing", "log"] if runs <= args.listing_max_runs else ["log"]
+            layouts = [lay for lay in args.layouts if lay != "listing" or runs <= args.listing_max_runs]
             samples: dict[str, list[dict]] = {lay: [] for lay in layouts}
-            for _ in range(args.repeat):
-                for lay in layouts:
-                    samples[lay].append(measure(lake, lay, runs <= args.query_max_runs))
+            compact_s = None
+            for lay in layouts:
+                if lay == "compacted":
+                    compact_s = compact_lake(lake)
+                _hook(args.pause_cmd)  # one layout's tries with the machine's other work paused
+                try:
+                    for _ in range(args.repeat):
+                        samples[lay].append(measure(lake, lay, runs <= args.query_max_runs))
+                finally:
+                    _hook(args.resume_cmd)
+            if compact_s is not None:
+                uncompact(lake)  # the next size is built and measured from the uncompacted lake
             for lay in layouts:
                 keys = samples[lay][0].keys()
                 med = {k: (None if samples[lay][0][k] is None else statistics.median(s[k] for s in samples[lay]))
                        for k in keys}
                 row = {"runs": runs, "events": runs * n, "files": runs * len(TABLES), "layout": lay,
-                       "build_s": build_s, "loadavg": os.getloadavg()[0], **med}
+                       "build_s": build_s, "loadavg": os.getloadavg()[0], **med,
+                       "compact_s": compact_s if lay == "compacted" else None}
                 assert med["count"] == runs * n, (med["count"], runs * n)
                 out["rows"].append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
@@ -188,6 +239,10 @@ def report(out: dict, args: argparse.Namespace) -> None:
         rr = f"{r['cli_retribution_ratio_s']:.2f} s" if r["cli_retribution_ratio_s"] is not None else "not run"
         print(f"| {r['events'] / 1e6:,.0f}M | {r['runs']:,} | {r['files']:,} | {r['layout']} | {r['cli_count_s']:.2f} s | "
               f"{r['bind_count_s']:.2f} s | {r['bind_retribution_s']:.2f} s | {r['duckdb_count_s']:.2f} s | {rr} |")
+    for r in out["rows"]:
+        if r.get("compact_s") is not None:
+            print(f"`karmic lake compact` at {r['runs']:,} runs: {r['compact_s']:.1f} s (load average "
+                  f"{r['loadavg']:.1f} after the tries)")
     if args.json:
         print(json.dumps(out))
 

@@ -102,47 +102,86 @@ _RUNS_SCHEMA = pa.schema(
 )
 
 
+RUNS_FOLDER = "_folder"  # a compacted runs file's column: the run's folder (``run_id=<id>``)
+
+
 def _runs_table(lake: LakePath) -> pa.Table:
-    rows = []
+    """One row per run: the compacted runs files (``pipelines.compact``: finished runs, one read
+    each), then the ``run.json`` of every run folder they do not hold, in folder-name order."""
+    compacted = compacted_runs(lake)
+    skip = set(compacted.column(RUNS_FOLDER).to_pylist()) if compacted is not None else set()
     if storage.is_remote(lake):
-        paths = sorted((lake / "runs").glob("run_id=*/run.json"))
+        paths = [p for p in sorted((lake / "runs").glob("run_id=*/run.json")) if p.parent.name not in skip]
         try:
             raws = storage.read_many(paths)  # object storage: concurrent GETs
         except OSError as exc:
             raise LakeError(f"unreadable run.json in the lake: {exc}") from None
         folders = [p.parent.name for p in paths]
     else:  # one listing, names sorted as strings (sorting 200,000 Paths took 11 s), no stat per run
-        folders, raws = _read_run_jsons(lake / "runs")
-    for folder, raw in zip(folders, raws, strict=True):
+        folders, raws = _read_run_jsons(lake / "runs", skip)
+    rows = [run_row(lake, folder, raw) for folder, raw in zip(folders, raws, strict=True)]
+    if compacted is None:
+        return pa.Table.from_pylist(rows, schema=_RUNS_SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=_RUNS_SCHEMA).append_column(RUNS_FOLDER, pa.array(folders, pa.string()))
+    both = pa.concat_tables([compacted.select(table.column_names).cast(table.schema), table])
+    return both.sort_by(RUNS_FOLDER).drop_columns([RUNS_FOLDER])
+
+
+def compacted_runs(lake: LakePath) -> pa.Table | None:
+    """The rows of the compacted runs files named in ``_log/runs/_compacted/`` (with their
+    ``_folder`` column), None where there is none."""
+    import pyarrow.parquet as pq
+
+    found = sorted((c for n in commits._listdir(commits.compaction_dir(lake, "runs"))
+                    if (c := commits.parse_done(n)) is not None), key=lambda c: c.cid)
+    if not found:
+        return None
+    tables = []
+    for c in found:
+        path = c.path(lake, "runs")
         try:
-            meta = json.loads(raw)
-            if not isinstance(meta, dict):
-                raise ValueError("not an object")
-        except (OSError, ValueError) as exc:
-            raise LakeError(f"unreadable run.json in the lake: {lake / 'runs' / folder / 'run.json'} ({exc})") from None
-        row = {c: meta.get(c) for c in RUNS_COLUMNS}
-        row["run_id"] = row["run_id"] or folder.split("=", 1)[1]
-        for c in ("grid_size", "seed", "n_agents", "num_envs"):
-            row[c] = int(row[c]) if isinstance(row[c], (int, float)) else None
-        # the learner of a training run; runs written before learners had names are ppo
-        tc = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
-        row["algo"] = row["algo"] or tc.get("algo") or ("ppo" if meta.get("kind") == "train" else None)
-        for c in ("kind", "condition", "policy", "status", "started_at", "finished_at", "algo"):
-            row[c] = None if row[c] is None else str(row[c])
-        row["status"] = LEGACY_STATUSES.get(row["status"], row["status"])  # one vocabulary
-        row["config"] = json.dumps(meta.get("config") or {})
-        # a training run's TVT memory rows (the window of the transport checks, _transport_targets.sql)
-        ms = tc.get("memory_size")
-        row["memory_size"] = int(ms) if isinstance(ms, (int, float)) and not isinstance(ms, bool) else None
-        rows.append(row)
-    return pa.Table.from_pylist(rows, schema=_RUNS_SCHEMA)
+            tables.append(storage.read_parquet(path) if storage.is_remote(path) else pq.read_table(path))
+        except (OSError, pa.ArrowException) as exc:
+            raise LakeError(f"unreadable compacted runs file in the lake: {path} ({_first_line(exc)})") from None
+    out = pa.concat_tables(tables, promote_options="default")
+    if len(tables) > 1:  # a run in two files (two compactions that raced): read once
+        import pyarrow.compute as pc
+
+        first = pc.equal(pa.array(range(out.num_rows)), pc.index_in(out.column(RUNS_FOLDER), out.column(RUNS_FOLDER)))
+        out = out.filter(first)
+    return out
 
 
-def _read_run_jsons(runs: Path) -> tuple[list[str], list[bytes]]:
+def run_row(lake: LakePath, folder: str, raw: bytes) -> dict[str, Any]:
+    """The ``runs`` view's row of one ``run.json`` (``folder``: ``run_id=<id>``)."""
+    try:
+        meta = json.loads(raw)
+        if not isinstance(meta, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as exc:
+        raise LakeError(f"unreadable run.json in the lake: {lake / 'runs' / folder / 'run.json'} ({exc})") from None
+    row = {c: meta.get(c) for c in RUNS_COLUMNS}
+    row["run_id"] = row["run_id"] or folder.split("=", 1)[1]
+    for c in ("grid_size", "seed", "n_agents", "num_envs"):
+        row[c] = int(row[c]) if isinstance(row[c], (int, float)) else None
+    # the learner of a training run; runs written before learners had names are ppo
+    tc = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
+    row["algo"] = row["algo"] or tc.get("algo") or ("ppo" if meta.get("kind") == "train" else None)
+    for c in ("kind", "condition", "policy", "status", "started_at", "finished_at", "algo"):
+        row[c] = None if row[c] is None else str(row[c])
+    row["status"] = LEGACY_STATUSES.get(row["status"], row["status"])  # one vocabulary
+    row["config"] = json.dumps(meta.get("config") or {})
+    # a training run's TVT memory rows (the window of the transport checks, _transport_targets.sql)
+    ms = tc.get("memory_size")
+    row["memory_size"] = int(ms) if isinstance(ms, (int, float)) and not isinstance(ms, bool) else None
+    return row
+
+
+def _read_run_jsons(runs: Path, skip: set[str] = frozenset()) -> tuple[list[str], list[bytes]]:
     """``runs/run_id=*/run.json`` of a local lake, in folder-name order: (folder names, contents)
     (strings, not Paths: at 200,000 runs, building and sorting Paths cost more than the reads)."""
     try:
-        dirs = sorted(n for n in os.listdir(runs) if n.startswith("run_id="))
+        dirs = sorted(n for n in os.listdir(runs) if n.startswith("run_id=") and n not in skip)
     except (FileNotFoundError, NotADirectoryError):
         return [], []
     base = str(runs)
@@ -179,10 +218,12 @@ def _table_view(con: duckdb.DuckDBPyConnection, lake: LakePath, table: str, sche
     grows with the lake), read by ``read_parquet(getvariable(...))`` without hive partitioning:
     binding reads the first file's footer and nothing else (the files are opened when a query
     scans them), and ``run_id`` comes from each part's path, as the glob's hive partitioning
-    gives it. Binding therefore costs the same at 6,000 parts as at 600,000 (docs/lake.md)."""
+    gives it. Binding costs one name per listed part; parts a compaction covers
+    (``pipelines.compact``) are read from its few large files instead, ``run_id`` a column in
+    them, and cost nothing more to bind as the lake grows (docs/lake.md)."""
     if commits.is_ready(lake, table):
-        by_schema = commits.files(lake, table, run)
-        if not by_schema:
+        by_schema, compacted = commits.layout(lake, table, run)
+        if not by_schema and not compacted:
             return _empty_select(schema)
         base = str(lake / table)
         selects = []
@@ -192,6 +233,11 @@ def _table_view(con: duckdb.DuckDBPyConnection, lake: LakePath, table: str, sche
             selects.append(
                 f"select * exclude (filename) replace ({_RUN_ID_FROM_PATH} as run_id) "
                 f"from read_parquet(getvariable('{var}'), hive_partitioning = false, filename = true)")
+        # compacted files (pipelines.compact) hold many runs' rows, run_id a real column
+        for i, comps in enumerate(compacted.values()):
+            var = f"_karmic_compacted_{table}_{i}"
+            con.execute(f"set variable {var} = ?", [[str(c.path(lake, table)) for c in comps]])
+            selects.append(f"select * from read_parquet(getvariable('{var}'), hive_partitioning = false)")
         return " union all by name ".join(selects)
     files = list((lake / table).glob("run_id=*/*.parquet"))
     if not files:

@@ -20,7 +20,12 @@ markers, no GET), and DuckDB is handed the list of files, reading one footer per
 Without ``_ready`` (a lake written before the log) the reader globs the table as before. The
 first writer to commit into a table without ``_ready`` first commits every part already there
 (one footer read each, once), then creates ``_ready``: an old lake is migrated by the first run
-that writes to it, or by ``karmic lake check --migrate``.
+that writes to it, or by ``karmic lake migrate``.
+
+Compaction (``karmic lake compact``, ``pipelines.compact``) rewrites the committed parts of
+finished runs into a few large files and records them in the log (the protocol is described
+above :class:`Compaction`); :func:`layout` is what a reader binds, :func:`committed`,
+:func:`files` and :func:`count` are the same before and after a compaction.
 """
 
 from __future__ import annotations
@@ -189,10 +194,16 @@ def migrate(lake: Path | str, table: str) -> int:
     """Commit every part of ``table`` already in the lake, then mark the log ready; returns the
     parts committed. Idempotent, and safe to kill: readers ignore the log until ``_ready``."""
     root = storage.resolve(lake)
+    # a compacted part keeps its file but not its marker in the listing: marking it again would
+    # have readers read its rows twice
+    done = {(c.run_id, c.part) for n in _all_names(root, table) if (c := parse(n)) is not None} \
+        if compaction_dir(root, table).is_dir() else set()
     n = 0
     for d in sorted((root / table).glob("run_id=*")) if (root / table).is_dir() else []:
         run_id = d.name.split("=", 1)[1]
         for f in sorted(d.glob("*.parquet")):
+            if (run_id, f.name) in done:
+                continue
             _mark(root, table, record_from_file(run_id, f))
             n += 1
     _touch(log_dir(root, table) / READY)
@@ -219,17 +230,28 @@ def _fields(name: str) -> list[str] | None:
     return f
 
 
+def _all_names(lake: LakePath, table: str) -> list[str]:
+    """Every committed part's marker name, compacted or not (the records of compactions read)."""
+    log = read_log(lake, table, with_covered=True)
+    if not log.covered:
+        return log.parts
+    seen = set(log.parts)
+    out = list(log.parts)
+    for cov in log.covered.values():
+        out += [n for n in cov if n not in seen]
+        seen.update(cov)
+    return out
+
+
 def committed(lake: LakePath, table: str, run: str | None = None) -> list[Commit]:
-    """The table's committed parts (one listing), ordered by (run id, part); ``run``: that run's
-    only."""
-    out = [c for n in names(lake, table) if (c := parse(n)) is not None and (run is None or c.run_id == run)]
+    """The table's committed parts, ordered by (run id, part); ``run``: that run's only. A
+    compacted part is listed as before its compaction (the log's records name it)."""
+    out = [c for n in _all_names(lake, table) if (c := parse(n)) is not None and (run is None or c.run_id == run)]
     return sorted(out, key=lambda c: (c.run_id, c.part))
 
 
-def files(lake: LakePath, table: str, run: str | None = None) -> dict[str, list[tuple[str, str]]]:
-    """The committed parts as ``{schema id: [(run id, part), ...]}``, ordered as :func:`committed`
-    (what a reader hands DuckDB; the same records without building one object per part)."""
-    rows = sorted((f[0], f[1], f[5]) for n in names(lake, table)
+def _by_schema(markers: list[str], run: str | None) -> dict[str, list[tuple[str, str]]]:
+    rows = sorted((f[0], f[1], f[5]) for n in markers
                   if (f := _fields(n)) is not None and (run is None or f[0] == run))
     out: dict[str, list[tuple[str, str]]] = {}
     for run_id, part, schema in rows:
@@ -237,10 +259,144 @@ def files(lake: LakePath, table: str, run: str | None = None) -> dict[str, list[
     return out
 
 
+def files(lake: LakePath, table: str, run: str | None = None) -> dict[str, list[tuple[str, str]]]:
+    """The committed parts as ``{schema id: [(run id, part), ...]}``, ordered as :func:`committed`
+    (compacted parts included; readers bind from :func:`layout` instead)."""
+    return _by_schema(_all_names(lake, table), run)
+
+
+def layout(lake: LakePath, table: str, run: str | None = None
+           ) -> tuple[dict[str, list[tuple[str, str]]], dict[str, list[Compaction]]]:
+    """What a reader hands DuckDB: the parts no compaction covers, ``{schema id: [(run id, part)]}``,
+    and the compacted files, ``{schema id: [compaction]}`` (all of them with ``run``: a compacted
+    file holds many runs, and the reader's filter on ``run_id`` skips the others' row groups)."""
+    log = read_log(lake, table)
+    comps: dict[str, list[Compaction]] = {}
+    for c in log.compactions:
+        comps.setdefault(c.schema, []).append(c)
+    return _by_schema(log.parts, run), comps
+
+
 def count(lake: LakePath, table: str, run: str | None = None) -> int | None:
     """The table's committed rows (``run``: that run's), summed from the log's records without
     opening a part; None where the table has no log (``_ready``) to answer from."""
     if not is_ready(lake, table):
         return None
-    return sum(int(f[2]) for n in names(lake, table)
-               if (f := _fields(n)) is not None and (run is None or f[0] == run))
+    if run is None:
+        log = read_log(lake, table)
+        return sum(int(f[2]) for n in log.parts if (f := _fields(n)) is not None) + \
+            sum(c.rows for c in log.compactions)
+    return sum(int(f[2]) for n in _all_names(lake, table) if (f := _fields(n)) is not None and f[0] == run)
+
+
+# --- compaction: many committed parts read as one file --------------------------------------------
+# A compaction rewrites committed parts of finished runs into one large Parquet file
+# (``<lake>/<table>/_compacted/<cid>.parquet``, which no ``run_id=*`` glob matches; the parts stay)
+# and records it under ``<lake>/_log/<table>/_compacted/``:
+#
+# - ``<cid>.json``, the *record*: the file's rows, key range, schema id and the names of the markers
+#   it covers. Written atomically after the file is durable: its existence is the commit point;
+# - then the covered markers are moved into ``_log/<table>/_covered/<cid>/`` (out of the listing
+#   readers take; kept, never deleted);
+# - then the *done marker* ``<cid>~<rows>~<min key>~<max key>~<schema>`` is created: a reader
+#   that lists it needs nothing else of the compaction (no record read, no covered list).
+#
+# A reader lists ``_compacted/`` (A1), then the table's markers (L), then ``_compacted/`` again
+# (A2). A compaction done in A1 had moved its markers before L began. Any other record in A2 is
+# read, and its covered markers still in L are ignored. A record absent from A2 did not exist when
+# L ended, so none of its markers had moved: L is the state before it. Every listing sees the
+# entries that existed throughout it (POSIX readdir, S3 LIST), so no kill or concurrent
+# compaction makes a reader see a row twice or lose one.
+
+COMPACTED = "_compacted"
+COVERED = "_covered"
+RECORD_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class Compaction:
+    cid: str
+    rows: int
+    lo: int | None
+    hi: int | None
+    schema: str
+
+    @property
+    def name(self) -> str:
+        """The done marker's name."""
+        return SEP.join([self.cid, str(self.rows), _opt(self.lo), _opt(self.hi), self.schema])
+
+    def path(self, lake: LakePath, table: str) -> LakePath:
+        return lake / table / COMPACTED / f"{self.cid}.parquet"
+
+
+def parse_done(name: str) -> Compaction | None:
+    f = name.split(SEP)
+    if len(f) != 5 or not f[1].isdigit():
+        return None
+    try:
+        return Compaction(f[0], int(f[1]), int(f[2]) if f[2] else None, int(f[3]) if f[3] else None, f[4])
+    except ValueError:
+        return None
+
+
+def compaction_dir(lake: LakePath, table: str) -> LakePath:
+    return log_dir(lake, table) / COMPACTED
+
+
+def covered_dir(lake: LakePath, table: str, cid: str) -> LakePath:
+    return log_dir(lake, table) / COVERED / cid
+
+
+def _listdir(d: LakePath) -> list[str]:
+    if storage.is_remote(d):
+        return [p.name for p in d.iterdir()]
+    try:
+        return os.listdir(d)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def read_record(lake: LakePath, table: str, cid: str) -> tuple[Compaction, list[str]]:
+    """A compaction's record: (what it committed, the marker names it covers)."""
+    import json
+
+    raw = json.loads((compaction_dir(lake, table) / f"{cid}{RECORD_SUFFIX}").read_bytes())
+    c = Compaction(cid, int(raw["rows"]), raw.get("lo"), raw.get("hi"), str(raw["schema"]))
+    return c, [str(n) for n in raw["covered"]]
+
+
+@dataclass
+class TableLog:
+    """A table's committed state from its log: the marker names not covered by a compaction
+    (``parts``) and the compactions; ``covered``: each compaction's covered marker names, where
+    they were read."""
+    parts: list[str]
+    compactions: list[Compaction]
+    covered: dict[str, list[str]]
+
+
+def read_log(lake: LakePath, table: str, with_covered: bool = False) -> TableLog:
+    """The table's committed state (see the protocol above). In a lake that was never compacted:
+    one listing of the markers and one of an absent folder. ``with_covered``: also read every
+    compaction's record (what the count of one run and the list of every committed part need)."""
+    a1 = _listdir(compaction_dir(lake, table))
+    listed = names(lake, table)
+    a2 = _listdir(compaction_dir(lake, table))
+    done = {c.cid: c for n in a1 if (c := parse_done(n)) is not None}
+    comps: dict[str, Compaction] = dict(done)
+    covered: dict[str, list[str]] = {}
+    drop: set[str] = set()
+    for n in sorted(a2):
+        if not n.endswith(RECORD_SUFFIX):
+            continue
+        cid = n[: -len(RECORD_SUFFIX)]
+        if cid in done and not with_covered:
+            continue
+        c, cov = read_record(lake, table, cid)
+        comps.setdefault(cid, c)
+        covered[cid] = cov
+        if cid not in done:
+            drop.update(cov)
+    parts = [n for n in listed if n not in drop] if drop else listed
+    return TableLog(parts, sorted(comps.values(), key=lambda c: c.cid), covered)

@@ -137,6 +137,7 @@ def check_lake(lake: Path | str) -> list[str]:
                 else:
                     ckpts.setdefault(run_id, []).append(int(c.group(1)))
     problems += _log_problems(root, files)
+    problems += _compaction_problems(root)
     runs = []
     for p in sorted(root.glob("runs/run_id=*/run.json")):
         run_id = p.parent.name.split("=", 1)[1]
@@ -169,6 +170,62 @@ def _log_problems(root: LakePath, files: dict[str, list[str]]) -> list[str]:
         for p, c in sorted(logged.items()):
             if p not in have:
                 out.append(f"missing: {p}: committed ({c.rows} rows) but not in the lake (or unreadable)")
+    return out
+
+
+def _compaction_problems(root: LakePath) -> list[str]:
+    """Compacted files (``pipelines.compact``) against their records: gone, unreadable, or not the
+    rows, key range and schema their record says (readers would read other rows than the parts
+    they replace); markers listed again after a compaction covered them (read twice); compacted
+    files no record names (a compaction killed before its commit: never read)."""
+    out = []
+    for table in (*TABLES, "eval_agents"):
+        cdir = commits.compaction_dir(root, table)
+        if not commits.is_ready(root, table) or not cdir.is_dir():
+            continue
+        log = commits.read_log(root, table, with_covered=True)
+        for c in log.compactions:
+            path = c.path(root, table)
+            cov = [m for n in log.covered.get(c.cid, []) if (m := commits.parse(n)) is not None]
+            if sum(m.rows for m in cov) != c.rows:
+                out.append(f"torn: {cdir / (c.cid + commits.RECORD_SUFFIX)}: the record says {c.rows} rows, "
+                           f"its covered parts {sum(m.rows for m in cov)}")
+            if not path.is_file():
+                out.append(f"missing: {path}: compacted ({c.rows} rows) but not in the lake")
+                continue
+            try:
+                got = commits.record_from_file("", path)
+            except Exception as exc:
+                out.append(f"torn: {path}: unreadable Parquet ({type(exc).__name__}: {_first_line(exc)})")
+                continue
+            if (got.rows, got.lo, got.hi, got.schema) != (c.rows, c.lo, c.hi, c.schema):
+                out.append(f"torn: {path}: holds {got.rows} rows (keys {got.lo} .. {got.hi}, schema {got.schema}), "
+                           f"its record {c.rows} (keys {c.lo} .. {c.hi}, schema {c.schema}): not the rows of "
+                           f"the parts it replaces")
+        covered_by = {n: cid for cid, cov in log.covered.items() for n in cov}
+        for n in sorted(set(log.parts) & set(covered_by)):
+            out.append(f"duplicates: {commits.log_dir(root, table) / n}: committed again after compaction "
+                       f"{covered_by[n]} covered it (its rows are read twice; `karmic lake compact` moves it out)")
+        named = {c.path(root, table).name for c in log.compactions}
+        for f in sorted((root / table / commits.COMPACTED).glob("*.parquet")):
+            if f.name not in named:
+                out.append(f"uncommitted: {f}: a compacted file no record names (never read; left by a "
+                           "compaction killed before its commit, which `karmic lake compact` redoes)")
+    rdir = commits.compaction_dir(root, "runs")
+    for n in sorted(commits._listdir(rdir)):
+        if (c := commits.parse_done(n)) is None:
+            continue
+        path = c.path(root, "runs")
+        try:
+            rows = pq.read_metadata(pa.BufferReader(path.read_bytes()) if storage.is_remote(path) else path).num_rows
+        except FileNotFoundError:
+            out.append(f"missing: {path}: compacted runs ({c.rows} rows) but not in the lake")
+            continue
+        except Exception as exc:
+            out.append(f"torn: {path}: unreadable Parquet ({type(exc).__name__}: {_first_line(exc)})")
+            continue
+        if rows != c.rows:
+            out.append(f"torn: {path}: holds {rows} runs, its marker {c.rows}")
     return out
 
 

@@ -30,6 +30,33 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(1)
             print(f"OK: {root}: no duplicates, orphans, uncommitted rows, missing episodes or torn files")
 
+    @lake_app.command("compact")
+    def compact_command(
+        lake: str = LAKE_OPTION,
+        table: list[str] = typer.Option(None, "--table", help="Only this table (repeatable); default: every "
+                                        "table and the runs' metadata."),
+        target_rows: int = typer.Option(4_000_000, "--target-rows", help="About this many rows per compacted file."),
+    ) -> None:
+        """Rewrite the committed parts of finished runs into a few large Parquet files, recorded in
+        the commit log, so readers open a handful of files instead of one per run and round. The
+        parts stay; running or killed runs are left alone. Safe to interrupt and to repeat."""
+        with user_errors():
+            from pipelines.compact import CompactError, compact
+
+            root = lake_path(lake)
+            try:
+                results, runs = compact(root, table or None, target_rows)
+            except CompactError as exc:
+                fail(str(exc))
+            for r in results:
+                if r.no_log:
+                    print(f"{r.table}: no commit log (run `karmic lake migrate` first), skipped")
+                    continue
+                extra = f"; finished {r.finished} interrupted compaction(s)" if r.finished else ""
+                print(f"{r.table}: {r.parts} part(s), {r.rows} row(s) into {r.files} file(s){extra}")
+            if not table:
+                print(f"runs: {runs} finished run(s) into the compacted runs table")
+
     @lake_app.command("migrate")
     def migrate_command(lake: str = LAKE_OPTION) -> None:
         """Give a lake written before the commit log its log (pipelines.commits): every part of
