@@ -107,8 +107,13 @@ RUNS_FOLDER = "_folder"  # a compacted runs file's column: the run's folder (``r
 
 def _runs_table(lake: LakePath) -> pa.Table:
     """One row per run: the compacted runs files (``pipelines.compact``: finished runs, one read
-    each), then the ``run.json`` of every run folder they do not hold, in folder-name order."""
+    each), then the ``run.json`` of every run folder they do not hold or that was reopened since
+    (``pipelines.commits.reopened``), in folder-name order."""
     compacted = compacted_runs(lake)
+    if compacted is not None and (again := commits.reopened(lake)):  # their run.json is newer
+        import pyarrow.compute as pc
+
+        compacted = compacted.filter(pc.invert(pc.is_in(compacted.column(RUNS_FOLDER), pa.array(sorted(again)))))
     skip = set(compacted.column(RUNS_FOLDER).to_pylist()) if compacted is not None else set()
     if storage.is_remote(lake):
         paths = [p for p in sorted((lake / "runs").glob("run_id=*/run.json")) if p.parent.name not in skip]

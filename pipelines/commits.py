@@ -310,6 +310,11 @@ def count(lake: LakePath, table: str, run: str | None = None) -> int | None:
 
 COMPACTED = "_compacted"
 COVERED = "_covered"
+# ``<lake>/runs/_reopened/run_id=<id>``: a finished run whose run.json was rewritten (a training
+# run extended with ``--resume --total-steps``). A compacted ``runs`` row is a copy of run.json
+# when the run finished; for a reopened run readers take run.json itself. Created before the
+# rewrite, so no reader sees the new run.json while trusting the old row.
+REOPENED = "_reopened"
 RECORD_SUFFIX = ".json"
 
 
@@ -346,6 +351,19 @@ def compaction_dir(lake: LakePath, table: str) -> LakePath:
 
 def covered_dir(lake: LakePath, table: str, cid: str) -> LakePath:
     return log_dir(lake, table) / COVERED / cid
+
+
+def reopened_dir(lake: LakePath) -> LakePath:
+    return lake / "runs" / REOPENED
+
+
+def reopened(lake: LakePath) -> set[str]:
+    """Folder names (``run_id=<id>``) of the finished runs reopened since (one listing, usually empty)."""
+    return {n for n in _listdir(reopened_dir(lake)) if n.startswith("run_id=")}
+
+
+def mark_reopened(lake: LakePath, run_id: str) -> None:
+    _touch(reopened_dir(lake) / f"run_id={run_id}")
 
 
 def _listdir(d: LakePath) -> list[str]:

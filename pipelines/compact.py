@@ -271,7 +271,8 @@ def compact_runs(root: LakePath) -> int:
     from karmic.lake import _RUNS_SCHEMA, RUNS_FOLDER, _read_run_jsons, compacted_runs, run_row
 
     have = compacted_runs(root)
-    skip = set(have.column(RUNS_FOLDER).to_pylist()) if have is not None else set()
+    # a reopened run is read from its run.json from now on (karmic.lake._runs_table)
+    skip = (set(have.column(RUNS_FOLDER).to_pylist()) if have is not None else set()) | commits.reopened(root)
     if storage.is_remote(root):
         paths = [p for p in sorted((root / "runs").glob("run_id=*/run.json")) if p.parent.name not in skip]
         folders, raws = [p.parent.name for p in paths], storage.read_many(paths)

@@ -301,6 +301,7 @@ class LakeWriter:
         run_json = self.run_json_path
         if run_json.is_file():
             self.meta = json.loads(run_json.read_text())
+        self._disk_status = self.meta.get("status")
         if meta is not None:
             self.meta = {**self.meta, **meta, "run_id": run_id}
             self.meta.setdefault("started_at", now_iso())
@@ -316,7 +317,10 @@ class LakeWriter:
         if status in ("finished", "completed", "interrupted", "failed"):
             self.meta["finished_at"] = now_iso()
         self.meta.update(extra)
+        if self._disk_status == "completed":  # a finished run reopened: compacted rows of it go stale
+            commits.mark_reopened(self.lake, self.run_id)
         write_json_atomic(self.meta, self.run_json_path)
+        self._disk_status = status
 
     def write_events(self, batch: EventBatch, global_step: np.ndarray) -> None:
         if len(batch):

@@ -283,3 +283,50 @@ def test_no_lake_and_a_held_lock_are_one_line(lake, tmp_path):
     res = CliRunner().invoke(app, ["lake", "compact", "--lake", str(lake)])
     assert res.exit_code != 0 and len(res.stderr.strip().splitlines()) == 1, res.output
     assert "another compaction holds" in res.stderr and not (lake / "events" / commits.COMPACTED).exists()
+
+
+def _extend(lake: Path, run_id: str, total_steps: int) -> None:
+    from karmic.training.learners import resumed_trainer
+
+    resumed_trainer(run_id, lake, total_steps=total_steps).run()
+
+
+def _drop_compactions(lake: Path) -> None:
+    """The same lake as if it had never been compacted: the covered markers back, the records gone."""
+    for t in (*TABLES, "runs"):
+        d = lake / "_log" / t
+        for cid_dir in (d / commits.COVERED).glob("*") if (d / commits.COVERED).is_dir() else []:
+            for m in cid_dir.iterdir():
+                m.rename(d / m.name)
+        shutil.rmtree(d / commits.COVERED, ignore_errors=True)
+        shutil.rmtree(d / commits.COMPACTED, ignore_errors=True)
+    shutil.rmtree(lake / "runs" / commits.REOPENED, ignore_errors=True)
+
+
+def _views_no_clock(lake: Path) -> dict[str, tuple]:
+    """``_views`` without the wall-clock columns (two runs of the same extension differ there only)."""
+    out = _views(lake)
+    cols, rows = out["runs"]
+    keep = [i for i, c in enumerate(cols) if c[0] not in ("started_at", "finished_at")]
+    out["runs"] = ([cols[i] for i in keep], sorted((tuple(r[i] for i in keep) for r in rows), key=repr))
+    return out
+
+
+def test_a_compacted_run_extended_later_reads_as_if_never_compacted(lake, tmp_path):
+    """``karmic train --resume RUN --total-steps MORE`` on a finished, compacted run: its run.json
+    is rewritten and its later updates committed; every view equals the uncompacted lake's."""
+    plain = tmp_path / "plain"
+    shutil.copytree(lake, plain)
+    compact(lake, target_rows=TARGET)
+    _assert_compacted(lake)
+    for d in (lake, plain):
+        _extend(d, "t", total_steps=2 * 10 * 6)
+    assert (lake / "runs" / commits.REOPENED / "run_id=t").exists()
+    assert _views_no_clock(lake) == _views_no_clock(plain)
+    finished = json.loads((lake / "runs" / "run_id=t" / "run.json").read_text())["finished_at"]
+    assert fetch(connect(lake), "select status, finished_at from runs where run_id = 't'")[1] == [("completed", finished)]
+    assert check_lake(lake) == check_lake(plain)
+    compact(lake, target_rows=TARGET)  # a second compaction takes the new parts; run t still from its run.json
+    assert _views_no_clock(lake) == _views_no_clock(plain)
+    _drop_compactions(lake)
+    assert _views_no_clock(lake) == _views_no_clock(plain)
