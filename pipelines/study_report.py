@@ -139,7 +139,7 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
                 cell_plan(study, Cell(c["condition"], c["grid_size"], c["level"], c["seed"])))
         e = e or {}
         runs.append({
-            **c, "status": status, "seconds": e.get("seconds"),
+            **c, "status": status, "seconds": e.get("seconds"), "attempts": e.get("attempts"),
             "global_step": e.get("global_step"), "host": e.get("host"),
             "versions": (text or {}).get("versions"),
             "precision": ((text or {}).get("train_config") or {}).get("precision"),
@@ -848,6 +848,7 @@ def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]
     s = res["summary"]
     trained = [r for r in runs if not r["scripted"]]
     secs = sum(float(r["seconds"] or 0) for r in trained)
+    resumed = sum(1 for r in trained if (r.get("attempts") or 1) > 1)
     done = sum(1 for r in runs if r["status"] in ("completed", "finished"))
     n_carried = sum(1 for r in runs if r.get("carried"))
     carried = (f" ({n_carried} carried from earlier lakes: `carried` in runs.json)" if n_carried else "")
@@ -862,7 +863,9 @@ def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]
         f"{budget} env steps; windows: "
         + ", ".join(f"{n} = [{lo:g}, {hi:g}) of each run's steps" for n, (lo, hi) in study.windows.items())
         + f". Data: {s['runs']} runs, {s['episodes']:,} episodes, {int(s['agent_steps'] or 0):,} agent-steps. "
-        f"Machine time of the trained cells: {secs / 3600:.2f} h (sum over cells, from the sweep manifest).",
+        f"Machine time of the trained cells: {secs / 3600:.2f} h (sum over cells of each cell's last attempt, from "
+        "the sweep manifest" + (f"; {resumed} cell(s) were resumed after an interruption, and the time of their "
+                                "earlier attempts is not recorded)." if resumed else ")."),
         "",
         "## Verdicts",
         "",
