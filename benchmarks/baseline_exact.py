@@ -1,8 +1,10 @@
-"""``baseline``'s exact speed-ups, before/after in one script: the allocator's thresholds
-(``karmic.training.device.tune_allocator``) on and off, in alternating processes.
+"""``baseline``'s exact speed-ups, before/after in one script, in alternating processes: the
+allocator's thresholds (``karmic.training.device.tune_allocator``) and OpenMP's spin count
+(``karmic.OMP_SPIN_COUNT``), on (after) and off (before).
 
-The setting is process-wide (glibc's malloc), so each side runs in its own fresh process
-(``KARMIC_MALLOC_TUNING=0`` for the code of before), the two sides alternated ``--pairs`` times
+Both settings are process-wide (glibc's malloc; libgomp reads its spin count when torch loads it),
+so each side runs in its own fresh process (``KARMIC_MALLOC_TUNING=0 KARMIC_OMP_SPIN=0`` for the
+code of before; ``--after-spin N``: the after side with N spins instead), the two sides alternated ``--pairs`` times
 so both meet the same drift of a shared machine's load. A process trains ``baseline`` (hidden
 256, 16 envs, the default config), warms up one update, then times ``--updates`` updates: wall
 and its own CPU seconds per update, page faults and system time. Prints each process's line,
@@ -10,7 +12,7 @@ then per grid the median over the pairs of before / after (s per update; > 1: fa
 wall and by CPU time, and each side's env-steps/s (the median process).
 
     python benchmarks/baseline_exact.py [--grids 10,30] [--pairs 4] [--updates 8] \\
-        [--precision bf16] [--threads 2] [--json]
+        [--precision bf16] [--threads 2] [--after-spin N] [--json]
 
 ``--child`` (internal): one process's measurement, one JSON line.
 """
@@ -30,6 +32,7 @@ def child(args) -> dict:
     import tempfile
     import time
 
+    __import__("karmic")  # before torch: it sets OpenMP's spin count (karmic.OMP_SPIN_COUNT)
     import torch
 
     from karmic.training.device import tune_allocator
@@ -48,7 +51,7 @@ def child(args) -> dict:
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         (w0, c0, s0), (w1, c1, s1) = marks[0], marks[-1]
         n = len(marks) - 1
-        return {"grid_size": args.grid, "tuned": tune_allocator(), "precision": cfg.precision,
+        return {"grid_size": args.grid, "tuned": tune_allocator(), "omp_spin": os.environ.get("GOMP_SPINCOUNT"), "precision": cfg.precision,
                 "threads": args.threads, "num_envs": args.num_envs, "updates": n,
                 "s_per_update": round((w1 - w0) / n, 4), "cpu_s_per_update": round((c1 - c0) / n, 4),
                 "env_steps_per_s": round((s1 - s0) / (w1 - w0), 1),
@@ -58,7 +61,9 @@ def child(args) -> dict:
 
 
 def run_child(args, grid: int, tuned: bool) -> dict:
-    env = {**os.environ, "KARMIC_MALLOC_TUNING": "1" if tuned else "0"}
+    env = {**os.environ, "KARMIC_MALLOC_TUNING": "1" if tuned else "0", "KARMIC_OMP_SPIN": "1" if tuned else "0"}
+    if tuned and args.after_spin is not None:
+        env["GOMP_SPINCOUNT"] = str(args.after_spin)
     cmd = [sys.executable, __file__, "--child", "--grid", str(grid), "--updates", str(args.updates),
            "--precision", args.precision, "--threads", str(args.threads), "--num-envs", str(args.num_envs)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
@@ -74,6 +79,7 @@ def main() -> None:
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--num-envs", type=int, default=16)
+    ap.add_argument("--after-spin", type=int, default=None, help="the after side's GOMP_SPINCOUNT")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
