@@ -4,15 +4,17 @@ allocator's thresholds (``karmic.training.device.tune_allocator``) and OpenMP's 
 
 Both settings are process-wide (glibc's malloc; libgomp reads its spin count when torch loads it),
 so each side runs in its own fresh process (``KARMIC_MALLOC_TUNING=0 KARMIC_OMP_SPIN=0`` for the
-code of before; ``--after-spin N``: the after side with N spins instead), the two sides alternated ``--pairs`` times
+code of before; ``--change alloc`` or ``spin``: the after side with only that one; ``--after-spin N``:
+with N spins instead), the two sides alternated ``--pairs`` times
 so both meet the same drift of a shared machine's load. A process trains ``baseline`` (hidden
 256, 16 envs, the default config), warms up one update, then times ``--updates`` updates: wall
 and its own CPU seconds per update, page faults and system time. Prints each process's line,
 then per grid the median over the pairs of before / after (s per update; > 1: faster now) by
-wall and by CPU time, and each side's env-steps/s (the median process).
+wall and by CPU time, and each side's env-steps/s (the median process). ``--part learn``: the
+learner alone (``Trainer.learn`` on one shard, ``--updates`` times; medians), no env-steps/s.
 
     python benchmarks/baseline_exact.py [--grids 10,30] [--pairs 4] [--updates 8] \\
-        [--precision bf16] [--threads 2] [--after-spin N] [--json]
+        [--precision bf16] [--threads 2] [--change alloc,spin] [--after-spin N] [--part update|learn] [--json]
 
 ``--child`` (internal): one process's measurement, one JSON line.
 """
@@ -33,10 +35,12 @@ def child(args) -> dict:
     import time
 
     __import__("karmic")  # before torch: it sets OpenMP's spin count (karmic.OMP_SPIN_COUNT)
+    import numpy as np
     import torch
 
     from karmic.training.device import tune_allocator
     from karmic.training.ppo import TrainConfig, Trainer
+    from pipelines.trajectories import read_shard, write_shard
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as lake:
@@ -46,13 +50,32 @@ def child(args) -> dict:
         marks: list[tuple[float, float, int]] = []
         tr = Trainer(cfg, lake, on_update=lambda i: marks.append(
             (time.perf_counter(), time.process_time(), i["global_step"])))
+        out = {"grid_size": args.grid, "part": args.part, "tuned": tune_allocator(),
+               "omp_spin": os.environ.get("GOMP_SPINCOUNT"), "precision": cfg.precision,
+               "threads": args.threads, "num_envs": args.num_envs}
+        if args.part == "learn":  # the learner alone, on one shard, ``--updates`` times
+            tr.run(stop_after=1, at_boundary=False)
+            tr.rollout()
+            shard = read_shard(write_shard(tr.lake, tr.make_shard()))
+            rew = np.asarray(shard.reward, np.float32)
+            tr.learn(shard, rew)
+            wall, cpu = [], []
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            for _ in range(args.updates):
+                w, c = time.perf_counter(), time.process_time()
+                tr.learn(shard, rew)
+                wall.append(time.perf_counter() - w)
+                cpu.append(time.process_time() - c)
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            return {**out, "updates": args.updates, "s_per_update": round(float(np.median(wall)), 4),
+                    "cpu_s_per_update": round(float(np.median(cpu)), 4), "env_steps_per_s": None,
+                    "minor_faults": r1.ru_minflt - r0.ru_minflt, "sys_s": round(r1.ru_stime - r0.ru_stime, 3)}
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         tr.run(stop_after=1 + args.updates, at_boundary=False)
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         (w0, c0, s0), (w1, c1, s1) = marks[0], marks[-1]
         n = len(marks) - 1
-        return {"grid_size": args.grid, "tuned": tune_allocator(), "omp_spin": os.environ.get("GOMP_SPINCOUNT"), "precision": cfg.precision,
-                "threads": args.threads, "num_envs": args.num_envs, "updates": n,
+        return {**out, "updates": n,
                 "s_per_update": round((w1 - w0) / n, 4), "cpu_s_per_update": round((c1 - c0) / n, 4),
                 "env_steps_per_s": round((s1 - s0) / (w1 - w0), 1),
                 # over the whole process (warm-up included): what the thresholds take away
@@ -61,10 +84,12 @@ def child(args) -> dict:
 
 
 def run_child(args, grid: int, tuned: bool) -> dict:
-    env = {**os.environ, "KARMIC_MALLOC_TUNING": "1" if tuned else "0", "KARMIC_OMP_SPIN": "1" if tuned else "0"}
-    if tuned and args.after_spin is not None:
+    on = args.change.split(",") if tuned else []
+    env = {**os.environ, "KARMIC_MALLOC_TUNING": "1" if "alloc" in on else "0",
+           "KARMIC_OMP_SPIN": "1" if "spin" in on else "0"}
+    if "spin" in on and args.after_spin is not None:
         env["GOMP_SPINCOUNT"] = str(args.after_spin)
-    cmd = [sys.executable, __file__, "--child", "--grid", str(grid), "--updates", str(args.updates),
+    cmd = [sys.executable, __file__, "--child", "--grid", str(grid), "--updates", str(args.updates), "--part", args.part,
            "--precision", args.precision, "--threads", str(args.threads), "--num-envs", str(args.num_envs)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -80,6 +105,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--num-envs", type=int, default=16)
     ap.add_argument("--after-spin", type=int, default=None, help="the after side's GOMP_SPINCOUNT")
+    ap.add_argument("--change", default="alloc,spin", help="what the after side turns on: alloc, spin or both")
+    ap.add_argument("--part", default="update", choices=("update", "learn"),
+                    help="update: whole updates of a run; learn: the learner alone on one shard (medians)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -99,7 +127,7 @@ def main() -> None:
                 r["pair"] = p
                 records.append(r)
                 got[tuned] = r
-                print(f"grid {g:>2} pair {p} {'after ' if tuned else 'before'} {r['env_steps_per_s']:>7.0f} env-steps/s "
+                print(f"grid {g:>2} pair {p} {'after ' if tuned else 'before'} {r['env_steps_per_s'] or 0:>7.0f} env-steps/s "
                       f"{r['s_per_update']:.3f} s/update (CPU {r['cpu_s_per_update']:.3f})  "
                       f"faults {r['minor_faults']:>7}  sys {r['sys_s']:.2f} s", file=say, flush=True)
             pairs.append(got)
@@ -108,8 +136,8 @@ def main() -> None:
                  [q[False]["s_per_update"] / q[True]["s_per_update"] for q in pairs]), 3),
              "x_cpu_median": round(statistics.median(
                  [q[False]["cpu_s_per_update"] / q[True]["cpu_s_per_update"] for q in pairs]), 3),
-             "before_env_steps_per_s": statistics.median(q[False]["env_steps_per_s"] for q in pairs),
-             "after_env_steps_per_s": statistics.median(q[True]["env_steps_per_s"] for q in pairs)}
+             "before_env_steps_per_s": statistics.median(q[False]["env_steps_per_s"] or 0 for q in pairs),
+             "after_env_steps_per_s": statistics.median(q[True]["env_steps_per_s"] or 0 for q in pairs)}
         summary.append(s)
         print(f"grid {g:>2}: after / before x{s['x_wall_median']:.3f} wall, x{s['x_cpu_median']:.3f} CPU "
               f"(median of {args.pairs} pairs); env-steps/s before {s['before_env_steps_per_s']:.0f}, "
