@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 # OpenMP's idle threads (torch's intra-op pool, oneDNN, MKL: all GNU libgomp in torch's wheels)
 # spin this many times at a barrier before they sleep; libgomp's default is 300,000 (milliseconds
-# of spinning). On a machine with more runnable threads than cores (a study's workers, another
+# of spinning). On a machine with more runnable threads than cores (a 2-thread run beside a study's workers or another
 # benchmark) a thread then spins out its time slice waiting for a partner that is not running:
 # measured at 10x10, bf16, 2 threads, under load, 377 env-steps/s at the default against 1,058
 # at 1,000 spins and 1,252 with no spinning (docs/tvt-speed.md, "Exact speed-ups"). How threads
