@@ -14,11 +14,11 @@ __version__ = "0.1.0"
 
 # OpenMP's idle threads (torch's intra-op pool, oneDNN, MKL: all GNU libgomp in torch's wheels)
 # spin this many times at a barrier before they sleep; libgomp's default is 300,000 (milliseconds
-# of spinning). On a machine with more runnable threads than cores (a 2-thread run beside a study's workers or another
-# benchmark) a thread then spins out its time slice waiting for a partner that is not running:
-# measured at 10x10, bf16, 2 threads, under load, 377 env-steps/s at the default against 1,058
-# at 1,000 spins and 1,252 with no spinning (docs/tvt-speed.md, "Exact speed-ups"). How threads
-# wait changes no arithmetic: the work is split by the thread count alone (tests/test_benchmarks.py
+# of spinning). With more runnable threads than cores (a 2-thread run beside a study's workers or
+# another benchmark) a thread then spins out its time slice waiting for a partner that is not
+# running: `baseline` at 10x10, 2 threads, one other busy process, ran at 98 env-steps/s with the
+# default and 1,093 with 1,000 spins (docs/tvt-speed.md, "Exact speed-ups"). How threads wait
+# changes no arithmetic: the work is split by the thread count alone (tests/test_benchmarks.py
 # trains with and without it to equal parameters). libgomp reads it when torch loads it, so it is
 # set here, before anything of karmic imports torch; a user's OMP_WAIT_POLICY or GOMP_SPINCOUNT
 # wins, and KARMIC_OMP_SPIN=0 leaves libgomp's default (the benchmark's code of before).
