@@ -1,11 +1,11 @@
 """``baseline``'s exact speed-ups, before/after in one script, in alternating processes: the
-allocator's thresholds (``karmic.training.device.tune_allocator``) and OpenMP's spin count
-(``karmic.OMP_SPIN_COUNT``), on (after) and off (before).
+allocator's thresholds (``karmic.training.device.tune_allocator``) on (after) and off (before);
+``--change spin``: instead, OpenMP's spin count (``GOMP_SPINCOUNT=--after-spin``, default 1,000,
+against libgomp's default), measured and not taken (docs/tvt-speed.md).
 
 Both settings are process-wide (glibc's malloc; libgomp reads its spin count when torch loads it),
-so each side runs in its own fresh process (``KARMIC_MALLOC_TUNING=0 KARMIC_OMP_SPIN=0`` for the
-code of before; ``--change alloc`` or ``spin``: the after side with only that one; ``--after-spin N``:
-with N spins instead), the two sides alternated ``--pairs`` times
+so each side runs in its own fresh process (``KARMIC_MALLOC_TUNING=0`` for the code of before),
+the two sides alternated ``--pairs`` times
 so both meet the same drift of a shared machine's load. A process trains ``baseline`` (hidden
 256, 16 envs, the default config), warms up one update, then times ``--updates`` updates: wall
 and its own CPU seconds per update, page faults and system time. Prints each process's line,
@@ -14,7 +14,7 @@ wall and by CPU time, and each side's env-steps/s (the median process). ``--part
 learner alone (``Trainer.learn`` on one shard, ``--updates`` times; medians), no env-steps/s.
 
     python benchmarks/baseline_exact.py [--grids 10,30] [--pairs 4] [--updates 8] \\
-        [--precision bf16] [--threads 2] [--change alloc,spin] [--after-spin N] [--part update|learn] [--json]
+        [--precision bf16] [--threads 2] [--change alloc|spin] [--after-spin N] [--part update|learn] [--json]
 
 ``--child`` (internal): one process's measurement, one JSON line.
 """
@@ -34,7 +34,6 @@ def child(args) -> dict:
     import tempfile
     import time
 
-    __import__("karmic")  # before torch: it sets OpenMP's spin count (karmic.OMP_SPIN_COUNT)
     import numpy as np
     import torch
 
@@ -85,9 +84,9 @@ def child(args) -> dict:
 
 def run_child(args, grid: int, tuned: bool) -> dict:
     on = args.change.split(",") if tuned else []
-    env = {**os.environ, "KARMIC_MALLOC_TUNING": "1" if "alloc" in on else "0",
-           "KARMIC_OMP_SPIN": "1" if "spin" in on else "0"}
-    if "spin" in on and args.after_spin is not None:
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    env["KARMIC_MALLOC_TUNING"] = "1" if "alloc" in on else "0"
+    if "spin" in on:
         env["GOMP_SPINCOUNT"] = str(args.after_spin)
     cmd = [sys.executable, __file__, "--child", "--grid", str(grid), "--updates", str(args.updates), "--part", args.part,
            "--precision", args.precision, "--threads", str(args.threads), "--num-envs", str(args.num_envs)]
@@ -104,8 +103,8 @@ def main() -> None:
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--num-envs", type=int, default=16)
-    ap.add_argument("--after-spin", type=int, default=None, help="the after side's GOMP_SPINCOUNT")
-    ap.add_argument("--change", default="alloc,spin", help="what the after side turns on: alloc, spin or both")
+    ap.add_argument("--after-spin", type=int, default=1000, help="the after side's GOMP_SPINCOUNT (--change spin)")
+    ap.add_argument("--change", default="alloc", help="what the after side turns on: alloc, spin or both")
     ap.add_argument("--part", default="update", choices=("update", "learn"),
                     help="update: whole updates of a run; learn: the learner alone on one shard (medians)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

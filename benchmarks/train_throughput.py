@@ -51,9 +51,6 @@ and, for ``tvt``, the transports), ``replay``, ``lake`` and ``total``, and ``rep
 
 from __future__ import annotations
 
-# isort: off
-import karmic  # noqa: F401  (before torch, as in a `karmic train`: it sets OpenMP's spin count)
-# isort: on
 import argparse
 import contextlib
 import json

@@ -7,33 +7,9 @@ imports neither PettingZoo nor torch (``karmic sql`` starts in a fraction of the
 
 from __future__ import annotations
 
-import os
 import sys
 
 __version__ = "0.1.0"
-
-# OpenMP's idle threads (torch's intra-op pool, oneDNN, MKL: all GNU libgomp in torch's wheels)
-# spin this many times at a barrier before they sleep; libgomp's default is 300,000 (milliseconds
-# of spinning). With more runnable threads than cores (a 2-thread run beside a study's workers or
-# another benchmark) a thread then spins out its time slice waiting for a partner that is not
-# running: `baseline` at 10x10, 2 threads, one other busy process, ran at 98 env-steps/s with the
-# default and 1,093 with 1,000 spins (docs/tvt-speed.md, "Exact speed-ups"). How threads wait
-# changes no arithmetic: the work is split by the thread count alone (tests/test_benchmarks.py
-# trains with and without it to equal parameters). libgomp reads it when torch loads it, so it is
-# set here, before anything of karmic imports torch; a user's OMP_WAIT_POLICY or GOMP_SPINCOUNT
-# wins, and KARMIC_OMP_SPIN=0 leaves libgomp's default (the benchmark's code of before).
-OMP_SPIN_COUNT = "1000"
-
-
-def _omp_idle_threads() -> None:
-    if "torch" in sys.modules or os.environ.get("KARMIC_OMP_SPIN", "1") == "0":
-        return
-    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
-        return
-    os.environ["GOMP_SPINCOUNT"] = OMP_SPIN_COUNT
-
-
-_omp_idle_threads()
 
 ENV_ID = "KarmicHarvest-v0"
 
