@@ -5,8 +5,7 @@ against libgomp's default), measured and not taken (docs/tvt-speed.md).
 
 Both settings are process-wide (glibc's malloc; libgomp reads its spin count when torch loads it),
 so each side runs in its own fresh process (``KARMIC_MALLOC_TUNING=0`` for the code of before),
-the two sides alternated ``--pairs`` times
-so both meet the same drift of a shared machine's load. A process trains ``baseline`` (hidden
+the two sides alternated ``--pairs`` times so both meet the same drift of a shared machine's load. A process trains ``baseline`` (hidden
 256, 16 envs, the default config), warms up one update, then times ``--updates`` updates: wall
 and its own CPU seconds per update, page faults and system time. Prints each process's line,
 then per grid the median over the pairs of before / after (s per update; > 1: faster now) by

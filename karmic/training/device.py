@@ -114,9 +114,10 @@ def tune_allocator() -> bool:
     A learner's update allocates and frees the same few-MB tensors (activations, gradients,
     bf16 casts) in every minibatch. With glibc's defaults, a block above its (dynamic) mmap
     threshold is mapped fresh and unmapped on free, and free memory at the heap's top is handed
-    back, so the next minibatch faults every page in again: 20,000-120,000 page faults and
-    ~45 ms of system time per baseline update at 10x10, about 6% of the learner's CPU time
-    (docs/tvt-speed.md, "Exact speed-ups"). With a fixed 32 MiB mmap threshold and 256 MiB trim
+    back, so the next minibatch faults every page in again: 20,000-79,000 page faults and
+    0.05-0.20 s of system time in 6 learner passes of ``baseline`` at 10x10, and the learner
+    took 1.04x the CPU time it takes with them (docs/tvt-speed.md, "Exact speed-ups"; end to end the
+    gain is within a shared machine's noise). With a fixed 32 MiB mmap threshold and 256 MiB trim
     threshold those blocks are reused from the heap. What is computed is unchanged: torch aligns
     every CPU tensor to 64 bytes either way, so the kernels see the same layouts and give the
     same bits (tests/test_benchmarks.py trains with and without it to equal parameters). Cost:
