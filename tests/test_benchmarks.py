@@ -100,3 +100,41 @@ def test_issue_33s_speed_ups_change_no_bit_and_the_code_of_old_is_restored(tmp_p
     assert new.keys() == old.keys()
     for k in new:
         assert torch.equal(new[k], old[k]), k
+
+
+_TRAIN_AND_SAVE = """
+import sys
+import torch
+from karmic.training.device import tune_allocator
+from karmic.training.ppo import TrainConfig, Trainer
+cfg = TrainConfig(mode=sys.argv[3], grid_size=10, seed=5, num_envs=4, total_steps=10**6, checkpoint_every=10**6,
+                  threads=2, memory_size=150, precision=sys.argv[2], run_id="alloc")
+tr = Trainer(cfg, sys.argv[1] + "-lake")
+tr.run(stop_after=4, at_boundary=False)
+torch.save({"tuned": tune_allocator(), "model": tr.agent.state_dict()}, sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("precision,mode", [("fp32", "baseline"), ("bf16", "baseline"), ("bf16", "tvt")])
+def test_the_allocators_thresholds_change_no_bit(tmp_path, precision, mode):
+    """``tune_allocator`` (glibc's mmap / trim thresholds, ``benchmarks/baseline_exact.py``'s
+    after) trains to the same parameters, bit for bit, with 2 threads, as glibc's defaults (its
+    before), each in a fresh process since the setting is process-wide; ``KARMIC_MALLOC_TUNING=0``
+    turns it off."""
+    import os
+    import subprocess
+
+    got = {}
+    for tuned in ("0", "1"):
+        out = tmp_path / f"params-{tuned}.pt"
+        subprocess.run([sys.executable, "-c", _TRAIN_AND_SAVE, str(out), precision, mode], check=True,
+                       env={**os.environ, "KARMIC_MALLOC_TUNING": tuned})
+        got[tuned] = torch.load(out)
+    assert got["0"]["tuned"] is False
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the thresholds are glibc's")
+    assert got["1"]["tuned"] is True
+    old, new = got["0"]["model"], got["1"]["model"]
+    assert old.keys() == new.keys()
+    for k in new:
+        assert torch.equal(new[k], old[k]), k
