@@ -64,6 +64,32 @@ def _kth_largest(vals, n, k):  # pragma: no cover - compiled
     return best
 
 
+@njit(cache=True, inline="always")
+def _emit_top(vals, rows, n, k, out_v, out_i):  # pragma: no cover - compiled
+    """Of the ``n`` candidates ``vals[:n]`` (rows ``rows[:n]``, ascending), the k largest into
+    ``out_v`` / ``out_i`` in row order: the rows above the k-th largest value, then its ties from
+    the lowest row; fewer than k: the rest value -inf and row 0."""
+    neg = np.float32(-np.inf)
+    tau, ties = neg, 0
+    if n > k:
+        tau = _kth_largest(vals, n, k)
+        ties = k
+        for c in range(n):
+            ties -= vals[c] > tau
+    o = 0
+    for c in range(n):
+        v = vals[c]
+        if v > tau or (v == tau and ties > 0):
+            if v == tau:
+                ties -= 1
+            out_v[o] = v
+            out_i[o] = rows[c]
+            o += 1
+    for c in range(o, k):
+        out_v[c] = neg
+        out_i[c] = 0
+
+
 @njit(cache=True)
 def topk_valid(logits, valid, idx, val, k):  # pragma: no cover - compiled
     T, B, H, R = logits.shape
@@ -98,25 +124,7 @@ def topk_valid(logits, valid, idx, val, k):  # pragma: no cover - compiled
                             cand_v[n] = row[j]
                             cand_i[n] = j
                             n += ok[j] and row[j] >= theta
-                # the k-th largest candidate; rows above it, then ties from the lowest row
-                tau, ties = neg, 0
-                if n > k:
-                    tau = _kth_largest(cand_v, n, k)
-                    ties = k
-                    for c in range(n):
-                        ties -= cand_v[c] > tau
-                o = 0
-                for c in range(n):
-                    x = cand_v[c]
-                    if x > tau or (x == tau and ties > 0):
-                        if x == tau:
-                            ties -= 1
-                        out_v[o] = x
-                        out_i[o] = cand_i[c]
-                        o += 1
-                for c in range(o, k):
-                    out_v[c] = neg
-                    out_i[c] = 0
+                _emit_top(cand_v, cand_i, n, k, out_v, out_i)
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
@@ -132,7 +140,6 @@ def topk_rows(x, table, cand, cand_ok, idx, val, k):  # pragma: no cover - compi
     C = cand.shape[-1]
     rows = np.empty(C, np.int64)
     vals = np.empty(C, np.float32)
-    neg = np.float32(-np.inf)
     for t in range(T):
         for b in range(B):
             for h in range(H):
@@ -153,26 +160,7 @@ def topk_rows(x, table, cand, cand_ok, idx, val, k):  # pragma: no cover - compi
                         rows[i] = r
                         vals[i] = s
                         n += 1
-                tau, ties = neg, 0
-                if n > k:
-                    tau = _kth_largest(vals, n, k)
-                    ties = k
-                    for c in range(n):
-                        ties -= vals[c] > tau
-                out_i = idx[t, b, h]
-                out_v = val[t, b, h]
-                o = 0
-                for c in range(n):
-                    v = vals[c]
-                    if v > tau or (v == tau and ties > 0):
-                        if v == tau:
-                            ties -= 1
-                        out_v[o] = v
-                        out_i[o] = rows[c]
-                        o += 1
-                for c in range(o, k):
-                    out_v[c] = neg
-                    out_i[c] = 0
+                _emit_top(vals, rows, n, k, val[t, b, h], idx[t, b, h])
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
