@@ -115,7 +115,10 @@ torch.save({"tuned": tune_allocator(), "model": tr.agent.state_dict()}, sys.argv
 """
 
 
-@pytest.mark.parametrize("precision,mode", [("fp32", "baseline"), ("bf16", "baseline"), ("bf16", "tvt")])
+# one case in `make test` (TVT's network holds baseline's, in bf16); the other two under -m slow
+@pytest.mark.parametrize("precision,mode", [pytest.param("fp32", "baseline", marks=pytest.mark.slow),
+                                            pytest.param("bf16", "baseline", marks=pytest.mark.slow),
+                                            ("bf16", "tvt")])
 def test_the_allocators_thresholds_change_no_bit(tmp_path, precision, mode):
     """``tune_allocator`` (glibc's mmap / trim thresholds, ``benchmarks/baseline_exact.py``'s
     after) trains to the same parameters, bit for bit, with 2 threads, as glibc's defaults (its
