@@ -15,6 +15,10 @@ still returns what it measured. Sections:
   rollout, the learner and the lake; the target: baseline >= 40,000, tvt >= 0.8x baseline. The
   same baseline on this machine's CPU (16 envs, all cores) is the reference;
 - ``scaling``: baseline fp32 at 64, 256 and 1,024 envs (is 256 the right default?);
+- ``tvt-methods``: TVT's methods on the GPU (``TVT_METHODS``: the old one, the new one of
+  ``studies/tvt-speed.toml`` and the new one with its acting read refreshed every 8 steps), ``tvt``
+  and ``full`` in bf16 at the device's ``num_envs``, each against a ``baseline`` run of this
+  section; the old method was the only one measured on a GPU so far (0.18-0.24x);
 - ``study``: ``karmic study run ablation --device cuda`` (its committed settings, every cell on
   the GPU, ``--workers`` cells side by side, default one per core) on a fresh lake for
   ``--study-minutes``, then interrupted: cells done, aggregate env-steps/s, and the wall time the
@@ -38,7 +42,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("tests", "throughput", "scaling", "study", "study-cpu")
+SECTIONS = ("tests", "throughput", "scaling", "tvt-methods", "study", "study-cpu")
+# TVT's methods (docs/tvt-speed.md): name -> TrainConfig fields; the levels of studies/tvt-speed.toml
+TVT_METHODS = {
+    "old": {"tvt_select": "learner", "tvt_learn": "replay"},
+    "new": {"tvt_select": "rollout", "tvt_learn": "lagged"},
+    "new-r8": {"tvt_select": "rollout", "tvt_learn": "lagged", "tvt_read_refresh": 8},
+}
 
 
 def record(out: Path, section: str, data) -> None:
@@ -59,8 +69,10 @@ def info() -> dict:
             "python": sys.version.split()[0]}
 
 
-def bench(device: str, mode: str, num_envs: int, precision: str, updates: int, grid: int = 10) -> dict:
-    """One fresh run: env-steps/s over ``updates`` updates after the warm-up, with the shares."""
+def bench(device: str, mode: str, num_envs: int, precision: str, updates: int, grid: int = 10,
+          train: dict | None = None) -> dict:
+    """One fresh run: env-steps/s over ``updates`` updates after the warm-up, with the shares;
+    ``train``: further TrainConfig fields (a TVT method)."""
     import torch
 
     from karmic.training.config import MODES
@@ -68,7 +80,8 @@ def bench(device: str, mode: str, num_envs: int, precision: str, updates: int, g
 
     with tempfile.TemporaryDirectory() as lake:
         cfg = TrainConfig(mode=mode, grid_size=grid, seed=0, num_envs=num_envs, total_steps=10**10,
-                          checkpoint_every=10**6, threads=0, precision=precision, device=device)
+                          checkpoint_every=10**6, threads=0, precision=precision, device=device,
+                          **(train or {}))
         warm = 1 + (math.ceil(cfg.memory_size / cfg.num_steps) if MODES[mode][0] else 0)
         marks: list[tuple[float, int, dict]] = []
 
@@ -82,7 +95,7 @@ def bench(device: str, mode: str, num_envs: int, precision: str, updates: int, g
         (t0, s0, tm0), (t1, s1, tm1) = marks[warm - 1], marks[-1]
         timing = {k: tm1[k] - tm0[k] for k in tm1}
         total = sum(timing.values()) or 1.0
-        return {"device": device, "mode": mode, "grid_size": grid, "num_envs": num_envs,
+        return {"device": device, "mode": mode, "grid_size": grid, "num_envs": num_envs, **(train or {}),
                 "n_agents": tr.N, "precision": cfg.precision, "updates": updates,
                 "env_steps_per_s": round((s1 - s0) / (t1 - t0), 1),
                 "s_per_update": round((t1 - t0) / updates, 4),
@@ -100,6 +113,19 @@ def throughput(args) -> dict:
         p: {"baseline_env_steps_per_s": by[("baseline", p)], "baseline_ok": by[("baseline", p)] >= 40_000,
             "tvt_over_baseline": round(by[("tvt", p)] / by[("baseline", p)], 3),
             "tvt_ok": by[("tvt", p)] >= 0.8 * by[("baseline", p)]} for p in ("fp32", "bf16")}}
+
+
+def tvt_methods(args, bench=bench) -> dict:
+    from karmic.training.device import device_defaults
+
+    n = device_defaults("cuda")["num_envs"]
+    base = bench("cuda", "baseline", n, "bf16", args.updates)["env_steps_per_s"]
+    rows = [{"method": name, **bench("cuda", mode, n, "bf16", args.updates, train=fields)}
+            for name, fields in TVT_METHODS.items() for mode in ("tvt", "full")]
+    for r in rows:
+        r["over_baseline"] = round(r["env_steps_per_s"] / base, 3)
+        r["ok"] = r["env_steps_per_s"] >= 0.8 * base
+    return {"baseline_env_steps_per_s": base, "rows": rows}
 
 
 def scaling(args) -> dict:
@@ -222,6 +248,8 @@ def run_section(s: str, args, out: Path) -> dict:
         data = throughput(args)
     elif s == "scaling":
         data = scaling(args)
+    elif s == "tvt-methods":
+        data = tvt_methods(args)
     elif s == "study-cpu":
         data = study(args, out, device="cpu")
     else:

@@ -10,6 +10,8 @@
 # 15-minute lease with the machine's start:
 #     bash benchmarks/gpu_check.sh --sections tests,throughput,scaling
 #     bash benchmarks/gpu_check.sh --sections study --study-minutes 6
+# and TVT's methods (old, new, new-r8; ~5 minutes):
+#     bash benchmarks/gpu_check.sh --sections tvt-methods --updates 3
 # Results: $OUT/gpu_check.json (+ gpu_check.log, study_run.log); without $OUT, ./gpu_check_out.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -295,6 +295,39 @@ def test_gpu_check_reads_the_committed_verdicts():
     assert gpu_check._verdicts({"predictions": [{"id": "a", "verdict": "supported"}]}) == {"a": "supported"}
 
 
+def test_gpu_check_tvt_methods_are_the_study_levels_and_valid_configs():
+    """The GPU check times the methods the equivalence study compares, with fields TrainConfig takes."""
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    from karmic.training.ppo import TrainConfig
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.pop(0)
+    study = tomllib.loads((root / "karmic" / "studies" / "tvt-speed.toml").read_text())
+    assert {lv["name"]: lv["train"] for lv in study["levels"]} == gpu_check.TVT_METHODS
+    calls = []
+
+    def fake(device, mode, n, precision, updates, grid=10, train=None):
+        calls.append((device, mode, precision, train))
+        TrainConfig(mode=mode, device="cpu", **(train or {}))  # the fields are real and valid together
+        return {"env_steps_per_s": 100.0 if mode == "baseline" else 85.0 if train.get("tvt_read_refresh") else 40.0}
+
+    class A:
+        updates = 1
+
+    out = gpu_check.tvt_methods(A(), bench=fake)
+    assert calls[0][:3] == ("cuda", "baseline", "bf16") and len(calls) == 1 + 2 * len(gpu_check.TVT_METHODS)
+    assert [(r["method"], r["over_baseline"], r["ok"]) for r in out["rows"]] == [
+        ("old", 0.4, False), ("old", 0.4, False), ("new", 0.4, False), ("new", 0.4, False),
+        ("new-r8", 0.85, True), ("new-r8", 0.85, True)]
+
+
 def test_studies_and_sweeps_default_to_the_cpu():
     """Measured on an H200 machine (docs/devices.md): 16 cells side by side ran faster with their
     networks on the CPU than sharing the GPU, so `study run` and `sweep` stay on the CPU unless told."""
