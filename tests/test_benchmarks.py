@@ -47,18 +47,28 @@ def test_a_tvt_run_trains_with_the_read_stubbed(tmp_path):
     assert TVTMemory.read.__name__ == "read" and TVTMemory.read.__module__ == "karmic.tvt.memory"
 
 
-def test_bad_options_are_one_line_and_exit_2():
+def test_bad_options_are_one_line_and_exit_2(monkeypatch, capsys):
+    """One case end to end in a fresh interpreter (one line, no traceback, exit 2); the rest through
+    the same main() in this process (a fresh torch import each costs seconds)."""
     import subprocess
 
+    import train_throughput
+
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
-    for args in (["--sections", "nope"], ["--precision", "fp16"], ["--updates", "0"], ["--grids", "x"],
+    p = subprocess.run([sys.executable, str(script), "--sections", "nope"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr and p.stderr.strip().splitlines()[-1].startswith("train_throughput.py: error:")
+    for args in (["--precision", "fp16"], ["--updates", "0"], ["--grids", "x"],
                  ["--sections", "tvt-speed", "--tvt-methods", "fast"],
                  ["--sections", "tvt-speed", "--tvt-warmup", "3"],
                  ["--sections", "tvt-speed", "--tvt-warmup", "3", "--tvt-lag", "3"],
                  ["--sections", "tvt-speed", "--precision", "fp32,bf16"]):
-        p = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
-        assert p.returncode == 2, (args, p.stderr)
-        assert "Traceback" not in p.stderr and p.stderr.strip().splitlines()[-1].startswith("train_throughput.py: error:")
+        monkeypatch.setattr(sys, "argv", ["train_throughput.py", *args])
+        with pytest.raises(SystemExit) as e:
+            train_throughput.main()
+        assert e.value.code == 2, args
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith("train_throughput.py: error:"), args
 
 
 def test_the_evaluation_benchmark_plays_the_old_and_the_new_code(tmp_path):
