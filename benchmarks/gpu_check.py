@@ -39,16 +39,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("tests", "throughput", "scaling", "tvt-methods", "study", "study-cpu")
-# TVT's methods (docs/tvt-speed.md): name -> TrainConfig fields; the levels of studies/tvt-speed.toml
-TVT_METHODS = {
-    "old": {"tvt_select": "learner", "tvt_learn": "replay"},
-    "new": {"tvt_select": "rollout", "tvt_learn": "lagged"},
-    "new-r8": {"tvt_select": "rollout", "tvt_learn": "lagged", "tvt_read_refresh": 8},
-}
+# TVT's methods (docs/tvt-speed.md): the levels of the equivalence study, name -> TrainConfig fields
+TVT_METHODS = {lv["name"]: lv["train"] for lv in tomllib.loads(
+    (ROOT / "studies" / "tvt-speed.toml").read_text())["levels"]}
 
 
 def record(out: Path, section: str, data) -> None:

@@ -153,3 +153,22 @@ def test_the_allocators_thresholds_change_no_bit(tmp_path, precision, mode):
     assert old.keys() == new.keys()
     for k in new:
         assert torch.equal(new[k], old[k]), k
+
+
+def test_the_tvt_profile_names_real_functions_and_refuses_bad_options(monkeypatch, capsys):
+    """benchmarks/tvt_profile.py sums cProfile's entries by (file, function): a part whose function
+    was renamed would read 0 s silently, so every part must name a function that exists."""
+    import tvt_profile
+
+    root = Path(__file__).resolve().parents[1]
+    for part, (suffix, name) in tvt_profile.PARTS.items():
+        if suffix == "~":
+            continue
+        path = next(p for p in (root / "karmic" / suffix, root / suffix) if p.exists())
+        assert f"def {name}(" in path.read_text(), part
+    for args in (["--modes", "nope"], ["--method", "fast"], ["--updates", "0"]):
+        monkeypatch.setattr(sys, "argv", ["tvt_profile.py", *args])
+        with pytest.raises(SystemExit) as e:
+            tvt_profile.main()
+        assert e.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1].startswith(
+            "tvt_profile.py: error:"), args
