@@ -137,6 +137,9 @@ def _wrap_label(text: str, width: int = 12) -> str:
 
 
 def _xticklabels(ax, labels: Sequence[str]) -> None:
+    if len(labels) > 6:  # more names than a panel's width holds side by side, even wrapped
+        ax.set_xticklabels(labels, fontsize=8, rotation=35, ha="right", rotation_mode="anchor")
+        return
     wrapped = [_wrap_label(x) for x in labels]
     ax.set_xticklabels(wrapped, fontsize=8 if any("\n" in w for w in wrapped) else None)
 

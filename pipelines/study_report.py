@@ -60,6 +60,10 @@ FIGURES = (
     ("total_debt", "Total ledger debt at episode end", "debt"),
 )
 MIN_RATIO_HITS = 20  # a retribution ratio resting on fewer hits (all seeds of a bin) is not drawn
+# A figure draws a 95% CI (band or whiskers) only where it rests on this many seeds: with 2 the
+# t-interval is the mean +- 12.7 standard errors (1 degree of freedom), which fills the panel and
+# hides every line in it. The verdict tables give every CI, whatever the seeds.
+MIN_BAND_SEEDS = 3
 TABLE_METRICS = ("predatory_hits_per_agent_step", "hits_per_agent_step", "zaps_fired_per_agent_step",
                  "apples_per_agent_step", "retribution_ratio", "total_debt")
 
@@ -501,6 +505,10 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
         fig, axes = plt.subplots(1, len(grids), figsize=(5.2 * len(grids), 3.6), squeeze=False)
         lo_w, hi_w = study.windows["late"]
         for ax, g in zip(axes[0], grids, strict=True):
+            if not any(r["grid_size"] == g for r in rows):
+                plots._empty(ax, f"no {g}x{g} runs yet")
+                ax.set_title(f"{g}x{g}")
+                continue
             # the late window the verdicts read, shaded on every learning curve
             steps = study.total_steps.get(g) or 0
             if steps and trained:
@@ -522,9 +530,11 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
                     xs = [r["step"] for r in pts]
                     ys = [r["mean"] for r in pts]
                     ax.plot(xs, ys, color=colour, ls=style, marker=marker, ms=3, label=label, lw=1.5)
-                    lo = [r["ci_low"] if r["ci_low"] is not None else r["mean"] for r in pts]
-                    hi = [r["ci_high"] if r["ci_high"] is not None else r["mean"] for r in pts]
-                    ax.fill_between(xs, lo, hi, color=colour, alpha=0.12, lw=0)
+                    banded = [(x, r["ci_low"], r["ci_high"]) for x, r in zip(xs, pts, strict=True)
+                              if (r["n_seeds"] or 0) >= MIN_BAND_SEEDS and r["ci_low"] is not None]
+                    if banded:
+                        bx, lo, hi = zip(*banded, strict=True)
+                        ax.fill_between(bx, lo, hi, color=colour, alpha=0.12, lw=0)
                 else:
                     ax.axhline(pts[0]["mean"], color=colour, ls=style, lw=1.2, label=label)
             ax.set_title(f"{g}x{g}")
@@ -537,7 +547,8 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
         note = f" (bins with >= {MIN_RATIO_HITS} hits)" if metric == "retribution_ratio" else ""
         refs = [c for c in study.conditions if c not in trained]
         ref_note = f"; {' and '.join(refs)} policy: horizontal line" if refs else ""
-        plots.wrapped_suptitle(fig, f"{title}{note}: mean over {seeds} seeds, 95% CI band{ref_note}; "
+        plots.wrapped_suptitle(fig, f"{title}{note}: mean over {seeds} seeds, 95% CI band where >= "
+                               f"{MIN_BAND_SEEDS} seeds{ref_note}; "
                                f"shaded: {study_late_label(study)}", fontsize=9)
         fig.tight_layout()
         p = out_dir / f"fig_{metric}.png"
@@ -579,15 +590,17 @@ def draw_scale_figure(study: Study, cells: list[dict[str, Any]], out_dir: Path) 
             row = {"condition": cond, "metric": metric, "small_grid": small, "big_grid": big}
             for side, g in (("small", small), ("big", big)):
                 c = by.get((g, cond, metric), {})
+                banded = (c.get("n_seeds") or 0) >= MIN_BAND_SEEDS
                 for k in ("mean", "ci_low", "ci_high"):
-                    row[f"{side}_{k}"] = c.get(k)
+                    row[f"{side}_{k}"] = c.get(k) if k == "mean" or banded else None
             if row["small_mean"] is not None or row["big_mean"] is not None:
                 rows.append(row)
     if not rows:
         return None
     n = _seed_span(c.get("n_seeds") for c in late)
     steps = ", ".join(f"{g}x{g}: {study.total_steps[g]:,}" for g in (small, big) if g in study.total_steps)
-    note = f"{n} seeds per point; env steps per run {steps}; {study_late_label(study)}"
+    note = (f"{n} seeds per point (whiskers where >= {MIN_BAND_SEEDS}); env steps per run {steps}; "
+            f"{study_late_label(study)}")
     return plots.plot_scale(rows, out_dir / "fig_scale.png", plots.Styles(study.conditions),
                             SCALE_METRICS, note=note)
 

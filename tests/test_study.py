@@ -981,3 +981,41 @@ b = { condition = "baseline" }
     old = {v["id"]: v for v in analyse(study, out)["verdicts"]}
     assert old["up"]["verdict"] == "supported"
     assert old["up"]["diff"] == pytest.approx(_analyse(tmp, preds, vals)["up"]["diff"])
+
+
+def test_figures_draw_a_ci_only_on_three_seeds_and_say_when_a_grid_has_no_runs(tmp_path, monkeypatch):
+    """With 2 seeds a 95% t-interval is +-12.7 SE and hides every line: curves get their band, and
+    the scale figure its whiskers, only where >= MIN_BAND_SEEDS seeds stand behind the point; a
+    grid without runs is a panel that says so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from karmic import plots
+    from pipelines import study_report as SR
+
+    study = parse_study(ROOT / "studies" / "mechanism.toml")
+    bands, whiskers, empties = [], [], []
+    real_fill, real_err, real_empty = Axes.fill_between, Axes.errorbar, plots._empty
+    monkeypatch.setattr(Axes, "fill_between", lambda ax, x, *a, **k: bands.append(list(x)) or real_fill(ax, x, *a, **k))
+    monkeypatch.setattr(Axes, "errorbar", lambda ax, x, *a, **k: whiskers.append(list(x)) or real_err(ax, x, *a, **k))
+    monkeypatch.setattr(plots, "_empty", lambda ax, text="no data": empties.append(text) or real_empty(ax, text))
+
+    def curve(cond, n, step):
+        return {"metric": "apples_per_agent_step", "grid_size": 30, "level": "default", "condition": cond,
+                "step": step, "mean": 0.05, "ci_low": 0.01, "ci_high": 0.09, "n_seeds": n, "den_total": 100}
+
+    curves = [curve("baseline", 5, s) for s in (1000, 2000)] + [curve("tvt", 2, s) for s in (1000, 2000)] + \
+             [curve("sham", n, s) for n, s in ((3, 1000), (2, 2000))]
+    SR.draw_figures(study, curves, tmp_path)
+    assert sorted(bands) == [[1000], [1000, 2000]]  # sham's 3-seed point, baseline's line; tvt none
+    assert empties == ["no 10x10 runs yet"]
+
+    def cell(cond, n):
+        return {"grid_size": 30, "level": "default", "condition": cond, "metric": "apples_per_agent_step",
+                "win": "late", "mean": 0.05, "ci_low": 0.01, "ci_high": 0.09, "n_seeds": n}
+
+    whiskers.clear()
+    SR.draw_scale_figure(study, [cell("baseline", 5), cell("tvt", 2)], tmp_path)
+    assert len(whiskers) == 1  # baseline's, not tvt's
