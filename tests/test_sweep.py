@@ -235,7 +235,9 @@ def test_ctrl_c_in_a_terminal_stops_a_sweep_with_one_line_and_it_resumes(tmp_pat
 
     lake = tmp_path / "lake"
     args = ["--modes", "baseline,matchmaker", "--grid-sizes", "10", "--seeds", "1", "--workers", "2",
-            "--sweep-id", "cc", "--lake", str(lake), "--total-steps", "800", *TINY[2:]]
+            "--sweep-id", "cc", "--lake", str(lake), "--total-steps", "4000", *TINY[2:]]
+    # 100 tiny updates a run: long enough that an idle machine cannot finish both runs between
+    # their first rounds and the signal (at 800 steps it did, and the sweep exited 0)
     p = subprocess.Popen([sys.executable, "-m", "karmic.cli", "sweep", *args], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -244,6 +246,7 @@ def test_ctrl_c_in_a_terminal_stops_a_sweep_with_one_line_and_it_resumes(tmp_pat
         if len({f.parent for f in runs}) == 2 or p.poll() is not None:
             break
         time.sleep(0.2)
+    assert p.poll() is None, "the sweep ended before the test could interrupt it"
     os.killpg(p.pid, signal.SIGINT)  # what a terminal does
     out, err = p.communicate(timeout=120)
     assert p.returncode != 0, out
