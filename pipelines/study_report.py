@@ -20,6 +20,7 @@ No number in the report is computed in Python: verdicts, CIs and Holm's correcti
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from pathlib import Path
 from typing import Any
@@ -541,8 +542,11 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
             ax.set_xlabel("env steps")
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=6, loc="best")
+        # one legend under the panels (inside one, it covered the curves it names)
+        legend: dict[str, Any] = {}
+        for ax in axes[0]:
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                legend.setdefault(lab, h)
         seeds = _seed_span(r["n_seeds"] for r in rows if r["condition"] in trained)
         note = f" (bins with >= {MIN_RATIO_HITS} hits)" if metric == "retribution_ratio" else ""
         refs = [c for c in study.conditions if c not in trained]
@@ -550,7 +554,12 @@ def draw_figures(study: Study, curves: list[dict[str, Any]], out_dir: Path) -> l
         plots.wrapped_suptitle(fig, f"{title}{note}: mean over {seeds} seeds, 95% CI band where >= "
                                f"{MIN_BAND_SEEDS} seeds{ref_note}; "
                                f"shaded: {study_late_label(study)}", fontsize=9)
-        fig.tight_layout()
+        rows_of_legend = math.ceil(len(legend) / 5) if legend else 0
+        fig.set_size_inches(5.2 * len(grids), 3.6 + 0.25 * rows_of_legend)
+        if legend:
+            fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(5, len(legend)),
+                       fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0.045 * rows_of_legend, 1, 1))
         p = out_dir / f"fig_{metric}.png"
         fig.savefig(p, dpi=90, metadata={"Software": None})
         plt.close(fig)
