@@ -10,12 +10,12 @@
 - then, over the readable parts, the data checks of ``queries/checks/*.sql``, each a query that
   returns one ``problem`` row per offending run and table (SQL as data checks: the rule is the
   query, a known-answer test shows it): **duplicates** (a key written twice, one update's
-  transports in two parts), **orphans** (rows of a run without run.json, episode rows without
+  transports in two parts, an evaluation's agent listed twice in ``eval_agents``), **orphans** (rows of a run without run.json, episode rows without
   events, actions or transports whose episode has no rows), **uncommitted** (rows past a killed
   training run's last checkpoint, rows of a simulation that did not finish), **missing** (a
   finished run without all of its episodes).
 
-The checks read tables ``events``, ``episodes``, ``actions``, ``tvt_transports`` (each with a
+The checks read tables ``events``, ``episodes``, ``actions``, ``tvt_transports``, ``eval_agents`` (each with a
 ``filename`` column) and two the checker builds: ``_runs`` (one row per run.json: kind, status,
 ``last_checkpoint`` update, ``committed_episodes`` up to it, ``expected_episodes`` of a finished
 run) and ``_partitions`` (every ``<table>/run_id=<id>`` directory, checkpoints and trajectories
@@ -36,11 +36,17 @@ import pyarrow.parquet as pq
 
 from karmic.lake import _DUCK_TYPES, LakeError, _first_line, queries_dir
 from pipelines import commits, storage
-from pipelines.schema import ACTIONS_SCHEMA, EPISODES_SCHEMA, EVENTS_SCHEMA, TVT_TRANSPORTS_SCHEMA
+from pipelines.schema import (
+    ACTIONS_SCHEMA,
+    EPISODES_SCHEMA,
+    EVAL_AGENTS_SCHEMA,
+    EVENTS_SCHEMA,
+    TVT_TRANSPORTS_SCHEMA,
+)
 from pipelines.storage import LakePath
 
 TABLES = {"events": EVENTS_SCHEMA, "episodes": EPISODES_SCHEMA, "actions": ACTIONS_SCHEMA,
-          "tvt_transports": TVT_TRANSPORTS_SCHEMA}
+          "tvt_transports": TVT_TRANSPORTS_SCHEMA, "eval_agents": EVAL_AGENTS_SCHEMA}
 TEMP_RE = re.compile(r"^\..+\.tmp-(\d+)$")
 CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
 
@@ -179,7 +185,7 @@ def _compaction_problems(root: LakePath) -> list[str]:
     they replace); markers listed again after a compaction covered them (read twice); compacted
     files no record names (a compaction killed before its commit: never read)."""
     out = []
-    for table in (*TABLES, "eval_agents"):
+    for table in TABLES:
         cdir = commits.compaction_dir(root, table)
         if not commits.is_ready(root, table) or not cdir.is_dir():
             continue

@@ -165,3 +165,22 @@ def test_a_lake_from_before_the_log_stays_readable_and_is_migrated_by_its_next_w
     res = CliRunner().invoke(app, ["lake", "migrate", "--lake", str(lake)])
     assert res.exit_code == 0 and "events: 4 part(s) committed" in res.stdout  # a: 2 parts, b, c, res.output
     assert count() == (with_log[0] + n_c, 3)
+
+
+def test_an_evaluations_agents_written_twice_are_duplicates(lake):
+    """eval_agents (who played whom in a `karmic evaluate` run) is checked like every table: a sound
+    one is no problem, a second copy of it is one line naming the run and its agents."""
+    from pipelines.schema import EVAL_AGENTS_SCHEMA
+
+    d = lake / "eval_agents" / "run_id=b"
+    d.mkdir(parents=True)
+    t = pa.Table.from_pylist([
+        {"run_id": "b", "agent": f"agent_{i}", "role": "focal" if i == 0 else "background", "policy": "random",
+         "source": "scripted", "scenario": "cross-play"} for i in range(2)], schema=EVAL_AGENTS_SCHEMA)
+    pq.write_table(t, d / "part-000000.parquet")
+    commits.commit(lake, "eval_agents", commits.record_of("b", "part-000000.parquet", t))
+    assert check_lake(lake) == []
+    pq.write_table(t, d / "part-000001.parquet")
+    commits.commit(lake, "eval_agents", commits.record_of("b", "part-000001.parquet", t))
+    assert check_lake(lake) == ["duplicates: eval_agents of run b: 2 agent row(s) written more than once "
+                                "(agent_0, agent_1)"]
