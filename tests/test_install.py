@@ -114,7 +114,8 @@ def test_the_wheel_runs_every_command_outside_the_repository(outside):
     study.parent.mkdir()
     study.write_text(textwrap.dedent(STUDY))
     out = work.parent / "results-elsewhere"
-    _karmic(outside, "study", "run", str(study), "--lake", lake, "--workers", "1")
+    _karmic(outside, "study", "run", str(study), "--lake", lake, "--workers", "1", "--compact")
+    assert list((Path(lake) / "events" / "_compacted").glob("*.parquet"))  # --compact, then read as before
     _karmic(outside, "study", "report", str(study), "--lake", lake, "--out", str(out), "--no-episodes")
     before = (out / "verdicts.json").read_bytes()
     _karmic(outside, "study", "report", str(study), "--from-results", "--out", str(out))

@@ -223,6 +223,27 @@ def test_episode_length_check_uses_the_default_length(tmp_path):
     assert list(lake.iterdir()) == []
 
 
+def test_compact_after_a_sweep_keeps_every_row_and_every_answer(local_sweep, tmp_path):
+    """`--compact`: once every task has completed, the lake's finished runs go into compacted files
+    (`karmic lake compact`); each table then holds exactly the rows of its parts, and the sweep's
+    ablation table is the same."""
+    import shutil
+
+    from karmic.lake import connect, run_query
+
+    lake = tmp_path / "lake"
+    shutil.copytree(local_sweep[0], lake)
+    before = run_query("ablation", lake)
+    res = _sweep("--resume", "loc", "--lake", str(lake), "--compact")
+    assert res.exit_code == 0, res.output
+    assert "sweep loc: lake compacted: " in res.stderr
+    assert list((lake / "events" / "_compacted").glob("*.parquet"))
+    for table in ("events", "episodes", "actions"):
+        parts = duckdb.sql(f"select count(*) from read_parquet('{lake}/{table}/run_id=*/*.parquet')").fetchall()[0][0]
+        assert connect(lake).execute(f"select count(*) from {table}").fetchone()[0] == parts, table
+    assert run_query("ablation", lake) == before
+
+
 def test_ctrl_c_in_a_terminal_stops_a_sweep_with_one_line_and_it_resumes(tmp_path):
     """Ctrl-C reaches the driver and every worker (one process group). Each worker returns
     `interrupted` and ignores the driver's second signal, so the user reads the driver's line on

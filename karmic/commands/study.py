@@ -21,7 +21,15 @@ import sys
 
 import typer
 
-from karmic.commands._common import LAKE_OPTION, KarmicError, fail, lake_arg, user_errors
+from karmic.commands._common import (
+    COMPACT_OPTION,
+    LAKE_OPTION,
+    KarmicError,
+    compact_after,
+    fail,
+    lake_arg,
+    user_errors,
+)
 from karmic.commands.sweep import DEVICE_OPTION, PER_DEVICE_OPTION
 
 study_app = typer.Typer(help="Pre-registered studies: run, status, report.", no_args_is_help=True)
@@ -75,6 +83,7 @@ def run(
     results: str = RESULTS_OPTION,
     device: str = DEVICE_OPTION,
     workers_per_device: int = PER_DEVICE_OPTION,
+    compact: bool = COMPACT_OPTION,
 ) -> None:
     """Run every cell of a study (resumes: completed runs are never redone)."""
     with user_errors():
@@ -125,6 +134,8 @@ def run(
         if failed:
             fail(f"{len(failed)} of {len(manifest['tasks'])} cell(s) failed: "
                  f"{', '.join(e['key'] for e in failed)} (run again to retry)", code=1)
+        if compact:
+            compact_after(lake_s, f"study {st.name}")
         out = f" --out {_results(results, st.name)}" if carry and results else ""
         print(f"study {st.name}: all {len(manifest['tasks'])} cell(s) completed"
               f"{f' ({n_carried} carried)' if n_carried else ''}; "

@@ -20,8 +20,10 @@ import sys
 import typer
 
 from karmic.commands._common import (
+    COMPACT_OPTION,
     LAKE_OPTION,
     KarmicError,
+    compact_after,
     fail,
     lake_arg,
     parse_overrides,
@@ -202,6 +204,7 @@ def register(app: typer.Typer) -> None:
         resume: str = typer.Option(None, "--resume", help="Run the unfinished tasks of sweep SWEEP_ID (its own settings)."),
         device: str = DEVICE_OPTION,
         workers_per_device: int = PER_DEVICE_OPTION,
+        compact: bool = COMPACT_OPTION,
     ) -> None:
         """Run an ablation sweep (conditions x grid sizes x seeds) on a process pool or a Ray cluster."""
         with user_errors():
@@ -274,3 +277,5 @@ def register(app: typer.Typer) -> None:
                 names = ", ".join(e["key"] for e in failed)
                 fail(f"{len(failed)} of {len(manifest['tasks'])} task(s) failed: {names} "
                      f"(errors in {sw.manifest_path(lake_s, sid)}; continue with --resume {sid})", code=1)
+            if compact:
+                compact_after(lake_s, f"sweep {sid}")
