@@ -766,8 +766,8 @@ def sync_manifest(study: Study, lake: str) -> dict[str, Any]:
     for e in fresh["tasks"]:
         prev = by_key.get(e["key"])
         if prev is not None:
-            for k in ("status", "attempts", "host", "how", "seconds", "global_step", "errors",
-                      "started_at", "finished_at"):
+            for k in ("status", "attempts", "host", "how", "seconds", "seconds_all", "attempts_timed",
+                      "global_step", "errors", "started_at", "finished_at"):
                 if k in prev:
                     e[k] = prev[k]
             if e["status"] == CARRIED:

@@ -145,6 +145,7 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
         e = e or {}
         runs.append({
             **c, "status": status, "seconds": e.get("seconds"), "attempts": e.get("attempts"),
+            "seconds_all": e.get("seconds_all"), "attempts_timed": e.get("attempts_timed"),
             "global_step": e.get("global_step"), "host": e.get("host"),
             "versions": (text or {}).get("versions"),
             "precision": ((text or {}).get("train_config") or {}).get("precision"),
@@ -865,12 +866,29 @@ def _versions_note(runs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def machine_time(trained: list[dict[str, Any]]) -> tuple[float, int, int]:
+    """(seconds, cells timed by their last attempt only, attempts known to be missing) of the
+    trained cells. ``seconds_all`` (every attempt timed: pipelines.sweep) where the manifest has
+    it; else the last attempt's ``seconds``, from a manifest written before every attempt was
+    timed, with ``attempts - 1`` attempts known to be missing."""
+    secs, last_only, missing = 0.0, 0, 0
+    for r in trained:
+        if r.get("seconds_all") is not None:
+            secs += float(r["seconds_all"])
+            missing += max(0, int(r.get("attempts") or 0) - int(r.get("attempts_timed") or 0))
+        elif r.get("seconds") is not None:
+            secs += float(r["seconds"])
+            last_only += 1
+            missing += max(0, int(r.get("attempts") or 1) - 1)
+    return secs, last_only, missing
+
+
 def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]], figures: list[Path],
                     lake_hint: str | None, out_dir: Path) -> str:
     s = res["summary"]
     trained = [r for r in runs if not r["scripted"]]
-    secs = sum(float(r["seconds"] or 0) for r in trained)
-    resumed = sum(1 for r in trained if (r.get("attempts") or 1) > 1)
+    secs, last_only, missing = machine_time(trained)
+    n_all = sum(1 for r in trained if r.get("seconds_all") is not None)
     done = sum(1 for r in runs if r["status"] in ("completed", "finished"))
     n_carried = sum(1 for r in runs if r.get("carried"))
     carried = (f" ({n_carried} carried from earlier lakes: `carried` in runs.json)" if n_carried else "")
@@ -885,9 +903,13 @@ def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]
         f"{budget} env steps; windows: "
         + ", ".join(f"{n} = [{lo:g}, {hi:g}) of each run's steps" for n, (lo, hi) in study.windows.items())
         + f". Data: {s['runs']} runs, {s['episodes']:,} episodes, {int(s['agent_steps'] or 0):,} agent-steps. "
-        f"Machine time of the trained cells: {secs / 3600:.2f} h (sum over cells of each cell's last attempt, from "
-        "the sweep manifest" + (f"; {resumed} cell(s) were resumed after an interruption, and the time of their "
-                                "earlier attempts is not recorded)." if resumed else ")."),
+        f"Machine time of the trained cells: {secs / 3600:.2f} h, from the sweep manifest ("
+        + "; ".join(x for x in (
+            f"{last_only} cell(s) by their last attempt only, recorded before every attempt was timed"
+            if last_only else "",
+            f"{n_all} cell(s) by every attempt, one cut off with its driver counted to its run's last write"
+            if n_all else "",
+            f"{missing} earlier attempt(s) known and not timed" if missing else "") if x) + ").",
         "",
         "## Verdicts",
         "",

@@ -514,12 +514,54 @@ def make_backend(name: str, workers: int | None = None, address: str | None = No
 
 
 # --- the driver -----------------------------------------------------------------------------------
+# where a run's last write shows: the folders of its run in a local lake
+_RUN_FOLDERS = ("runs", "checkpoints", "events", "episodes", "actions", "tvt_transports", "trajectories")
+
+
+def last_write(lake: str, run_id: str) -> float | None:
+    """The newest modification time (epoch s) of a run's files in a local lake; None on object
+    storage (no cheap mtime) or where the run wrote nothing."""
+    if "://" in str(lake):
+        return None
+    newest = None
+    for folder in _RUN_FOLDERS:
+        d = os.path.join(str(lake), folder, f"run_id={run_id}")
+        try:
+            with os.scandir(d) as it:
+                for f in it:
+                    m = f.stat().st_mtime
+                    newest = m if newest is None else max(newest, m)
+        except OSError:
+            continue
+    return newest
+
+
+def count_cut_attempt(lake: str, entry: dict[str, Any]) -> None:
+    """An attempt that never reported back (its driver was killed or interrupted: the task still
+    says ``running`` or ``interrupted``) is added to ``seconds_all`` from its start to its run's
+    last write in the lake: the machine time it took, less at most what it did after its last
+    write. ``attempts_timed`` counts the attempts in ``seconds_all``; one whose time cannot be
+    known (object storage, no start time) is not counted, so a report can say what it misses."""
+    if entry.get("status") not in ("running", "interrupted") or not entry.get("started_at"):
+        return
+    started = datetime.fromisoformat(entry["started_at"]).timestamp()
+    last = last_write(lake, entry["run_id"]) if entry.get("run_id") else None
+    if last is not None and last >= started:
+        _timed(entry, last - started)
+
+
+def _timed(entry: dict[str, Any], seconds: float) -> None:
+    entry["seconds_all"] = float(entry.get("seconds_all") or 0.0) + seconds
+    entry["attempts_timed"] = int(entry.get("attempts_timed") or 0) + 1
+
+
 def unfinished(manifest: dict[str, Any], lake: str) -> list[dict[str, Any]]:
     """Tasks to run: those whose run is not ``completed`` in the lake (manifest updated), less
     the ``carried`` ones."""
     todo = []
     for e in manifest["tasks"]:
         if is_done(lake, e["run_id"]):
+            count_cut_attempt(lake, e)  # finished after its driver died: never reported back
             e["status"] = "completed"
         elif e["status"] == CARRIED:
             continue
@@ -591,6 +633,7 @@ def run_sweep(
                     if manifest.get("keep_policies"):  # a study's: pipelines.checkpoints.save_policy
                         payload["keep_policies"] = manifest["keep_policies"]
                 pending.popleft()
+                count_cut_attempt(lake, entry)
                 inflight[backend.submit(payload)] = (entry, attempt, dev)
                 entry.update(status="running", started_at=now_iso())
                 if dev is not None:
@@ -610,6 +653,8 @@ def run_sweep(
                 for k in ("host", "how", "seconds", "global_step", "error", "run_id"):
                     if k in res:
                         entry[k] = res[k]
+                # every attempt's time, failed and retried ones too (``seconds`` is the last one's)
+                _timed(entry, float(res.get("seconds") or 0.0))
                 entry["finished_at"] = now_iso()
                 if res.get("status") == "completed":
                     entry["status"] = "completed"

@@ -276,3 +276,48 @@ def test_ctrl_c_in_a_terminal_stops_a_sweep_with_one_line_and_it_resumes(tmp_pat
     res = _sweep("--resume", "cc", "--lake", str(lake))
     assert res.exit_code == 0, res.output
     assert _manifest(lake, "cc")["status"] == "completed"
+    # machine time: the cut attempts (to their run's last write) and the resumed ones, all timed
+    for t in _manifest(lake, "cc")["tasks"]:
+        assert t["attempts_timed"] == t["attempts"] and t["seconds_all"] >= t["seconds"] > 0, t
+
+
+def test_an_attempt_cut_off_with_its_driver_counts_to_its_runs_last_write(tmp_path):
+    """A task still `running` in the manifest (its driver was killed) is timed from its start to
+    the newest file of its run; on object storage, or with nothing written, it is left untimed."""
+    import os
+    from datetime import UTC, datetime
+
+    from pipelines.sweep import count_cut_attempt
+
+    started = 1_700_000_000.0
+    d = tmp_path / "checkpoints" / "run_id=r1"
+    d.mkdir(parents=True)
+    (d / "ckpt-000003.pt").write_bytes(b"x")
+    os.utime(d / "ckpt-000003.pt", (started + 125.0, started + 125.0))
+    (tmp_path / "events" / "run_id=r1").mkdir(parents=True)
+    (tmp_path / "events" / "run_id=r1" / "round-000001.parquet").write_bytes(b"x")
+    os.utime(tmp_path / "events" / "run_id=r1" / "round-000001.parquet", (started + 40.0, started + 40.0))
+    at = datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds")
+    e = {"run_id": "r1", "status": "running", "started_at": at, "seconds_all": 10.0, "attempts_timed": 1}
+    count_cut_attempt(str(tmp_path), e)
+    assert e["seconds_all"] == pytest.approx(135.0) and e["attempts_timed"] == 2
+    for other in ({"run_id": "r1", "status": "completed", "started_at": at},  # reported back: timed then
+                  {"run_id": "r2", "status": "running", "started_at": at}):  # wrote nothing
+        count_cut_attempt(str(tmp_path), other)
+        assert "seconds_all" not in other
+    s3 = {"run_id": "r1", "status": "interrupted", "started_at": at}
+    count_cut_attempt("s3://bucket/lake", s3)
+    assert "seconds_all" not in s3
+
+
+def test_a_reports_machine_time_counts_every_timed_attempt_and_says_what_it_misses():
+    from pipelines.study_report import machine_time
+
+    assert machine_time([]) == (0.0, 0, 0)
+    assert machine_time([
+        {"seconds": 100.0, "attempts": 1},                                            # last attempt only
+        {"seconds": 50.0, "attempts": 3},                                             # and 2 known missing
+        {"seconds": 60.0, "attempts": 2, "seconds_all": 200.0, "attempts_timed": 2},  # both timed
+        {"seconds": 70.0, "attempts": 3, "seconds_all": 90.0, "attempts_timed": 2},   # one not
+        {"seconds": None, "attempts": None},                                          # carried: no time
+    ]) == (100.0 + 50.0 + 200.0 + 90.0, 2, 2 + 1)
