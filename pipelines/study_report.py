@@ -668,7 +668,7 @@ def draw_eval_figures(study: Study, eval_cells: list[dict[str, Any]], eval_seeds
                     if c is None or c["mean"] is None:
                         continue
                     err = None
-                    if c["ci_low"] is not None:
+                    if c["ci_low"] is not None and (c.get("n_seeds") or 0) >= MIN_BAND_SEEDS:
                         err = [[c["mean"] - c["ci_low"]], [c["ci_high"] - c["mean"]]]
                     ax.errorbar([x], [c["mean"]], yerr=err, color=colour, marker=marker, ms=6, capsize=4, lw=1.5)
                 ax.set_xticks(range(len(evs)), [_eval_label(e) for e in evs], fontsize=7)
@@ -677,7 +677,8 @@ def draw_eval_figures(study: Study, eval_cells: list[dict[str, Any]], eval_seeds
                 ax.set_title(f"{g}x{g}" + (f", {lv}" if len(study.levels) > 1 else ""), fontsize=9)
                 ax.grid(alpha=0.3, axis="y")
         seeds = _seed_span(c["n_seeds"] for c in cells)
-        plots.wrapped_suptitle(fig, f"{title}. Mean over {seeds} seeds with 95% CI; dots: one seed each "
+        plots.wrapped_suptitle(fig, f"{title}. Mean over {seeds} seeds with 95% CI where >= {MIN_BAND_SEEDS} "
+                               "seeds; dots: one seed each "
                                "(the kept policies, karmic evaluate)", fontsize=9)
         fig.tight_layout()
         path = out_dir / fname

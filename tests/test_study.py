@@ -1019,3 +1019,12 @@ def test_figures_draw_a_ci_only_on_three_seeds_and_say_when_a_grid_has_no_runs(t
     whiskers.clear()
     SR.draw_scale_figure(study, [cell("baseline", 5), cell("tvt", 2)], tmp_path)
     assert len(whiskers) == 1  # baseline's, not tvt's
+    # the evaluation figures: a point is drawn either way, its whiskers only on >= 3 seeds
+    evs = [e for e in study.evaluations if e["scenario"] == "solo"][:2]
+    cells = [{"evaluation": e["id"], "grid_size": 30, "level": "default", "metric": "apples_per_agent_step",
+              "mean": 0.1, "ci_low": 0.05, "ci_high": 0.15, "n_seeds": n} for e, n in zip(evs, (5, 2), strict=True)]
+    calls = []
+    monkeypatch.setattr(Axes, "errorbar", lambda ax, x, y, yerr=None, **k: calls.append(yerr) or real_err(
+        ax, x, y, yerr=yerr, **k))
+    SR.draw_eval_figures(study, cells, [], tmp_path)
+    assert len(calls) == 2 and calls[0] is not None and calls[1] is None
