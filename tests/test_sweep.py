@@ -256,11 +256,13 @@ def test_ctrl_c_in_a_terminal_stops_a_sweep_with_one_line_and_it_resumes(tmp_pat
 
     lake = tmp_path / "lake"
     args = ["--modes", "baseline,matchmaker", "--grid-sizes", "10", "--seeds", "1", "--workers", "2",
-            "--sweep-id", "cc", "--lake", str(lake), "--total-steps", "4000", *TINY[2:]]
-    # 100 tiny updates a run: long enough that an idle machine cannot finish both runs between
-    # their first rounds and the signal (at 800 steps it did, and the sweep exited 0)
+            "--sweep-id", "cc", "--lake", str(lake), "--total-steps", "800", *TINY[2:]]
+    # SIGINT back to its default in the child, as in a terminal: a test suite started in the
+    # background (`make test &`, nohup) inherits it ignored, and Python then never raises
+    # KeyboardInterrupt, so the sweep ran to the end and exited 0
     p = subprocess.Popen([sys.executable, "-m", "karmic.cli", "sweep", *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+                         stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until both runs have written a round
         runs = list((lake / "events").glob("run_id=*/*.parquet")) if (lake / "events").is_dir() else []
