@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -785,6 +786,95 @@ def summary_table(study: Study, verdicts: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _steps_short(study: Study, v: dict[str, Any], s: str) -> str:
+    """One seed of a side in a few characters: ``750k`` env steps, ``40 ep`` of an evaluation or a
+    scripted policy, ``-`` for a constant."""
+    if s == "b" and v.get("b_value") is not None:
+        return "-"
+    ev = next((e for e in study.evaluations if e["id"] == v.get(f"{s}_evaluation")), None)
+    if ev is not None:
+        return f"{ev['episodes']} ep"
+    if v[f"{s}_condition"] in conditions_registry.names(trained=False):
+        return f"{study.episodes} ep"
+    steps = study.total_steps.get(v[f"{s}_grid_size"])
+    if not steps:
+        return "?"
+    return f"{steps / 1e6:g}M" if steps >= 1_000_000 else f"{steps / 1e3:g}k"
+
+
+def front_table(study: Study, verdicts: list[dict[str, Any]], grid_size: int | None = None) -> list[str]:
+    """The verdicts as a front page shows them (``karmic study table``; the README's mechanism
+    table is this text): one line a prediction with the two sides' means, the estimate
+    mean(a) - mean(b) and its unadjusted 95% CI, the Holm-adjusted p that decided the verdict,
+    the verdict, and what is behind each side (seeds; env steps or episodes a seed). ``grid_size``
+    keeps the predictions whose sides are all at that grid. The numbers are verdicts.json's."""
+    def num(x: Any) -> str:  # 2 significant digits, whole numbers from 100 up (no 3.6e+02)
+        return f"{x:,.0f}" if isinstance(x, float) and abs(x) >= 100 else _fmt(x, 2)
+
+    head = ["prediction", "metric", "a / b", "mean a / b", "estimate [95% CI]", "p (Holm)", "verdict", "seeds",
+            "per seed"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v in verdicts:
+        grids = {v["a_grid_size"], v["b_grid_size"] if v.get("b_value") is None else v["a_grid_size"]}
+        if grid_size is not None and grids != {grid_size}:
+            continue
+        p = v["p_contra_holm"] if v["verdict"] == "contradicted" else v["p_support_holm"]
+        a = v.get("a_evaluation") or v["a_condition"]
+        b = _fmt(v["b_value"]) if v.get("b_value") is not None else (v.get("b_evaluation") or v["b_condition"])
+        sides = a if a == b else f"{a} / {b}"
+        n_b = (v["n_b"] or 0) if v.get("b_value") is None else "-"
+        steps = dict.fromkeys([_steps_short(study, v, "a"), _steps_short(study, v, "b")])
+        ci = (f"{num(v['diff'])} [{num(v['ci_low'])}, {num(v['ci_high'])}]"
+              if v.get("diff") is not None else "no data")
+        out.append(f"| {v['id']} | {v['metric']} | {sides} | {num(v['mean_a'])} / {num(v['mean_b'])} | {ci} | "
+                   f"{_fmt(p, 2)} | **{v['verdict']}** | {v['n_a'] or 0} / {n_b} | {' / '.join(steps)} |")
+    return out
+
+
+def results_front_table(study: Study, results_dir: Path, grid_size: int | None = None) -> list[str]:
+    """:func:`front_table` of ``results_dir/verdicts.json``, in the study file's order of predictions.
+    Raises StudyError when the file is missing or unreadable, or no prediction is at ``grid_size``."""
+    path = Path(results_dir) / "verdicts.json"
+    if not path.is_file():
+        raise StudyError(f"no {path}: report the study first (karmic study report {study.name})")
+    try:
+        verdicts = json.loads(path.read_text())["predictions"]
+        order = {p["id"]: i for i, p in enumerate(study.predictions)}
+        verdicts = sorted(verdicts, key=lambda v: order.get(v["id"], len(order)))
+        grids = {v["a_grid_size"] for v in verdicts}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StudyError(f"unreadable {path}: {exc}") from None
+    if grid_size is not None and grid_size not in grids:
+        raise StudyError(f"study {study.name} has no prediction at grid {grid_size}")
+    return front_table(study, verdicts, grid_size=grid_size)
+
+
+# a front-page table kept equal to its results: `karmic study table NAME --into FILE` fills the
+# block, and tests/test_readme.py fails when a committed block differs from its results
+TABLE_BLOCK = re.compile(r"(<!-- karmic study table (?P<name>[\w.-]+)(?: --grid (?P<grid>\d+))? -->\n)"
+                         r"(?P<body>.*?)(<!-- end table -->)", re.S)
+
+
+def table_blocks(text: str) -> list[tuple[str, int | None, str]]:
+    """Every table block of a Markdown text: (study name, grid or None, the body as written)."""
+    return [(m["name"], int(m["grid"]) if m["grid"] else None, m["body"]) for m in TABLE_BLOCK.finditer(text)]
+
+
+def fill_table_blocks(text: str, name: str, render) -> tuple[str, int]:
+    """``text`` with the body of every block of study ``name`` replaced by ``render(grid)`` (lines),
+    and how many blocks were filled."""
+    n = 0
+
+    def sub(m: re.Match) -> str:
+        nonlocal n
+        if m["name"] != name:
+            return m.group(0)
+        n += 1
+        return m.group(1) + "\n".join(render(int(m["grid"]) if m["grid"] else None)) + "\n" + m.group(5)
+
+    return TABLE_BLOCK.sub(sub, text), n
+
+
 def summary_section(study: Study, verdicts: list[dict[str, Any]]) -> list[str]:
     """report.md's one-table summary, for a study that declares evaluations (their verdicts sit in
     the same Holm family as the training ones); the reports of studies without evaluations are
@@ -1048,4 +1138,5 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
 
 
 __all__ = ["METRICS", "analyse", "build_report", "check_evaluations", "copy_policies", "draw_eval_figures",
-           "evaluation_section", "extract_metrics", "play_evaluations", "run_evaluations", "summary_table"]
+           "evaluation_section", "extract_metrics", "fill_table_blocks", "front_table", "play_evaluations", "results_front_table", "run_evaluations",
+           "summary_table", "table_blocks"]

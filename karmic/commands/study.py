@@ -11,6 +11,8 @@ and an ETA.
 verdicts, figures, metrics (completed runs already in OUT that this lake lacks are carried);
 ``--check-evaluations`` then plays the declared evaluations again from OUT's kept policies in a
 scratch lake and compares them with OUT/evaluations.json (exit 1 on a difference).
+``karmic study table NAME [--grid G] [--results DIR]``: the verdicts of DIR/verdicts.json as the
+front-page Markdown table, in the study file's order (no lake).
 Exit 2 on a bad study file or bad input, 1 when a cell finally failed, 130 on Ctrl-C.
 """
 
@@ -32,7 +34,7 @@ from karmic.commands._common import (
 )
 from karmic.commands.sweep import DEVICE_OPTION, PER_DEVICE_OPTION
 
-study_app = typer.Typer(help="Pre-registered studies: run, status, report.", no_args_is_help=True)
+study_app = typer.Typer(help="Pre-registered studies: check, run, status, report, table.", no_args_is_help=True)
 
 
 def _load(name: str):
@@ -210,6 +212,39 @@ def report(
                      f"played again ({n} rows)", code=1)
             print(f"evaluations: {n} row(s) played again from {out_dir}/policies in a scratch lake, all equal to "
                   f"{out_dir}/evaluations.json")
+
+
+@study_app.command("table")
+def table(
+    name: str = typer.Argument(..., help="Study name or path."),
+    results: str = typer.Option(None, "--results", help="The results folder to read [default: results/NAME]."),
+    grid: int = typer.Option(None, "--grid", help="Only the predictions at this grid size."),
+    into: list[str] = typer.Option(
+        None, "--into",
+        help="Instead of printing, fill this Markdown file's blocks of the study (between "
+             "'<!-- karmic study table NAME [--grid G] -->' and '<!-- end table -->'), each at its own grid."),
+) -> None:
+    """The verdicts as a front-page table (Markdown), from RESULTS/verdicts.json; no lake."""
+    with user_errors():
+        from pathlib import Path
+
+        from pipelines.study_report import fill_table_blocks, results_front_table
+
+        st = _load(name)
+        res = _results(results, st.name)
+        if not into:
+            print("\n".join(results_front_table(st, res, grid_size=grid)))
+            return
+        for path in map(Path, into):
+            if not path.is_file():
+                raise KarmicError(f"no such file: {path}")
+            text, n = fill_table_blocks(path.read_text(), st.name,
+                                        lambda g: results_front_table(st, res, grid_size=g))
+            if not n:
+                raise KarmicError(f"{path} has no '<!-- karmic study table {st.name} ... -->' block")
+            path.write_text(text)
+            print(f"filled {n} table block(s) of study {st.name} in {path} from {res}/verdicts.json",
+                  file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,110 @@
+"""`karmic study table`: the verdicts of a committed results folder as the front page's table, and
+the README / docs blocks it fills, which must stay equal to the results they quote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from karmic.cli import app
+from pipelines.study import find_study, parse_study
+from pipelines.study_report import fill_table_blocks, front_table, results_front_table, table_blocks
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+def _verdict(**kw):
+    v = {"id": "x", "metric": "apples_per_agent_step", "verdict": "inconclusive", "a_condition": "tvt",
+         "a_grid_size": 30, "a_level": "default", "a_window": "late", "b_condition": "baseline",
+         "b_grid_size": 30, "b_level": "default", "b_window": "late", "b_value": None, "mean_a": 0.0147,
+         "mean_b": 0.0551, "diff": -0.0404, "ci_low": -0.0555, "ci_high": -0.0253, "p_support_holm": 1.0,
+         "p_contra_holm": 0.17, "n_a": 3, "n_b": 3}
+    return v | kw
+
+
+def test_a_row_says_what_decided_it_and_what_is_behind_each_side():
+    st = parse_study(find_study("mechanism"))
+    rows = front_table(st, [
+        _verdict(id="harvest"),
+        _verdict(id="down", verdict="contradicted", metric="sustainability", mean_a=73.75, mean_b=362.1,
+                 diff=-288.3, ci_low=-323.2, ci_high=-253.4, p_contra_holm=0.0197, n_a=2),
+        _verdict(id="const", b_value=0.9, b_condition=None, b_grid_size=None, n_b=None, verdict="supported",
+                 p_support_holm=0.0),
+        _verdict(id="solo", a_evaluation="solo", b_evaluation="solo-baseline"),
+        _verdict(id="small", a_grid_size=10, b_grid_size=10, diff=None, mean_a=None, mean_b=None, n_a=0, n_b=0),
+    ])
+    assert rows[0].startswith("| prediction | metric | a / b |") and len(rows) == 7
+    harvest, down, const, solo, small = rows[2:]
+    assert harvest == ("| harvest | apples_per_agent_step | tvt / baseline | 0.015 / 0.055 | -0.04 [-0.056, -0.025] "
+                       "| 1 | **inconclusive** | 3 / 3 | 750k |")
+    # a contradiction shows the contradiction test's p; 100 and up as whole numbers, not 3.6e+02
+    assert "| 74 / 362 | -288 [-323, -253] | 0.02 | **contradicted** | 2 / 3 |" in down
+    assert "| tvt / 0.9 |" in const and "| 3 / - | 750k / - |" in const and "| 0 | **supported** |" in const
+    assert "| solo / solo-baseline |" in solo and solo.endswith("| 10 ep |")
+    assert "| no data |" in small and "| 0 / 0 | 300k |" in small
+    only30 = front_table(st, [_verdict(id="harvest"), _verdict(id="small", a_grid_size=10, b_grid_size=10)],
+                         grid_size=30)
+    assert [r.split(" | ")[0] for r in only30[2:]] == ["| harvest"]
+
+
+def test_the_ablation_table_is_its_verdicts_in_the_study_files_order():
+    st = parse_study(find_study("ablation"))
+    verdicts = json.loads((ROOT / "results/ablation/verdicts.json").read_text())["predictions"]
+    res = runner.invoke(app, ["study", "table", "ablation", "--grid", "10",
+                              "--results", str(ROOT / "results/ablation")])
+    assert res.exit_code == 0, res.output
+    ids = [line.split(" | ")[0].lstrip("| ") for line in res.output.splitlines()[2:]]
+    want = [p["id"] for p in st.predictions if any(v["id"] == p["id"] and v["a_grid_size"] == 10 for v in verdicts)]
+    assert ids == want and len(ids) == 8
+    supported = {v["id"] for v in verdicts if v["verdict"] == "supported" and v["a_grid_size"] == 10}
+    assert {i for i, line in zip(ids, res.output.splitlines()[2:], strict=True) if "**supported**" in line} == supported
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["ablation", "--grid", "7"], "no prediction at grid 7"),
+    (["ablation", "--results", "/nonexistent"], "report the study first"),
+    (["nosuchstudy"], "nosuchstudy"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, needle):
+    res = runner.invoke(app, ["study", "table", *args])
+    assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output
+
+
+def test_into_fills_only_its_studys_blocks_and_keeps_the_rest(tmp_path):
+    doc = tmp_path / "page.md"
+    text = ("intro\n<!-- karmic study table ablation --grid 30 -->\nstale\n<!-- end table -->\nmiddle\n"
+            "<!-- karmic study table other -->\nkept as is\n<!-- end table -->\nend\n")
+    doc.write_text(text)
+    res = runner.invoke(app, ["study", "table", "ablation", "--results", str(ROOT / "results/ablation"),
+                              "--into", str(doc)])
+    assert res.exit_code == 0, res.output
+    out = doc.read_text()
+    st = parse_study(find_study("ablation"))
+    body = "\n".join(results_front_table(st, ROOT / "results/ablation", grid_size=30)) + "\n"
+    assert out == text.replace("stale\n", body)
+    assert table_blocks(out) == [("ablation", 30, body), ("other", None, "kept as is\n")]
+    again, n = fill_table_blocks(out, "ablation", lambda g: body.splitlines())
+    assert (again, n) == (out, 1)
+    bare = tmp_path / "bare.md"
+    bare.write_text("no block here\n")
+    res = runner.invoke(app, ["study", "table", "ablation", "--into", str(bare)])
+    assert res.exit_code == 2 and "has no '<!-- karmic study table ablation" in res.output
+    assert bare.read_text() == "no block here\n"
+
+
+def test_the_committed_tables_equal_their_results():
+    """A results folder committed without `karmic study table NAME --into FILE` fails here."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    seen = 0
+    for page in pages:
+        for name, grid, body in table_blocks(page.read_text()):
+            st = parse_study(find_study(name))
+            want = "\n".join(results_front_table(st, ROOT / "results" / name, grid_size=grid)) + "\n"
+            assert body == want, (f"{page.name}: the table of study {name} differs from results/{name}; "
+                                  f"run: karmic study table {name} --into {page.relative_to(ROOT)}")
+            seen += 1
+    assert seen >= 2
