@@ -742,17 +742,23 @@ def verdict_table(verdicts: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _per_seed(study: Study, v: dict[str, Any], s: str) -> str:
+def _per_seed(study: Study, v: dict[str, Any], s: str, short: bool = False) -> str:
     """What one seed of a side is: a trained run's env steps (and the window read), a scripted
-    policy's episodes, or an evaluation's episodes and policy file (from the study file)."""
+    policy's episodes, or an evaluation's episodes and policy file (from the study file).
+    ``short``: in a few characters (``750k``, ``10 ep``, ``-`` for a constant)."""
     if s == "b" and v.get("b_value") is not None:
-        return "constant"
+        return "-" if short else "constant"
     ev = next((e for e in study.evaluations if e["id"] == v.get(f"{s}_evaluation")), None)
-    if ev is not None:
-        return f"{ev['episodes']} episode{'s' if ev['episodes'] != 1 else ''}, {ev['policy']} policy"
-    if v[f"{s}_condition"] in conditions_registry.names(trained=False):
-        return f"{study.episodes} episodes"
+    episodes = ev["episodes"] if ev is not None else (
+        study.episodes if v[f"{s}_condition"] in conditions_registry.names(trained=False) else None)
+    if episodes is not None:
+        if short:
+            return f"{episodes} ep"
+        return (f"{episodes} episode{'s' if episodes != 1 else ''}, {ev['policy']} policy" if ev is not None
+                else f"{episodes} episodes")
     steps = study.total_steps.get(v[f"{s}_grid_size"])
+    if short:
+        return "?" if not steps else f"{steps / 1e6:g}M" if steps >= 1_000_000 else f"{steps / 1e3:g}k"
     return f"{steps:,} env steps, {v[f'{s}_window']} window" if steps else f"{v[f'{s}_window']} window"
 
 
@@ -786,22 +792,6 @@ def summary_table(study: Study, verdicts: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _steps_short(study: Study, v: dict[str, Any], s: str) -> str:
-    """One seed of a side in a few characters: ``750k`` env steps, ``40 ep`` of an evaluation or a
-    scripted policy, ``-`` for a constant."""
-    if s == "b" and v.get("b_value") is not None:
-        return "-"
-    ev = next((e for e in study.evaluations if e["id"] == v.get(f"{s}_evaluation")), None)
-    if ev is not None:
-        return f"{ev['episodes']} ep"
-    if v[f"{s}_condition"] in conditions_registry.names(trained=False):
-        return f"{study.episodes} ep"
-    steps = study.total_steps.get(v[f"{s}_grid_size"])
-    if not steps:
-        return "?"
-    return f"{steps / 1e6:g}M" if steps >= 1_000_000 else f"{steps / 1e3:g}k"
-
-
 def front_table(study: Study, verdicts: list[dict[str, Any]], grid_size: int | None = None) -> list[str]:
     """The verdicts as a front page shows them (``karmic study table``; the README's mechanism
     table is this text): one line a prediction with the two sides' means, the estimate
@@ -823,7 +813,7 @@ def front_table(study: Study, verdicts: list[dict[str, Any]], grid_size: int | N
         b = _fmt(v["b_value"]) if v.get("b_value") is not None else (v.get("b_evaluation") or v["b_condition"])
         sides = a if a == b else f"{a} / {b}"
         n_b = (v["n_b"] or 0) if v.get("b_value") is None else "-"
-        steps = dict.fromkeys([_steps_short(study, v, "a"), _steps_short(study, v, "b")])
+        steps = dict.fromkeys([_per_seed(study, v, "a", short=True), _per_seed(study, v, "b", short=True)])
         ci = (f"{num(v['diff'])} [{num(v['ci_low'])}, {num(v['ci_high'])}]"
               if v.get("diff") is not None else "no data")
         out.append(f"| {v['id']} | {v['metric']} | {sides} | {num(v['mean_a'])} / {num(v['mean_b'])} | {ci} | "
