@@ -16,7 +16,8 @@ still returns what it measured. Sections:
   same baseline on this machine's CPU (16 envs, all cores) is the reference;
 - ``scaling``: baseline fp32 at 64, 256 and 1,024 envs (is 256 the right default?);
 - ``tvt-methods``: TVT's methods on the GPU (``TVT_METHODS``: the old one, the new one of
-  ``studies/tvt-speed.toml`` and the new one with its acting read refreshed every 8 steps), ``tvt``
+  ``studies/tvt-speed.toml`` and the new one with its acting read refreshed every 8 steps, an
+  option that study does not test), ``tvt``
   and ``full`` in bf16 at the device's ``num_envs``, each against a ``baseline`` run of this
   section; the old method was the only one measured on a GPU so far (0.18-0.24x);
 - ``study``: ``karmic study run ablation --device cuda`` (its committed settings, every cell on
@@ -44,9 +45,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("tests", "throughput", "scaling", "tvt-methods", "study", "study-cpu")
-# TVT's methods (docs/tvt-speed.md): the levels of the equivalence study, name -> TrainConfig fields
+# TVT's methods (docs/tvt-speed.md): the levels of the equivalence study, name -> TrainConfig
+# fields, and new-r8 (the new one with tvt_read_refresh = 8, an option the study does not test)
 TVT_METHODS = {lv["name"]: lv["train"] for lv in tomllib.loads(
     (ROOT / "studies" / "tvt-speed.toml").read_text())["levels"]}
+TVT_METHODS["new-r8"] = {**TVT_METHODS["new"], "tvt_read_refresh": 8}
 
 
 def record(out: Path, section: str, data) -> None:

@@ -8,7 +8,8 @@ earlier shards, 11 updates), then profiles ``--updates`` updates with the proces
 load from other processes moves the figures less than wall time would. It prints the CPU seconds
 an update and, for the parts below, their cumulative CPU seconds an update (a part's time includes
 the parts it calls: ``backward`` is inside ``learner``, the ``read`` inside both the rollout and
-the learner). ``--method`` is a TVT method of ``studies/tvt-speed.toml`` (old, new, new-r8).
+the learner). ``--method`` is a TVT method of ``studies/tvt-speed.toml`` (old, new) or new-r8 (new with
+the acting read refreshed every 8 steps).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WARM = 11  # 1 + memory_size / num_steps: TVT's memory spans earlier shards from here on
-# TVT's methods: the levels of the equivalence study (docs/tvt-speed.md), name -> TrainConfig fields
+# TVT's methods: the levels of the equivalence study (docs/tvt-speed.md), name -> TrainConfig fields,
+# and new-r8 (the new one with tvt_read_refresh = 8, an option the study does not test)
 METHODS = {lv["name"]: lv["train"] for lv in tomllib.loads((ROOT / "studies" / "tvt-speed.toml").read_text())["levels"]}
+METHODS["new-r8"] = {**METHODS["new"], "tvt_read_refresh": 8}
 # part -> (file suffix, function name), matched against cProfile's keys
 PARTS = {
     "rollout": ("training/ppo.py", "_rollout"),

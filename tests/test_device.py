@@ -308,7 +308,7 @@ def test_gpu_check_tvt_methods_are_the_study_levels_and_valid_configs():
         import gpu_check
     finally:
         sys.path.pop(0)
-    assert list(gpu_check.TVT_METHODS) == ["old", "new", "new-r8"]  # read from studies/tvt-speed.toml
+    assert list(gpu_check.TVT_METHODS) == ["old", "new", "new-r8"]  # the study's levels, then new-r8
     calls = []
 
     def fake(device, mode, n, precision, updates, grid=10, train=None):

@@ -225,14 +225,14 @@ def test_the_tvt_speed_study_is_accepted_and_plans_every_method():
     study = parse_study(path)
     res = CliRunner().invoke(app, ["study", "check", str(path)])
     assert res.exit_code == 0, res.output
-    assert "36 cell(s)" in res.output and "32 prediction(s)" in res.output
-    method = {"old": ("learner", "replay", 1), "new": ("rollout", "lagged", 1), "new-r8": ("rollout", "lagged", 8)}
+    assert "24 cell(s)" in res.output and "16 prediction(s)" in res.output
+    method = {"old": ("learner", "replay", 1), "new": ("rollout", "lagged", 1)}
     for cell in study.cells():
         cfg = config_from_dict(study.train_config(cell))
         cfg.validate()
         assert (cfg.tvt_select, cfg.tvt_learn, cfg.tvt_read_refresh) == method[cell.level]
         assert cfg.mode in ("tvt", "full") and cfg.precision == "fp32" and cfg.tvt_lag is None
-    assert len(manifest_for(study)["tasks"]) == 36
+    assert len(manifest_for(study)["tasks"]) == 24
     assert {p["metric"] for p in study.predictions} == {
         "predatory_hits_per_agent_step", "apples_per_agent_step", "zaps_fired_per_agent_step",
         "transported_per_agent_step"}
