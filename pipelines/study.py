@@ -102,6 +102,7 @@ METRICS = {
     "total_debt": "total ledger debt at episode end, mean over the window's episodes",
     "semantic_on_target_share": "share of semantic transport value landing where the agent hit its hitter",
     "predatory_hits_per_zap": "predation hits / ZAP_FIRED events (how selective the shots are)",
+    "hits_per_zap": "hits / ZAP_FIRED events (how accurate the shots are)",
     "predatory_hits_per_encounter": "predation hits / encounters (agent-steps with another agent in zap range)",
     "encounters_per_agent_step": "encounters / agent-steps (how often agents meet)",
     "equality": "1 - Gini of the agents' returns, mean over the window's episodes (Perolat et al. 2017)",

@@ -23,6 +23,7 @@ import json
 import math
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -839,20 +840,90 @@ def results_front_table(study: Study, results_dir: Path, grid_size: int | None =
     return front_table(study, verdicts, grid_size=grid_size)
 
 
+# what else moved beside the verdicts (`karmic study table NAME --cells`): harvest, predation,
+# activity (zaps, encounters), accuracy (hits), selectivity and what TVT moved
+CELL_METRICS = ("apples_per_agent_step", "predatory_hits_per_agent_step", "zaps_fired_per_agent_step",
+                "hits_per_zap", "encounters_per_agent_step", "predatory_hits_per_encounter",
+                "transported_per_agent_step")
+
+
+def cells_front_table(study: Study, results_dir: Path, grid_size: int | None = None,
+                      metrics: tuple[str, ...] = CELL_METRICS) -> list[str]:
+    """The late window's mean over seeds of each cell (``results_dir/cells.json``), one line a
+    condition (and grid and level where there are several) in the study file's order, a column
+    a metric, with the seeds behind each line. Raises StudyError on a missing or unreadable file,
+    an unknown metric or a grid without cells."""
+    path = Path(results_dir) / "cells.json"
+    if not path.is_file():
+        raise StudyError(f"no {path}: report the study first (karmic study report {study.name})")
+    try:
+        cells = [c for c in json.loads(path.read_text()) if c["win"] == "late"]
+        known = {c["metric"] for c in cells}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StudyError(f"unreadable {path}: {exc}") from None
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise StudyError(f"{path} has no metric {', '.join(unknown)}; it has {', '.join(sorted(known))}")
+    grids = sorted({c["grid_size"] for c in cells}, reverse=True)
+    if grid_size is not None:
+        if grid_size not in grids:
+            raise StudyError(f"{path} has no cell at grid {grid_size}")
+        grids = [grid_size]
+    by = {(c["grid_size"], c["level"], c["condition"], c["metric"]): c for c in cells}
+    levels = [lv.name for lv in study.levels]
+    head = (["grid"] if len(grids) > 1 else []) + (["level"] if len(levels) > 1 else []) + ["condition", "seeds"]
+    out = ["| " + " | ".join(head + list(metrics)) + " |", "|" + "---|" * (len(head) + len(metrics))]
+    for g in grids:
+        for lv in levels:
+            for cond in study.conditions:
+                row = [by.get((g, lv, cond, m)) for m in metrics]
+                if not any(row):
+                    continue
+                seeds = min((c["n_seeds"] for c in row if c), default=0)
+                lead = ([f"{g}x{g}"] if len(grids) > 1 else []) + ([lv] if len(levels) > 1 else [])
+                vals = [_fmt(c["mean"], 2) if c and c["mean"] is not None else "" for c in row]
+                out.append("| " + " | ".join([*lead, cond, str(seeds), *vals]) + " |")
+    return out
+
+
 # a front-page table kept equal to its results: `karmic study table NAME --into FILE` fills the
 # block, and tests/test_readme.py fails when a committed block differs from its results
-TABLE_BLOCK = re.compile(r"(<!-- karmic study table (?P<name>[\w.-]+)(?: --grid (?P<grid>\d+))? -->\n)"
-                         r"(?P<body>.*?)(<!-- end table -->)", re.S)
+TABLE_BLOCK = re.compile(r"(<!-- karmic study table (?P<name>[\w.-]+)(?P<cells> --cells)?(?: --grid (?P<grid>\d+))?"
+                         r"(?: --metrics (?P<metrics>[\w,]+))? -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
 
 
-def table_blocks(text: str) -> list[tuple[str, int | None, str]]:
-    """Every table block of a Markdown text: (study name, grid or None, the body as written)."""
-    return [(m["name"], int(m["grid"]) if m["grid"] else None, m["body"]) for m in TABLE_BLOCK.finditer(text)]
+@dataclass(frozen=True)
+class TableBlock:
+    """A ``<!-- karmic study table NAME [--cells] [--grid G] [--metrics m,...] -->`` block."""
+
+    name: str
+    grid: int | None = None
+    cells: bool = False
+    metrics: tuple[str, ...] | None = None
+    body: str = ""
+
+    def render(self, study: Study, results_dir: Path) -> list[str]:
+        """The table the block asks for, from ``results_dir``."""
+        if self.cells:
+            return cells_front_table(study, results_dir, self.grid, self.metrics or CELL_METRICS)
+        if self.metrics:
+            raise StudyError(f"<!-- karmic study table {self.name} --metrics ... --> needs --cells")
+        return results_front_table(study, results_dir, self.grid)
+
+
+def _block(m: re.Match) -> TableBlock:
+    return TableBlock(m["name"], int(m["grid"]) if m["grid"] else None, bool(m["cells"]),
+                      tuple(m["metrics"].split(",")) if m["metrics"] else None, m["body"])
+
+
+def table_blocks(text: str) -> list[TableBlock]:
+    """Every table block of a Markdown text, its body as written."""
+    return [_block(m) for m in TABLE_BLOCK.finditer(text)]
 
 
 def fill_table_blocks(text: str, name: str, render) -> tuple[str, int]:
-    """``text`` with the body of every block of study ``name`` replaced by ``render(grid)`` (lines),
-    and how many blocks were filled."""
+    """``text`` with the body of every block of study ``name`` replaced by ``render(block)``
+    (lines), and how many blocks were filled."""
     n = 0
 
     def sub(m: re.Match) -> str:
@@ -860,7 +931,7 @@ def fill_table_blocks(text: str, name: str, render) -> tuple[str, int]:
         if m["name"] != name:
             return m.group(0)
         n += 1
-        return m.group(1) + "\n".join(render(int(m["grid"]) if m["grid"] else None)) + "\n" + m.group(5)
+        return m.group(1) + "\n".join(render(_block(m))) + "\n" + m.group(m.re.groups)
 
     return TABLE_BLOCK.sub(sub, text), n
 
@@ -1128,5 +1199,6 @@ def build_report(study: Study, lake: str | None, out_dir: Path, from_results: bo
 
 
 __all__ = ["METRICS", "analyse", "build_report", "check_evaluations", "copy_policies", "draw_eval_figures",
-           "evaluation_section", "extract_metrics", "fill_table_blocks", "front_table", "play_evaluations", "results_front_table", "run_evaluations",
+           "CELL_METRICS", "TableBlock", "cells_front_table", "evaluation_section", "extract_metrics",
+           "fill_table_blocks", "front_table", "play_evaluations", "results_front_table", "run_evaluations",
            "summary_table", "table_blocks"]

@@ -950,10 +950,11 @@ b = { condition = "baseline" }
     for name in ("_metric_values", "_seed_values"):
         con.execute((queries_dir() / "study" / f"{name}.sql").read_text())
     got = dict(con.execute("select metric, value from study_seed_values where condition = 'tvt' and seed = 1 "
-                           "and metric in ('predatory_hits_per_zap', 'predatory_hits_per_encounter', "
+                           "and metric in ('predatory_hits_per_zap', 'hits_per_zap', 'predatory_hits_per_encounter', "
                            "'encounters_per_agent_step', 'equality', 'sustainability', 'rigged_hit_back_share')"
                            ).fetchall())
     assert got["predatory_hits_per_zap"] == pytest.approx(12 / 60)
+    assert got["hits_per_zap"] == pytest.approx(12 / 60)  # every hit of this lake is predatory
     assert got["predatory_hits_per_encounter"] == pytest.approx((2 + 6) / (40 + 60))
     assert got["encounters_per_agent_step"] == pytest.approx(100 / 2000)
     assert got["equality"] == pytest.approx((0.5 + 0.8) / 2)

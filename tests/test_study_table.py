@@ -11,7 +11,14 @@ from typer.testing import CliRunner
 
 from karmic.cli import app
 from pipelines.study import find_study, parse_study
-from pipelines.study_report import fill_table_blocks, front_table, results_front_table, table_blocks
+from pipelines.study_report import (
+    TableBlock,
+    cells_front_table,
+    fill_table_blocks,
+    front_table,
+    results_front_table,
+    table_blocks,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -86,8 +93,8 @@ def test_into_fills_only_its_studys_blocks_and_keeps_the_rest(tmp_path):
     st = parse_study(find_study("ablation"))
     body = "\n".join(results_front_table(st, ROOT / "results/ablation", grid_size=30)) + "\n"
     assert out == text.replace("stale\n", body)
-    assert table_blocks(out) == [("ablation", 30, body), ("other", None, "kept as is\n")]
-    again, n = fill_table_blocks(out, "ablation", lambda g: body.splitlines())
+    assert table_blocks(out) == [TableBlock("ablation", 30, body=body), TableBlock("other", body="kept as is\n")]
+    again, n = fill_table_blocks(out, "ablation", lambda block: body.splitlines())
     assert (again, n) == (out, 1)
     bare = tmp_path / "bare.md"
     bare.write_text("no block here\n")
@@ -99,12 +106,47 @@ def test_into_fills_only_its_studys_blocks_and_keeps_the_rest(tmp_path):
 def test_the_committed_tables_equal_their_results():
     """A results folder committed without `karmic study table NAME --into FILE` fails here."""
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    seen = 0
+    seen = set()
     for page in pages:
-        for name, grid, body in table_blocks(page.read_text()):
-            st = parse_study(find_study(name))
-            want = "\n".join(results_front_table(st, ROOT / "results" / name, grid_size=grid)) + "\n"
-            assert body == want, (f"{page.name}: the table of study {name} differs from results/{name}; "
-                                  f"run: karmic study table {name} --into {page.relative_to(ROOT)}")
-            seen += 1
-    assert seen >= 2
+        for block in table_blocks(page.read_text()):
+            st = parse_study(find_study(block.name))
+            want = "\n".join(block.render(st, ROOT / "results" / block.name)) + "\n"
+            assert block.body == want, (f"{page.name}: a table of study {block.name} differs from "
+                                        f"results/{block.name}; run: karmic study table {block.name} --into "
+                                        f"{page.relative_to(ROOT)}")
+            seen.add(block.cells)
+    assert seen == {True, False}
+
+
+def _cell(cond, metric, mean, n=3, grid=30, level="default"):
+    return {"condition": cond, "grid_size": grid, "level": level, "metric": metric, "mean": mean, "n_seeds": n,
+            "win": "late", "sd": 0.0, "ci_low": mean, "ci_high": mean, "episodes": 10}
+
+
+def test_cells_are_the_late_means_one_line_a_condition_in_the_study_files_order(tmp_path):
+    st = parse_study(find_study("mechanism"))
+    cells = [_cell("tvt", "apples_per_agent_step", 0.0147), _cell("tvt", "hits_per_zap", 0.0075),
+             _cell("baseline", "apples_per_agent_step", 0.0556, n=4), _cell("baseline", "hits_per_zap", 0.048, n=4),
+             _cell("random", "apples_per_agent_step", 0.0097), _cell("random", "hits_per_zap", 0.01),
+             _cell("tvt", "apples_per_agent_step", 0.011, grid=10, n=2),
+             {**_cell("tvt", "hits_per_zap", 9.0), "win": "early"}]
+    (tmp_path / "cells.json").write_text(json.dumps(cells))
+    metrics = ("apples_per_agent_step", "hits_per_zap")
+    assert cells_front_table(st, tmp_path, 30, metrics) == [
+        "| condition | seeds | apples_per_agent_step | hits_per_zap |", "|---|---|---|---|",
+        "| baseline | 4 | 0.056 | 0.048 |", "| tvt | 3 | 0.015 | 0.0075 |", "| random | 3 | 0.0097 | 0.01 |"]
+    both = cells_front_table(st, tmp_path, None, metrics)
+    assert both[0].startswith("| grid | condition | seeds |")
+    assert both[-1] == "| 10x10 | tvt | 2 | 0.011 |  |"  # a metric a cell lacks is blank
+    for grid, metric, needle in [(7, "hits_per_zap", "no cell at grid 7"), (30, "nope", "has no metric nope")]:
+        res = runner.invoke(app, ["study", "table", "mechanism", "--cells", "--grid", str(grid), "--metrics", metric,
+                                  "--results", str(tmp_path)])
+        assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["study", "table", "mechanism", "--metrics", "hits_per_zap", "--results", str(tmp_path)])
+    assert res.exit_code == 2 and "needs --cells" in res.output
+
+
+def test_hits_per_zap_is_in_every_committed_cells_json():
+    """Accuracy beside predation: every committed study's cells carry it (rebuilt --from-results)."""
+    for path in sorted((ROOT / "results").glob("*/cells.json")):
+        assert any(c["metric"] == "hits_per_zap" for c in json.loads(path.read_text())), path

@@ -11,8 +11,9 @@ and an ETA.
 verdicts, figures, metrics (completed runs already in OUT that this lake lacks are carried);
 ``--check-evaluations`` then plays the declared evaluations again from OUT's kept policies in a
 scratch lake and compares them with OUT/evaluations.json (exit 1 on a difference).
-``karmic study table NAME [--grid G] [--results DIR]``: the verdicts of DIR/verdicts.json as the
-front-page Markdown table, in the study file's order (no lake).
+``karmic study table NAME [--grid G] [--cells [--metrics ...]] [--results DIR] [--into FILE]``: the
+verdicts of DIR/verdicts.json (or, ``--cells``, the late-window cells of DIR/cells.json) as a
+front-page Markdown table, in the study file's order (no lake); ``--into`` fills a page's blocks.
 Exit 2 on a bad study file or bad input, 1 when a cell finally failed, 130 on Ctrl-C.
 """
 
@@ -218,33 +219,39 @@ def report(
 def table(
     name: str = typer.Argument(..., help="Study name or path."),
     results: str = typer.Option(None, "--results", help="The results folder to read [default: results/NAME]."),
-    grid: int = typer.Option(None, "--grid", help="Only the predictions at this grid size."),
+    grid: int = typer.Option(None, "--grid", help="Only the predictions (or cells) at this grid size."),
+    cells: bool = typer.Option(
+        False, "--cells", help="What else moved: each cell's late-window mean over seeds (RESULTS/cells.json) "
+                               "instead of the verdicts."),
+    metrics: str = typer.Option(None, "--metrics", help="--cells: comma-separated metrics [default: harvest, "
+                                                        "predation, zaps, hits, encounters, per encounter, transported]."),
     into: list[str] = typer.Option(
         None, "--into",
         help="Instead of printing, fill this Markdown file's blocks of the study (between "
-             "'<!-- karmic study table NAME [--grid G] -->' and '<!-- end table -->'), each at its own grid."),
+             "'<!-- karmic study table NAME [--cells] [--grid G] [--metrics m,...] -->' and "
+             "'<!-- end table -->'), each as its header asks."),
 ) -> None:
-    """The verdicts as a front-page table (Markdown), from RESULTS/verdicts.json; no lake."""
+    """The verdicts (or, with --cells, the late-window cells) as a front-page Markdown table,
+    from RESULTS; no lake."""
     with user_errors():
         from pathlib import Path
 
-        from pipelines.study_report import fill_table_blocks, results_front_table
+        from pipelines.study_report import TableBlock, fill_table_blocks
 
         st = _load(name)
         res = _results(results, st.name)
         if not into:
-            print("\n".join(results_front_table(st, res, grid_size=grid)))
+            want = TableBlock(st.name, grid, cells, tuple(metrics.split(",")) if metrics else None)
+            print("\n".join(want.render(st, res)))
             return
         for path in map(Path, into):
             if not path.is_file():
                 raise KarmicError(f"no such file: {path}")
-            text, n = fill_table_blocks(path.read_text(), st.name,
-                                        lambda g: results_front_table(st, res, grid_size=g))
+            text, n = fill_table_blocks(path.read_text(), st.name, lambda block: block.render(st, res))
             if not n:
                 raise KarmicError(f"{path} has no '<!-- karmic study table {st.name} ... -->' block")
             path.write_text(text)
-            print(f"filled {n} table block(s) of study {st.name} in {path} from {res}/verdicts.json",
-                  file=sys.stderr)
+            print(f"filled {n} table block(s) of study {st.name} in {path} from {res}", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -30,6 +30,8 @@ lateral (
         ('semantic_on_target_share', semantic_on_target_amount, semantic_amount),
         -- selectivity: how many of the zaps fired / the encounters met end in predation
         ('predatory_hits_per_zap', predatory_hits::double, zaps_fired::double),
+        -- accuracy: how many of the zaps fired hit anyone (restraint aims; incapacity misses)
+        ('hits_per_zap', hits::double, zaps_fired::double),
         -- an episode without encounters recorded (older results) is in neither sum
         ('predatory_hits_per_encounter', case when encounters is null then null else predatory_hits::double end, encounters::double),
         ('encounters_per_agent_step', encounters::double, agent_steps::double),
