@@ -8,11 +8,13 @@ it out, and its steps are not in the ETA); ``carried`` when the lake has not com
 results folder has (the study's driver marked it so in the manifest: ``run --carry``, or
 ``status --carry`` finds it there now); its steps are that run's and not in the ETA. Steps come
 from the run's episodes table (env steps of the episodes written); the ETA divides the steps
-left by the rate of the cells that ran, times the workers in flight.
+left by the rate of the cells that ran, times the workers in flight; before any cell of this lake
+has finished (a study just resumed on a new lake), by the running cells' pace since they started.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.storage import read_parquet, resolve
@@ -40,6 +42,8 @@ def study_status(study: Study, lake: str, carry: Carry | None = None) -> tuple[l
     entries = {e["run_id"]: e for e in (manifest or {}).get("tasks", [])}
     driver = holder(lake, study.name)
     rows, left, rate_steps, rate_s = [], 0, 0, 0.0
+    pace: list[tuple[int, float]] = []  # (steps, seconds since it started) of each running cell
+    now = datetime.now(UTC)
     counts: dict[str, int] = {}
     sources: set[str] = set()
     for cell in cells_table(study, manifest):
@@ -66,6 +70,8 @@ def study_status(study: Study, lake: str, carry: Carry | None = None) -> tuple[l
         if state == "done" and not cell["scripted"] and e.get("seconds"):
             rate_steps += steps
             rate_s += float(e["seconds"])
+        if state == "running" and not cell["scripted"] and e.get("started_at"):
+            pace.append((steps, (now - datetime.fromisoformat(e["started_at"])).total_seconds()))
         if not cell["scripted"] and state not in ("pending", "carried"):
             left += max(0, target - steps)
         counts[state] = counts.get(state, 0) + 1
@@ -74,18 +80,28 @@ def study_status(study: Study, lake: str, carry: Carry | None = None) -> tuple[l
     if manifest:
         inv = manifest.get("invocations") or [{}]
         workers = int(inv[-1].get("workers") or 0) or _cores()
-    if rate_s > 0 and left:
-        eta_s = left / (rate_steps / rate_s) / workers
-        eta = f"ETA {eta_s / 60:.0f} min at {rate_steps / rate_s:,.0f} env-steps/s per worker x {workers}"
-    elif left:
-        eta = "ETA unknown (no trained cell has finished yet)"
-    else:
-        eta = "nothing left to run"
+    eta = eta_line(left, (rate_steps, rate_s), pace, workers)
     who = f"driver pid {driver.get('pid')} on {driver.get('host')}" if driver else "no driver running"
     whence = f"; carried from {', '.join(sorted(sources))}" if sources else ""
     summary = (f"{', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}{whence}; {left:,} env steps left; "
                f"{eta}; {who}")
     return ["level", "condition", "grid_size", "seed", "state", "steps", "target", "run_id"], rows, summary
+
+
+def eta_line(left: int, finished: tuple[int, float], running: list[tuple[int, float]], workers: int) -> str:
+    """The ETA of ``left`` env steps at ``workers`` workers: at the pace of the cells finished in this
+    lake (``finished``: their steps and seconds), else at the running cells' pace so far
+    (``running``: steps and seconds since each started; a slight overestimate, it counts start-up)."""
+    if not left:
+        return "nothing left to run"
+    (steps, seconds), whence = finished, ""
+    if seconds <= 0:
+        steps, seconds = sum(s for s, _ in running), sum(t for _, t in running)
+        whence = " (the running cells' pace so far)"
+    if seconds <= 0 or steps <= 0:
+        return "ETA unknown (no trained cell has finished or written an episode yet)"
+    rate = steps / seconds
+    return f"ETA {left / rate / workers / 60:.0f} min at {rate:,.0f} env-steps/s per worker x {workers}{whence}"
 
 
 def _as_cell(row: dict[str, Any]):

@@ -1029,3 +1029,16 @@ def test_figures_draw_a_ci_only_on_three_seeds_and_say_when_a_grid_has_no_runs(t
         ax, x, y, yerr=yerr, **k))
     SR.draw_eval_figures(study, cells, [], tmp_path)
     assert len(calls) == 2 and calls[0] is not None and calls[1] is None
+
+
+def test_the_eta_uses_finished_cells_else_the_running_cells_pace():
+    from pipelines.study_status import eta_line
+
+    # 1,000 steps in 10 s finished -> 100 env-steps/s per worker; 60,000 left at 2 workers: 5 min
+    assert eta_line(60_000, (1_000, 10.0), [(5, 1000.0)], 2) == "ETA 5 min at 100 env-steps/s per worker x 2"
+    # nothing finished in this lake (a resumed study on a new lake): the running cells' pace
+    line = eta_line(60_000, (0, 0.0), [(3_000, 60.0), (1_000, 20.0)], 1)
+    assert line == "ETA 20 min at 50 env-steps/s per worker x 1 (the running cells' pace so far)"
+    assert eta_line(60_000, (0, 0.0), [(0, 30.0)], 2).startswith("ETA unknown")
+    assert eta_line(60_000, (0, 0.0), [], 2).startswith("ETA unknown")
+    assert eta_line(0, (0, 0.0), [], 2) == "nothing left to run"
