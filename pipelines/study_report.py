@@ -842,9 +842,12 @@ def results_front_table(study: Study, results_dir: Path, grid_size: int | None =
 
 # what else moved beside the verdicts (`karmic study table NAME --cells`): harvest, predation,
 # activity (zaps, encounters), accuracy (hits), selectivity and what TVT moved
+# what else moved beside the verdicts: harvest, predation, activity (zaps, encounters), accuracy
+# (hits per zap), selectivity (predation per encounter; retribution_ratio: the hits landed that
+# were not predatory) and TVT's dose (|value| transported)
 CELL_METRICS = ("apples_per_agent_step", "predatory_hits_per_agent_step", "zaps_fired_per_agent_step",
                 "hits_per_zap", "encounters_per_agent_step", "predatory_hits_per_encounter",
-                "transported_per_agent_step")
+                "retribution_ratio", "transported_per_agent_step")
 
 
 def cells_front_table(study: Study, results_dir: Path, grid_size: int | None = None,
