@@ -111,9 +111,11 @@ test: $(DEVSTAMP)
 test-slow: $(DEVSTAMP)
 	$(BIN)/python -m pytest -m slow
 
+# the code is formatted by hand under ruff check's rules (E501 off), not by `ruff format`, which would
+# rewrite most files; lint is what `make test` runs first, without the suite
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check karmic pipelines tests benchmarks
-	$(BIN)/ruff format --check karmic pipelines tests benchmarks
+	$(BIN)/lint-imports
 
 # The documentation site (mkdocs.yml, docs/) into site/: the results pages and the CLI reference are
 # generated at build time by docs/hooks.py; --strict fails on a broken link or anchor. Nothing is
