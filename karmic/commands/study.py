@@ -224,7 +224,7 @@ def table(
         False, "--cells", help="What else moved: each cell's late-window mean over seeds (RESULTS/cells.json) "
                                "instead of the verdicts."),
     metrics: str = typer.Option(None, "--metrics", help="--cells: comma-separated metrics [default: harvest, "
-                                                        "predation, zaps, hits, encounters, per encounter, transported]."),
+                                                        "predation, zaps, hits per zap, encounters, per encounter, retribution ratio, transported]."),
     into: list[str] = typer.Option(
         None, "--into",
         help="Instead of printing, fill this Markdown file's blocks of the study (between "
