@@ -198,15 +198,15 @@ class Study:
         return next(lv for lv in self.levels if lv.name == name)
 
     def cells(self) -> list[Cell]:
-        """Every cell, grids outermost (a study's small grid finishes first), then levels, seeds,
-        conditions: a study stopped part-way has whole replicates (every condition of the first
-        seeds), so its comparisons are paired and balanced."""
+        """Every cell, grids outermost (a study's small grid finishes first), then seeds, levels,
+        conditions: a study stopped part-way has whole replicates (every level and condition of
+        the first seeds), so its comparisons, across conditions or across levels, are paired."""
         out = []
         for g in self.grid_sizes:
-            for lv in self.levels:
-                if lv.grid_sizes is not None and g not in lv.grid_sizes:
-                    continue
-                for s in self.seeds:
+            for s in self.seeds:
+                for lv in self.levels:
+                    if lv.grid_sizes is not None and g not in lv.grid_sizes:
+                        continue
                     for c in self.conditions:
                         out.append(Cell(c, g, lv.name, s))
         return out
