@@ -840,8 +840,6 @@ def results_front_table(study: Study, results_dir: Path, grid_size: int | None =
     return front_table(study, verdicts, grid_size=grid_size)
 
 
-# what else moved beside the verdicts (`karmic study table NAME --cells`): harvest, predation,
-# activity (zaps, encounters), accuracy (hits), selectivity and what TVT moved
 # what else moved beside the verdicts: harvest, predation, activity (zaps, encounters), accuracy
 # (hits per zap), selectivity (predation per encounter; retribution_ratio: the hits landed that
 # were not predatory) and TVT's dose (|value| transported)
@@ -889,24 +887,77 @@ def cells_front_table(study: Study, results_dir: Path, grid_size: int | None = N
     return out
 
 
+def times_front_table(study: Study, results_dir: Path, grid_size: int | None = None) -> list[str]:
+    """What each trained cell cost (``results_dir/runs.json``): one line a condition (and grid and
+    level where there are several), the runs completed in a single attempt (a resumed run's time
+    is partly lost or spread over attempts, so it is left out and counted), their mean minutes a
+    run and mean env-steps per wall second (runs whose attempts were not recorded are not timed).
+    The cells of a study run side by side (``--workers``),
+    so a figure is a run's pace beside its neighbours, comparable within one study. Raises
+    StudyError on a missing or unreadable file or a grid without trained runs."""
+    path = Path(results_dir) / "runs.json"
+    if not path.is_file():
+        raise StudyError(f"no {path}: report the study first (karmic study report {study.name})")
+    try:
+        runs = [r for r in json.loads(path.read_text()) if not r.get("scripted") and r.get("status") == "completed"]
+        rows: dict[tuple[int, str, str], list[tuple[float, int] | None]] = {}
+        for r in runs:
+            key = (int(r["grid_size"]), r["level"], r["condition"])
+            # attempts unrecorded (results written before the manifest counted them): not timed
+            single = r.get("attempts") == 1 and r.get("seconds") and r.get("global_step")
+            rows.setdefault(key, []).append((float(r["seconds"]), int(r["global_step"])) if single else None)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StudyError(f"unreadable {path}: {exc}") from None
+    grids = sorted({g for g, _, _ in rows}, reverse=True)
+    if grid_size is not None:
+        if grid_size not in grids:
+            raise StudyError(f"{path} has no completed trained run at grid {grid_size}")
+        grids = [grid_size]
+    levels = [lv.name for lv in study.levels]
+    head = (["grid"] if len(grids) > 1 else []) + (["level"] if len(levels) > 1 else [])
+    out = ["| " + " | ".join([*head, "condition", "runs timed", "min a run", "env-steps/s"]) + " |",
+           "|" + "---|" * (len(head) + 4)]
+    for g in grids:
+        for lv in levels:
+            for cond in study.conditions:
+                got = rows.get((g, lv, cond))
+                if not got:
+                    continue
+                timed = [t for t in got if t is not None]
+                lead = ([f"{g}x{g}"] if len(grids) > 1 else []) + ([lv] if len(levels) > 1 else [])
+                n = f"{len(timed)}" + (f" of {len(got)}" if len(timed) < len(got) else "")
+                mins = f"{sum(s for s, _ in timed) / len(timed) / 60:.1f}" if timed else ""
+                pace = f"{sum(n_ / s for s, n_ in timed) / len(timed):,.0f}" if timed else ""
+                out.append("| " + " | ".join([*lead, cond, n, mins, pace]) + " |")
+    return out
+
+
 # a front-page table kept equal to its results: `karmic study table NAME --into FILE` fills the
 # block, and tests/test_readme.py fails when a committed block differs from its results
-TABLE_BLOCK = re.compile(r"(<!-- karmic study table (?P<name>[\w.-]+)(?P<cells> --cells)?(?: --grid (?P<grid>\d+))?"
+TABLE_BLOCK = re.compile(r"(<!-- karmic study table (?P<name>[\w.-]+)(?P<cells> --cells)?(?P<times> --times)?"
+                         r"(?: --grid (?P<grid>\d+))?"
                          r"(?: --metrics (?P<metrics>[\w,]+))? -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
 
 
 @dataclass(frozen=True)
 class TableBlock:
-    """A ``<!-- karmic study table NAME [--cells] [--grid G] [--metrics m,...] -->`` block."""
+    """A ``<!-- karmic study table NAME [--cells | --times] [--grid G] [--metrics m,...] -->`` block."""
 
     name: str
     grid: int | None = None
     cells: bool = False
     metrics: tuple[str, ...] | None = None
     body: str = ""
+    times: bool = False
 
     def render(self, study: Study, results_dir: Path) -> list[str]:
         """The table the block asks for, from ``results_dir``."""
+        if self.cells and self.times:
+            raise StudyError("--cells and --times are two tables: choose one")
+        if self.times:
+            if self.metrics:
+                raise StudyError("--metrics goes with --cells, not --times")
+            return times_front_table(study, results_dir, self.grid)
         if self.cells:
             return cells_front_table(study, results_dir, self.grid, self.metrics or CELL_METRICS)
         if self.metrics:
@@ -916,7 +967,7 @@ class TableBlock:
 
 def _block(m: re.Match) -> TableBlock:
     return TableBlock(m["name"], int(m["grid"]) if m["grid"] else None, bool(m["cells"]),
-                      tuple(m["metrics"].split(",")) if m["metrics"] else None, m["body"])
+                      tuple(m["metrics"].split(",")) if m["metrics"] else None, m["body"], bool(m["times"]))
 
 
 def table_blocks(text: str) -> list[TableBlock]:

@@ -150,3 +150,38 @@ def test_hits_per_zap_is_in_every_committed_cells_json():
     """Accuracy beside predation: every committed study's cells carry it (rebuilt --from-results)."""
     for path in sorted((ROOT / "results").glob("*/cells.json")):
         assert any(c["metric"] == "hits_per_zap" for c in json.loads(path.read_text())), path
+
+
+def _run(cond, level, seconds, steps=300000, attempts=1, grid=10, status="completed", **kw):
+    return {"condition": cond, "grid_size": grid, "level": level, "seed": 1, "seconds": seconds, "global_step": steps,
+            "attempts": attempts, "status": status, "scripted": False} | kw
+
+
+def test_times_are_each_cells_single_attempt_runs_pace(tmp_path):
+    st = parse_study(find_study("tvt-speed"))
+    runs = [_run("tvt", "old", 500.0), _run("tvt", "old", 700.0, steps=280000),
+            _run("tvt", "new", 300.0), _run("tvt", "new", 90.0, attempts=2),   # resumed: not timed
+            _run("full", "old", 600.0, attempts=None),                          # attempts unrecorded
+            _run("full", "new", 10.0, status=None),                             # never completed
+            _run("random", "old", None, steps=None, scripted=True),
+            _run("tvt", "old", 1500.0, steps=500000, grid=30)]
+    (tmp_path / "runs.json").write_text(json.dumps(runs))
+    res = runner.invoke(app, ["study", "table", "tvt-speed", "--times", "--grid", "10", "--results", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines() == [
+        "| level | condition | runs timed | min a run | env-steps/s |", "|---|---|---|---|---|",
+        "| old | tvt | 2 | 10.0 | 500 |",          # (300000/500 + 280000/700) / 2
+        "| old | full | 0 of 1 |  |  |",
+        "| new | tvt | 1 of 2 | 5.0 | 1,000 |"]
+    both = TableBlock("tvt-speed", times=True).render(st, tmp_path)
+    assert both[0].startswith("| grid | level |") and both[2] == "| 30x30 | old | tvt | 1 | 25.0 | 333 |"
+    for args, needle in [(["--grid", "7"], "no completed trained run at grid 7"),
+                         (["--cells"], "two tables"), (["--metrics", "hits_per_zap"], "goes with --cells")]:
+        res = runner.invoke(app, ["study", "table", "tvt-speed", "--times", *args, "--results", str(tmp_path)])
+        assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output
+    doc = tmp_path / "page.md"
+    doc.write_text("<!-- karmic study table tvt-speed --times --grid 10 -->\nstale\n<!-- end table -->\n")
+    assert runner.invoke(app, ["study", "table", "tvt-speed", "--results", str(tmp_path), "--into", str(doc)]).exit_code == 0
+    assert doc.read_text().splitlines()[1:-1] == [
+        "| level | condition | runs timed | min a run | env-steps/s |", "|---|---|---|---|---|",
+        "| old | tvt | 2 | 10.0 | 500 |", "| old | full | 0 of 1 |  |  |", "| new | tvt | 1 of 2 | 5.0 | 1,000 |"]

@@ -11,8 +11,9 @@ and an ETA.
 verdicts, figures, metrics (completed runs already in OUT that this lake lacks are carried);
 ``--check-evaluations`` then plays the declared evaluations again from OUT's kept policies in a
 scratch lake and compares them with OUT/evaluations.json (exit 1 on a difference).
-``karmic study table NAME [--grid G] [--cells [--metrics ...]] [--results DIR] [--into FILE]``: the
-verdicts of DIR/verdicts.json (or, ``--cells``, the late-window cells of DIR/cells.json) as a
+``karmic study table NAME [--grid G] [--cells [--metrics ...] | --times] [--results DIR] [--into FILE]``:
+the verdicts of DIR/verdicts.json (or, ``--cells``, the late-window cells of DIR/cells.json;
+``--times``, each trained cell's minutes and env-steps/s from DIR/runs.json) as a
 front-page Markdown table, in the study file's order (no lake); ``--into`` fills a page's blocks.
 Exit 2 on a bad study file or bad input, 1 when a cell finally failed, 130 on Ctrl-C.
 """
@@ -223,12 +224,15 @@ def table(
     cells: bool = typer.Option(
         False, "--cells", help="What else moved: each cell's late-window mean over seeds (RESULTS/cells.json) "
                                "instead of the verdicts."),
+    times: bool = typer.Option(
+        False, "--times", help="What each trained cell cost (RESULTS/runs.json): runs timed, minutes a run, "
+                               "env-steps per wall second."),
     metrics: str = typer.Option(None, "--metrics", help="--cells: comma-separated metrics [default: harvest, "
                                                         "predation, zaps, hits per zap, encounters, per encounter, retribution ratio, transported]."),
     into: list[str] = typer.Option(
         None, "--into",
         help="Instead of printing, fill this Markdown file's blocks of the study (between "
-             "'<!-- karmic study table NAME [--cells] [--grid G] [--metrics m,...] -->' and "
+             "'<!-- karmic study table NAME [--cells | --times] [--grid G] [--metrics m,...] -->' and "
              "'<!-- end table -->'), each as its header asks."),
 ) -> None:
     """The verdicts (or, with --cells, the late-window cells) as a front-page Markdown table,
@@ -241,7 +245,7 @@ def table(
         st = _load(name)
         res = _results(results, st.name)
         if not into:
-            want = TableBlock(st.name, grid, cells, tuple(metrics.split(",")) if metrics else None)
+            want = TableBlock(st.name, grid, cells, tuple(metrics.split(",")) if metrics else None, times=times)
             print("\n".join(want.render(st, res)))
             return
         for path in map(Path, into):
