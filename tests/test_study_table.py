@@ -53,6 +53,8 @@ def test_a_row_says_what_decided_it_and_what_is_behind_each_side():
     assert "| tvt / 0.9 |" in const and "| 3 / - | 750k / - |" in const and "| 0 | **supported** |" in const
     assert "| solo / solo-baseline |" in solo and solo.endswith("| 10 ep |")
     assert "| no data |" in small and "| 0 / 0 | 300k |" in small
+    method = front_table(st, [_verdict(id="m", b_condition="tvt", a_level="new", b_level="old")])[2]
+    assert method.startswith("| m | apples_per_agent_step | tvt: new / old | 0.015 / 0.055 |")
     only30 = front_table(st, [_verdict(id="harvest"), _verdict(id="small", a_grid_size=10, b_grid_size=10)],
                          grid_size=30)
     assert [r.split(" | ")[0] for r in only30[2:]] == ["| harvest"]
