@@ -31,6 +31,7 @@ import fnmatch
 import functools
 import io
 import os
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -91,14 +92,19 @@ def filesystem(protocol: str = "s3"):
     return fs
 
 
+_SNAPSHOT_FILESYSTEMS: weakref.WeakSet = weakref.WeakSet()
+
+
 def snapshot(root: LakePath, tables: Iterable[str] = ()) -> LakePath:
     """The root to read through: locally ``root`` itself; on object storage the same prefix on a
     new filesystem that caches listings (and so every file's size), primed with one flat listing
     per table in ``tables``. A DuckDB connection then sees the lake as it was when it was opened,
-    without the LIST and HEAD requests DuckDB's fsspec reads make per file and per query."""
-    if not isinstance(root, ObjectPath):
-        return root
+    without the LIST and HEAD requests DuckDB's fsspec reads make per file and per query. A root
+    that is a snapshot already is returned as it is."""
+    if not isinstance(root, ObjectPath) or root.fs in _SNAPSHOT_FILESYSTEMS:
+        return root  # a snapshot is read through as it is: one listing serves many connections
     snap = ObjectPath(_new_filesystem(listings_cache=True), root.key, root.scheme)
+    _SNAPSHOT_FILESYSTEMS.add(snap.fs)
     for t in tables:
         try:
             (snap / t).find()

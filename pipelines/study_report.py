@@ -92,6 +92,7 @@ def study_runs(study: Study, lake: str) -> list[dict[str, Any]]:
 def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
     """Stage 1 into ``out_dir``; returns the run ids carried from what ``out_dir`` held."""
     from karmic.lake import LakeError, connect, query_sql
+    from pipelines import storage
     from pipelines.study import Cell
     from pipelines.sweep import DONE_STATUSES
 
@@ -110,12 +111,14 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
         raise StudyError(f"no completed run of study {study.name} in {lake}; run: karmic study run {study.name}")
     parts = []
     ledger = f"create temp view ledger_debt as {query_sql('ledger_debt').strip().rstrip(';')}"
+    # one listing of an object-storage lake for all the runs' connections, not one a run
+    snap = storage.snapshot(storage.resolve(lake), ("runs", "_log", "events", "episodes", "tvt_transports", "actions"))
     for c in done:
         # one run at a time, on views of that run's files only: each row is one run's episode, so
         # the parts are the query over all of them, and the memory is one run's (12 TVT runs at
         # 10x10 at once took 20 GB beside a study's workers: the OOM killer ended the report)
         try:
-            run_con = connect(lake, run=c["run_id"], check_run=False, sql=_sql("metrics") + ledger)
+            run_con = connect(snap, run=c["run_id"], check_run=False, sql=_sql("metrics") + ledger)
         except LakeError as exc:
             raise StudyError(str(exc)) from None
         run_con.register("study_cells", pa.Table.from_pylist([c]))

@@ -314,3 +314,16 @@ def test_compaction_on_s3_reads_the_same_rows(s3_lake):
     assert commits.read_log(root, "events").compactions
     assert cli("lake", "check", "--lake", s3_lake).stdout.startswith("OK: ")
     assert not [k for k in keys(s3_lake) if ".tmp-" in k or k.endswith("_compact.lock")]
+
+
+def test_a_snapshot_is_read_through_as_it_is(sim_pair):
+    """A study report connects once a run: the runs share one listing of the lake, not one each."""
+    from karmic.lake import connect
+
+    root = storage.resolve(sim_pair[0])
+    snap = storage.snapshot(root, ("events",))
+    assert snap is not root and snap.fs is not root.fs
+    assert storage.snapshot(snap, ("events", "runs")) is snap
+    assert storage.snapshot(root) is not snap  # the lake as of now, a new listing
+    with connect(snap, sql="select count(*) from events") as con:
+        assert con.execute("select count(*) from events").fetchone()[0] > 0
