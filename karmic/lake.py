@@ -287,14 +287,17 @@ def views_needed(sql: str) -> set[str]:
     return need
 
 
+# the prefixes a connection's snapshot of an object-storage lake lists once (pipelines.storage)
+SNAPSHOT_TABLES = ("runs", "_log", "events", "episodes", "tvt_transports", "actions", "eval_agents")
+
+
 def connect(path: str | Path, run: str | None = None, params: dict[str, Any] | None = None,
             check_run: bool = True, sql: str | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the lake's views (see the module docstring); ``sql``: only the
     views that statement needs (:func:`views_needed`)."""
     need = None if sql is None else views_needed(sql) | ({"events"} if run and check_run else set())
     # s3: read through a filesystem holding the lake's listing as of now (pipelines.storage)
-    lake = storage.snapshot(storage.resolve(path), ("runs", "_log", "events", "episodes",
-                                                            "tvt_transports", "actions", "eval_agents"))
+    lake = storage.snapshot(storage.resolve(path), SNAPSHOT_TABLES)
     if not lake.is_dir():
         raise LakeError(f"lake not found: {lake} (create one with `karmic simulate --lake {lake}`)")
     check_is_lake(lake)

@@ -91,7 +91,7 @@ def study_runs(study: Study, lake: str) -> list[dict[str, Any]]:
 
 def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
     """Stage 1 into ``out_dir``; returns the run ids carried from what ``out_dir`` held."""
-    from karmic.lake import LakeError, connect, query_sql
+    from karmic.lake import SNAPSHOT_TABLES, LakeError, connect, query_sql
     from pipelines import storage
     from pipelines.study import Cell
     from pipelines.sweep import DONE_STATUSES
@@ -112,7 +112,7 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
     parts = []
     ledger = f"create temp view ledger_debt as {query_sql('ledger_debt').strip().rstrip(';')}"
     # one listing of an object-storage lake for all the runs' connections, not one a run
-    snap = storage.snapshot(storage.resolve(lake), ("runs", "_log", "events", "episodes", "tvt_transports", "actions"))
+    snap = storage.snapshot(storage.resolve(lake), SNAPSHOT_TABLES)
     for c in done:
         # one run at a time, on views of that run's files only: each row is one run's episode, so
         # the parts are the query over all of them, and the memory is one run's (12 TVT runs at
@@ -121,10 +121,10 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
             run_con = connect(snap, run=c["run_id"], check_run=False, sql=_sql("metrics") + ledger)
         except LakeError as exc:
             raise StudyError(str(exc)) from None
-        run_con.register("study_cells", pa.Table.from_pylist([c]))
-        run_con.execute(ledger)
-        parts.append(run_con.sql(_sql("metrics")).to_arrow_table())
-        run_con.close()
+        with run_con:
+            run_con.register("study_cells", pa.Table.from_pylist([c]))
+            run_con.execute(ledger)
+            parts.append(run_con.sql(_sql("metrics")).to_arrow_table())
     if carried:
         old = pq.read_table(out_dir / "metrics.parquet")
         for c in ADDED_COLUMNS:  # carried rows from before a column existed: unknown (null)
@@ -907,8 +907,8 @@ def times_front_table(study: Study, results_dir: Path, grid_size: int | None = N
     level where there are several), the runs completed in a single attempt (a resumed run's time
     is partly lost or spread over attempts, so it is left out and counted), their mean minutes a
     run and mean env-steps per wall second (runs whose attempts were not recorded are not timed).
-    The cells of a study run side by side (``--workers``),
-    so a figure is a run's pace beside its neighbours, comparable within one study. Raises
+    The cells of a study run side by side (``--workers``), so a figure is a run's pace beside its
+    neighbours, comparable within one study. Raises
     StudyError on a missing or unreadable file or a grid without trained runs."""
     path = Path(results_dir) / "runs.json"
     if not path.is_file():
