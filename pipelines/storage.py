@@ -31,7 +31,6 @@ import fnmatch
 import functools
 import io
 import os
-import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -92,7 +91,9 @@ def filesystem(protocol: str = "s3"):
     return fs
 
 
-_SNAPSHOT_FILESYSTEMS: weakref.WeakSet = weakref.WeakSet()
+# Marks a snapshot's filesystem on the object itself: fsspec filesystems compare equal by their
+# arguments, so a set of them would confuse one snapshot's filesystem with another's.
+_SNAPSHOT_MARK = "_karmic_listing_snapshot"
 
 
 def snapshot(root: LakePath, tables: Iterable[str] = ()) -> LakePath:
@@ -101,10 +102,10 @@ def snapshot(root: LakePath, tables: Iterable[str] = ()) -> LakePath:
     per table in ``tables``. A DuckDB connection then sees the lake as it was when it was opened,
     without the LIST and HEAD requests DuckDB's fsspec reads make per file and per query. A root
     that is a snapshot already is returned as it is."""
-    if not isinstance(root, ObjectPath) or root.fs in _SNAPSHOT_FILESYSTEMS:
+    if not isinstance(root, ObjectPath) or getattr(root.fs, _SNAPSHOT_MARK, False):
         return root  # a snapshot is read through as it is: one listing serves many connections
     snap = ObjectPath(_new_filesystem(listings_cache=True), root.key, root.scheme)
-    _SNAPSHOT_FILESYSTEMS.add(snap.fs)
+    setattr(snap.fs, _SNAPSHOT_MARK, True)
     for t in tables:
         try:
             (snap / t).find()
