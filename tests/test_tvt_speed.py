@@ -252,3 +252,23 @@ def test_train_cli_takes_the_method_and_refuses_a_bad_one(tmp_path):
     assert (meta["tvt_select"], meta["tvt_learn"], meta["tvt_lag"]) == ("rollout", "lagged", 1)
     res = CliRunner().invoke(app, ["train", "--mode", "tvt", "--tvt-learn", "later", *tiny])
     assert res.exit_code == 2 and "Traceback" not in res.output and "--tvt-learn" in res.output
+
+
+@pytest.mark.parametrize("mode", ["baseline", "hit-cost", "matchmaker"])
+def test_the_method_fields_change_nothing_without_a_tvt_learner(tmp_path, mode):
+    """A study level that selects the new method for every condition (studies/tvt-method.toml)
+    leaves a plain agent's run as it was: the same events, episodes and parameters, bit for bit."""
+    from karmic.training.ppo import train
+    from golden import _model_digest, _table_digest
+
+    got = {}
+    for name, fields in (("old", {}), ("new", NEW)):
+        run_id = f"{mode}-{name}"
+        train(TrainConfig.from_dict(dict(mode=mode, grid_size=10, seed=5, num_envs=2, num_steps=20, seq_len=10,
+                                         hidden=32, latent=16, total_steps=2 * 20 * 4, checkpoint_every=1,
+                                         threads=1, precision="fp32", env_overrides={"max_steps": 20},
+                                         run_id=run_id, **fields)), tmp_path)
+        got[name] = (_table_digest(tmp_path, "events", run_id, ["episode", "t", "seq"]),
+                     _table_digest(tmp_path, "episodes", run_id, ["episode", "agent"]),
+                     _model_digest(tmp_path, run_id))
+    assert got["new"] == got["old"]
