@@ -258,8 +258,9 @@ def test_train_cli_takes_the_method_and_refuses_a_bad_one(tmp_path):
 def test_the_method_fields_change_nothing_without_a_tvt_learner(tmp_path, mode):
     """A study level that selects the new method for every condition (studies/tvt-method.toml)
     leaves a plain agent's run as it was: the same events, episodes and parameters, bit for bit."""
-    from karmic.training.ppo import train
     from golden import _model_digest, _table_digest
+
+    from karmic.training.ppo import train
 
     got = {}
     for name, fields in (("old", {}), ("new", NEW)):
