@@ -902,6 +902,50 @@ def cells_front_table(study: Study, results_dir: Path, grid_size: int | None = N
     return out
 
 
+def seeds_front_table(study: Study, results_dir: Path, grid_size: int | None = None,
+                      metrics: tuple[str, ...] = CELL_METRICS) -> list[str]:
+    """Each seed's late-window value of each metric (``results_dir/metrics.parquet`` through
+    queries/study/seeds.sql): one line a seed of a cell, in the study file's order, a column a
+    metric; the values a cell's mean and a verdict are made of, so a claim such as "every seed
+    of a above every seed of b" is one command. Raises StudyError on a missing or unreadable
+    file, an unknown metric or a grid without runs."""
+    path = Path(results_dir) / "metrics.parquet"
+    if not path.is_file():
+        raise StudyError(f"no {path}: report the study first (karmic study report {study.name})")
+    try:
+        con = analysis_connection(study, path)
+        try:
+            rows = _rows(con, _sql("seeds"))
+        finally:
+            con.close()
+    except (duckdb.Error, OSError, pa.ArrowException) as exc:
+        raise StudyError(f"unreadable {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+    known = {r["metric"] for r in rows}
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise StudyError(f"{path} has no metric {', '.join(unknown)}; it has {', '.join(sorted(known))}")
+    grids = sorted({r["grid_size"] for r in rows}, reverse=True)
+    if grid_size is not None:
+        if grid_size not in grids:
+            raise StudyError(f"{path} has no run at grid {grid_size}")
+        grids = [grid_size]
+    by: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        by.setdefault((r["grid_size"], r["level"], r["condition"], r["seed"]), {})[r["metric"]] = r["value"]
+    levels = [lv.name for lv in study.levels]
+    head = (["grid"] if len(grids) > 1 else []) + (["level"] if len(levels) > 1 else []) + ["condition", "seed"]
+    out = ["| " + " | ".join(head + list(metrics)) + " |", "|" + "---|" * (len(head) + len(metrics))]
+    for g in grids:
+        for lv in levels:
+            for cond in study.conditions:
+                for seed in sorted(sd for gg, ll, cc, sd in by if (gg, ll, cc) == (g, lv, cond)):
+                    vals = by[(g, lv, cond, seed)]
+                    lead = ([f"{g}x{g}"] if len(grids) > 1 else []) + ([lv] if len(levels) > 1 else [])
+                    out.append("| " + " | ".join([*lead, cond, str(seed), *(_fmt(vals.get(m), 2) for m in metrics)])
+                               + " |")
+    return out
+
+
 def times_front_table(study: Study, results_dir: Path, grid_size: int | None = None) -> list[str]:
     """What each trained cell cost (``results_dir/runs.json``): one line a condition (and grid and
     level where there are several), the runs completed in a single attempt (a resumed run's time
@@ -950,13 +994,14 @@ def times_front_table(study: Study, results_dir: Path, grid_size: int | None = N
 # a front-page table kept equal to its results: `karmic study table NAME --into FILE` fills the
 # block, and tests/test_readme.py fails when a committed block differs from its results
 TABLE_BLOCK = re.compile(r"(<!-- karmic study table (?P<name>[\w.-]+)(?P<cells> --cells)?(?P<times> --times)?"
+                         r"(?P<seeds> --seeds)?"
                          r"(?: --grid (?P<grid>\d+))?"
                          r"(?: --metrics (?P<metrics>[\w,]+))? -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
 
 
 @dataclass(frozen=True)
 class TableBlock:
-    """A ``<!-- karmic study table NAME [--cells | --times] [--grid G] [--metrics m,...] -->`` block."""
+    """A ``<!-- karmic study table NAME [--cells | --times | --seeds] [--grid G] [--metrics m,...] -->`` block."""
 
     name: str
     grid: int | None = None
@@ -964,11 +1009,14 @@ class TableBlock:
     metrics: tuple[str, ...] | None = None
     body: str = ""
     times: bool = False
+    seeds: bool = False
 
     def render(self, study: Study, results_dir: Path) -> list[str]:
         """The table the block asks for, from ``results_dir``."""
-        if self.cells and self.times:
-            raise StudyError("--cells and --times are two tables: choose one")
+        if self.cells + self.times + self.seeds > 1:
+            raise StudyError("--cells, --times and --seeds are three tables: choose one")
+        if self.seeds:
+            return seeds_front_table(study, results_dir, self.grid, self.metrics or CELL_METRICS)
         if self.times:
             if self.metrics:
                 raise StudyError("--metrics goes with --cells, not --times")
@@ -976,13 +1024,14 @@ class TableBlock:
         if self.cells:
             return cells_front_table(study, results_dir, self.grid, self.metrics or CELL_METRICS)
         if self.metrics:
-            raise StudyError(f"<!-- karmic study table {self.name} --metrics ... --> needs --cells")
+            raise StudyError(f"<!-- karmic study table {self.name} --metrics ... --> needs --cells or --seeds")
         return results_front_table(study, results_dir, self.grid)
 
 
 def _block(m: re.Match) -> TableBlock:
     return TableBlock(m["name"], int(m["grid"]) if m["grid"] else None, bool(m["cells"]),
-                      tuple(m["metrics"].split(",")) if m["metrics"] else None, m["body"], bool(m["times"]))
+                      tuple(m["metrics"].split(",")) if m["metrics"] else None, m["body"], bool(m["times"]),
+                      bool(m["seeds"]))
 
 
 def table_blocks(text: str) -> list[TableBlock]:

@@ -178,7 +178,7 @@ def test_times_are_each_cells_single_attempt_runs_pace(tmp_path):
     both = TableBlock("tvt-speed", times=True).render(st, tmp_path)
     assert both[0].startswith("| grid | level |") and both[2] == "| 30x30 | old | tvt | 1 | 25.0 | 333 |"
     for args, needle in [(["--grid", "7"], "no completed trained run at grid 7"),
-                         (["--cells"], "two tables"), (["--metrics", "hits_per_zap"], "goes with --cells")]:
+                         (["--cells"], "choose one"), (["--metrics", "hits_per_zap"], "goes with --cells")]:
         res = runner.invoke(app, ["study", "table", "tvt-speed", "--times", *args, "--results", str(tmp_path)])
         assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output
     doc = tmp_path / "page.md"
@@ -187,3 +187,78 @@ def test_times_are_each_cells_single_attempt_runs_pace(tmp_path):
     assert doc.read_text().splitlines()[1:-1] == [
         "| level | condition | runs timed | min a run | env-steps/s |", "|---|---|---|---|---|",
         "| old | tvt | 2 | 10.0 | 500 |", "| old | full | 0 of 1 |  |  |", "| new | tvt | 1 of 2 | 5.0 | 1,000 |"]
+
+
+def test_seeds_are_each_runs_late_window_value_a_known_answer(tmp_path):
+    """--seeds: a run's late value is sum(num) / sum(den) over its episodes with global_step /
+    its last global_step >= 0.8, computed here from the episodes by hand, for two committed runs."""
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from pipelines.study_report import _fmt, seeds_front_table
+
+    st = parse_study(find_study("tvt-speed"))
+    runs = ["tvt-speed-old-tvt-g30-s1", "tvt-speed-new-tvt-g30-s3"]
+    t = pq.read_table(ROOT / "results" / "tvt-speed" / "metrics.parquet")
+    t = t.filter(pc.is_in(t["run_id"], value_set=__import__("pyarrow").array(runs)))
+    pq.write_table(t, tmp_path / "metrics.parquet")
+    want = ["| level | condition | seed | apples_per_agent_step | hits_per_zap |", "|---|---|---|---|---|"]
+    for run in reversed(runs):  # the study file's order: level old before new
+        r = t.filter(pc.equal(t["run_id"], run)).to_pydict()
+        step = np.array(r["global_step"], float)
+        late = step / step.max() >= 0.8
+        apples = np.array(r["apples"])[late].sum() / np.array(r["agent_steps"])[late].sum()
+        per_zap = np.array(r["hits"])[late].sum() / np.array(r["zaps_fired"])[late].sum()
+        want.append(f"| {r['level'][0]} | tvt | {r['seed'][0]} | {_fmt(float(apples), 2)} | {_fmt(float(per_zap), 2)} |")
+    want[2:] = sorted(want[2:], key=lambda line: line.startswith("| new"))
+    assert seeds_front_table(st, tmp_path, 30, ("apples_per_agent_step", "hits_per_zap")) == want
+
+
+@pytest.mark.parametrize("study", ["tvt-speed", "mechanism"])
+def test_the_seeds_mean_is_the_cells_mean(study):
+    """Every committed cell's mean over seeds (cells.json) is the mean of its --seeds rows."""
+    from pipelines.study_report import _rows, _sql, analysis_connection
+
+    st = parse_study(find_study(study))
+    res = ROOT / "results" / study
+    con = analysis_connection(st, res / "metrics.parquet")
+    try:
+        rows = _rows(con, _sql("seeds"))
+    finally:
+        con.close()
+    seeds: dict[tuple, list[float]] = {}
+    for r in rows:
+        if r["value"] is not None:
+            seeds.setdefault((r["grid_size"], r["level"], r["condition"], r["metric"]), []).append(r["value"])
+    cells = [c for c in json.loads((res / "cells.json").read_text()) if c["win"] == "late" and c["mean"] is not None]
+    assert cells
+    for c in cells:
+        got = seeds[(c["grid_size"], c["level"], c["condition"], c["metric"])]
+        assert len(got) == c["n_seeds"]
+        assert sum(got) / len(got) == pytest.approx(c["mean"], rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--seeds", "--cells"], "choose one"),
+    (["--seeds", "--metrics", "nope"], "has no metric nope"),
+    (["--seeds", "--grid", "7"], "no run at grid 7"),
+])
+def test_seeds_bad_input_is_one_line_and_exit_2(args, needle):
+    res = runner.invoke(app, ["study", "table", "tvt-speed", *args])
+    assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output
+
+
+def test_seeds_without_a_report_is_one_line(tmp_path):
+    res = runner.invoke(app, ["study", "table", "tvt-speed", "--seeds", "--results", str(tmp_path)])
+    assert res.exit_code == 2 and "report the study first" in res.output
+
+
+def test_a_seeds_block_round_trips():
+    text = ("<!-- karmic study table tvt-speed --seeds --grid 10 --metrics apples_per_agent_step -->\n"
+            "stale\n<!-- end table -->\n")
+    (block,) = table_blocks(text)
+    assert block.seeds and block.grid == 10 and block.metrics == ("apples_per_agent_step",)
+    st = parse_study(find_study("tvt-speed"))
+    filled, n = fill_table_blocks(text, "tvt-speed", lambda b: b.render(st, ROOT / "results" / "tvt-speed"))
+    assert n == 1 and "| old | tvt | 1 |" in filled and "stale" not in filled

@@ -227,16 +227,19 @@ def table(
     times: bool = typer.Option(
         False, "--times", help="What each trained cell cost (RESULTS/runs.json): runs timed, minutes a run, "
                                "env-steps per wall second."),
-    metrics: str = typer.Option(None, "--metrics", help="--cells: comma-separated metrics [default: harvest, "
+    seeds: bool = typer.Option(
+        False, "--seeds", help="Each seed's late-window value of each metric (RESULTS/metrics.parquet): the values "
+                               "behind the cells' means."),
+    metrics: str = typer.Option(None, "--metrics", help="--cells, --seeds: comma-separated metrics [default: harvest, "
                                                         "predation, zaps, hits per zap, encounters, per encounter, retribution ratio, transported]."),
     into: list[str] = typer.Option(
         None, "--into",
         help="Instead of printing, fill this Markdown file's blocks of the study (between "
-             "'<!-- karmic study table NAME [--cells | --times] [--grid G] [--metrics m,...] -->' and "
+             "'<!-- karmic study table NAME [--cells | --times | --seeds] [--grid G] [--metrics m,...] -->' and "
              "'<!-- end table -->'), each as its header asks."),
 ) -> None:
-    """The verdicts (or, with --cells, the late-window cells) as a front-page Markdown table,
-    from RESULTS; no lake."""
+    """The verdicts (or, with --cells, the late-window cells; --seeds, each seed's values; --times,
+    what the runs cost) as a front-page Markdown table, from RESULTS; no lake."""
     with user_errors():
         from pathlib import Path
 
@@ -245,7 +248,8 @@ def table(
         st = _load(name)
         res = _results(results, st.name)
         if not into:
-            want = TableBlock(st.name, grid, cells, tuple(metrics.split(",")) if metrics else None, times=times)
+            want = TableBlock(st.name, grid, cells, tuple(metrics.split(",")) if metrics else None, times=times,
+                              seeds=seeds)
             print("\n".join(want.render(st, res)))
             return
         for path in map(Path, into):
