@@ -104,7 +104,7 @@ test: $(DEVSTAMP)
 	$(BIN)/ruff check karmic pipelines tests benchmarks
 	$(BIN)/lint-imports
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
-	$(BIN)/python -m pytest -x -m "not slow" -n 2
+	$(BIN)/python -m pytest -x -m "not slow" -n 2 --durations=15
 
 # the long scientific checks (TVT learning key-to-door at a reduced budget; SSD reproduction with
 # KARMIC_SSD_SRC set), kept out of make test's 10 minutes
