@@ -863,12 +863,18 @@ CELL_METRICS = ("apples_per_agent_step", "predatory_hits_per_agent_step", "zaps_
                 "retribution_ratio", "transported_per_agent_step")
 
 
+def _default_metrics(metrics: tuple[str, ...] | None, known: set[str]) -> tuple[str, ...]:
+    """The metrics asked for, or by default those of CELL_METRICS that ``known`` has (results
+    written before a metric existed lack its column)."""
+    return tuple(metrics) if metrics else tuple(m for m in CELL_METRICS if m in known)
+
+
 def cells_front_table(study: Study, results_dir: Path, grid_size: int | None = None,
-                      metrics: tuple[str, ...] = CELL_METRICS) -> list[str]:
+                      metrics: tuple[str, ...] | None = None) -> list[str]:
     """The late window's mean over seeds of each cell (``results_dir/cells.json``), one line a
     condition (and grid and level where there are several) in the study file's order, a column
-    a metric, with the seeds behind each line. Raises StudyError on a missing or unreadable file,
-    an unknown metric or a grid without cells."""
+    a metric (``None``: those of CELL_METRICS the results have), with the seeds behind each line.
+    Raises StudyError on a missing or unreadable file, an unknown metric or a grid without cells."""
     path = Path(results_dir) / "cells.json"
     if not path.is_file():
         raise StudyError(f"no {path}: report the study first (karmic study report {study.name})")
@@ -877,6 +883,7 @@ def cells_front_table(study: Study, results_dir: Path, grid_size: int | None = N
         known = {c["metric"] for c in cells}
     except (ValueError, KeyError, TypeError) as exc:
         raise StudyError(f"unreadable {path}: {exc}") from None
+    metrics = _default_metrics(metrics, known)
     unknown = [m for m in metrics if m not in known]
     if unknown:
         raise StudyError(f"{path} has no metric {', '.join(unknown)}; it has {', '.join(sorted(known))}")
@@ -903,9 +910,9 @@ def cells_front_table(study: Study, results_dir: Path, grid_size: int | None = N
 
 
 def seeds_front_table(study: Study, results_dir: Path, grid_size: int | None = None,
-                      metrics: tuple[str, ...] = CELL_METRICS) -> list[str]:
-    """Each seed's late-window value of each metric (``results_dir/metrics.parquet`` through
-    queries/study/seeds.sql): one line a seed of a cell, in the study file's order, a column a
+                      metrics: tuple[str, ...] | None = None) -> list[str]:
+    """Each seed's late-window value of each metric (``None``: those of CELL_METRICS the results
+    have) from ``results_dir/metrics.parquet`` through queries/study/seeds.sql: one line a seed of a cell, in the study file's order, a column a
     metric; the values a cell's mean and a verdict are made of, so a claim such as "every seed
     of a above every seed of b" is one command. Raises StudyError on a missing or unreadable
     file, an unknown metric or a grid without runs."""
@@ -921,6 +928,7 @@ def seeds_front_table(study: Study, results_dir: Path, grid_size: int | None = N
     except (duckdb.Error, OSError, pa.ArrowException) as exc:
         raise StudyError(f"unreadable {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
     known = {r["metric"] for r in rows}
+    metrics = _default_metrics(metrics, known)
     unknown = [m for m in metrics if m not in known]
     if unknown:
         raise StudyError(f"{path} has no metric {', '.join(unknown)}; it has {', '.join(sorted(known))}")
@@ -1016,13 +1024,13 @@ class TableBlock:
         if self.cells + self.times + self.seeds > 1:
             raise StudyError("--cells, --times and --seeds are three tables: choose one")
         if self.seeds:
-            return seeds_front_table(study, results_dir, self.grid, self.metrics or CELL_METRICS)
+            return seeds_front_table(study, results_dir, self.grid, self.metrics)
         if self.times:
             if self.metrics:
                 raise StudyError("--metrics goes with --cells, not --times")
             return times_front_table(study, results_dir, self.grid)
         if self.cells:
-            return cells_front_table(study, results_dir, self.grid, self.metrics or CELL_METRICS)
+            return cells_front_table(study, results_dir, self.grid, self.metrics)
         if self.metrics:
             raise StudyError(f"<!-- karmic study table {self.name} --metrics ... --> needs --cells or --seeds")
         return results_front_table(study, results_dir, self.grid)

@@ -262,3 +262,15 @@ def test_a_seeds_block_round_trips():
     st = parse_study(find_study("tvt-speed"))
     filled, n = fill_table_blocks(text, "tvt-speed", lambda b: b.render(st, ROOT / "results" / "tvt-speed"))
     assert n == 1 and "| old | tvt | 1 |" in filled and "stale" not in filled
+
+
+@pytest.mark.parametrize("kind", ["--cells", "--seeds"])
+def test_results_written_before_a_metric_existed_get_the_default_columns_they_have(kind):
+    """results/ecology predates encounters and transport: its default table leaves those out,
+    and asking for one by name is one line."""
+    res = runner.invoke(app, ["study", "table", "ecology", kind])
+    assert res.exit_code == 0, res.output
+    head = res.output.splitlines()[0]
+    assert "apples_per_agent_step" in head and "encounters_per_agent_step" not in head
+    res = runner.invoke(app, ["study", "table", "ecology", kind, "--metrics", "encounters_per_agent_step"])
+    assert res.exit_code == 2 and "has no metric encounters_per_agent_step" in res.output

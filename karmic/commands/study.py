@@ -231,7 +231,7 @@ def table(
         False, "--seeds", help="Each seed's late-window value of each metric (RESULTS/metrics.parquet): the values "
                                "behind the cells' means."),
     metrics: str = typer.Option(None, "--metrics", help="--cells, --seeds: comma-separated metrics [default: harvest, "
-                                                        "predation, zaps, hits per zap, encounters, per encounter, retribution ratio, transported]."),
+                                                        "predation, zaps, hits per zap, encounters, per encounter, retribution ratio, transported: those the results have]."),
     into: list[str] = typer.Option(
         None, "--into",
         help="Instead of printing, fill this Markdown file's blocks of the study (between "
