@@ -863,10 +863,18 @@ CELL_METRICS = ("apples_per_agent_step", "predatory_hits_per_agent_step", "zaps_
                 "retribution_ratio", "transported_per_agent_step")
 
 
-def _default_metrics(metrics: tuple[str, ...] | None, known: set[str]) -> tuple[str, ...]:
-    """The metrics asked for, or by default those of CELL_METRICS that ``known`` has (results
-    written before a metric existed lack its column)."""
-    return tuple(metrics) if metrics else tuple(m for m in CELL_METRICS if m in known)
+def _columns_and_grids(path: Path, metrics: tuple[str, ...] | None, known: set[str], present: set[int],
+                       grid_size: int | None, what: str) -> tuple[tuple[str, ...], list[int]]:
+    """A --cells / --seeds table's metric columns (by default those of CELL_METRICS that ``known``
+    has: results written before a metric existed lack it) and its grids, largest first (only
+    ``grid_size`` if given); an unknown metric or an absent grid is a StudyError naming ``path``."""
+    metrics = tuple(metrics) if metrics else tuple(m for m in CELL_METRICS if m in known)
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise StudyError(f"{path} has no metric {', '.join(unknown)}; it has {', '.join(sorted(known))}")
+    if grid_size is not None and grid_size not in present:
+        raise StudyError(f"{path} has no {what} at grid {grid_size}")
+    return metrics, [grid_size] if grid_size is not None else sorted(present, reverse=True)
 
 
 def cells_front_table(study: Study, results_dir: Path, grid_size: int | None = None,
@@ -883,15 +891,7 @@ def cells_front_table(study: Study, results_dir: Path, grid_size: int | None = N
         known = {c["metric"] for c in cells}
     except (ValueError, KeyError, TypeError) as exc:
         raise StudyError(f"unreadable {path}: {exc}") from None
-    metrics = _default_metrics(metrics, known)
-    unknown = [m for m in metrics if m not in known]
-    if unknown:
-        raise StudyError(f"{path} has no metric {', '.join(unknown)}; it has {', '.join(sorted(known))}")
-    grids = sorted({c["grid_size"] for c in cells}, reverse=True)
-    if grid_size is not None:
-        if grid_size not in grids:
-            raise StudyError(f"{path} has no cell at grid {grid_size}")
-        grids = [grid_size]
+    metrics, grids = _columns_and_grids(path, metrics, known, {c["grid_size"] for c in cells}, grid_size, "cell")
     by = {(c["grid_size"], c["level"], c["condition"], c["metric"]): c for c in cells}
     levels = [lv.name for lv in study.levels]
     head = (["grid"] if len(grids) > 1 else []) + (["level"] if len(levels) > 1 else []) + ["condition", "seeds"]
@@ -928,15 +928,7 @@ def seeds_front_table(study: Study, results_dir: Path, grid_size: int | None = N
     except (duckdb.Error, OSError, pa.ArrowException) as exc:
         raise StudyError(f"unreadable {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
     known = {r["metric"] for r in rows}
-    metrics = _default_metrics(metrics, known)
-    unknown = [m for m in metrics if m not in known]
-    if unknown:
-        raise StudyError(f"{path} has no metric {', '.join(unknown)}; it has {', '.join(sorted(known))}")
-    grids = sorted({r["grid_size"] for r in rows}, reverse=True)
-    if grid_size is not None:
-        if grid_size not in grids:
-            raise StudyError(f"{path} has no run at grid {grid_size}")
-        grids = [grid_size]
+    metrics, grids = _columns_and_grids(path, metrics, known, {r["grid_size"] for r in rows}, grid_size, "run")
     by: dict[tuple, dict[str, Any]] = {}
     for r in rows:
         by.setdefault((r["grid_size"], r["level"], r["condition"], r["seed"]), {})[r["metric"]] = r["value"]
