@@ -912,8 +912,8 @@ def cells_front_table(study: Study, results_dir: Path, grid_size: int | None = N
 def seeds_front_table(study: Study, results_dir: Path, grid_size: int | None = None,
                       metrics: tuple[str, ...] | None = None) -> list[str]:
     """Each seed's late-window value of each metric (``None``: those of CELL_METRICS the results
-    have) from ``results_dir/metrics.parquet`` through queries/study/seeds.sql: one line a seed of a cell, in the study file's order, a column a
-    metric; the values a cell's mean and a verdict are made of, so a claim such as "every seed
+    have) from ``results_dir/metrics.parquet`` through queries/study/seeds.sql: one line a seed
+    of a cell, in the study file's order, a column a metric; the values a cell's mean and a verdict are made of, so a claim such as "every seed
     of a above every seed of b" is one command. Raises StudyError on a missing or unreadable
     file, an unknown metric or a grid without runs."""
     path = Path(results_dir) / "metrics.parquet"
@@ -926,7 +926,9 @@ def seeds_front_table(study: Study, results_dir: Path, grid_size: int | None = N
         finally:
             con.close()
     except (duckdb.Error, OSError, pa.ArrowException) as exc:
-        raise StudyError(f"unreadable {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+        from pipelines.sweep import one_line
+
+        raise StudyError(f"unreadable {path}: {one_line(exc)}") from None
     known = {r["metric"] for r in rows}
     metrics, grids = _columns_and_grids(path, metrics, known, {r["grid_size"] for r in rows}, grid_size, "run")
     by: dict[tuple, dict[str, Any]] = {}

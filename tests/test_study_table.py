@@ -274,3 +274,9 @@ def test_results_written_before_a_metric_existed_get_the_default_columns_they_ha
     assert "apples_per_agent_step" in head and "encounters_per_agent_step" not in head
     res = runner.invoke(app, ["study", "table", "ecology", kind, "--metrics", "encounters_per_agent_step"])
     assert res.exit_code == 2 and "has no metric encounters_per_agent_step" in res.output
+
+
+def test_seeds_from_a_damaged_metrics_file_is_one_line(tmp_path):
+    (tmp_path / "metrics.parquet").write_bytes(b"not parquet")
+    res = runner.invoke(app, ["study", "table", "tvt-speed", "--seeds", "--results", str(tmp_path)])
+    assert res.exit_code == 2 and "unreadable" in res.output and "Traceback" not in res.output
