@@ -27,10 +27,13 @@ value transport (Hung et al.'s RMA); tvt: the memory plus value transport and it
 scripted: a hand-written policy (``karmic.policies``), simulated, not trained."""
 SPAWNS = ("random", "rigged")
 """random: the env's own spawns; rigged: the conspiring matchmaker pairs debtor and creditor."""
-TRANSPORTS = ("none", "learned", "semantic", "both", "sham")
+TRANSPORTS = ("none", "learned", "semantic", "both", "sham", "yoked")
 """none; learned: read-strength spans (Hung et al.); semantic: role matching from the event tags;
 both; sham: the learned transport as in ``both``, and each semantic transport's amount moved to a
-random earlier step of the same stream (same count, total and lag distribution)."""
+random earlier step of the same stream (same count, total and lag distribution); yoked: the
+learned transport as in ``both``, and in place of its own semantic transports, those a partner
+run (``Condition.yoke``) logged for the same update, replayed onto the same streams and steps
+(the partner's dose, delivered where nothing this run did chose it)."""
 SHAPINGS = ("none", "hit-cost")
 """none; hit-cost: ``hit_cost`` taken from the reward of every step at which the agent's own zap
 hit another agent (``karmic.rl.shaped_rewards``)."""
@@ -79,6 +82,10 @@ class Condition:
     """One line: what comparing against it rules out."""
     ablation: bool = False
     """One of the four conditions of the original ablation (``karmic train --mode all``)."""
+    yoke: str | None = None
+    """A yoked condition's partner: the condition whose run's semantic transports it receives
+    (a study pairs the cell with the partner's cell of the same level, grid and seed; ``karmic
+    train`` takes the partner's run id as ``--tvt-yoke-run``)."""
     train: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
     """TrainConfig defaults of the condition (a run may still set them), as (field, value) pairs."""
 
@@ -91,6 +98,8 @@ class Condition:
             raise ValueError(f"condition {self.name!r}: a tvt agent has a transport, other agents none")
         if (self.agent == "scripted") != (self.policy is not None):
             raise ValueError(f"condition {self.name!r}: a scripted condition (and only one) names a policy")
+        if (self.transport == "yoked") != (self.yoke is not None):
+            raise ValueError(f"condition {self.name!r}: a yoked transport (and only one) names its partner (yoke)")
 
     @property
     def trained(self) -> bool:
@@ -143,6 +152,10 @@ _RECORDS = (
               claim="TVT with the learned transport only (no event tags), key-to-door read settings",
               controls_for="credit found by the agent's own reads vs handed over by event tags",
               train=TVT_LEARNED_SETTINGS),
+    Condition("yoked", "tvt", transport="yoked", yoke="tvt", order=8, color="#56B4E9", linestyle=":",
+              marker="h",
+              claim="tvt, but its semantic transports are a paired tvt run's, replayed update by update onto the same steps",
+              controls_for="where the value lands vs how much value moves (tvt's own dose, not its own crimes)"),
     Condition("random", "scripted", policy="random", order=20, color="#7F7F7F", linestyle=":", marker=".",
               claim="uniformly random actions (simulated)", controls_for="the floor a learner must beat"),
     Condition("greedy", "scripted", policy="greedy", order=21, color="#7F7F7F", linestyle="--", marker="x",
@@ -188,13 +201,26 @@ def get_condition(name: str, trained: bool | None = None) -> Condition:
     return cond
 
 
+def yoke_partner(name: str) -> Condition:
+    """The partner of yoked condition ``name``: a registered condition that makes semantic
+    transports of its own (ValueError, one line, otherwise)."""
+    cond = get_condition(name)
+    if cond.yoke is None:
+        raise ValueError(f"condition {name} is not yoked")
+    partner = _REGISTRY.get(cond.yoke)
+    if partner is None or partner.transport not in ("semantic", "both"):
+        raise ValueError(f"condition {name} is yoked to {cond.yoke!r}, which is not a registered condition "
+                         "with semantic transports of its own")
+    return partner
+
+
 def table_rows() -> list[dict[str, Any]]:
     """The registry as rows (the SQL table ``conditions``)."""
     return [{"condition": c.name, "display_order": c.order, "agent": c.agent, "spawns": c.spawns,
              "transport": c.transport, "shaping": c.shaping, "policy": c.policy, "trained": c.trained,
              "color": c.color, "linestyle": c.linestyle, "marker": c.marker, "claim": c.claim,
-             "controls_for": c.controls_for} for c in all_conditions()]
+             "controls_for": c.controls_for, "yoke": c.yoke} for c in all_conditions()]
 
 
 __all__ = ["AGENTS", "HIT_COST", "SHAPINGS", "SPAWNS", "TRANSPORTS", "Condition", "ablation_names",
-           "all_conditions", "get_condition", "names", "register", "table_rows", "unregister"]
+           "all_conditions", "get_condition", "names", "register", "table_rows", "unregister", "yoke_partner"]

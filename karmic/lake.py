@@ -23,7 +23,7 @@ written before the log, every ``<lake>/<table>/run_id=*/*.parquet`` (docs/lake.m
   run's ``memory_size`` (its TVT memory rows; null for runs that do not record one);
 - ``conditions`` the registry of conditions (``karmic.conditions.table_rows``): condition,
   display_order, agent, spawns, transport, shaping, policy, trained, color, linestyle, marker,
-  claim, controls_for; queries order conditions by joining it (``left join conditions using
+  claim, controls_for, yoke (a yoked condition's partner); queries order conditions by joining it (``left join conditions using
   (condition)``, ``order by display_order nulls last``), so a new condition needs no SQL edit;
 - ``eval_agents`` over ``<lake>/eval_agents/run_id=*/part-*.parquet``: for ``karmic evaluate``'s
   runs (kind ``eval``), each agent's role (focal | background | solo | frozen) and policy;
@@ -341,7 +341,7 @@ CONDITIONS_SCHEMA = pa.schema([
     ("condition", pa.string()), ("display_order", pa.int32()), ("agent", pa.string()),
     ("spawns", pa.string()), ("transport", pa.string()), ("shaping", pa.string()), ("policy", pa.string()),
     ("trained", pa.bool_()), ("color", pa.string()), ("linestyle", pa.string()), ("marker", pa.string()),
-    ("claim", pa.string()), ("controls_for", pa.string()),
+    ("claim", pa.string()), ("controls_for", pa.string()), ("yoke", pa.string()),
 ])
 
 

@@ -92,7 +92,7 @@ TVT_TRANSPORTS_SCHEMA = pa.schema(
         ("target_episode", pa.int64()),
         ("target_t", pa.int32()),
         ("amount", pa.float64()),
-        ("mode", pa.string()),  # learned | semantic | sham
+        ("mode", pa.string()),  # learned | semantic | sham | yoked
         ("head", pa.int16()),  # read head of a learned transport, -1 for semantic
     ],
     metadata=_META,

@@ -301,8 +301,17 @@ def parse_study(path: Path) -> Study:
             raise StudyError(f"{where}: {exc}") from None
     if len(set(conditions)) != len(conditions):
         raise StudyError(f"{where}: [factors] conditions has duplicates")
+    for c in conditions:
+        cond = conditions_registry.get_condition(c)
+        if cond.yoke is not None and cond.yoke not in conditions:
+            raise StudyError(f"{where}: [factors] conditions has {c}, which is yoked to {cond.yoke}: add {cond.yoke}"
+                             " (each cell replays the transports of its level's and grid's partner of the next seed)")
     grids = _int_list(fac.get("grid_sizes"), f"{where}: [factors] grid_sizes", minimum=5)
     seeds = _int_list(fac.get("seeds"), f"{where}: [factors] seeds", minimum=0)
+    yoked = [c for c in conditions if conditions_registry.get_condition(c).yoke is not None]
+    if yoked and len(set(seeds)) < 2:
+        raise StudyError(f"{where}: {yoked[0]} needs two seeds or more (a yoked cell replays its partner's"
+                         " run of the next seed)")
     if len(seeds) < 2:
         raise StudyError(f"{where}: [factors] seeds needs at least 2 seeds (a CI needs them), got {len(seeds)}")
 
@@ -508,7 +517,7 @@ def _check_configs(study: Study) -> None:
 
     # any learner's fields: a level with train = {algo = "drqn"} makes the learner a factor
     names = {f.name for a in ALGOS for f in dataclasses.fields(config_class(a))}
-    for key in ("mode", "grid_size", "seed", "run_id", "total_steps", "env_overrides"):
+    for key in ("mode", "grid_size", "seed", "run_id", "total_steps", "env_overrides", "tvt_yoke_run"):
         names.discard(key)
     for src, tr in [("[budget] train", study.train)] + [(f"level {lv.name} train", lv.train) for lv in study.levels]:
         bad = sorted(set(tr) - names)
@@ -730,7 +739,7 @@ def cell_plan(study: Study, cell: Cell) -> dict[str, Any]:
 
 def manifest_for(study: Study) -> dict[str, Any]:
     """The sweep manifest of the study: one task per cell (the sweep engine runs and resumes it)."""
-    from pipelines.sweep import MANIFEST_VERSION, now_iso
+    from pipelines.sweep import MANIFEST_VERSION, now_iso, yoke_seed
 
     tasks = []
     for cell in study.cells():
@@ -742,6 +751,10 @@ def manifest_for(study: Study) -> dict[str, Any]:
             "seed": cell.seed, "level": cell.level, "status": "pending", "attempts": 0,
         }
         entry["simulate" if cell.scripted else "config"] = cell_plan(study, cell)
+        partner = conditions_registry.get_condition(cell.condition).yoke
+        if partner is not None:  # the sweep starts it once the partner's run has finished
+            seed = yoke_seed(cell.seed, study.seeds, cell.condition)
+            entry["yoke"] = Cell(partner, cell.grid_size, cell.level, seed).key
         tasks.append(entry)
     # every trained run keeps its policy at the late window's start and its final one
     # (pipelines.sweep.keep_policies); `study report` copies them to results/<study>/policies/

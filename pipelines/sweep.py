@@ -169,6 +169,18 @@ def run_status(lake: str, run_id: str) -> str | None:
 
 def new_manifest(sweep_id: str, tasks: list[Task], train: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """``train``: the TrainConfig fields every task shares; ``settings``: how it was asked for."""
+    entries = []
+    seeds = list(dict.fromkeys(t.seed for t in tasks))
+    for t in tasks:
+        e = {"key": t.key, "run_id": t.run_id(sweep_id), "mode": t.mode, "grid_size": t.grid_size,
+             "seed": t.seed, "status": "pending", "attempts": 0}
+        partner = yoke_of(t.mode)
+        if partner is not None:
+            p = Task(partner, t.grid_size, yoke_seed(t.seed, seeds, t.mode))
+            if p not in tasks:
+                raise ValueError(f"{t.mode} is yoked to {partner}: add {partner} to the sweep's conditions")
+            e["yoke"] = p.key
+        entries.append(e)
     return {
         "manifest_version": MANIFEST_VERSION,
         "sweep_id": sweep_id,
@@ -176,12 +188,47 @@ def new_manifest(sweep_id: str, tasks: list[Task], train: dict[str, Any], settin
         "created_at": now_iso(),
         "train": train,
         **settings,
-        "tasks": [
-            {"key": t.key, "run_id": t.run_id(sweep_id), "mode": t.mode, "grid_size": t.grid_size,
-             "seed": t.seed, "status": "pending", "attempts": 0}
-            for t in tasks
-        ],
+        "tasks": entries,
     }
+
+
+def yoke_seed(seed: int, seeds: list[int], mode: str) -> int:
+    """The seed of a yoked cell's partner: the next of ``seeds`` (the last takes the first's).
+    Not its own: with the same seed a yoked run draws what its partner drew, so it makes the
+    partner's transports itself and repeats the partner's run step for step (a test checks it)."""
+    if len(seeds) < 2:
+        raise ValueError(f"{mode} needs two seeds or more: a yoked cell replays its partner's run of the next seed")
+    return seeds[(seeds.index(seed) + 1) % len(seeds)]
+
+
+def yoke_of(mode: str) -> str | None:
+    """The partner condition of a yoked condition (karmic.conditions), else None."""
+    from karmic.conditions import get_condition, yoke_partner
+
+    try:
+        cond = get_condition(mode)
+    except ValueError:
+        return None
+    return yoke_partner(mode).name if cond.yoke is not None else None
+
+
+def yoke_state(entry: dict[str, Any], by_key: dict[str, dict[str, Any]], lake: str) -> tuple[str, str | None]:
+    """Whether a task may start: ("ready", the partner's run id or None), ("wait", None) while
+    its partner (``yoke``: a yoked condition's, whose logged transports it replays) has not
+    finished in this lake, or ("error", one line) when the partner cannot finish here."""
+    key = entry.get("yoke")
+    if key is None:
+        return "ready", None
+    p = by_key.get(key)
+    if p is None:
+        return "error", f"its partner {key} is not in this sweep"
+    if is_done(lake, p["run_id"]):
+        return "ready", p["run_id"]
+    if p["status"] == CARRIED:
+        return "error", f"its partner {key} was carried from a results folder: its transports are not in {lake}"
+    if p["status"] == "failed":
+        return "error", f"its partner {key} failed"
+    return "wait", None
 
 
 def task_config(manifest: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
@@ -616,10 +663,42 @@ def run_sweep(
     manifest["last_run"]["device"] = device
     if slots.limited:
         manifest["last_run"]["device_slots"] = {d: slots.per_device for d in slots.devices}
+    by_key = {e["key"]: e for e in manifest["tasks"]}
+
+    def give_up(entry: dict[str, Any], error: str) -> None:
+        entry.setdefault("errors", []).append(error)
+        entry.update(status="failed", error=error, finished_at=now_iso())
+        emit("failed", entry, {"status": "failed", "error": error})
+        write_manifest(lake, manifest)
+
+    def next_ready() -> tuple[int, str | None] | None:
+        """(index, partner run id) of the first pending task that may start (a yoked one waits
+        for its partner's run); a task whose partner cannot finish here fails, not started."""
+        i = 0
+        while i < len(pending):
+            e, _ = pending[i]
+            state, info = yoke_state(e, by_key, lake)
+            if state == "ready":
+                return i, info
+            if state == "error":
+                del pending[i]
+                give_up(e, f"not started: {info}")
+                continue
+            i += 1
+        return None
+
     try:
         while pending or inflight:
             while pending and len(inflight) < backend.workers:
-                entry, attempt = pending[0]
+                found = next_ready()
+                if found is None:
+                    if not inflight:  # nothing running can finish a partner they wait for
+                        for e, _ in pending:
+                            give_up(e, f"not started: its partner {e.get('yoke')} did not finish")
+                        pending.clear()
+                    break
+                pick, partner_run = found
+                entry, attempt = pending[pick]
                 payload = {"lake": str(lake), "attempt": attempt, "fail_attempts": fail.get(entry["key"], 0)}
                 dev = None
                 if "simulate" in entry:
@@ -630,9 +709,11 @@ def run_sweep(
                     if dev is None:  # every GPU has its share of cells running: wait for one
                         break
                     payload["config"] = {**task_config(manifest, entry), "device": dev}
+                    if partner_run is not None:
+                        payload["config"]["tvt_yoke_run"] = partner_run
                     if manifest.get("keep_policies"):  # a study's: pipelines.checkpoints.save_policy
                         payload["keep_policies"] = manifest["keep_policies"]
-                pending.popleft()
+                del pending[pick]
                 count_cut_attempt(lake, entry)
                 inflight[backend.submit(payload)] = (entry, attempt, dev)
                 entry.update(status="running", started_at=now_iso())
@@ -692,5 +773,5 @@ def run_sweep(
 __all__ = [
     "CARRIED", "FAIL_ENV", "TASK_DONE", "LocalBackend", "RayBackend", "Task", "make_backend", "manifest_path",
     "keep_policies", "new_manifest", "new_sweep_id", "parse_fail_spec", "plan", "read_manifest", "run_status", "run_sweep",
-    "run_task", "task_config", "unfinished", "write_manifest",
+    "run_task", "task_config", "unfinished", "write_manifest", "yoke_of", "yoke_seed", "yoke_state",
 ]

@@ -309,3 +309,34 @@ def transports_table(shard, parts, max_steps: int) -> pa.Table:
         "mode": pa.array(mode.astype(str), pa.string()),
         "head": pa.array(head, pa.int16()),
     }, schema=TVT_TRANSPORTS_SCHEMA)
+
+
+def transports_by_update(rows: pa.Table, num_envs: int, n_agents: int, max_steps: int) -> dict[int, list]:
+    """The inverse of :func:`transports_table`: ``tvt_transports`` rows (one run's) -> update ->
+    [(slot, Transports)], slots ascending, each slot's rows in the table's order. Episodes and
+    steps go back to stream times (``episode // num_envs * max_steps + t``) and the slot to
+    ``(episode % num_envs) * n_agents + agent``."""
+    from karmic.tvt.transport import Transports
+
+    if not len(rows):
+        return {}
+    upd = rows.column("update").to_numpy().astype(np.int64)
+    agent = np.array([int(a.removeprefix("agent_")) for a in rows.column("agent").to_pylist()], np.int64)
+    s_ep, t_ep = (rows.column(c).to_numpy().astype(np.int64) for c in ("source_episode", "target_episode"))
+    s_t, t_t = (rows.column(c).to_numpy().astype(np.int64) for c in ("source_t", "target_t"))
+    if (s_ep % num_envs != t_ep % num_envs).any():
+        raise ValueError("a transport crosses streams (its source and target lie in different envs)")
+    slot = (s_ep % num_envs) * n_agents + agent
+    src = s_ep // num_envs * max_steps + s_t
+    tgt = t_ep // num_envs * max_steps + t_t
+    amount = rows.column("amount").to_numpy().astype(np.float64)
+    head = rows.column("head").to_numpy().astype(np.int16)
+    out: dict[int, list] = {}
+    for u in np.unique(upd).tolist():
+        in_u = upd == u
+        parts = []
+        for s in np.unique(slot[in_u]).tolist():
+            m = in_u & (slot == s)
+            parts.append((int(s), Transports(src[m], tgt[m], amount[m], head[m])))
+        out[int(u)] = parts
+    return out

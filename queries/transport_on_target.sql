@@ -3,7 +3,7 @@
 -- memory_size, `--param memory_size=N` to set one). on_target_share: |value| on such steps / all |value|; base_rate: the |value|-weighted mean,
 -- over the transports, of the share of such steps in the memory window before the source: what
 -- value dropped at random inside the window would give. Semantic matching is on target by
--- construction (share 1); a sham should sit near the base rate; a learned transport that found the
+-- construction (share 1); a sham or yoked transport should sit near the base rate; a learned transport that found the
 -- culprit's step on its own sits above it. lift = on_target_share / base_rate.
 select
     run_id,

@@ -91,7 +91,7 @@ def test_a_condition_added_through_the_registry_alone_trains_sorts_and_draws(tmp
         assert res.exit_code == 0, res.output
     con = connect(tmp_path)
     order = [r[0] for r in con.sql("select condition from conditions order by display_order").fetchall()]
-    assert order.index("throwaway") == order.index("tvt-learned") + 1 and order[-2:] == ["random", "greedy"]
+    assert order.index("throwaway") == order.index("yoked") + 1 and order[-2:] == ["random", "greedy"]
     # the queries that order conditions join the registry: throwaway after baseline, not by name
     got = [r[0] for r in con.sql(
         "select distinct r.condition, co.display_order from runs as r left join conditions as co using (condition) "

@@ -95,7 +95,14 @@ def _tiny(mode: str, seed: int = 4) -> TrainConfig:
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_training_condition_replays_exactly(tmp_path, mode):
-    tr = Trainer(_tiny(mode), tmp_path)
+    from karmic.conditions import get_condition
+
+    cfg = _tiny(mode)
+    if (partner := get_condition(mode).yoke) is not None:  # a yoked run replays a finished partner's transports
+        first = Trainer(_tiny(partner, seed=5), tmp_path)
+        first.run()
+        cfg.tvt_yoke_run = first.run_id
+    tr = Trainer(cfg, tmp_path)
     tr.run()
     run_id = tr.run_id
     n_eps = len(set(_read(tmp_path, "episodes", run_id).column("episode").to_pylist()))

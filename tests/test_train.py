@@ -36,8 +36,16 @@ def _tiny_cfg(mode="baseline", **kw) -> TrainConfig:
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_tiny_run_writes_events_trajectories_checkpoint(tmp_path, mode):
+    from karmic.conditions import get_condition
+
+    extra = []
+    if (partner := get_condition(mode).yoke) is not None:  # a yoked condition replays a finished partner run
+        res = CliRunner().invoke(
+            app, ["train", "--mode", partner, "--seed", "4", "--total-steps", "80", "--lake", str(tmp_path), *TINY])
+        assert res.exit_code == 0, res.output
+        extra = ["--tvt-yoke-run", res.stdout.strip().splitlines()[-1].split("\t")[0]]
     res = CliRunner().invoke(
-        app, ["train", "--mode", mode, "--seed", "3", "--total-steps", "80", "--lake", str(tmp_path), *TINY]
+        app, ["train", "--mode", mode, "--seed", "3", "--total-steps", "80", "--lake", str(tmp_path), *TINY, *extra]
     )
     assert res.exit_code == 0, res.output
     run_id = res.stdout.strip().splitlines()[-1].split("\t")[0]

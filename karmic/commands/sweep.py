@@ -99,10 +99,13 @@ def _check_configs(train: dict, modes: list[str], grids: list[int]) -> None:
     """Every task's TrainConfig and env config are valid before anything starts."""
     from karmic.envs.config import make_config
     from karmic.training.learners import config_from_dict
+    from pipelines.sweep import yoke_of
 
     for g in grids:
         for m in modes:
-            cfg = config_from_dict({**train, "mode": m, "grid_size": g, "seed": 0})
+            # a yoked task's partner run is named when it starts (pipelines.sweep.yoke_state)
+            yoke = {"tvt_yoke_run": "its-partner"} if yoke_of(m) else {}
+            cfg = config_from_dict({**train, "mode": m, "grid_size": g, "seed": 0, **yoke})
             cfg.validate()
         env = make_config(cfg.preset, grid_size=g, **cfg.env_overrides)
         ms, ns = env.episode_length, cfg.num_steps

@@ -159,6 +159,11 @@ class TrainConfig:
     last such step plus the rows written since, and reads the top-k of those (softmax weights
     from its current keys, as always). Needs ``tvt_select = rollout`` (the learner then reads the
     rows the rollout chose); PPO only."""
+    tvt_yoke_run: str | None = None
+    """A yoked condition's partner run (same lake): its logged semantic transports are this run's,
+    update by update, on the same streams and steps (docs/conditions.md). It must have finished,
+    be of the condition the yoked one names, and share this run's env, envs, agents, rollout
+    length, memory size and at least its updates. Only yoked conditions take it."""
     env_overrides: dict[str, Any] = field(default_factory=dict)
     """HarvestConfig fields set over the preset."""
     run_id: str | None = None
@@ -212,6 +217,9 @@ class TrainConfig:
         if self.tvt_read_refresh > 1 and self.tvt_select != "rollout":
             # the learner's own selection would not be the rows the behaviour policy read
             raise ValueError(f"tvt_read_refresh > 1 needs tvt_select = rollout, got {self.tvt_select!r}")
+        if (cond.yoke is not None) != (self.tvt_yoke_run is not None):
+            raise ValueError(f"{self.mode} needs tvt_yoke_run (the {cond.yoke} run it is yoked to)" if cond.yoke
+                             else f"tvt_yoke_run is for yoked conditions, not {self.mode}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}")
         check_name(self.device)

@@ -282,3 +282,52 @@ def read_run_json(lake: Path | str, run_id: str) -> dict[str, Any]:
     if text is None:
         raise FileNotFoundError(f"no run {run_id} in {lake}")
     return json.loads(text)
+
+
+# what a yoked run and its partner must share for the partner's (stream, step) to be this run's
+YOKE_TRAIN_FIELDS = ("num_envs", "num_steps", "memory_size", "grid_size")
+
+
+def read_yoke(lake: Path | str, cfg, env_config, n_agents: int, max_steps: int) -> dict[int, list]:
+    """The semantic transports of ``cfg.tvt_yoke_run`` (the partner of the yoked run ``cfg``), as
+    update -> [(slot, Transports)] (``pipelines.trajectories.transports_by_update``). The partner
+    must be a finished run of the condition ``cfg.mode`` is yoked to, with this run's env, envs,
+    agents, rollout length and memory, and at least its steps: else a ValueError in one line."""
+    from karmic.conditions import yoke_partner
+    from karmic.lake import connect
+    from pipelines.trajectories import transports_by_update
+
+    partner, run = yoke_partner(cfg.mode), cfg.tvt_yoke_run
+    try:
+        meta = read_run_json(lake, run)
+    except (FileNotFoundError, ValueError):
+        raise ValueError(f"yoked run: no readable run {run} in {lake} (tvt_yoke_run names the {partner.name} "
+                         "run to yoke to, in the same lake)") from None
+    theirs = meta.get("train_config") or {}
+    if meta.get("condition") != partner.name:
+        raise ValueError(f"yoked run: {run} is a {meta.get('condition')} run; {cfg.mode} is yoked to {partner.name}")
+    if meta.get("status") != "completed":
+        raise ValueError(f"yoked run: {run} has not finished (status {meta.get('status')}); "
+                         "a yoked run starts after its partner")
+    ours = cfg.to_dict()
+    for f in YOKE_TRAIN_FIELDS:
+        if theirs.get(f) != ours[f]:
+            raise ValueError(f"yoked run: {run} has {f} {theirs.get(f)}, this run {ours[f]}; they must match")
+    if int(meta.get("n_agents") or -1) != n_agents:
+        raise ValueError(f"yoked run: {run} has {meta.get('n_agents')} agents, this run {n_agents}")
+    want = json.loads(json.dumps(env_config.to_dict()))
+    got = meta.get("config") or {}
+    diff = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+    if diff:
+        raise ValueError(f"yoked run: {run}'s environment differs from this run's in {', '.join(diff)}")
+    if int(theirs.get("total_steps", 0)) < int(cfg.total_steps):
+        raise ValueError(f"yoked run: {run} ran {theirs.get('total_steps')} steps, fewer than this run's "
+                         f"{cfg.total_steps}")
+    sql = ("select * from tvt_transports where mode = 'semantic' order by update, agent, source_episode, "
+           "source_t, target_episode, target_t, amount")
+    con = connect(lake, run=run, sql=sql)
+    try:
+        rows = con.sql(sql).to_arrow_table()
+    finally:
+        con.close()
+    return transports_by_update(rows, cfg.num_envs, n_agents, max_steps)

@@ -83,7 +83,7 @@ from karmic.training.device import (
     device_type,
     resolve_device,
 )
-from karmic.training.lakeio import RunLake
+from karmic.training.lakeio import RunLake, read_yoke
 from karmic.training.tvt_run import TVTRun
 from pipelines import faults
 from pipelines.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -290,6 +290,8 @@ class Trainer:
         self.keep_shards = cfg.keep_shards
         if self.tvt is not None:  # the learner rebuilds each step's memory from the shards
             self.keep_shards = max(cfg.keep_shards, self.tvt.history_needed + 1)
+        if self.tvt is not None and self.tvt.transport == "yoked":  # before run.json: a bad partner leaves no run
+            self.tvt.yoke = read_yoke(self.lake, cfg, self.env_config, self.N, self.max_steps)
         self.io = (io_factory or RunLake)(self.lake, self.run_id, cfg, self.env_config, self.N)
         self.io.precision_note = self.precision_note  # run.json says which precision and why
         self.ledger = self.io.new_ledger() if self.use_matchmaker else None

@@ -144,6 +144,9 @@ class TVTRun:
         # checkpoints, so a resume between two refreshes reads what the uninterrupted run reads
         self.refresh = cfg.tvt_read_refresh
         self.read_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None
+        # a yoked condition: its partner's semantic transports, update -> [(slot, Transports)]
+        # (karmic.training.lakeio.read_yoke, loaded by the trainer)
+        self.yoke: dict[int, list] = {}
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps beyond the lake: the lagged queue and the acting read's last
@@ -254,7 +257,7 @@ class TVTRun:
         if self.transport == "none":
             self.bank = self._bank(bank_shards)
             return trainer.learn(replay, np.asarray(replay.reward, np.float32))
-        res = transport_rewards(replay, hist, trainer.agent, cfg, self.transport)
+        res = transport_rewards(replay, hist, trainer.agent, cfg, self.transport, self.yoke.get(replay.update))
         log = transports_table(replay, res.parts, trainer.max_steps) if res.parts else None
         if log is not None:  # once per update, however often a resume re-runs it
             trainer.io.write_transports(replay.update, log)

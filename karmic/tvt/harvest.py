@@ -124,11 +124,15 @@ class TransportResult:
     replay: dict[int, np.ndarray] = field(default_factory=dict)  # earlier update -> (rows, L) added
 
 
-def transport_rewards(shard, history: list, agent, cfg, transport: str | None = None) -> TransportResult:
+def transport_rewards(shard, history: list, agent, cfg, transport: str | None = None,
+                      yoked: list | None = None) -> TransportResult:
     """Learned and/or semantic transports for one shard (``transport``: learned | semantic |
-    both | sham, default ``cfg.tvt_mode``); ``history`` holds the earlier shards, oldest first.
-    ``sham`` is ``both`` with every semantic transport sent to a random earlier step
-    (``karmic.tvt.transport.sham_transports``, logged with mode ``sham``). ``parts`` of the
+    both | sham | yoked, default ``cfg.tvt_mode``); ``history`` holds the earlier shards, oldest
+    first. ``sham`` is ``both`` with every semantic transport sent to a random earlier step
+    (``karmic.tvt.transport.sham_transports``, logged with mode ``sham``). ``yoked`` is the
+    learned transport plus, instead of this run's semantic matches (not computed), ``yoked``:
+    (slot, Transports) a partner run made at this update, applied as they are (logged with
+    mode ``yoked``). ``parts`` of the
     result are the transports made, for the lake's ``tvt_transports`` table
     (``pipelines.trajectories.transports_table``). The learned transport reads no event tags."""
     tm = shard.time_major
@@ -140,7 +144,7 @@ def transport_rewards(shard, history: list, agent, cfg, transport: str | None = 
     parts: list[tuple[int, Transports, str]] = []  # (slot, transports, mode)
     mode = transport or cfg.tvt_mode
     top_k = getattr(cfg, "tvt_transport_top_k", DEFAULT_TOP_K)
-    if mode in ("learned", "both", "sham"):
+    if mode in ("learned", "both", "sham", "yoked"):
         st, top_t, top_w = tm(x["tvt_strength"]), tm(x["tvt_top_tau"]), tm(x["tvt_top_w"])
         for s in range(S):
             for h in range(st.shape[2]):
@@ -188,6 +192,8 @@ def transport_rewards(shard, history: list, agent, cfg, transport: str | None = 
                 fake = sham_transports([tr for _, tr in real], earliest, rng, agent.memory_size)
                 parts = [p for p in parts if p[2] != "semantic"] + [
                     (s, tr, "sham") for (s, _), tr in zip(real, fake, strict=True)]
+    if mode == "yoked":
+        parts += [(int(s), tr, "yoked") for s, tr in (yoked or []) if len(tr)]
     out = rew.copy()
     replay: dict[int, np.ndarray] = {}
     hist_by_start = {}
