@@ -898,13 +898,18 @@ def carried_runs(study: Study, results_dir: Path) -> Carry:
 
 def mark_carried(manifest: dict[str, Any], carry: Carry, lake: str) -> list[dict[str, Any]]:
     """Mark ``carried`` the manifest tasks whose cell ``carry`` holds and the lake has not
-    completed (the lake's own completed run wins); the sweep engine skips them."""
+    completed (the lake's own completed run wins); the sweep engine skips them. A yoked cell's
+    partner is not carried while the yoked cell still has to run: the yoked run replays the
+    partner's transports from the lake, which a results folder does not hold, so the partner runs
+    again here first (its new run replaces the carried one in the next report)."""
     from pipelines.sweep import CARRIED, is_done
 
+    needed = {e["yoke"] for e in manifest["tasks"]
+              if e.get("yoke") and carry.runs.get(e["key"]) is None and not is_done(lake, e["run_id"])}
     marked = []
     for e in manifest["tasks"]:
         r = carry.runs.get(e["key"])
-        if r is None or is_done(lake, e["run_id"]):
+        if r is None or is_done(lake, e["run_id"]) or e["key"] in needed:
             continue
         e.update(status=CARRIED, carried_from=str(carry.source), carried_run_id=r["run_id"])
         marked.append(e)

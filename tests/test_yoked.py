@@ -243,3 +243,20 @@ def test_a_study_pairs_each_yoked_cell_with_the_next_seeds_partner(tmp_path):
         p.write_text(STUDY.format(conditions=conds, seeds=seeds))
         with pytest.raises(StudyError, match=says):
             parse_study(p)
+
+
+def test_carrying_a_study_runs_again_the_partners_its_unfinished_yoked_cells_need(tmp_path):
+    """A results folder holds no transports: a partner carried from one could not be replayed,
+    so it is not carried while a yoked cell still needs it (the cells nobody needs are)."""
+    from pipelines.study import Carry, manifest_for, mark_carried, parse_study
+
+    p = tmp_path / "yk.toml"
+    p.write_text(STUDY.format(conditions='["tvt", "yoked"]', seeds="[1, 2, 3]"))
+    m = manifest_for(parse_study(p))
+    done = ["x-tvt-g10-s1", "x-tvt-g10-s2", "x-tvt-g10-s3", "x-yoked-g10-s3"]  # yoked s3 replayed tvt s1
+    carry = Carry(tmp_path, runs={k: {"run_id": f"yk-{k}"} for k in done})
+    marked = {e["key"] for e in mark_carried(m, carry, str(tmp_path / "empty-lake"))}
+    # yoked s1 and s2 still run: they need tvt s2 and s3 in this lake; tvt s1 and yoked s3 are carried
+    assert marked == {"x-tvt-g10-s1", "x-yoked-g10-s3"}
+    by = {e["key"]: e for e in m["tasks"]}
+    assert by["x-tvt-g10-s2"]["status"] == by["x-tvt-g10-s3"]["status"] == "pending"
