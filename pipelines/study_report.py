@@ -249,17 +249,22 @@ def play_evaluations(study: Study, lake: str, out_dir: Path, runs: list[dict[str
     ``lake`` (one eval run per evaluation, grid, level and seed, run id
     ``<study>-eval-<id>-<level>-g<G>-s<S>``; a finished one in the lake is reused): (rows, skipped),
     one row per eval run and role (queries/eval_summary.sql) with the cell it belongs to, and a
-    line per cell without its policy file. ``seeds``: only those seeds' cells (default: all)."""
+    line per cell without its policy file. A grid that is pending, or none of whose cells has
+    finished, is left out. ``seeds``: only those seeds' cells (default: all)."""
     from pipelines import evaluate as E
     from pipelines.sweep import DONE_STATUSES, is_done, run_status
 
     done = {(r["condition"], r["grid_size"], r["level"], r["seed"]): r["run_id"] for r in runs
             if r.get("status") in DONE_STATUSES or r.get("carried")}
+    # a grid none of whose cells has finished is not played yet (as a pending one), not "skipped":
+    # a report written before its first cell and one written after the grid was released agree
+    ran = {k[1] for k in done}
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     for ev in study.evaluations:
         for c in study.cells():
-            if c.condition != ev["focal"] or c.grid_size in study.pending or (seeds is not None and c.seed not in seeds):
+            if (c.condition != ev["focal"] or c.grid_size in study.pending or c.grid_size not in ran
+                    or (seeds is not None and c.seed not in seeds)):
                 continue
             key = (c.grid_size, c.level, c.seed)
             names = [ev["focal"]] + ([ev["background"]] if ev["background"] else [])

@@ -349,6 +349,20 @@ def test_the_report_puts_evaluation_verdicts_in_its_summary_and_draws_the_evalua
     assert all(" s2" in x for x in problems) and not any(" s1" in x for x in problems)
 
 
+def test_a_grid_with_no_finished_cell_is_not_played_nor_skipped(tmp_path):
+    """A released grid none of whose cells has run yet (the mechanism study's 10x10 half after
+    its release) is left out, as a pending one: a report written before the release and a check
+    run after it agree. A grid with a finished cell and no policy file lists it as skipped."""
+    from pipelines.study_report import play_evaluations
+
+    study = parse_study(_write(tmp_path, TINY, "evtiny"))
+    assert play_evaluations(study, str(tmp_path / "lake"), tmp_path, runs=[]) == ([], [])
+    runs = [{"condition": "baseline", "grid_size": 10, "level": study.levels[0].name, "seed": study.seeds[0],
+             "run_id": "r", "status": "completed"}]
+    rows, skipped = play_evaluations(study, str(tmp_path / "lake"), tmp_path, runs=runs)
+    assert rows == [] and skipped and all("no final.pt" in x for x in skipped)
+
+
 def _committed_with_evaluations() -> list[str]:
     return sorted(p.name for p in (ROOT / "results").iterdir()
                   if (p / "evaluations.json").is_file() and (p / "policies").is_dir())
