@@ -3,7 +3,8 @@
 A cell is ``done`` when its run.json says completed (trained) or finished (simulated);
 ``running`` when its run has started and the study's driver is alive; ``stopped`` when it has
 started but no driver is (it resumes with the next ``karmic study run``); ``missing`` when no
-run exists yet; ``pending`` when no run exists and its grid's ecology is pending (``run`` leaves
+run exists yet (``waiting``: a yoked cell whose partner's run has not finished, so the driver
+cannot start it yet); ``pending`` when no run exists and its grid's ecology is pending (``run`` leaves
 it out, and its steps are not in the ETA); ``carried`` when the lake has not completed it but a
 results folder has (the study's driver marked it so in the manifest: ``run --carry``, or
 ``status --carry`` finds it there now); its steps are that run's and not in the ETA. Steps come
@@ -40,6 +41,7 @@ def study_status(study: Study, lake: str, carry: Carry | None = None) -> tuple[l
     except ValueError:
         manifest = None
     entries = {e["run_id"]: e for e in (manifest or {}).get("tasks", [])}
+    by_key = {e["key"]: e for e in entries.values()}
     driver = holder(lake, study.name)
     rows, left, rate_steps, rate_s = [], 0, 0, 0.0
     pace: list[tuple[int, float]] = []  # (steps, seconds since it started) of each running cell
@@ -62,6 +64,9 @@ def study_status(study: Study, lake: str, carry: Carry | None = None) -> tuple[l
             sources.add(str(carry.source) if carried is not None else e.get("carried_from", "?"))
         elif st is None:
             state = "pending" if cell["grid_size"] in study.pending else "missing"
+            partner = by_key.get(e.get("yoke"))
+            if state == "missing" and partner is not None and run_status(lake, partner["run_id"]) not in DONE_STATUSES:
+                state = "waiting"  # a yoked cell: it starts once its partner's run has finished
         else:
             state = "running" if driver else "stopped"
         steps = _steps_done(lake, rid, env.episode_length) if st is not None else 0

@@ -260,3 +260,21 @@ def test_carrying_a_study_runs_again_the_partners_its_unfinished_yoked_cells_nee
     assert marked == {"x-tvt-g10-s1", "x-yoked-g10-s3"}
     by = {e["key"]: e for e in m["tasks"]}
     assert by["x-tvt-g10-s2"]["status"] == by["x-tvt-g10-s3"]["status"] == "pending"
+
+
+def test_study_status_says_a_yoked_cell_waits_for_its_partner(tmp_path):
+    from pipelines.study import manifest_for, parse_study
+    from pipelines.study_status import study_status
+    from pipelines.sweep import write_manifest
+
+    p = tmp_path / "yk.toml"
+    p.write_text(STUDY.format(conditions='["tvt", "yoked"]', seeds="[1, 2]"))
+    st, lake = parse_study(p), tmp_path / "lake"
+    m = manifest_for(st)
+    write_manifest(str(lake), m)
+    state = lambda: {(r[1], r[3]): r[4] for r in study_status(st, str(lake))[1]}  # noqa: E731
+    assert state() == {("tvt", 1): "missing", ("tvt", 2): "missing", ("yoked", 1): "waiting", ("yoked", 2): "waiting"}
+    rid = next(e["run_id"] for e in m["tasks"] if e["key"] == "x-tvt-g10-s2")
+    (lake / "runs" / f"run_id={rid}").mkdir(parents=True)
+    (lake / "runs" / f"run_id={rid}" / "run.json").write_text(json.dumps({"run_id": rid, "status": "completed"}))
+    assert state()[("yoked", 1)] == "missing" and state()[("yoked", 2)] == "waiting"
