@@ -242,3 +242,24 @@ def test_ledger_decay_comes_from_the_run_config(
     con.execute("set variable late_fraction = 1.0")
     rows = {r["metric"]: r for r in run_query(con, "ablation")}
     assert rows["predatory_zaps"]["mean"] == pytest.approx(predation / 3)
+
+
+def test_harvest_curve_bins_each_run_by_its_own_training_fraction(tmp_path: Path) -> None:
+    # run a: 4 episodes of 10 steps x 2 agents at global steps 0, 10, 20, 30 (last 30: width 31 / 2),
+    # apples 1, 3, 5, 7 (the second agent eats none); run b: 2 episodes at 0 and 100, apples 2 and 4
+    for run_id, seed, starts, apples in (("a", 1, [0, 10, 20, 30], [1, 3, 5, 7]), ("b", 2, [0, 100], [2, 4])):
+        episodes = [r for e, (g, n) in enumerate(zip(starts, apples, strict=True))
+                    for r in ep_rows(e, g, 10, [{"apples": n}, {"apples": 0}])]
+        write_run(tmp_path, run_id, condition="tvt", grid_size=30, seed=seed, episodes=episodes, events=[])
+    con = connect(tmp_path)
+    con.execute("set variable n_bins = 2")
+    rows = {(r["run_id"], r["bin"]): r for r in run_query(con, "harvest_curve")}
+    # a: bin = floor(2 * g / 31): 0, 10 -> bin 0; 20, 30 -> bin 1; b: floor(2 * g / 101): 0 -> 0, 100 -> 1
+    assert rows[("a", 0)]["apples_per_agent_step"] == pytest.approx((1 + 3) / 40)
+    assert rows[("a", 1)]["apples_per_agent_step"] == pytest.approx((5 + 7) / 40)
+    assert (rows[("a", 0)]["episodes"], rows[("b", 0)]["episodes"]) == (2, 1)
+    assert rows[("b", 1)]["apples_per_agent_step"] == pytest.approx(4 / 20)
+    assert set(rows) == {("a", 0), ("a", 1), ("b", 0), ("b", 1)}
+    con.execute("set variable n_bins = 0")
+    with pytest.raises(Exception, match="n_bins must be a positive integer"):
+        run_query(con, "harvest_curve")
