@@ -222,34 +222,27 @@ def test_a_sweep_or_study_without_the_partner_or_a_second_seed_says_so(tmp_path)
     assert res.exit_code == 2 and "add tvt" in res.output and "Traceback" not in res.output
 
 
-STUDY = """
-[study]
-name = "yk"
-registered = "2026-12-05"
-[factors]
-conditions = {conditions}
-grid_sizes = [10]
-seeds = {seeds}
-[[levels]]
-name = "x"
-[budget]
-total_steps = 1000
-[windows]
-late = [0.8, 1.0]
-"""
+def _study(conditions: str, seeds: str) -> str:
+    """test_study's study file, with these conditions and seeds."""
+    from test_study import HEAD
+
+    out = HEAD.replace('conditions = ["baseline", "tvt", "random"]', f"conditions = {conditions}")
+    out = out.replace("seeds = [1, 2, 3]", f"seeds = {seeds}")
+    assert conditions in out and seeds in out, "test_study.HEAD changed"
+    return out
 
 
 def test_a_study_pairs_each_yoked_cell_with_the_next_seeds_partner(tmp_path):
     from pipelines.study import StudyError, manifest_for, parse_study
 
     p = tmp_path / "yk.toml"
-    p.write_text(STUDY.format(conditions='["tvt", "yoked"]', seeds="[3, 1, 2]"))
+    p.write_text(_study(conditions='["tvt", "yoked"]', seeds="[3, 1, 2]"))
     tasks = {e["key"]: e for e in manifest_for(parse_study(p))["tasks"]}
     yoked = {k: e["yoke"] for k, e in tasks.items() if "yoke" in e}
     assert {k.split("-")[-1]: v.split("-")[-1] for k, v in yoked.items()} == {"s3": "s1", "s1": "s2", "s2": "s3"}
     assert all(v in tasks for v in yoked.values())
     for conds, seeds, says in (('["yoked"]', "[1, 2]", "add tvt"), ('["tvt", "yoked"]', "[1]", "two seeds")):
-        p.write_text(STUDY.format(conditions=conds, seeds=seeds))
+        p.write_text(_study(conditions=conds, seeds=seeds))
         with pytest.raises(StudyError, match=says):
             parse_study(p)
 
@@ -260,7 +253,7 @@ def test_carrying_a_study_runs_again_the_partners_its_unfinished_yoked_cells_nee
     from pipelines.study import Carry, manifest_for, mark_carried, parse_study
 
     p = tmp_path / "yk.toml"
-    p.write_text(STUDY.format(conditions='["tvt", "yoked"]', seeds="[1, 2, 3]"))
+    p.write_text(_study(conditions='["tvt", "yoked"]', seeds="[1, 2, 3]"))
     m = manifest_for(parse_study(p))
     done = ["x-tvt-g10-s1", "x-tvt-g10-s2", "x-tvt-g10-s3", "x-yoked-g10-s3"]  # yoked s3 replayed tvt s1
     carry = Carry(tmp_path, runs={k: {"run_id": f"yk-{k}"} for k in done})
@@ -277,7 +270,7 @@ def test_study_status_says_a_yoked_cell_waits_for_its_partner(tmp_path):
     from pipelines.sweep import write_manifest
 
     p = tmp_path / "yk.toml"
-    p.write_text(STUDY.format(conditions='["tvt", "yoked"]', seeds="[1, 2]"))
+    p.write_text(_study(conditions='["tvt", "yoked"]', seeds="[1, 2]"))
     st, lake = parse_study(p), tmp_path / "lake"
     m = manifest_for(st)
     write_manifest(str(lake), m)
