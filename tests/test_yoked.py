@@ -98,6 +98,14 @@ def test_yoked_to_another_seed_it_logs_the_partners_transports_and_lives_its_own
     assert _semantic(_transports(lake, "own-tvt")) != _semantic(want)
     meta = json.loads((lake / "runs" / "run_id=other-seed" / "run.json").read_text())
     assert meta["train_config"]["tvt_yoke_run"] == "partner" and meta["condition"] == "yoked"
+    # by the lake's own check (queries/_transport_targets.sql), the partner's value lands where its
+    # agent hit one who hit it back, every time; handed to this run, it does not
+    from karmic.lake import connect
+
+    con = connect(lake, sql="select * from transport_targets")
+    share = dict(con.sql("select run_id, avg(on_target::int) from transport_targets where head = -1 "
+                         "and run_id in ('partner', 'other-seed') group by run_id").fetchall())
+    assert share["partner"] == 1.0 and share["other-seed"] < 1.0, share
 
 
 def test_a_resumed_yoked_run_is_the_uninterrupted_one(partner, tmp_path):
