@@ -34,7 +34,9 @@ import pyarrow.parquet as pq
 MODES = ("baseline", "matchmaker", "tvt", "full", "memory", "sham", "hit-cost", "tvt-learned")
 # runs of a condition in another method (docs/tvt-speed.md): name -> the fields it sets. full-new
 # was recorded from the code before tvt_read_refresh existed, so its default (1) is that code
-VARIANTS = {"full-new": {"mode": "full", "tvt_select": "rollout", "tvt_learn": "lagged", "tvt_lag": 1}}
+VARIANTS = {"full-new": {"mode": "full", "tvt_select": "rollout", "tvt_learn": "lagged", "tvt_lag": 1},
+            # a yoked condition replays a partner run of another seed (trained first where missing)
+            "yoked": {"mode": "yoked", "seed": 6, "tvt_yoke_run": "golden-tvt"}}
 GOLDEN = Path(__file__).with_name("golden.json")
 
 
@@ -100,11 +102,14 @@ def digests(lake: Path, modes: tuple[str, ...] = MODES + tuple(VARIANTS)) -> dic
     out = {}
     for mode in modes:
         run_id = f"golden-{mode}"
-        cfg = TrainConfig.from_dict(dict(
-            **VARIANTS.get(mode, {"mode": mode}), grid_size=10, seed=5, num_envs=2, num_steps=20, seq_len=10, hidden=32, latent=16,
-            total_steps=2 * 20 * 6, checkpoint_every=1, threads=1, memory_size=30, precision="fp32",
-            env_overrides={"max_steps": 20}, run_id=run_id))
-        train(cfg, lake)
+        fields = {"grid_size": 10, "seed": 5, "num_envs": 2, "num_steps": 20, "seq_len": 10, "hidden": 32, "latent": 16,
+                  "total_steps": 2 * 20 * 6, "checkpoint_every": 1, "threads": 1, "memory_size": 30,
+                  "precision": "fp32", "env_overrides": {"max_steps": 20}, "run_id": run_id,
+                  **VARIANTS.get(mode, {"mode": mode})}
+        partner = fields.get("tvt_yoke_run")
+        if partner and not (lake / "runs" / f"run_id={partner}").exists():
+            digests(lake, (partner.removeprefix("golden-"),))
+        train(TrainConfig.from_dict(fields), lake)
         out[mode] = {
             "events": _table_digest(lake, "events", run_id, ["episode", "t", "seq"]),
             "episodes": _table_digest(lake, "episodes", run_id, ["episode", "agent"]),
