@@ -222,6 +222,8 @@ def yoke_state(entry: dict[str, Any], by_key: dict[str, dict[str, Any]], lake: s
     p = by_key.get(key)
     if p is None:
         return "error", f"its partner {key} is not in this sweep"
+    if p["status"] == "pending":  # not started (unfinished() marked those a dead driver finished)
+        return "wait", None
     if is_done(lake, p["run_id"]):
         return "ready", p["run_id"]
     if p["status"] == CARRIED:
