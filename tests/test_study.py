@@ -1031,14 +1031,23 @@ def test_figures_draw_a_ci_only_on_three_seeds_and_say_when_a_grid_has_no_runs(t
     assert len(calls) == 2 and calls[0] is not None and calls[1] is None
 
 
-def test_the_eta_uses_finished_cells_else_the_running_cells_pace():
+def test_the_eta_uses_each_kind_of_cells_pace_else_all_finished_else_the_running_cells():
     from pipelines.study_status import eta_line
 
     # 1,000 steps in 10 s finished -> 100 env-steps/s per worker; 60,000 left at 2 workers: 5 min
-    assert eta_line(60_000, (1_000, 10.0), [(5, 1000.0)], 2) == "ETA 5 min at 100 env-steps/s per worker x 2"
+    fast, slow = ("baseline", 10), ("tvt", 30)
+    assert eta_line({fast: 60_000}, {fast: (1_000, 10.0)}, [(5, 1000.0)], 2) == (
+        "ETA 5 min at 100 env-steps/s per worker x 2")
+    # each kind at its own pace: 30,000 at 100/s (300 s) + 30,000 at 10/s (3,000 s), 2 workers: 27.5 min
+    line = eta_line({fast: 30_000, slow: 30_000}, {fast: (1_000, 10.0), slow: (1_000, 100.0)}, [], 2)
+    assert line == "ETA 28 min at 18 env-steps/s per worker x 2"
+    # a kind with no finished cell takes the pace of all finished ones: 2,000 steps in 110 s
+    line = eta_line({fast: 0, ("sham", 30): 11_000}, {fast: (1_000, 10.0), slow: (1_000, 100.0)}, [], 1)
+    assert line.startswith("ETA 10 min at 18 env-steps/s per worker x 1 (kinds of cell with none finished")
     # nothing finished in this lake (a resumed study on a new lake): the running cells' pace
-    line = eta_line(60_000, (0, 0.0), [(3_000, 60.0), (1_000, 20.0)], 1)
+    line = eta_line({fast: 60_000}, {}, [(3_000, 60.0), (1_000, 20.0)], 1)
     assert line == "ETA 20 min at 50 env-steps/s per worker x 1 (the running cells' pace so far)"
-    assert eta_line(60_000, (0, 0.0), [(0, 30.0)], 2).startswith("ETA unknown")
-    assert eta_line(60_000, (0, 0.0), [], 2).startswith("ETA unknown")
-    assert eta_line(0, (0, 0.0), [], 2) == "nothing left to run"
+    assert eta_line({fast: 60_000}, {}, [(0, 30.0)], 2).startswith("ETA unknown")
+    assert eta_line({fast: 60_000}, {}, [], 2).startswith("ETA unknown")
+    assert eta_line({fast: 0}, {}, [], 2) == "nothing left to run"
+    assert eta_line({}, {}, [], 2) == "nothing left to run"
