@@ -91,7 +91,7 @@ def study_runs(study: Study, lake: str) -> list[dict[str, Any]]:
 
 def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
     """Stage 1 into ``out_dir``; returns the run ids carried from what ``out_dir`` held."""
-    from karmic.lake import SNAPSHOT_TABLES, LakeError, connect, query_sql
+    from karmic.lake import SNAPSHOT_TABLES, LakeError, connect
     from pipelines import storage
     from pipelines.study import Cell
     from pipelines.sweep import DONE_STATUSES
@@ -109,22 +109,9 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
     carried = {k: r for k, r in carry.runs.items() if k not in done_keys}
     if not done and not carried:
         raise StudyError(f"no completed run of study {study.name} in {lake}; run: karmic study run {study.name}")
-    parts = []
-    ledger = f"create temp view ledger_debt as {query_sql('ledger_debt').strip().rstrip(';')}"
     # one listing of an object-storage lake for all the runs' connections, not one a run
     snap = storage.snapshot(storage.resolve(lake), SNAPSHOT_TABLES)
-    for c in done:
-        # one run at a time, on views of that run's files only: each row is one run's episode, so
-        # the parts are the query over all of them, and the memory is one run's (12 TVT runs at
-        # 10x10 at once took 20 GB beside a study's workers: the OOM killer ended the report)
-        try:
-            run_con = connect(snap, run=c["run_id"], check_run=False, sql=_sql("metrics") + ledger)
-        except LakeError as exc:
-            raise StudyError(str(exc)) from None
-        with run_con:
-            run_con.register("study_cells", pa.Table.from_pylist([c]))
-            run_con.execute(ledger)
-            parts.append(run_con.sql(_sql("metrics")).to_arrow_table())
+    parts = [run_metrics(snap, c) for c in done]
     if carried:
         old = pq.read_table(out_dir / "metrics.parquet")
         for c in ADDED_COLUMNS:  # carried rows from before a column existed: unknown (null)
@@ -165,8 +152,29 @@ def extract_metrics(study: Study, lake: str, out_dir: Path) -> list[str]:
             "precision": ((text or {}).get("train_config") or {}).get("precision"),
             "plan": plan, "carried": False,
         })
+        yoke = ((text or {}).get("train_config") or {}).get("tvt_yoke_run")
+        if yoke:  # a yoked run: the partner run whose transports it replayed (the plan does not say)
+            runs[-1]["yoke_run"] = yoke
     (out_dir / "runs.json").write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
     return sorted(r["run_id"] for r in carried.values())
+
+
+def run_metrics(lake: Any, cell: dict[str, Any]) -> pa.Table:
+    """metrics.parquet's rows of one run (``cell``: a cells_table row), read from ``lake`` (a path
+    or a ``storage.snapshot``). One run at a time, on views of that run's files only: each row is
+    one run's episode, and the memory is one run's (12 TVT runs at 10x10 at once took 20 GB beside
+    a study's workers: the OOM killer ended the report)."""
+    from karmic.lake import LakeError, connect, query_sql
+
+    ledger = f"create temp view ledger_debt as {query_sql('ledger_debt').strip().rstrip(';')}"
+    try:
+        run_con = connect(lake, run=cell["run_id"], check_run=False, sql=_sql("metrics") + ledger)
+    except LakeError as exc:
+        raise StudyError(str(exc)) from None
+    with run_con:
+        run_con.register("study_cells", pa.Table.from_pylist([cell]))
+        run_con.execute(ledger)
+        return run_con.sql(_sql("metrics")).to_arrow_table()
 
 
 def _widen(old: pa.Table, schema: pa.Schema) -> pa.Table | None:

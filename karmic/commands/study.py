@@ -11,6 +11,9 @@ and an ETA.
 verdicts, figures, metrics (completed runs already in OUT that this lake lacks are carried);
 ``--check-evaluations`` then plays the declared evaluations again from OUT's kept policies in a
 scratch lake and compares them with OUT/evaluations.json (exit 1 on a difference).
+``karmic study reproduce NAME CELL... [--results DIR] [--scratch LAKE]``: run the cells again from
+the plans DIR/runs.json recorded, in a scratch lake, and compare their rows of DIR/metrics.parquet
+(exit 1 on a difference).
 ``karmic study table NAME [--grid G] [--cells [--metrics ...] | --times] [--results DIR] [--into FILE]``:
 the verdicts of DIR/verdicts.json (or, ``--cells``, the late-window cells of DIR/cells.json;
 ``--times``, each trained cell's minutes and env-steps/s from DIR/runs.json) as a
@@ -36,7 +39,7 @@ from karmic.commands._common import (
 )
 from karmic.commands.sweep import DEVICE_OPTION, PER_DEVICE_OPTION
 
-study_app = typer.Typer(help="Pre-registered studies: check, run, status, report, table.", no_args_is_help=True)
+study_app = typer.Typer(help="Pre-registered studies: check, run, status, report, reproduce, table.", no_args_is_help=True)
 
 
 def _load(name: str):
@@ -214,6 +217,39 @@ def report(
                      f"played again ({n} rows)", code=1)
             print(f"evaluations: {n} row(s) played again from {out_dir}/policies in a scratch lake, all equal to "
                   f"{out_dir}/evaluations.json")
+
+
+@study_app.command("reproduce")
+def reproduce(
+    name: str = typer.Argument(..., help="Study name or path."),
+    cells: list[str] = typer.Argument(..., help="Cells to run again: run ids or cell keys (LEVEL-COND-gG-sS, "
+                                                "or COND-gG-sS where the study has one level)."),
+    results: str = typer.Option(None, "--results", help="The results folder [default: results/NAME]."),
+    scratch: str = typer.Option(None, "--scratch", help="Train into this lake and keep it [default: a temporary "
+                                                        "lake, removed after]; never the study's lake."),
+) -> None:
+    """Run committed cells again from the plans runs.json recorded, in a scratch lake, and compare
+    their metrics.parquet rows with the committed ones (exit 1 on a difference)."""
+    with user_errors():
+        from pipelines.study_reproduce import reproduce as run_again
+
+        st = _load(name)
+        res = _results(results, st.name)
+        done = run_again(st, res, cells, scratch=scratch, say=lambda m: print(m, file=sys.stderr))
+        bad = 0
+        for r in done:
+            builds = (f"recorded under torch {r['recorded']}, now {r['now']}" if r["recorded"]
+                      else f"now torch {r['now']}")
+            if r["problems"]:
+                bad += 1
+                print(f"{r['cell']}: DIFFERS ({len(r['problems'])} difference(s); {builds}; {r['seconds']:.0f} s)")
+                for line in r["problems"][:20]:
+                    print(f"  {line}")
+            else:
+                print(f"{r['cell']}: reproduced: {r['episodes']} episodes, every column of metrics.parquet equal "
+                      f"({builds}; {r['seconds']:.0f} s)")
+        if bad:
+            fail(f"{bad} of {len(done)} cell(s) differ from {res}/metrics.parquet", code=1)
 
 
 @study_app.command("table")
