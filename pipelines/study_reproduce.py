@@ -31,6 +31,7 @@ from pipelines.study import Study, StudyError, row_key
 from pipelines.study_report import ADDED_COLUMNS, run_metrics
 
 CELL_FIELDS = ("run_id", "condition", "grid_size", "level", "seed", "scripted")
+MADE_WITH = ("torch", "commit", "cpu")  # of a run's recorded versions, what reproduce reports
 
 
 def find_cells(runs: list[dict[str, Any]], specs: list[str]) -> list[dict[str, Any]]:
@@ -136,9 +137,14 @@ def reproduce(study: Study, out_dir: Path, specs: list[str], scratch: str | None
               say=print) -> list[dict[str, Any]]:
     """Run the named cells of ``out_dir`` again in ``scratch`` (default: a temporary lake) and
     compare; one dict a cell run (partners included): ``cell``, ``run_id``, ``episodes``,
-    ``seconds``, ``recorded`` and ``now`` (torch versions), ``problems`` (empty: reproduced)."""
+    ``seconds``, ``recorded`` and ``now`` (torch, commit, cpu: ``MADE_WITH``), ``problems``
+    (empty: reproduced)."""
     import torch
 
+    from pipelines.writer import versions
+
+    now = {**versions(), "torch": torch.__version__}
+    now = {k: now.get(k) for k in MADE_WITH}
     metrics = out_dir / "metrics.parquet"
     runs_path = out_dir / "runs.json"
     for p in (metrics, runs_path):
@@ -174,6 +180,18 @@ def reproduce(study: Study, out_dir: Path, specs: list[str], scratch: str | None
                         [f"{metrics} has no rows of {e['run_id']}"])
             results.append({"cell": row_key(e), "run_id": e["run_id"], "episodes": len(got),
                             "seconds": round(time.perf_counter() - t0, 1),
-                            "recorded": (e.get("versions") or {}).get("torch"), "now": torch.__version__,
-                            "problems": problems})
+                            "recorded": {k: (e.get("versions") or {}).get(k) for k in MADE_WITH},
+                            "now": now, "problems": problems})
     return results
+
+
+def made_with(recorded: dict[str, Any], now: dict[str, Any]) -> str:
+    """``torch 2.13.0+cu130 -> 2.13.0+cpu, commit 1669fd01711c (both), cpu ? -> Intel(R) Xeon(R)``:
+    what the run was recorded under and what it ran under now (``?``: not recorded)."""
+    parts = []
+    for k in MADE_WITH:
+        a, b = recorded.get(k), now.get(k)
+        if a is None and b is None:
+            continue
+        parts.append(f"{k} {a} (both)" if a == b else f"{k} {a or '?'} -> {b or '?'}")
+    return ", ".join(parts)

@@ -23,6 +23,7 @@ per event; ``set_status`` rewrites run.json atomically (``running`` -> ``finishe
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import re
@@ -96,6 +97,10 @@ RECORDED_DISTRIBUTIONS = ("numba", "llvmlite", "polars", "pettingzoo", "gymnasiu
 
 
 def versions() -> dict[str, str]:
+    """What a run was made with: the packages that can change its output, the code's git commit
+    (``commit``, with ``-dirty`` for uncommitted changes; absent outside a git checkout, e.g. an
+    installed wheel) and the CPU (``cpu``: kernels may take other paths on another instruction
+    set). ``karmic study reproduce`` prints them beside the ones it runs under."""
     from importlib.metadata import PackageNotFoundError, version
 
     import duckdb
@@ -111,6 +116,38 @@ def versions() -> dict[str, str]:
             out[name] = version(name)
         except PackageNotFoundError:
             pass
+    out.update(_code_and_cpu())
+    return out
+
+
+@functools.cache
+def _code_and_cpu() -> dict[str, str]:
+    import subprocess
+
+    import karmic
+
+    out = {}
+    src = Path(karmic.__file__).resolve().parent.parent
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+
+        # only the checkout karmic was imported from (not a repo that happens to hold site-packages)
+        if Path(git("rev-parse", "--show-toplevel")).resolve() == src:
+            dirty = git("status", "--porcelain", "--untracked-files=no", "--", "karmic", "pipelines", "queries")
+            out["commit"] = git("rev-parse", "--short=12", "HEAD") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                out["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if "cpu" not in out and platform.processor():
+        out["cpu"] = platform.processor()
     return out
 
 

@@ -82,7 +82,8 @@ def test_cells_run_again_give_the_committed_rows_a_yoked_cell_with_its_partner(r
     # 160 env steps of 20-step episodes at 2 envs: 8 episodes a trained cell; the random policy's 2
     assert all(f"reproduced: {n} episodes, every column of metrics.parquet equal" in ln
                for ln, n in zip(lines, (8, 8, 8, 2), strict=True)), lines
-    assert "recorded under torch " in lines[0] and "now torch" in lines[-1]
+    # what each run was made with and runs under now: the same torch, commit and CPU here
+    assert "torch " in lines[0] and "commit " in lines[0] and lines[0].count("(both)") == 3, lines[0]
     yoked = next(r for r in json.loads((res / "runs.json").read_text()) if r["condition"] == "yoked" and r["seed"] == 1)
     assert yoked["yoke_run"] == "rep-x-tvt-g10-s2"  # the report records the partner the run replayed
     runs = {r["run_id"] for r in json.loads((res / "runs.json").read_text())}
@@ -138,3 +139,14 @@ def test_the_comparison_skips_columns_newer_than_the_committed_rows():
     assert compare_rows(want, [{"episode": 0, "apples": 4, "transported_amount": 2.5, "x": 1.1}]) == [
         "episode 0: apples = 3 committed, 4 now", "episode 0: x = 1.0 committed, 1.1 now"]
     assert compare_rows(want, [])[0] == "episodes differ: 1 committed, 0 now; not made again: [0]"
+
+
+def test_a_run_records_the_code_commit_and_the_cpu_it_was_made_with():
+    from pipelines.writer import versions
+
+    v = versions()
+    assert v.get("cpu")
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert v["commit"].removesuffix("-dirty") == head.stdout.strip()

@@ -231,6 +231,7 @@ def reproduce(
     """Run committed cells again from the plans runs.json recorded, in a scratch lake, and compare
     their metrics.parquet rows with the committed ones (exit 1 on a difference)."""
     with user_errors():
+        from pipelines.study_reproduce import made_with
         from pipelines.study_reproduce import reproduce as run_again
 
         st = _load(name)
@@ -238,16 +239,19 @@ def reproduce(
         done = run_again(st, res, cells, scratch=scratch, say=lambda m: print(m, file=sys.stderr))
         bad = 0
         for r in done:
-            builds = (f"recorded under torch {r['recorded']}, now {r['now']}" if r["recorded"]
-                      else f"now torch {r['now']}")
+            how = f"{made_with(r['recorded'], r['now'])}; {r['seconds']:.0f} s"
             if r["problems"]:
                 bad += 1
-                print(f"{r['cell']}: DIFFERS ({len(r['problems'])} difference(s); {builds}; {r['seconds']:.0f} s)")
+                print(f"{r['cell']}: DIFFERS ({len(r['problems'])} difference(s); {how})")
                 for line in r["problems"][:20]:
                     print(f"  {line}")
+                old = r["recorded"].get("commit")
+                if old and old != r["now"].get("commit"):
+                    print(f"  recorded with commit {old}: run reproduce from a checkout of it "
+                          f"(git worktree add /tmp/at-{old[:7]} {old.removesuffix('-dirty')}) to use that code")
             else:
                 print(f"{r['cell']}: reproduced: {r['episodes']} episodes, every column of metrics.parquet equal "
-                      f"({builds}; {r['seconds']:.0f} s)")
+                      f"({how})")
         if bad:
             fail(f"{bad} of {len(done)} cell(s) differ from {res}/metrics.parquet", code=1)
 
