@@ -150,3 +150,13 @@ def test_a_run_records_the_code_commit_and_the_cpu_it_was_made_with():
     if head.returncode != 0:
         pytest.skip("not a git checkout")
     assert v["commit"].removesuffix("-dirty") == head.stdout.strip()
+
+
+@pytest.mark.slow  # one 300k-step 10x10 run: ~6 min on 2 cores (`make test-slow`)
+def test_a_committed_mechanism_cell_trains_again_to_its_committed_rows(tmp_path):
+    """The committed results are what this code makes: a 10x10 `baseline` cell of the mechanism
+    study, trained again from its plan, gives every row of results/mechanism/metrics.parquet."""
+    p = _cli("study", "reproduce", "mechanism", "baseline-g10-s201", "random-g10-s201",
+             "--scratch", str(tmp_path / "scratch"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("reproduced: ") == 2, p.stdout
