@@ -18,7 +18,6 @@ first in the same scratch lake, and is compared too.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.study import Study, StudyError, row_key
-from pipelines.study_report import ADDED_COLUMNS, run_metrics
+from pipelines.study_report import ADDED_COLUMNS, _same, run_metrics
 
 CELL_FIELDS = ("run_id", "condition", "grid_size", "level", "seed", "scripted")
 MADE_WITH = ("torch", "commit", "cpu")  # of a run's recorded versions, what reproduce reports
@@ -54,13 +53,6 @@ def find_cells(runs: list[dict[str, Any]], specs: list[str]) -> list[dict[str, A
         if hit not in out:
             out.append(hit)
     return out
-
-
-def _same(x: Any, y: Any) -> bool:
-    if isinstance(x, float) or isinstance(y, float):
-        return (isinstance(x, (int, float)) and isinstance(y, (int, float))
-                and math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12))
-    return x == y
 
 
 def compare_rows(want: list[dict[str, Any]], got: list[dict[str, Any]]) -> list[str]:
