@@ -1151,6 +1151,28 @@ def _versions_note(runs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def made_with_section(runs: list[dict[str, Any]]) -> list[str]:
+    """report.md's "Made with": how many runs recorded each torch build, code commit and CPU (a
+    study run across sessions can mix them; `karmic study reproduce` says whether a mix matters)."""
+    from collections import Counter
+
+    done = [r for r in runs if r.get("carried") or r.get("status") in ("completed", "finished")]
+    lines = []
+    for key, what in (("torch", "torch"), ("commit", "code commit"), ("cpu", "CPU")):
+        # a scripted run imports no torch
+        seen = Counter((r.get("versions") or {}).get(key) for r in done if key != "torch" or not r.get("scripted"))
+        if set(seen) == {None}:
+            continue
+        parts = [f"{v} ({n} run{'s' if n != 1 else ''})" for v, n in sorted(
+            seen.items(), key=lambda kv: (kv[0] is None, -kv[1], str(kv[0])))]
+        lines.append(f"- {what}: " + ", ".join(p.replace("None (", "not recorded (") for p in parts))
+    if not lines:
+        return []
+    return ["## Made with", "", "What each run recorded in its run.json (`versions`); runs made under different "
+            "builds, commits or CPUs can differ in the last bits, which `karmic study reproduce` measures.", "",
+            *lines, ""]
+
+
 def machine_time(trained: list[dict[str, Any]]) -> tuple[float, int, int]:
     """(seconds, cells timed by their last attempt only, attempts known to be missing) of the
     trained cells. ``seconds_all`` (every attempt timed: pipelines.sweep) where the manifest has
@@ -1234,6 +1256,7 @@ def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]
         if skipped:
             lines += ["Not replayable (runs written before the lake kept an action log, or a failed check):", "",
                       *[f"- {x}" for x in skipped], ""]
+    lines += made_with_section(runs)
     notes = _versions_note(runs)
     if notes:
         lines += ["## Versions", "", "Some runs were produced under versions other than the lock:", "",
@@ -1246,6 +1269,7 @@ def render_markdown(study: Study, res: dict[str, Any], runs: list[dict[str, Any]
         f"karmic study run {study.name}{where}        # trains every missing cell (resumes)",
         f"karmic study report {study.name}{where}     # this report, from the lake",
         f"karmic study report {study.name} --from-results   # the same, from results/{study.name}/ alone",
+        f"karmic study reproduce {study.name} CELL    # a cell trained again from its plan, compared row by row",
         "```",
         "",
         f"## The study file (`{study.path.name}`)",

@@ -160,3 +160,18 @@ def test_a_committed_mechanism_cell_trains_again_to_its_committed_rows(tmp_path)
              "--scratch", str(tmp_path / "scratch"))
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.count("reproduced: ") == 2, p.stdout
+
+
+def test_the_report_counts_the_builds_commits_and_cpus_its_runs_were_made_with():
+    from pipelines.study_report import made_with_section
+
+    v = lambda **k: {"versions": k, "status": "completed"}  # noqa: E731
+    runs = [v(torch="2.13.0+cpu", commit="abc", cpu="Xeon"), v(torch="2.13.0+cpu", cpu="Xeon"),
+            v(torch="2.13.0+cu130"), {**v(commit="abc", cpu="EPYC"), "scripted": True},
+            {"status": None, "versions": None}]  # a cell not run yet: not counted
+    lines = made_with_section(runs)
+    assert lines[0] == "## Made with" and lines[-1] == ""
+    assert lines[4:-1] == ["- torch: 2.13.0+cpu (2 runs), 2.13.0+cu130 (1 run)",
+                           "- code commit: abc (2 runs), not recorded (2 runs)",
+                           "- CPU: Xeon (2 runs), EPYC (1 run), not recorded (1 run)"]
+    assert made_with_section([v(), {"carried": True, "versions": None}]) == []
