@@ -18,7 +18,7 @@ a cell's seconds, so a paused study's ETA is pessimistic.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipelines.storage import read_parquet, resolve
@@ -92,7 +92,7 @@ def study_status(study: Study, lake: str, carry: Carry | None = None) -> tuple[l
     if manifest:
         inv = manifest.get("invocations") or [{}]
         workers = int(inv[-1].get("workers") or 0) or _cores()
-    eta = eta_line(left_by, finished, pace, workers)
+    eta = eta_line(left_by, finished, pace, workers, now=now)
     who = f"driver pid {driver.get('pid')} on {driver.get('host')}" if driver else "no driver running"
     whence = f"; carried from {', '.join(sorted(sources))}" if sources else ""
     summary = (f"{', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}{whence}; {left:,} env steps left; "
@@ -101,13 +101,14 @@ def study_status(study: Study, lake: str, carry: Carry | None = None) -> tuple[l
 
 
 def eta_line(left: dict[Any, int], finished: dict[Any, tuple[int, float]], running: list[tuple[int, float]],
-             workers: int) -> str:
+             workers: int, now: datetime | None = None) -> str:
     """The ETA of the env steps ``left`` of each kind of cell (``(condition, grid_size)``) at
     ``workers`` workers: each kind at the pace of its own cells finished in this lake (``finished``:
     their steps and seconds), a kind with none at the pace of all finished cells, and with no
     finished cell at all, at the running cells' pace so far (``running``: steps and seconds since
     each started; a slight overestimate, it counts start-up). The rate printed is the one the ETA
-    implies: all steps left over the seconds they take at one worker."""
+    implies: all steps left over the seconds they take at one worker; with ``now``, the clock
+    time it points at (UTC)."""
     total = sum(left.values())
     if not total:
         return "nothing left to run"
@@ -128,8 +129,9 @@ def eta_line(left: dict[Any, int], finished: dict[Any, tuple[int, float]], runni
             borrowed = borrowed or n > 0
     if not whence and borrowed:
         whence = " (kinds of cell with none finished at the pace of all finished cells)"
-    return (f"ETA {worker_s / workers / 60:.0f} min at {total / worker_s:,.0f} env-steps/s per worker x {workers}"
-            f"{whence}")
+    minutes = worker_s / workers / 60
+    at = f" (~{(now + timedelta(minutes=minutes)):%H:%M} UTC)" if now is not None else ""
+    return f"ETA {minutes:.0f} min{at} at {total / worker_s:,.0f} env-steps/s per worker x {workers}{whence}"
 
 
 def _as_cell(row: dict[str, Any]):

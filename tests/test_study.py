@@ -1050,4 +1050,8 @@ def test_the_eta_uses_each_kind_of_cells_pace_else_all_finished_else_the_running
     assert eta_line({fast: 60_000}, {}, [(0, 30.0)], 2).startswith("ETA unknown")
     assert eta_line({fast: 60_000}, {}, [], 2).startswith("ETA unknown")
     assert eta_line({fast: 0}, {}, [], 2) == "nothing left to run"
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 12, 5, 23, 50, tzinfo=UTC)  # and the clock time it points at, past midnight
+    assert eta_line({fast: 60_000}, {fast: (1_000, 10.0)}, [], 1, now=at).startswith("ETA 10 min (~00:00 UTC) at 100")
     assert eta_line({}, {}, [], 2) == "nothing left to run"
