@@ -99,6 +99,9 @@ def _partners(study: Study, runs: list[dict[str, Any]]) -> dict[str, dict[str, A
 
 
 def _plan(entry: dict[str, Any]) -> dict[str, Any]:
+    if not (entry.get("carried") or entry.get("status") in ("completed", "finished")):
+        raise StudyError(f"{row_key(entry)}: the results hold no completed run of it (status "
+                         f"{entry.get('status') or 'not run'}): nothing to compare with")
     plan = entry.get("plan")
     if not plan:
         raise StudyError(f"{row_key(entry)}: runs.json records no plan for its run (a run the study's manifest "
@@ -133,6 +136,7 @@ def reproduce(study: Study, out_dir: Path, specs: list[str], scratch: str | None
     (empty: reproduced)."""
     import torch
 
+    from pipelines.sweep import run_status
     from pipelines.writer import versions
 
     now = {**versions(), "torch": torch.__version__}
@@ -152,8 +156,6 @@ def reproduce(study: Study, out_dir: Path, specs: list[str], scratch: str | None
             order.append(partner)
         if t not in order:
             order.append(t)
-    from pipelines.sweep import run_status
-
     for e in order:  # every plan, and the scratch lake, checked before the first run starts
         _plan(e)
         if scratch and run_status(scratch, e["run_id"]) is not None:

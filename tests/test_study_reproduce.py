@@ -44,9 +44,9 @@ b = { condition = "random" }
 """
 
 
-def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "karmic.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_a_changed_row_is_named_by_episode_and_column_and_exits_1(results, tmp_p
     assert p.stderr.strip().splitlines()[-1] == f"error: 1 of 1 cell(s) differ from {res}/metrics.parquet"
 
 
-@pytest.mark.parametrize("case", ["unknown", "no-plan", "lake-holds-it", "no-results"])
+@pytest.mark.parametrize("case", ["unknown", "no-plan", "not-run", "lake-holds-it", "no-results"])
 def test_bad_input_is_one_line_and_exit_2(results, tmp_path, case):
     study, _ = results
     res = _copy(results, tmp_path)
@@ -120,6 +120,12 @@ def test_bad_input_is_one_line_and_exit_2(results, tmp_path, case):
             r["plan"] = None if r["run_id"] == "rep-x-baseline-g10-s1" else r["plan"]
         (res / "runs.json").write_text(json.dumps(runs))
         says = "x-baseline-g10-s1: runs.json records no plan"
+    elif case == "not-run":
+        runs = json.loads((res / "runs.json").read_text())
+        for r in runs:
+            r["status"] = None if r["run_id"] == "rep-x-baseline-g10-s1" else r["status"]
+        (res / "runs.json").write_text(json.dumps(runs))
+        says = "x-baseline-g10-s1: the results hold no completed run of it (status not run)"
     elif case == "lake-holds-it":
         extra, says = ["--scratch", str(results[0].parent / "lake")], "already holds run rep-x-baseline-g10-s1"
     else:
@@ -157,7 +163,7 @@ def test_a_committed_mechanism_cell_trains_again_to_its_committed_rows(tmp_path)
     """The committed results are what this code makes: a 10x10 `baseline` cell of the mechanism
     study, trained again from its plan, gives every row of results/mechanism/metrics.parquet."""
     p = _cli("study", "reproduce", "mechanism", "baseline-g10-s201", "random-g10-s201",
-             "--scratch", str(tmp_path / "scratch"))
+             "--scratch", str(tmp_path / "scratch"), timeout=3600)  # 4 min alone, >10 beside a study
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.count("reproduced: ") == 2, p.stdout
 
