@@ -114,18 +114,13 @@ def test_bad_input_is_one_line_and_exit_2(results, tmp_path, case):
     cell, extra = "baseline-g10-s1", []
     if case == "unknown":
         cell, says = "baseline-g10-s9", "no cell 'baseline-g10-s9' in runs.json"
-    elif case == "no-plan":
+    elif case in ("no-plan", "not-run"):  # runs.json's entry of the cell without its plan, or not run
+        field = "plan" if case == "no-plan" else "status"
         runs = json.loads((res / "runs.json").read_text())
-        for r in runs:
-            r["plan"] = None if r["run_id"] == "rep-x-baseline-g10-s1" else r["plan"]
-        (res / "runs.json").write_text(json.dumps(runs))
-        says = "x-baseline-g10-s1: runs.json records no plan"
-    elif case == "not-run":
-        runs = json.loads((res / "runs.json").read_text())
-        for r in runs:
-            r["status"] = None if r["run_id"] == "rep-x-baseline-g10-s1" else r["status"]
-        (res / "runs.json").write_text(json.dumps(runs))
-        says = "x-baseline-g10-s1: the results hold no completed run of it (status not run)"
+        (res / "runs.json").write_text(json.dumps(
+            [{**r, field: None} if r["run_id"] == "rep-x-baseline-g10-s1" else r for r in runs]))
+        says = ("x-baseline-g10-s1: runs.json records no plan" if case == "no-plan" else
+                "x-baseline-g10-s1: the results hold no completed run of it (status not run)")
     elif case == "lake-holds-it":
         extra, says = ["--scratch", str(results[0].parent / "lake")], "already holds run rep-x-baseline-g10-s1"
     else:
